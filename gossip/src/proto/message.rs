@@ -1,0 +1,91 @@
+//! The wire messages between two nodes, encoded with postcard.
+//!
+//! Invariants: decoding is bounded by [`MAX_FRAME_BYTES`] and never panics on arbitrary input;
+//! anything that does not decode is dropped and counted by the caller.
+
+use serde::{Deserialize, Serialize};
+use spdu_keys::PublicKey;
+
+use super::SignedObservation;
+
+/// Largest frame a node accepts (a push of many observations at large cluster sizes).
+pub const MAX_FRAME_BYTES: usize = 1024 * 1024;
+
+/// Most entries a digest or push may carry.
+pub const MAX_ENTRIES: usize = 4096;
+
+/// One message between two nodes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// A probe; answered with a [`Message::Pong`] carrying the same nonce.
+    Ping {
+        /// Chosen by the prober.
+        nonce: u64,
+    },
+    /// The answer to a probe.
+    Pong {
+        /// The probe's nonce.
+        nonce: u64,
+    },
+    /// Observations the receiver may not have yet (own, relayed, or asked for by a digest).
+    Push(Vec<SignedObservation>),
+    /// The versions the sender holds; the receiver pushes back whatever is newer.
+    Digest {
+        /// (observer, incarnation, seq) for every observation the sender holds.
+        versions: Vec<(PublicKey, u64, u64)>,
+        /// Whether this digest answers another one (a reply is never answered with a digest).
+        reply: bool,
+    },
+}
+
+/// Why a frame was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// Larger than [`MAX_FRAME_BYTES`].
+    #[error("frame of {0} bytes is too large")]
+    TooLarge(usize),
+    /// Not a valid encoding of a [`Message`], or too many entries.
+    #[error("malformed frame")]
+    Malformed,
+}
+
+impl Message {
+    /// Encodes for the wire.
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_stdvec(self).expect("messages always encode")
+    }
+
+    /// Decodes a frame received from the wire.
+    pub fn decode(frame: &[u8]) -> Result<Self, FrameError> {
+        if frame.len() > MAX_FRAME_BYTES {
+            return Err(FrameError::TooLarge(frame.len()));
+        }
+        let msg: Message = postcard::from_bytes(frame).map_err(|_| FrameError::Malformed)?;
+        let entries = match &msg {
+            Message::Push(obs) => obs.len(),
+            Message::Digest { versions, .. } => versions.len(),
+            _ => 0,
+        };
+        if entries > MAX_ENTRIES {
+            return Err(FrameError::Malformed);
+        }
+        Ok(msg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_rejects_garbage() {
+        let msg = Message::Digest { versions: vec![], reply: true };
+        assert_eq!(Message::decode(&msg.encode()).unwrap(), msg);
+        assert_eq!(Message::decode(&[0xff, 0xff, 0xff]), Err(FrameError::Malformed));
+        assert_eq!(Message::decode(&[]), Err(FrameError::Malformed));
+        assert!(matches!(Message::decode(&vec![0; MAX_FRAME_BYTES + 1]), Err(FrameError::TooLarge(_))));
+        // A truncated push: claims one observation, carries none.
+        assert_eq!(Message::decode(&[2, 1]), Err(FrameError::Malformed));
+    }
+}

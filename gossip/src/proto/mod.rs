@@ -1,0 +1,68 @@
+//! The membership protocol core: no IO, no clock, no tokio.
+//!
+//! [`State`] is fed `now`, received [`Message`]s and [`Timer`] events through
+//! [`State::handle`], and returns [`OutEvent`]s: messages to send, timers to set, and a new
+//! [`AnswerSet`] whenever it changes. Randomness comes from a seed given at construction, and all
+//! maps are ordered, so the same inputs give the same outputs bit for bit (the simulator relies on
+//! it). The QUIC driver in [`crate::net`] and the simulator in [`crate::sim`] are the only callers.
+
+mod answer;
+mod message;
+mod observation;
+mod state;
+
+use std::time::Duration;
+
+pub use answer::{Quorum, Votes, answer_members, votes};
+pub use message::{FrameError, MAX_ENTRIES, MAX_FRAME_BYTES, Message};
+pub use observation::{
+    MAX_OBSERVATION_BYTES, OBSERVATION_CONTEXT, Observation, PeerReport, Rejection, SignedObservation,
+};
+pub use state::{
+    AnswerSet, InEvent, NodeInfo, NodeView, ObservationView, OutEvent, ProbeView, State, Stats, Timer,
+    ViewSnapshot,
+};
+
+/// Protocol timing and quorum. Defaults detect a lost peer in about a second and ride out light
+/// packet loss: a probe slot fails only if the ping or pong is lost *and* none of the peer's own
+/// pings arrived during the probe timeout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Time between two probes of one peer.
+    pub probe_interval: Duration,
+    /// How long a probe waits for its pong.
+    pub probe_timeout: Duration,
+    /// Consecutive failed probes before a reachable peer is declared unreachable.
+    pub down_after: u32,
+    /// Consecutive successful probes before an unreachable peer is declared reachable.
+    pub up_after: u32,
+    /// Longest time between two observations of this node (each one bumps `seq`).
+    pub heartbeat: Duration,
+    /// An observer whose newest observation is older than this (receiver's clock) stops counting.
+    pub stale_after: Duration,
+    /// How many live observers must agree that a peer is reachable.
+    pub quorum: Quorum,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            probe_interval: Duration::from_millis(100),
+            probe_timeout: Duration::from_millis(500),
+            down_after: 6,
+            up_after: 3,
+            heartbeat: Duration::from_millis(1000),
+            stale_after: Duration::from_millis(3500),
+            quorum: Quorum::Half,
+        }
+    }
+}
+
+/// A roster entry as the protocol sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// The operator's name for the node.
+    pub name: String,
+    /// Its key.
+    pub key: spdu_keys::PublicKey,
+}

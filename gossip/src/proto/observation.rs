@@ -1,0 +1,164 @@
+//! Signed observations: what one node says about itself and about every peer it probes.
+//!
+//! Invariants: a [`SignedObservation`] carries the exact postcard bytes that were signed, so the
+//! signature can be checked by anyone (also outside spdu, from `spdu peers --json`) without
+//! re-encoding. The signature covers the context [`OBSERVATION_CONTEXT`], the cluster id and those
+//! bytes; the cluster id is also inside the body so that a wrong-cluster observation is told apart
+//! from a forged one. Decoding is bounded by [`MAX_OBSERVATION_BYTES`].
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+use spdu_keys::{PublicKey, SecretKey, Signature};
+
+/// The signature context of observations.
+pub const OBSERVATION_CONTEXT: &str = "spdu/observation/v1";
+
+/// Largest encoded observation accepted (enough for about 1500 peer reports).
+pub const MAX_OBSERVATION_BYTES: usize = 64 * 1024;
+
+/// What one node (the observer) says, at one (incarnation, seq).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Observation {
+    /// The cluster this observation belongs to.
+    pub cluster: String,
+    /// Who observed (and signed).
+    pub observer: PublicKey,
+    /// The observer's name, as it calls itself.
+    pub name: String,
+    /// Grows on every restart of the observer.
+    pub incarnation: u64,
+    /// Grows with every observation within one incarnation.
+    pub seq: u64,
+    /// The observer's own health check verdict for its service.
+    pub healthy: bool,
+    /// The observer's service addresses (A and AAAA).
+    pub addresses: Vec<IpAddr>,
+    /// One report per roster peer of the observer.
+    pub peers: Vec<PeerReport>,
+}
+
+/// One observer's verdict on one peer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerReport {
+    /// The peer.
+    pub key: PublicKey,
+    /// Whether the observer's probing currently says the peer is reachable.
+    pub reachable: bool,
+    /// Smoothed round-trip time in microseconds, if measured.
+    pub rtt_us: Option<u32>,
+    /// For how long (ms) the verdict had held when the observation was made.
+    pub for_ms: u64,
+}
+
+impl Observation {
+    /// The version that orders observations of one observer: newer replaces older.
+    pub fn version(&self) -> (u64, u64) {
+        (self.incarnation, self.seq)
+    }
+
+    /// The report on `peer`, if this observer reports on it.
+    pub fn report(&self, peer: &PublicKey) -> Option<&PeerReport> {
+        self.peers.iter().find(|r| r.key == *peer)
+    }
+
+    /// Encodes and signs. The observer key must be `key`'s public key.
+    pub fn sign(&self, key: &SecretKey) -> SignedObservation {
+        debug_assert_eq!(self.observer, key.public());
+        let body = postcard::to_stdvec(self).expect("observations always encode");
+        let signature = key.sign(OBSERVATION_CONTEXT, &self.cluster, &body);
+        SignedObservation { body, signature }
+    }
+}
+
+/// An observation as it travels: the signed bytes and the signature.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedObservation {
+    /// postcard encoding of an [`Observation`].
+    #[serde(with = "body_bytes")]
+    pub body: Vec<u8>,
+    /// The observer's signature over context, cluster and `body`.
+    pub signature: Signature,
+}
+
+/// Why an observation was refused. Refusing never changes the receiver's view.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// Larger than [`MAX_OBSERVATION_BYTES`] or not a valid encoding.
+    #[error("malformed observation")]
+    Malformed,
+    /// For another cluster.
+    #[error("observation for cluster {0:?}")]
+    WrongCluster(String),
+    /// Observer not in the roster.
+    #[error("observation from unknown observer {0}")]
+    UnknownObserver(PublicKey),
+    /// Signature does not verify under the observer's key.
+    #[error("bad signature on observation from {0}")]
+    BadSignature(PublicKey),
+    /// Not newer than what the view already holds.
+    #[error("replayed or old observation")]
+    Replay,
+    /// Claims to be from this node itself but is not what it published.
+    #[error("observation claims to be from this node")]
+    SelfConflict,
+}
+
+impl SignedObservation {
+    /// Decodes the body and checks cluster, roster membership and signature.
+    pub fn verify(
+        &self,
+        cluster: &str,
+        trusted: impl Fn(&PublicKey) -> bool,
+    ) -> Result<Observation, Rejection> {
+        if self.body.len() > MAX_OBSERVATION_BYTES {
+            return Err(Rejection::Malformed);
+        }
+        let obs: Observation = postcard::from_bytes(&self.body).map_err(|_| Rejection::Malformed)?;
+        if obs.cluster != cluster {
+            return Err(Rejection::WrongCluster(obs.cluster));
+        }
+        if !trusted(&obs.observer) {
+            return Err(Rejection::UnknownObserver(obs.observer));
+        }
+        obs.observer
+            .verify(OBSERVATION_CONTEXT, cluster, &self.body, &self.signature)
+            .map_err(|_| Rejection::BadSignature(obs.observer))?;
+        Ok(obs)
+    }
+}
+
+/// Bytes in binary formats, base64 in human-readable ones (JSON for `spdu peers --json`).
+mod body_bytes {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() { s.serialize_str(&STANDARD.encode(bytes)) } else { s.serialize_bytes(bytes) }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        if d.is_human_readable() {
+            let text = String::deserialize(d)?;
+            STANDARD.decode(text).map_err(serde::de::Error::custom)
+        } else {
+            serde_bytes_vec(d)
+        }
+    }
+
+    fn serde_bytes_vec<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+        }
+        d.deserialize_bytes(V)
+    }
+}

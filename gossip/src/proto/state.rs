@@ -1,0 +1,620 @@
+//! One node's protocol state: probing with hysteresis, its own signed observation, the view of
+//! everyone's latest observation, anti-entropy, and the answer set.
+//!
+//! Invariants:
+//! - the view holds at most one observation per roster member (self included), always the one
+//!   with the highest (incarnation, seq) that verified; anything else is refused and counted;
+//! - this node's own entry is re-signed on every change of its probing verdicts or health and at
+//!   least every heartbeat, so it is always fresh;
+//! - the answer set is recomputed after every event that can change it and on every heartbeat
+//!   (observations go stale by the passing of time alone); [`OutEvent::AnswerChanged`] is emitted
+//!   only when it really changed.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use serde::Serialize;
+use spdu_keys::{PublicKey, SecretKey};
+
+use super::{
+    Config, Member, Message, Observation, PeerReport, Rejection, SignedObservation, answer_members, votes,
+};
+
+/// Most probes of one peer waiting for their pong at once.
+const MAX_OUTSTANDING: usize = 64;
+
+/// An input to the protocol.
+#[derive(Clone, Debug)]
+pub enum InEvent {
+    /// A message arrived from an authenticated peer.
+    Message {
+        /// The sender (authenticated by the transport).
+        from: PublicKey,
+        /// What it sent.
+        message: Message,
+    },
+    /// A timer set through [`OutEvent::SetTimer`] fired.
+    Timer(Timer),
+    /// This node's own service health check changed its verdict.
+    SetHealthy(bool),
+}
+
+/// Timers the protocol asks for.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Timer {
+    /// Time to probe this peer again.
+    Probe(PublicKey),
+    /// The probe with this nonce has waited long enough for its pong.
+    ProbeTimeout(PublicKey, u64),
+    /// Time to re-sign this node's observation and run anti-entropy.
+    Heartbeat,
+}
+
+/// An output of the protocol.
+#[derive(Clone, Debug)]
+pub enum OutEvent {
+    /// Send `message` to `to` (best effort: the protocol tolerates loss).
+    Send {
+        /// The receiver.
+        to: PublicKey,
+        /// What to send.
+        message: Message,
+    },
+    /// Fire `timer` at `at` (in addition to any other timers pending).
+    SetTimer {
+        /// When.
+        at: Instant,
+        /// Which.
+        timer: Timer,
+    },
+    /// The answer set changed.
+    AnswerChanged(AnswerSet),
+}
+
+/// The nodes and addresses this node answers with.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct AnswerSet {
+    /// Grows by one on every change.
+    pub version: u64,
+    /// The nodes in the answer: this node first (unless it withdrew), then peers in key order.
+    pub members: Vec<PublicKey>,
+    /// Their service addresses, in member order.
+    pub addresses: Vec<IpAddr>,
+}
+
+/// Counters of what arrived and what was refused.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    /// Observations accepted into the view.
+    pub accepted: u64,
+    /// Refused: not newer than the view's (replays, duplicates from relays).
+    pub replayed: u64,
+    /// Refused: malformed body.
+    pub malformed: u64,
+    /// Refused: another cluster.
+    pub wrong_cluster: u64,
+    /// Refused: observer not in the roster.
+    pub unknown_observer: u64,
+    /// Refused: signature does not verify.
+    pub bad_signature: u64,
+    /// Refused: claimed to come from this node.
+    pub self_conflict: u64,
+    /// Messages from senders not in the roster.
+    pub unknown_sender: u64,
+}
+
+impl Stats {
+    fn count(&mut self, rejection: &Rejection) {
+        let counter = match rejection {
+            Rejection::Malformed => &mut self.malformed,
+            Rejection::WrongCluster(_) => &mut self.wrong_cluster,
+            Rejection::UnknownObserver(_) => &mut self.unknown_observer,
+            Rejection::BadSignature(_) => &mut self.bad_signature,
+            Rejection::Replay => &mut self.replayed,
+            Rejection::SelfConflict => &mut self.self_conflict,
+        };
+        *counter += 1;
+    }
+}
+
+#[derive(Debug)]
+struct Probe {
+    reachable: bool,
+    changed_at: Instant,
+    ok_streak: u32,
+    fail_streak: u32,
+    rtt: Option<Duration>,
+    outstanding: VecDeque<(u64, Instant)>,
+    last_ping_heard: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    signed: SignedObservation,
+    obs: Observation,
+    received_at: Instant,
+}
+
+/// The protocol state of one node. See the module docs for its invariants.
+#[derive(Debug)]
+pub struct State {
+    key: SecretKey,
+    me: PublicKey,
+    name: String,
+    cluster: String,
+    config: Config,
+    incarnation: u64,
+    seq: u64,
+    healthy: bool,
+    addresses: Vec<IpAddr>,
+    members: BTreeMap<PublicKey, String>,
+    probes: BTreeMap<PublicKey, Probe>,
+    view: BTreeMap<PublicKey, Entry>,
+    answer: AnswerSet,
+    next_nonce: u64,
+    rng: StdRng,
+    stats: Stats,
+    dirty: bool,
+    out: Vec<OutEvent>,
+}
+
+/// Identity and settings of the node that owns a [`State`].
+#[derive(Debug)]
+pub struct NodeInfo {
+    /// Its key (signs its observations).
+    pub key: SecretKey,
+    /// Its name.
+    pub name: String,
+    /// The cluster id (part of every signature).
+    pub cluster: String,
+    /// Greater than that of any earlier run of this node.
+    pub incarnation: u64,
+    /// Its service addresses.
+    pub addresses: Vec<IpAddr>,
+}
+
+impl State {
+    /// A node that has not probed anyone yet: every peer starts unreachable.
+    ///
+    /// Call [`State::start`] once before handling events.
+    pub fn new(info: NodeInfo, roster: Vec<Member>, config: Config, seed: u64, now: Instant) -> Self {
+        let me = info.key.public();
+        let members: BTreeMap<_, _> =
+            roster.into_iter().filter(|m| m.key != me).map(|m| (m.key, m.name)).collect();
+        let probes = members
+            .keys()
+            .map(|k| {
+                let probe = Probe {
+                    reachable: false,
+                    changed_at: now,
+                    ok_streak: 0,
+                    fail_streak: 0,
+                    rtt: None,
+                    outstanding: VecDeque::new(),
+                    last_ping_heard: None,
+                };
+                (*k, probe)
+            })
+            .collect();
+        let mut rng = StdRng::seed_from_u64(seed);
+        Self {
+            me,
+            key: info.key,
+            name: info.name,
+            cluster: info.cluster,
+            config,
+            incarnation: info.incarnation,
+            seq: 0,
+            healthy: true,
+            addresses: info.addresses,
+            members,
+            probes,
+            view: BTreeMap::new(),
+            answer: AnswerSet::default(),
+            next_nonce: rng.random(),
+            rng,
+            stats: Stats::default(),
+            dirty: true,
+            out: Vec::new(),
+        }
+    }
+
+    /// Publishes the first observation and schedules probes (spread over one interval) and the
+    /// heartbeat.
+    pub fn start(&mut self, now: Instant) -> Vec<OutEvent> {
+        let interval = self.config.probe_interval.as_micros().max(1) as u64;
+        let peers: Vec<PublicKey> = self.members.keys().copied().collect();
+        for peer in peers {
+            let offset = Duration::from_micros(self.rng.random_range(0..interval));
+            self.set_timer(now + offset, Timer::Probe(peer));
+        }
+        self.set_timer(now + self.config.heartbeat, Timer::Heartbeat);
+        self.publish(now);
+        self.finish(now)
+    }
+
+    /// Handles one input at time `now`.
+    pub fn handle(&mut self, now: Instant, event: InEvent) -> Vec<OutEvent> {
+        match event {
+            InEvent::Message { from, message } => self.on_message(now, from, message),
+            InEvent::Timer(Timer::Probe(peer)) => self.on_probe(now, peer),
+            InEvent::Timer(Timer::ProbeTimeout(peer, nonce)) => self.on_probe_timeout(now, peer, nonce),
+            InEvent::Timer(Timer::Heartbeat) => self.on_heartbeat(now),
+            InEvent::SetHealthy(healthy) => {
+                if healthy != self.healthy {
+                    self.healthy = healthy;
+                    self.publish(now);
+                }
+            }
+        }
+        self.finish(now)
+    }
+
+    /// This node's key.
+    pub fn key(&self) -> PublicKey {
+        self.me
+    }
+
+    /// The current answer set.
+    pub fn answer(&self) -> &AnswerSet {
+        &self.answer
+    }
+
+    /// Counters of accepted and refused input.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Whether this node's probing currently sees `peer` reachable.
+    pub fn sees_reachable(&self, peer: &PublicKey) -> bool {
+        self.probes.get(peer).is_some_and(|p| p.reachable)
+    }
+
+    /// The newest observation of `observer` in the view.
+    pub fn observation(&self, observer: &PublicKey) -> Option<&Observation> {
+        self.view.get(observer).map(|e| &e.obs)
+    }
+
+    /// The signed newest observation of `observer` in the view.
+    pub fn signed_observation(&self, observer: &PublicKey) -> Option<&SignedObservation> {
+        self.view.get(observer).map(|e| &e.signed)
+    }
+
+    fn set_timer(&mut self, at: Instant, timer: Timer) {
+        self.out.push(OutEvent::SetTimer { at, timer });
+    }
+
+    fn send(&mut self, to: PublicKey, message: Message) {
+        self.out.push(OutEvent::Send { to, message });
+    }
+
+    fn finish(&mut self, now: Instant) -> Vec<OutEvent> {
+        if self.dirty {
+            self.dirty = false;
+            self.recompute_answer(now);
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    fn on_message(&mut self, now: Instant, from: PublicKey, message: Message) {
+        if !self.members.contains_key(&from) {
+            self.stats.unknown_sender += 1;
+            return;
+        }
+        match message {
+            Message::Ping { nonce } => {
+                if let Some(p) = self.probes.get_mut(&from) {
+                    p.last_ping_heard = Some(now);
+                }
+                self.send(from, Message::Pong { nonce });
+            }
+            Message::Pong { nonce } => self.on_pong(now, from, nonce),
+            Message::Push(list) => self.on_push(now, from, list),
+            Message::Digest { versions, reply } => self.on_digest(from, versions, reply),
+        }
+    }
+
+    fn on_probe(&mut self, now: Instant, peer: PublicKey) {
+        let Some(probe) = self.probes.get_mut(&peer) else { return };
+        let nonce = self.next_nonce;
+        self.next_nonce = self.next_nonce.wrapping_add(1);
+        if probe.outstanding.len() == MAX_OUTSTANDING {
+            probe.outstanding.pop_front();
+        }
+        probe.outstanding.push_back((nonce, now));
+        self.send(peer, Message::Ping { nonce });
+        self.set_timer(now + self.config.probe_timeout, Timer::ProbeTimeout(peer, nonce));
+        self.set_timer(now + self.config.probe_interval, Timer::Probe(peer));
+    }
+
+    fn on_pong(&mut self, now: Instant, from: PublicKey, nonce: u64) {
+        let Some(probe) = self.probes.get_mut(&from) else { return };
+        let Some(i) = probe.outstanding.iter().position(|(n, _)| *n == nonce) else { return };
+        let (_, sent) = probe.outstanding.remove(i).expect("index from position");
+        let sample = now.saturating_duration_since(sent);
+        probe.rtt = Some(match probe.rtt {
+            Some(rtt) => (rtt * 7 + sample) / 8,
+            None => sample,
+        });
+        self.record(now, from, true);
+    }
+
+    fn on_probe_timeout(&mut self, now: Instant, peer: PublicKey, nonce: u64) {
+        let Some(probe) = self.probes.get_mut(&peer) else { return };
+        let Some(i) = probe.outstanding.iter().position(|(n, _)| *n == nonce) else { return };
+        let (_, sent) = probe.outstanding.remove(i).expect("index from position");
+        // The pong was lost or late, but a ping from the peer since this probe left proves the
+        // peer alive and its path to us working: only both missing count as a failure.
+        let heard = probe.last_ping_heard.is_some_and(|t| t >= sent);
+        self.record(now, peer, heard);
+    }
+
+    fn record(&mut self, now: Instant, peer: PublicKey, ok: bool) {
+        let (up_after, down_after) = (self.config.up_after, self.config.down_after);
+        let Some(probe) = self.probes.get_mut(&peer) else { return };
+        let flipped = if ok {
+            probe.ok_streak = probe.ok_streak.saturating_add(1);
+            probe.fail_streak = 0;
+            !probe.reachable && probe.ok_streak >= up_after
+        } else {
+            probe.fail_streak = probe.fail_streak.saturating_add(1);
+            probe.ok_streak = 0;
+            probe.reachable && probe.fail_streak >= down_after
+        };
+        if flipped {
+            probe.reachable = ok;
+            probe.changed_at = now;
+            self.publish(now);
+        }
+    }
+
+    fn on_heartbeat(&mut self, now: Instant) {
+        self.set_timer(now + self.config.heartbeat, Timer::Heartbeat);
+        self.publish(now);
+        // Anti-entropy: one random peer learns what we hold and pushes back what we lack.
+        if !self.members.is_empty() {
+            let i = self.rng.random_range(0..self.members.len());
+            let peer = *self.members.keys().nth(i).expect("index in range");
+            let versions = self.versions();
+            self.send(peer, Message::Digest { versions, reply: false });
+        }
+        // Freshness changes with time alone.
+        self.dirty = true;
+    }
+
+    /// Re-signs this node's observation with the next seq, stores it, and pushes it to every peer.
+    fn publish(&mut self, now: Instant) {
+        self.seq += 1;
+        let peers = self
+            .probes
+            .iter()
+            .map(|(key, p)| PeerReport {
+                key: *key,
+                reachable: p.reachable,
+                rtt_us: p.rtt.map(|d| d.as_micros().min(u32::MAX as u128) as u32),
+                for_ms: now.saturating_duration_since(p.changed_at).as_millis() as u64,
+            })
+            .collect();
+        let obs = Observation {
+            cluster: self.cluster.clone(),
+            observer: self.me,
+            name: self.name.clone(),
+            incarnation: self.incarnation,
+            seq: self.seq,
+            healthy: self.healthy,
+            addresses: self.addresses.clone(),
+            peers,
+        };
+        let signed = obs.sign(&self.key);
+        let peers: Vec<PublicKey> = self.members.keys().copied().collect();
+        for peer in peers {
+            self.send(peer, Message::Push(vec![signed.clone()]));
+        }
+        self.view.insert(self.me, Entry { signed, obs, received_at: now });
+        self.dirty = true;
+    }
+
+    fn on_push(&mut self, now: Instant, from: PublicKey, list: Vec<SignedObservation>) {
+        let mut relay = Vec::new();
+        for signed in list {
+            match self.accept(now, signed) {
+                Ok(observer) => relay.push(observer),
+                Err(rejection) => self.stats.count(&rejection),
+            }
+        }
+        // Relay what was new to every other peer, so nodes that cannot reach an observer still
+        // learn its view. Version checks on arrival stop the flood.
+        if relay.is_empty() {
+            return;
+        }
+        let peers: Vec<PublicKey> = self.members.keys().copied().filter(|k| *k != from).collect();
+        for peer in peers {
+            let batch: Vec<SignedObservation> = relay
+                .iter()
+                .filter(|observer| **observer != peer)
+                .map(|observer| self.view[observer].signed.clone())
+                .collect();
+            if !batch.is_empty() {
+                self.send(peer, Message::Push(batch));
+            }
+        }
+    }
+
+    fn accept(&mut self, now: Instant, signed: SignedObservation) -> Result<PublicKey, Rejection> {
+        let me = self.me;
+        let obs = signed.verify(&self.cluster, |k| *k == me || self.members.contains_key(k))?;
+        if obs.observer == me {
+            // Our own observations come back through relays; an equal or older one is an echo.
+            // A newer one means another process runs with our key, or our incarnation went back.
+            return Err(if obs.version() <= (self.incarnation, self.seq) {
+                Rejection::Replay
+            } else {
+                Rejection::SelfConflict
+            });
+        }
+        if let Some(old) = self.view.get(&obs.observer)
+            && obs.version() <= old.obs.version()
+        {
+            return Err(Rejection::Replay);
+        }
+        let observer = obs.observer;
+        self.view.insert(observer, Entry { signed, obs, received_at: now });
+        self.stats.accepted += 1;
+        self.dirty = true;
+        Ok(observer)
+    }
+
+    fn versions(&self) -> Vec<(PublicKey, u64, u64)> {
+        self.view.iter().map(|(k, e)| (*k, e.obs.incarnation, e.obs.seq)).collect()
+    }
+
+    fn on_digest(&mut self, from: PublicKey, versions: Vec<(PublicKey, u64, u64)>, reply: bool) {
+        let theirs: BTreeMap<PublicKey, (u64, u64)> =
+            versions.into_iter().map(|(k, inc, seq)| (k, (inc, seq))).collect();
+        let newer: Vec<SignedObservation> = self
+            .view
+            .iter()
+            .filter(|(k, e)| theirs.get(*k).is_none_or(|v| *v < e.obs.version()))
+            .map(|(_, e)| e.signed.clone())
+            .collect();
+        if !newer.is_empty() {
+            self.send(from, Message::Push(newer));
+        }
+        let they_have_newer = theirs.iter().any(|(k, v)| {
+            (*k == from || self.members.contains_key(k))
+                && self.view.get(k).is_none_or(|e| e.obs.version() < *v)
+        });
+        if !reply && they_have_newer {
+            let versions = self.versions();
+            self.send(from, Message::Digest { versions, reply: true });
+        }
+    }
+
+    fn is_fresh(&self, entry: &Entry, now: Instant) -> bool {
+        now.saturating_duration_since(entry.received_at) < self.config.stale_after
+    }
+
+    fn recompute_answer(&mut self, now: Instant) {
+        let mine = &self.view[&self.me].obs;
+        let live: Vec<&Observation> =
+            self.view.values().filter(|e| self.is_fresh(e, now)).map(|e| &e.obs).collect();
+        let members = answer_members(mine, &live, |k| self.observation(k), self.config.quorum);
+        let addresses: Vec<IpAddr> = members
+            .iter()
+            .filter_map(|k| self.observation(k))
+            .flat_map(|o| o.addresses.iter().copied())
+            .collect();
+        if members != self.answer.members || addresses != self.answer.addresses {
+            self.answer = AnswerSet { version: self.answer.version + 1, members, addresses };
+            self.out.push(OutEvent::AnswerChanged(self.answer.clone()));
+        }
+    }
+
+    /// Everything `spdu peers` shows, as of `now`.
+    pub fn snapshot(&self, now: Instant) -> ViewSnapshot {
+        let live: Vec<&Observation> =
+            self.view.values().filter(|e| self.is_fresh(e, now)).map(|e| &e.obs).collect();
+        let all = std::iter::once((self.me, self.name.clone()))
+            .chain(self.members.iter().map(|(k, n)| (*k, n.clone())));
+        let nodes = all
+            .map(|(key, name)| {
+                let v = votes(&key, live.iter().copied());
+                NodeView {
+                    key,
+                    fingerprint: key.fingerprint(),
+                    name,
+                    is_self: key == self.me,
+                    probe: self.probes.get(&key).map(|p| ProbeView {
+                        reachable: p.reachable,
+                        rtt_us: p.rtt.map(|d| d.as_micros() as u64),
+                        for_ms: now.saturating_duration_since(p.changed_at).as_millis() as u64,
+                    }),
+                    seen_reachable_by: v.yes,
+                    voters: v.voters,
+                    in_answer: self.answer.members.contains(&key),
+                    observation: self.view.get(&key).map(|e| ObservationView {
+                        age_ms: now.saturating_duration_since(e.received_at).as_millis() as u64,
+                        fresh: self.is_fresh(e, now),
+                        observation: e.obs.clone(),
+                        signed: e.signed.clone(),
+                    }),
+                }
+            })
+            .collect();
+        ViewSnapshot {
+            me: self.me,
+            name: self.name.clone(),
+            cluster: self.cluster.clone(),
+            answer: self.answer.clone(),
+            nodes,
+            stats: self.stats.clone(),
+        }
+    }
+}
+
+/// The signed view as one node sees it (what `spdu peers` prints).
+#[derive(Clone, Debug, Serialize)]
+pub struct ViewSnapshot {
+    /// This node.
+    pub me: PublicKey,
+    /// Its name.
+    pub name: String,
+    /// The cluster id.
+    pub cluster: String,
+    /// What this node answers with.
+    pub answer: AnswerSet,
+    /// This node first, then every roster peer.
+    pub nodes: Vec<NodeView>,
+    /// Counters of accepted and refused observations.
+    pub stats: Stats,
+}
+
+/// One node in a [`ViewSnapshot`].
+#[derive(Clone, Debug, Serialize)]
+pub struct NodeView {
+    /// Its key.
+    pub key: PublicKey,
+    /// Short form of the key.
+    pub fingerprint: String,
+    /// The local roster's name for it.
+    pub name: String,
+    /// Whether this is the node that made the snapshot.
+    pub is_self: bool,
+    /// This node's own probing of it (none for itself).
+    pub probe: Option<ProbeView>,
+    /// Live observers other than it that see it reachable.
+    pub seen_reachable_by: Vec<PublicKey>,
+    /// Live observers other than it that report on it.
+    pub voters: Vec<PublicKey>,
+    /// Whether it is in this node's DNS answer.
+    pub in_answer: bool,
+    /// Its newest observation in the view.
+    pub observation: Option<ObservationView>,
+}
+
+/// This node's probing verdict on a peer.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProbeView {
+    /// Reachable from here.
+    pub reachable: bool,
+    /// Smoothed round-trip time.
+    pub rtt_us: Option<u64>,
+    /// For how long the verdict has held.
+    pub for_ms: u64,
+}
+
+/// A view entry: the observation, decoded and as signed.
+#[derive(Clone, Debug, Serialize)]
+pub struct ObservationView {
+    /// Time since it arrived (receiver's clock).
+    pub age_ms: u64,
+    /// Whether it still counts as live.
+    pub fresh: bool,
+    /// Decoded.
+    pub observation: Observation,
+    /// As signed (verifiable with the observer's key, context and cluster id).
+    pub signed: SignedObservation,
+}
