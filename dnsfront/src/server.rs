@@ -1,0 +1,217 @@
+//! Sockets and lifetime: binding UDP and TCP on every listen address and serving until shutdown.
+//!
+//! Owns [`DnsServer`] and [`DnsError`]. Invariants: `bind` either binds every address (UDP and
+//! TCP on the same port) or returns an error naming the address and binds nothing lasting;
+//! nothing is answered before `run`; `run` returns only after every listener has stopped.
+
+use std::{io, net::SocketAddr, sync::Arc, time::Duration};
+
+use hickory_server::Server;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::{
+    net::{TcpListener, TcpSocket, UdpSocket},
+    sync::watch,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::{
+    answer::PoolAnswers,
+    handler::PoolHandler,
+    metrics::DnsMetrics,
+    zone::{Zone, ZoneConfig, ZoneError},
+};
+
+/// Idle time after which a TCP connection that sends no query is closed.
+const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Responses queued per TCP connection before the connection applies back-pressure.
+const TCP_RESPONSE_BUFFER: usize = 32;
+/// Most UDP sockets opened per listen address. hickory-server runs one receive-and-send loop
+/// per socket; several SO_REUSEPORT sockets let the kernel spread queries over cores.
+const MAX_UDP_SOCKETS_PER_ADDRESS: usize = 4;
+/// Attempts to find a port free for both UDP and TCP when the listen port is 0.
+const EPHEMERAL_PORT_ATTEMPTS: usize = 16;
+
+/// Transport of a socket, for error messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Transport {
+    /// UDP.
+    Udp,
+    /// TCP.
+    Tcp,
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Udp => "UDP",
+            Self::Tcp => "TCP",
+        })
+    }
+}
+
+/// Errors of [`DnsServer::bind`] and [`DnsServer::run`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DnsError {
+    /// The zone configuration is invalid; nothing was bound.
+    #[error("invalid zone configuration: {0}")]
+    Zone(#[from] ZoneError),
+    /// No listen address was given.
+    #[error("no DNS listen address configured")]
+    NoListenAddress,
+    /// A socket could not be bound; nothing stays bound.
+    #[error("cannot bind DNS {transport} socket on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// UDP or TCP.
+        transport: Transport,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// A listener stopped on its own (socket closed or failed) while serving.
+    #[error("DNS listener failed: {0}")]
+    Listener(String),
+}
+
+/// An authoritative DNS server for the pool zone, bound but not yet serving.
+pub struct DnsServer {
+    handler: PoolHandler,
+    udp: Vec<UdpSocket>,
+    tcp: Vec<TcpListener>,
+    addrs: Vec<SocketAddr>,
+}
+
+impl std::fmt::Debug for DnsServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DnsServer").field("addrs", &self.addrs).finish_non_exhaustive()
+    }
+}
+
+impl DnsServer {
+    /// Validates the zone and binds UDP and TCP on every listen address (port 0 allowed: UDP
+    /// and TCP then share one ephemeral port). Errors (e.g. address in use) name the address.
+    /// Nothing is served until [`run`](Self::run).
+    pub async fn bind(
+        zone: ZoneConfig,
+        listen: &[SocketAddr],
+        answers: watch::Receiver<Arc<PoolAnswers>>,
+        metrics: DnsMetrics,
+    ) -> Result<DnsServer, DnsError> {
+        let zone = Zone::compile(&zone)?;
+        if listen.is_empty() {
+            return Err(DnsError::NoListenAddress);
+        }
+        let per_address =
+            std::thread::available_parallelism().map_or(1, usize::from).clamp(1, MAX_UDP_SOCKETS_PER_ADDRESS);
+        let mut udp = Vec::with_capacity(listen.len() * per_address);
+        let mut tcp = Vec::with_capacity(listen.len());
+        let mut addrs = Vec::with_capacity(listen.len());
+        for &addr in listen {
+            let (sockets, listener, bound) = bind_address(addr, per_address)?;
+            udp.extend(sockets);
+            tcp.push(listener);
+            addrs.push(bound);
+        }
+        Ok(DnsServer { handler: PoolHandler::new(zone, answers, metrics), udp, tcp, addrs })
+    }
+
+    /// The addresses actually bound (UDP and TCP share each one).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.addrs.clone()
+    }
+
+    /// Serves until `shutdown` is cancelled, then stops the listeners and returns.
+    ///
+    /// Returns an error if a listener stops on its own before that; the others are then
+    /// stopped too.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), DnsError> {
+        let mut server = Server::new(self.handler);
+        for socket in self.udp {
+            server.register_socket(socket);
+        }
+        for listener in self.tcp {
+            server.register_listener(listener, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
+        }
+        info!(addrs = ?self.addrs, "serving DNS");
+
+        let ended = tokio::select! {
+            result = server.block_until_done() => Some(result),
+            () = shutdown.cancelled() => None,
+        };
+        let result = match ended {
+            // Every listener loops until shutdown; one returning first has failed.
+            Some(result) => {
+                let reason = match result {
+                    Ok(()) => "listeners stopped unexpectedly".to_owned(),
+                    Err(error) => error.to_string(),
+                };
+                warn!(%reason, "DNS listener failed");
+                let _ = server.shutdown_gracefully().await;
+                Err(DnsError::Listener(reason))
+            }
+            None => server.shutdown_gracefully().await.map_err(|e| DnsError::Listener(e.to_string())),
+        };
+        info!(addrs = ?self.addrs, "DNS stopped");
+        result
+    }
+}
+
+/// Binds `count` UDP sockets (SO_REUSEPORT) and one TCP listener on the same address. For port
+/// 0, retries until the ephemeral port the OS gave the first UDP socket is also free for TCP.
+///
+/// The TCP listener is bound without SO_REUSEPORT, so another process already serving this
+/// address (even one that set SO_REUSEPORT on its UDP sockets) makes `bind` fail rather than
+/// silently share the traffic.
+fn bind_address(
+    addr: SocketAddr,
+    count: usize,
+) -> Result<(Vec<UdpSocket>, TcpListener, SocketAddr), DnsError> {
+    let attempts = if addr.port() == 0 { EPHEMERAL_PORT_ATTEMPTS } else { 1 };
+    let udp_error = |source| DnsError::Bind { addr, transport: Transport::Udp, source };
+    let mut last_error = None;
+    for _ in 0..attempts {
+        let first = bind_udp(addr).map_err(udp_error)?;
+        let bound = first.local_addr().map_err(udp_error)?;
+        let tcp = match bind_tcp(bound) {
+            Ok(tcp) => tcp,
+            Err(source) => {
+                last_error = Some(source);
+                continue;
+            }
+        };
+        let mut sockets = Vec::with_capacity(count);
+        sockets.push(first);
+        for _ in 1..count {
+            sockets.push(bind_udp(bound).map_err(udp_error)?);
+        }
+        return Ok((sockets, tcp, bound));
+    }
+    Err(DnsError::Bind {
+        addr,
+        transport: Transport::Tcp,
+        source: last_error.unwrap_or_else(|| io::Error::other("no attempt made")),
+    })
+}
+
+/// One non-blocking UDP socket with SO_REUSEPORT, registered with tokio.
+fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
+}
+
+/// A TCP listener with SO_REUSEADDR (quick restarts) but not SO_REUSEPORT.
+fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}

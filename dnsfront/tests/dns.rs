@@ -1,0 +1,392 @@
+//! End-to-end tests: a real `DnsServer` on 127.0.0.1:0, queried over real UDP and TCP sockets
+//! with messages built and parsed by hickory-proto (the wire client lives in `testing`).
+
+mod testing;
+
+use std::{collections::HashSet, net::IpAddr, sync::Arc, time::Duration};
+
+use hickory_proto::{
+    op::{Edns, Message, MessageType, OpCode, Query, ResponseCode},
+    rr::{DNSClass, Name, RData, RecordType},
+};
+use spdu_dnsfront::{DnsError, DnsMetrics, DnsServer, PoolAnswers, ZoneConfig};
+use testing::{TestServer, addrs, answer_ips, query, soa_of, tcp, udp, udp_raw, zone};
+use tokio_util::sync::CancellationToken;
+
+const API: &str = "api.pool.example.test.";
+const APEX: &str = "pool.example.test.";
+
+fn pool() -> Vec<IpAddr> {
+    addrs(&["192.0.2.1", "192.0.2.2", "192.0.2.3", "2001:db8::1", "2001:db8::2"])
+}
+
+#[tokio::test]
+async fn a_and_aaaa_answer_with_the_pool_and_rotate() {
+    let server = TestServer::start(zone(&["api"]), 7, pool()).await;
+
+    let mut orders = HashSet::new();
+    for _ in 0..6 {
+        let response = udp(server.addr, &query(API, RecordType::A)).await;
+        assert_eq!(response.metadata.response_code, ResponseCode::NoError);
+        assert!(response.metadata.authoritative);
+        assert!(!response.metadata.truncation);
+        assert!(response.authorities.is_empty(), "positive answers stay small");
+        assert!(response.answers.iter().all(|r| r.ttl == 5));
+        let ips = answer_ips(&response);
+        let set: HashSet<_> = ips.iter().copied().collect();
+        assert_eq!(set, addrs(&["192.0.2.1", "192.0.2.2", "192.0.2.3"]).into_iter().collect());
+        orders.insert(ips);
+    }
+    assert!(orders.len() >= 2, "order should rotate between queries: {orders:?}");
+
+    let response = tcp(server.addr, &query(API, RecordType::AAAA)).await;
+    assert_eq!(response.metadata.response_code, ResponseCode::NoError);
+    assert!(response.metadata.authoritative);
+    let set: HashSet<_> = answer_ips(&response).into_iter().collect();
+    assert_eq!(set, addrs(&["2001:db8::1", "2001:db8::2"]).into_iter().collect());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn answers_and_serial_follow_the_watch_channel() {
+    let server = TestServer::start(zone(&["api"]), 1, addrs(&["192.0.2.1"])).await;
+    assert_eq!(soa_of(&udp(server.addr, &query(APEX, RecordType::SOA)).await).serial, 1);
+
+    server.publish(2, addrs(&["198.51.100.7", "2001:db8::9"]));
+    let response = udp(server.addr, &query(API, RecordType::A)).await;
+    assert_eq!(answer_ips(&response), addrs(&["198.51.100.7"]));
+    let response = udp(server.addr, &query(APEX, RecordType::SOA)).await;
+    assert_eq!(soa_of(&response).serial, 2);
+
+    // An empty pool: NODATA with the new serial in the SOA.
+    server.publish(3, vec![]);
+    let response = udp(server.addr, &query(API, RecordType::A)).await;
+    assert_eq!(response.metadata.response_code, ResponseCode::NoError);
+    assert!(response.answers.is_empty());
+    assert_eq!(soa_of(&response).serial, 3);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn soa_and_ns_at_the_apex() {
+    let server = TestServer::start(zone(&["api"]), 9, pool()).await;
+    let response = udp(server.addr, &query(APEX, RecordType::SOA)).await;
+    assert_eq!(response.metadata.response_code, ResponseCode::NoError);
+    assert!(response.metadata.authoritative);
+    assert_eq!(response.answers.len(), 1);
+    let soa = soa_of(&response);
+    assert_eq!(soa.mname, Name::from_ascii("alpha.example.test.").unwrap());
+    assert_eq!(soa.rname, Name::from_ascii("hostmaster.pool.example.test.").unwrap());
+    assert_eq!(soa.serial, 9);
+    assert_eq!(soa.minimum, 5);
+    assert!(soa.refresh > 0 && soa.retry > 0 && soa.expire > soa.refresh);
+
+    let response = tcp(server.addr, &query(APEX, RecordType::NS)).await;
+    assert!(response.metadata.authoritative);
+    let targets: HashSet<String> = response
+        .answers
+        .iter()
+        .map(|r| match &r.data {
+            RData::NS(ns) => ns.0.to_string(),
+            other => panic!("not NS: {other:?}"),
+        })
+        .collect();
+    let expected: HashSet<String> = ["alpha.example.test.", "beta.example.test."].map(String::from).into();
+    assert_eq!(targets, expected);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn nxdomain_and_nodata_carry_the_soa() {
+    let server = TestServer::start(zone(&["api", "www.deep"]), 4, addrs(&["192.0.2.1"])).await;
+    let negative = |name: &'static str, qtype: RecordType, rcode: ResponseCode| {
+        let addr = server.addr;
+        async move {
+            let response = udp(addr, &query(name, qtype)).await;
+            assert_eq!(response.metadata.response_code, rcode, "{name} {qtype}");
+            assert!(response.metadata.authoritative, "{name} {qtype}: AA");
+            assert!(response.answers.is_empty(), "{name} {qtype}");
+            assert_eq!(response.authorities.len(), 1, "{name} {qtype}");
+            let soa = &response.authorities[0];
+            assert_eq!(soa.name, Name::from_ascii(APEX).unwrap());
+            assert_eq!(soa.ttl, 5, "negative TTL = min(SOA TTL, minimum)");
+            assert_eq!(soa_of(&response).serial, 4);
+        }
+    };
+    negative("nope.pool.example.test.", RecordType::A, ResponseCode::NXDomain).await;
+    negative("x.api.pool.example.test.", RecordType::A, ResponseCode::NXDomain).await;
+    negative("www.pool.example.test.", RecordType::AAAA, ResponseCode::NXDomain).await;
+    negative(API, RecordType::TXT, ResponseCode::NoError).await;
+    negative(API, RecordType::AAAA, ResponseCode::NoError).await; // no v6 in the pool
+    negative(API, RecordType::MX, ResponseCode::NoError).await;
+    negative(APEX, RecordType::A, ResponseCode::NoError).await;
+    negative(APEX, RecordType::TXT, ResponseCode::NoError).await;
+    // Empty non-terminal: deep exists because www.deep does.
+    negative("deep.pool.example.test.", RecordType::A, ResponseCode::NoError).await;
+    let response = udp(server.addr, &query("www.deep.pool.example.test.", RecordType::A)).await;
+    assert_eq!(answer_ips(&response), addrs(&["192.0.2.1"]));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn outside_the_zone_is_refused() {
+    let server = TestServer::start(zone(&["api"]), 1, pool()).await;
+    for name in ["example.test.", "test.", ".", "api.other.test.", "xpool.example.test."] {
+        let response = udp(server.addr, &query(name, RecordType::A)).await;
+        assert_eq!(response.metadata.response_code, ResponseCode::Refused, "{name}");
+        assert!(!response.metadata.authoritative, "{name}");
+        assert!(response.answers.is_empty() && response.authorities.is_empty());
+    }
+    // Other classes are not served.
+    let mut chaos = query("version.bind.", RecordType::TXT);
+    chaos.queries[0].set_query_class(DNSClass::CH);
+    assert_eq!(udp(server.addr, &chaos).await.metadata.response_code, ResponseCode::Refused);
+    let mut chaos = query(API, RecordType::A);
+    chaos.queries[0].set_query_class(DNSClass::CH);
+    assert_eq!(udp(server.addr, &chaos).await.metadata.response_code, ResponseCode::Refused);
+    // Zone transfers are not offered.
+    let response = tcp(server.addr, &query(APEX, RecordType::AXFR)).await;
+    assert_eq!(response.metadata.response_code, ResponseCode::Refused);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn names_compare_case_insensitively() {
+    let server = TestServer::start(zone(&["api"]), 1, pool()).await;
+    let response = udp(server.addr, &query("ApI.PoOl.ExAmPlE.TeSt.", RecordType::A)).await;
+    assert_eq!(response.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(response.answers.len(), 3);
+    // The question is echoed as asked.
+    assert_eq!(response.queries[0].name().to_string(), "ApI.PoOl.ExAmPlE.TeSt.");
+    let response = udp(server.addr, &query("POOL.EXAMPLE.TEST.", RecordType::SOA)).await;
+    assert_eq!(response.answers.len(), 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn edns_is_echoed_and_versions_checked() {
+    let server = TestServer::start(zone(&["api"]), 1, pool()).await;
+
+    let response = udp(server.addr, &query(API, RecordType::A)).await;
+    assert!(response.edns.is_none(), "no OPT without one in the query");
+
+    let mut with_edns = query(API, RecordType::A);
+    let mut edns = Edns::new();
+    edns.set_max_payload(4096);
+    with_edns.set_edns(edns);
+    let response = udp(server.addr, &with_edns).await;
+    let echoed = response.edns.as_ref().expect("OPT echoed");
+    assert_eq!(echoed.max_payload(), 1232);
+    assert_eq!(echoed.version(), 0);
+    assert_eq!(response.answers.len(), 3);
+
+    // NXDOMAIN keeps the OPT too.
+    let mut nx = query("nope.pool.example.test.", RecordType::A);
+    nx.set_edns(Edns::new());
+    let response = udp(server.addr, &nx).await;
+    assert_eq!(response.metadata.response_code, ResponseCode::NXDomain);
+    assert!(response.edns.is_some());
+
+    let mut v1 = query(API, RecordType::A);
+    let mut edns = Edns::new();
+    edns.set_version(1);
+    v1.set_edns(edns);
+    let response = udp(server.addr, &v1).await;
+    // BADVERS and BADSIG share code 16; hickory decodes it as BADSIG.
+    assert_eq!(u16::from(response.metadata.response_code), u16::from(ResponseCode::BADVERS));
+    assert!(response.edns.is_some());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn large_answers_truncate_over_udp_and_come_whole_over_tcp() {
+    let many: Vec<IpAddr> =
+        (1..=60u16).map(|i| IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, i))).collect();
+    let server = TestServer::start(zone(&["api"]), 1, many.clone()).await;
+
+    let request = query(API, RecordType::AAAA);
+    let raw = udp_raw(server.addr, &request.to_vec().unwrap()).await.expect("a UDP response");
+    assert!(raw.len() <= 512, "UDP response without EDNS is {} bytes", raw.len());
+    let response = Message::from_vec(&raw).unwrap();
+    assert!(response.metadata.truncation, "TC must be set");
+    assert!(response.answers.len() < 60);
+
+    let mut with_edns = query(API, RecordType::AAAA);
+    let mut edns = Edns::new();
+    edns.set_max_payload(4096);
+    with_edns.set_edns(edns);
+    let raw = udp_raw(server.addr, &with_edns.to_vec().unwrap()).await.expect("a UDP response");
+    assert!(raw.len() <= 1232, "UDP response with EDNS is {} bytes", raw.len());
+    assert!(Message::from_vec(&raw).unwrap().metadata.truncation);
+
+    let response = tcp(server.addr, &request).await;
+    assert!(!response.metadata.truncation);
+    assert_eq!(response.answers.len(), 60);
+    let got: HashSet<_> = answer_ips(&response).into_iter().collect();
+    assert_eq!(got, many.into_iter().collect());
+    assert!(server.metrics_text().contains("dns_truncated_responses_total 2"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn other_opcodes_are_not_implemented() {
+    let server = TestServer::start(zone(&["api"]), 1, pool()).await;
+    for op_code in [OpCode::Notify, OpCode::Update, OpCode::Status] {
+        let mut message = Message::new(4242, MessageType::Query, op_code);
+        message.add_query(Query::query(Name::from_ascii(APEX).unwrap(), RecordType::SOA));
+        let response = udp(server.addr, &message).await;
+        assert_eq!(response.metadata.response_code, ResponseCode::NotImp, "{op_code:?}");
+        assert_eq!(response.metadata.id, 4242);
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn zero_or_two_questions_are_formerr() {
+    let server = TestServer::start(zone(&["api"]), 1, pool()).await;
+    let mut two = query(API, RecordType::A);
+    two.add_query(Query::query(Name::from_ascii(APEX).unwrap(), RecordType::SOA));
+    let response = udp(server.addr, &two).await;
+    assert_eq!(response.metadata.response_code, ResponseCode::FormErr);
+    assert!(response.answers.is_empty());
+
+    let mut none = query(API, RecordType::A);
+    none.queries.clear();
+    let response = tcp(server.addr, &none).await;
+    assert_eq!(response.metadata.response_code, ResponseCode::FormErr);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn garbage_does_not_stop_the_server() {
+    let server = TestServer::start(zone(&["api"]), 1, pool()).await;
+
+    // Shorter than a header: dropped silently.
+    assert!(udp_raw(server.addr, b"\x01\x02\x03").await.is_none());
+    // A readable header announcing a question that is not there: FORMERR with the same id.
+    let header_only = [0xab, 0xcd, 0x01, 0x00, 0x00, 0x01, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
+    let raw = udp_raw(server.addr, &header_only).await.expect("FORMERR for a parseable header");
+    let response = Message::from_vec(&raw).unwrap();
+    assert_eq!(response.metadata.id, 0xabcd);
+    assert_eq!(response.metadata.response_code, ResponseCode::FormErr);
+    // Pseudo-random junk of every length up to 600 bytes.
+    let mut seed: u32 = 0x1234_5678;
+    for len in (0..600).step_by(7) {
+        let junk: Vec<u8> = (0..len)
+            .map(|_| {
+                seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                (seed >> 16) as u8
+            })
+            .collect();
+        testing::udp_send(server.addr, &junk).await;
+    }
+    // Garbage on a TCP connection closes that connection only.
+    testing::tcp_garbage(server.addr, &[0x00, 0x05, 1, 2, 3, 4, 5, 0xff]).await;
+
+    let response = udp(server.addr, &query(API, RecordType::A)).await;
+    assert_eq!(response.answers.len(), 3);
+    let response = tcp(server.addr, &query(API, RecordType::A)).await;
+    assert_eq!(response.answers.len(), 3);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn any_gets_a_minimal_answer() {
+    let server = TestServer::start(zone(&["api", "www.deep"]), 1, pool()).await;
+    for name in [API, APEX] {
+        let response = udp(server.addr, &query(name, RecordType::ANY)).await;
+        assert_eq!(response.metadata.response_code, ResponseCode::NoError);
+        assert!(response.metadata.authoritative);
+        assert_eq!(response.answers.len(), 1, "{name}");
+        match &response.answers[0].data {
+            RData::HINFO(hinfo) => assert_eq!(&*hinfo.cpu, b"RFC8482"),
+            other => panic!("{name}: expected HINFO, got {other:?}"),
+        }
+    }
+    let response = udp(server.addr, &query("deep.pool.example.test.", RecordType::ANY)).await;
+    assert_eq!(response.metadata.response_code, ResponseCode::NoError);
+    assert!(response.answers.is_empty());
+    let response = udp(server.addr, &query("nope.pool.example.test.", RecordType::ANY)).await;
+    assert_eq!(response.metadata.response_code, ResponseCode::NXDomain);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn queries_are_counted() {
+    let server = TestServer::start(zone(&["api"]), 1, pool()).await;
+    udp(server.addr, &query(API, RecordType::A)).await;
+    udp(server.addr, &query(API, RecordType::A)).await;
+    tcp(server.addr, &query("nope.pool.example.test.", RecordType::AAAA)).await;
+    udp(server.addr, &query("other.test.", RecordType::MX)).await;
+    let text = server.metrics_text();
+    for line in [
+        r#"dns_queries_total{rcode="noerror",qtype="a",transport="udp"} 2"#,
+        r#"dns_queries_total{rcode="nxdomain",qtype="aaaa",transport="tcp"} 1"#,
+        r#"dns_queries_total{rcode="refused",qtype="other",transport="udp"} 1"#,
+    ] {
+        assert!(text.contains(line), "missing {line} in\n{text}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bind_errors_name_the_problem() {
+    let (_tx, rx) = tokio::sync::watch::channel(Arc::new(PoolAnswers { serial: 1, addrs: pool() }));
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let error =
+        DnsServer::bind(zone(&["api"]), &[addr], rx.clone(), DnsMetrics::default()).await.unwrap_err();
+    assert!(matches!(error, DnsError::Bind { .. }), "{error}");
+    assert!(error.to_string().contains(&addr.to_string()), "{error}");
+
+    // A second server on an address a running one holds is refused, although our UDP sockets
+    // use SO_REUSEPORT: the TCP listener guards the address.
+    let first =
+        DnsServer::bind(zone(&["api"]), &["127.0.0.1:0".parse().unwrap()], rx.clone(), DnsMetrics::default())
+            .await
+            .unwrap();
+    let held = first.local_addrs()[0];
+    let error =
+        DnsServer::bind(zone(&["api"]), &[held], rx.clone(), DnsMetrics::default()).await.unwrap_err();
+    assert!(error.to_string().contains(&held.to_string()), "{error}");
+    drop(first);
+
+    let error = DnsServer::bind(zone(&["api"]), &[], rx.clone(), DnsMetrics::default()).await.unwrap_err();
+    assert!(matches!(error, DnsError::NoListenAddress), "{error}");
+
+    let bad = ZoneConfig { names: vec!["bad name".into()], ..zone(&["api"]) };
+    let error =
+        DnsServer::bind(bad, &["127.0.0.1:0".parse().unwrap()], rx, DnsMetrics::default()).await.unwrap_err();
+    assert!(matches!(error, DnsError::Zone(_)), "{error}");
+    assert!(error.to_string().contains("bad name"), "{error}");
+}
+
+#[tokio::test]
+async fn several_listen_addresses_and_clean_shutdown() {
+    let (_tx, rx) = tokio::sync::watch::channel(Arc::new(PoolAnswers { serial: 1, addrs: pool() }));
+    let listen = ["127.0.0.1:0".parse().unwrap(), "[::1]:0".parse().unwrap()];
+    let v6 = std::net::UdpSocket::bind("[::1]:0").is_ok();
+    let listen = if v6 { &listen[..] } else { &listen[..1] };
+    let server = DnsServer::bind(zone(&["api"]), listen, rx, DnsMetrics::default()).await.unwrap();
+    let bound = server.local_addrs();
+    assert_eq!(bound.len(), listen.len());
+    assert!(bound.iter().all(|a| a.port() != 0));
+
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(server.run(shutdown.clone()));
+    for &addr in &bound {
+        assert_eq!(udp(addr, &query(API, RecordType::A)).await.answers.len(), 3);
+        assert_eq!(tcp(addr, &query(API, RecordType::A)).await.answers.len(), 3);
+    }
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("run returns after shutdown")
+        .unwrap()
+        .unwrap();
+    // The ports are free again.
+    for addr in bound {
+        std::net::UdpSocket::bind(addr).expect("UDP port released");
+        std::net::TcpListener::bind(addr).expect("TCP port released");
+    }
+}

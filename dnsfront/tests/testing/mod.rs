@@ -1,0 +1,188 @@
+//! Test fixtures: a server on 127.0.0.1:0 with its watch sender, and a small wire client that
+//! sends hickory-proto messages over real UDP and TCP sockets.
+//!
+//! Every network wait is bounded by [`TIMEOUT`] so a broken server fails a test instead of
+//! hanging it.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+    time::Duration,
+};
+
+use hickory_proto::{
+    op::{Message, Query},
+    rr::{Name, RData, RecordType, rdata::SOA},
+};
+use prometheus_client::registry::Registry;
+use spdu_dnsfront::{DnsError, DnsMetrics, DnsServer, PoolAnswers, ZoneConfig};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpStream, UdpSocket},
+    sync::watch,
+    task::JoinHandle,
+    time::timeout,
+};
+use tokio_util::sync::CancellationToken;
+
+/// Upper bound on any single network wait.
+pub const TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The test zone `pool.example.test` with the given pool names, TTL 5.
+pub fn zone(names: &[&str]) -> ZoneConfig {
+    ZoneConfig {
+        origin: "pool.example.test".into(),
+        names: names.iter().map(|n| n.to_string()).collect(),
+        ttl: 5,
+        nameservers: vec!["alpha.example.test".into(), "beta.example.test.".into()],
+    }
+}
+
+/// Parses a list of addresses.
+pub fn addrs(list: &[&str]) -> Vec<IpAddr> {
+    list.iter().map(|a| a.parse().unwrap()).collect()
+}
+
+/// A running server and the handles a test needs.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    answers: watch::Sender<Arc<PoolAnswers>>,
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<(), DnsError>>,
+    registry: Registry,
+}
+
+impl TestServer {
+    /// Binds on 127.0.0.1:0 and serves `zone` with the given pool.
+    pub async fn start(zone: ZoneConfig, serial: u32, addrs: Vec<IpAddr>) -> Self {
+        let (answers, rx) = watch::channel(Arc::new(PoolAnswers { serial, addrs }));
+        let metrics = DnsMetrics::default();
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        let server =
+            DnsServer::bind(zone, &["127.0.0.1:0".parse().unwrap()], rx, metrics).await.expect("bind");
+        let addr = server.local_addrs()[0];
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(server.run(shutdown.clone()));
+        Self { addr, answers, shutdown, task, registry }
+    }
+
+    /// Publishes a new answer set, as the node does.
+    pub fn publish(&self, serial: u32, addrs: Vec<IpAddr>) {
+        self.answers.send_replace(Arc::new(PoolAnswers { serial, addrs }));
+    }
+
+    /// The metrics in Prometheus text format.
+    pub fn metrics_text(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry).unwrap();
+        text
+    }
+
+    /// Cancels and waits for `run` to return Ok.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        timeout(TIMEOUT, self.task)
+            .await
+            .expect("run returns after shutdown")
+            .expect("run task")
+            .expect("run result");
+    }
+}
+
+/// A query for `name`/`qtype`, without EDNS, RD clear.
+pub fn query(name: &str, qtype: RecordType) -> Message {
+    let mut message = Message::query();
+    message.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+    message
+}
+
+/// Sends raw bytes over UDP and returns the reply, or `None` if none came within a second.
+pub async fn udp_raw(server: SocketAddr, bytes: &[u8]) -> Option<Vec<u8>> {
+    let socket = client_socket(server).await;
+    socket.send_to(bytes, server).await.unwrap();
+    let mut buf = vec![0u8; 65535];
+    match timeout(Duration::from_secs(1), socket.recv_from(&mut buf)).await {
+        Ok(Ok((len, from))) => {
+            assert_eq!(from, server);
+            buf.truncate(len);
+            Some(buf)
+        }
+        Ok(Err(e)) => panic!("recv: {e}"),
+        Err(_) => None,
+    }
+}
+
+/// A UDP socket on loopback of the server's address family.
+async fn client_socket(server: SocketAddr) -> UdpSocket {
+    let local: SocketAddr =
+        if server.is_ipv4() { "127.0.0.1:0".parse().unwrap() } else { "[::1]:0".parse().unwrap() };
+    UdpSocket::bind(local).await.unwrap()
+}
+
+/// Sends raw bytes over UDP without waiting for anything.
+pub async fn udp_send(server: SocketAddr, bytes: &[u8]) {
+    let socket = client_socket(server).await;
+    socket.send_to(bytes, server).await.unwrap();
+}
+
+/// Sends `message` over UDP and parses the reply; its id must match.
+pub async fn udp(server: SocketAddr, message: &Message) -> Message {
+    let raw = udp_raw(server, &message.to_vec().unwrap()).await.expect("no UDP response");
+    let response = Message::from_vec(&raw).expect("response parses");
+    assert_eq!(response.metadata.id, message.metadata.id);
+    response
+}
+
+/// Sends `message` over a fresh TCP connection (2-byte length prefix) and parses the reply.
+pub async fn tcp(server: SocketAddr, message: &Message) -> Message {
+    let exchange = async {
+        let mut stream = TcpStream::connect(server).await.unwrap();
+        let bytes = message.to_vec().unwrap();
+        let mut framed = (bytes.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(&bytes);
+        stream.write_all(&framed).await.unwrap();
+        let len = stream.read_u16().await.unwrap();
+        let mut buf = vec![0u8; usize::from(len)];
+        stream.read_exact(&mut buf).await.unwrap();
+        buf
+    };
+    let raw = timeout(TIMEOUT, exchange).await.expect("TCP response in time");
+    let response = Message::from_vec(&raw).expect("response parses");
+    assert_eq!(response.metadata.id, message.metadata.id);
+    response
+}
+
+/// Writes garbage on a TCP connection and waits (bounded) for the server to close or answer it.
+pub async fn tcp_garbage(server: SocketAddr, bytes: &[u8]) {
+    let mut stream = TcpStream::connect(server).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    let mut sink = Vec::new();
+    let _ = timeout(Duration::from_secs(1), stream.read_to_end(&mut sink)).await;
+}
+
+/// The addresses in the answer section, in order.
+pub fn answer_ips(message: &Message) -> Vec<IpAddr> {
+    message
+        .answers
+        .iter()
+        .map(|r| match &r.data {
+            RData::A(a) => IpAddr::V4(a.0),
+            RData::AAAA(a) => IpAddr::V6(a.0),
+            other => panic!("not an address: {other:?}"),
+        })
+        .collect()
+}
+
+/// The SOA in the answer section, or else in the authority section.
+pub fn soa_of(message: &Message) -> SOA {
+    message
+        .answers
+        .iter()
+        .chain(&message.authorities)
+        .find_map(|r| match &r.data {
+            RData::SOA(soa) => Some(soa.clone()),
+            _ => None,
+        })
+        .expect("an SOA record")
+}
