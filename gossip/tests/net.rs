@@ -1,0 +1,141 @@
+//! The QUIC driver on real loopback sockets: nodes pinned by key find each other, answer sets
+//! converge, a stopped node is dropped, and a stranger's key gets nothing in.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use spdu_gossip::net::{Bound, Membership, Peer, Settings};
+use spdu_gossip::proto::{self, AnswerSet};
+use spdu_keys::{PublicKey, SecretKey};
+use tokio_util::sync::CancellationToken;
+
+fn key(i: u8) -> SecretKey {
+    SecretKey::from_bytes(&[i + 1; 32])
+}
+
+fn service_addr(i: u8) -> IpAddr {
+    IpAddr::from([192, 0, 2, i + 1])
+}
+
+/// Binds nodes `0..n` on 127.0.0.1 port 0, each trusting `roster` (indexes).
+fn bind_nodes(n: u8, roster: &[u8]) -> Vec<Bound> {
+    // Bind first to learn the ports, then rebuild with the full roster.
+    let probe: Vec<SocketAddr> = (0..n)
+        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap())
+        .collect();
+    (0..n)
+        .map(|i| {
+            let peers = roster
+                .iter()
+                .filter(|j| **j != i && **j < n)
+                .map(|j| Peer { name: format!("n{j}"), key: key(*j).public(), addr: probe[*j as usize] })
+                .collect();
+            Membership::bind(Settings {
+                key: key(i),
+                name: format!("n{i}"),
+                cluster: "pool.example.test".into(),
+                incarnation: 1,
+                listen: probe[i as usize],
+                addresses: vec![service_addr(i)],
+                peers,
+                protocol: proto::Config::default(),
+            })
+            .unwrap()
+        })
+        .collect()
+}
+
+async fn wait_for(m: &Membership, what: &str, pred: impl Fn(&AnswerSet) -> bool) {
+    let mut rx = m.answers();
+    let wait = rx.wait_for(|a| pred(a));
+    if tokio::time::timeout(Duration::from_secs(10), wait).await.is_err() {
+        panic!("timed out waiting for {what}; answer is {:?}", m.answers().borrow());
+    }
+}
+
+fn has(a: &AnswerSet, members: &[u8]) -> bool {
+    let mut want: Vec<IpAddr> = members.iter().map(|i| service_addr(*i)).collect();
+    let mut got = a.addresses.clone();
+    want.sort();
+    got.sort();
+    want == got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_converge_and_drop_a_stopped_one() {
+    let nodes = bind_nodes(3, &[0, 1, 2]);
+    let handles: Vec<Membership> = nodes.iter().map(Bound::membership).collect();
+    let tokens: Vec<CancellationToken> = (0..3).map(|_| CancellationToken::new()).collect();
+    let mut tasks = Vec::new();
+    for (node, token) in nodes.into_iter().zip(&tokens) {
+        tasks.push(tokio::spawn(node.run(token.clone())));
+    }
+    for m in &handles {
+        wait_for(m, "all three", |a| has(a, &[0, 1, 2])).await;
+    }
+    let view = handles[0].snapshot().await.unwrap();
+    assert_eq!(view.nodes.len(), 3);
+    for node in &view.nodes {
+        let obs = node.observation.as_ref().expect("every node's observation is in the view");
+        assert!(obs.fresh);
+        obs.signed.verify("pool.example.test", |_| true).expect("signature verifies");
+    }
+
+    tokens[2].cancel();
+    tasks.pop().unwrap().await.unwrap();
+    for m in &handles[..2] {
+        wait_for(m, "survivors only", |a| has(a, &[0, 1])).await;
+    }
+    for t in &tokens[..2] {
+        t.cancel();
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert!(handles[0].snapshot().await.is_none(), "a stopped node has no view");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_is_refused_and_never_appears() {
+    // Nodes 0 and 1 trust each other. Node 2 trusts both, but nobody trusts node 2.
+    let mut nodes = bind_nodes(2, &[0, 1]);
+    let addrs: Vec<SocketAddr> = nodes.iter().map(Bound::local_addr).collect();
+    let stranger = Membership::bind(Settings {
+        key: key(2),
+        name: "stranger".into(),
+        cluster: "pool.example.test".into(),
+        incarnation: 1,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        addresses: vec![service_addr(2)],
+        peers: (0..2u8)
+            .map(|j| Peer { name: format!("n{j}"), key: key(j).public(), addr: addrs[j as usize] })
+            .collect(),
+        protocol: proto::Config::default(),
+    })
+    .unwrap();
+    nodes.push(stranger);
+    let handles: Vec<Membership> = nodes.iter().map(Bound::membership).collect();
+    let token = CancellationToken::new();
+    let tasks: Vec<_> = nodes.into_iter().map(|n| tokio::spawn(n.run(token.clone()))).collect();
+    for m in &handles[..2] {
+        wait_for(m, "the two roster members", |a| has(a, &[0, 1])).await;
+    }
+    // Give the stranger time to knock repeatedly.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let stranger_key: PublicKey = key(2).public();
+    for m in &handles[..2] {
+        assert!(m.metrics().handshakes_refused() > 0, "the stranger's handshakes were refused");
+        let view = m.snapshot().await.unwrap();
+        assert!(view.nodes.iter().all(|n| n.key != stranger_key));
+        assert!(has(&view.answer, &[0, 1]));
+    }
+    let stranger_view = handles[2].snapshot().await.unwrap();
+    assert!(
+        stranger_view.nodes.iter().filter(|n| !n.is_self).all(|n| n.observation.is_none()),
+        "the stranger learned nothing"
+    );
+    token.cancel();
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
