@@ -28,7 +28,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::proto::{
-    self, AnswerSet, InEvent, MAX_FRAME_BYTES, Member, Message, NodeInfo, OutEvent, State, Timer, ViewSnapshot,
+    self, AnswerSet, InEvent, MAX_FRAME_BYTES, Member, Message, NodeInfo, OutEvent, State, Timer,
+    ViewSnapshot,
 };
 
 /// Longest silence on a connection before QUIC drops it. Probes keep healthy connections busy.
@@ -416,13 +417,22 @@ impl Actor {
 }
 
 /// Keeps one outgoing connection to `peer` open, reconnecting with backoff.
-async fn dial(endpoint: quinn::Endpoint, peer: Peer, events: mpsc::Sender<Event>, shutdown: CancellationToken) {
+async fn dial(
+    endpoint: quinn::Endpoint,
+    peer: Peer,
+    events: mpsc::Sender<Event>,
+    shutdown: CancellationToken,
+) {
     const MIN_BACKOFF: Duration = Duration::from_millis(100);
     const MAX_BACKOFF: Duration = Duration::from_secs(1);
     let mut backoff = MIN_BACKOFF;
     loop {
         let attempt = async {
-            let conn = endpoint.connect(peer.addr, "spdu").map_err(|e| e.to_string())?.await.map_err(|e| e.to_string())?;
+            let conn = endpoint
+                .connect(peer.addr, "spdu")
+                .map_err(|e| e.to_string())?
+                .await
+                .map_err(|e| e.to_string())?;
             match tls::peer_key(&conn) {
                 Some(key) if key == peer.key => Ok(conn),
                 other => {

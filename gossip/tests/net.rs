@@ -20,9 +20,8 @@ fn service_addr(i: u8) -> IpAddr {
 /// Binds nodes `0..n` on 127.0.0.1 port 0, each trusting `roster` (indexes).
 fn bind_nodes(n: u8, roster: &[u8]) -> Vec<Bound> {
     // Bind first to learn the ports, then rebuild with the full roster.
-    let probe: Vec<SocketAddr> = (0..n)
-        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap())
-        .collect();
+    let probe: Vec<SocketAddr> =
+        (0..n).map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap()).collect();
     (0..n)
         .map(|i| {
             let peers = roster

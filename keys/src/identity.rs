@@ -82,7 +82,7 @@ impl SecretKey {
 
     /// The matching public key.
     pub fn public(&self) -> PublicKey {
-        PublicKey(self.inner.verifying_key())
+        PublicKey(self.inner.verifying_key().to_bytes())
     }
 
     /// PKCS#8 v1 DER (no embedded public key), readable by OpenSSL 3.0, rcgen, rustls and dalek.
@@ -139,13 +139,16 @@ impl fmt::Debug for SecretKey {
 }
 
 /// A node's public key: its identity in rosters, observations and TLS.
+///
+/// Holds the 32 compressed bytes (cheap to copy, hash and compare); every constructor checks
+/// that they decode to a valid ed25519 point.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct PublicKey(VerifyingKey);
+pub struct PublicKey([u8; 32]);
 
 impl PublicKey {
     /// Parses 32 raw bytes, refusing points that are not valid ed25519 public keys.
     pub fn from_bytes(bytes: &[u8; 32]) -> Result<Self, KeyError> {
-        VerifyingKey::from_bytes(bytes).map(Self).map_err(|_| KeyError::BadPublicKey {
+        VerifyingKey::from_bytes(bytes).map(|_| Self(*bytes)).map_err(|_| KeyError::BadPublicKey {
             token: URL_SAFE_NO_PAD.encode(bytes),
             reason: "not a valid ed25519 point",
         })
@@ -153,7 +156,7 @@ impl PublicKey {
 
     /// The raw key bytes.
     pub fn as_bytes(&self) -> &[u8; 32] {
-        self.0.as_bytes()
+        &self.0
     }
 
     /// A short, stable, human-comparable fingerprint (first 8 bytes, hex).
@@ -161,8 +164,8 @@ impl PublicKey {
         self.as_bytes()[..8].iter().map(|b| format!("{b:02x}")).collect()
     }
 
-    pub(crate) fn verifying_key(&self) -> &VerifyingKey {
-        &self.0
+    pub(crate) fn verifying_key(&self) -> VerifyingKey {
+        VerifyingKey::from_bytes(&self.0).expect("validated when constructed")
     }
 }
 
@@ -198,7 +201,7 @@ impl std::str::FromStr for PublicKey {
         let body = s.trim().strip_prefix(TOKEN_PREFIX).ok_or(bad("expected `ed25519:` prefix"))?;
         let raw = URL_SAFE_NO_PAD.decode(body).map_err(|_| bad("not unpadded url-safe base64"))?;
         let bytes: [u8; 32] = raw.try_into().map_err(|_| bad("expected 32 key bytes"))?;
-        VerifyingKey::from_bytes(&bytes).map(Self).map_err(|_| bad("not a valid ed25519 point"))
+        Self::from_bytes(&bytes).map_err(|_| bad("not a valid ed25519 point"))
     }
 }
 
