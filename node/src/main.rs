@@ -1,1 +1,143 @@
-fn main(){}
+//! The `spdu` command line: parses arguments and calls into `spdu_node`.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use spdu_keys::SecretKey;
+use spdu_node::config::{Config, load_control_address};
+use spdu_node::demo::{DemoOptions, run_demo};
+
+/// Multi-site DNS failover: each site's node probes its peers, gossips signed observations and
+/// serves the pool zone's DNS.
+#[derive(Parser)]
+#[command(name = "spdu", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate this node's private key (mode 0600) and print its public key.
+    Keygen {
+        /// Where to write the key; an existing file is never overwritten.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Print the public key of a private-key file, for the peers' rosters.
+    Pubkey {
+        /// The private-key file.
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+    },
+    /// Run the node until SIGINT or SIGTERM.
+    Run {
+        /// The config file.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Show the running node's signed view of the cluster.
+    Peers {
+        /// The config file (only `node.control` is read).
+        #[arg(long, value_name = "FILE", required_unless_present = "control")]
+        config: Option<PathBuf>,
+        /// The control endpoint, instead of reading it from the config.
+        #[arg(long, value_name = "ADDR", conflicts_with = "config")]
+        control: Option<SocketAddr>,
+        /// Print the view as JSON, as the node sent it (keys, signed observations).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a config file and its key file, then exit.
+    Check {
+        /// The config file.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Run a local cluster on 127.0.0.x, lose a site and bring it back, live.
+    Demo {
+        /// Number of sites.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(2..=9))]
+        sites: u8,
+        /// Leave the sites running after the demo, until Ctrl-C.
+        #[arg(long)]
+        keep_running: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match execute(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn execute(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Keygen { out } => {
+            let key = SecretKey::generate_file(&out)?;
+            println!("{}", key.public());
+            Ok(())
+        }
+        Command::Pubkey { key } => {
+            println!("{}", SecretKey::load_file(&key)?.public());
+            Ok(())
+        }
+        Command::Run { config } => {
+            init_logging();
+            runtime()?.block_on(spdu_node::run::run(&config))
+        }
+        Command::Peers { config, control, json } => {
+            let control = match (control, config) {
+                (Some(control), _) => control,
+                (None, Some(config)) => load_control_address(&config)?,
+                (None, None) => unreachable!("clap requires --config or --control"),
+            };
+            spdu_node::peers::print_view(control, json)
+        }
+        Command::Check { config } => check(&config),
+        Command::Demo { sites, keep_running } => {
+            let binary = std::env::current_exe().context("finding the spdu executable")?;
+            let options = DemoOptions { sites: sites.into(), keep_running, ..DemoOptions::default() };
+            runtime()?.block_on(run_demo(&binary, &options))
+        }
+    }
+}
+
+fn check(path: &Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let key = config.load_key()?;
+    println!(
+        "{}: ok: node {} ({}), cluster {}, {} peers, zone {}",
+        path.display(),
+        config.node.name,
+        key.public(),
+        config.cluster,
+        config.peers.len(),
+        config.zone.origin
+    );
+    Ok(())
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the tokio runtime")
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,hickory_server=warn,quinn=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+}

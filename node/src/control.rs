@@ -1,0 +1,179 @@
+//! The local control endpoint (HTTP on `node.control`): what `spdu peers` and monitoring read.
+//!
+//! - `GET /v1/peers`: the node's signed view ([`ViewSnapshot`] as JSON). Keys are tokens and
+//!   every observation carries its signed body (base64) and signature, so it can be verified
+//!   independently of this node.
+//! - `GET /metrics`: Prometheus / OpenMetrics text: DNS counters, gossip counters, transport
+//!   counters. A registry is built per scrape from the live counters.
+//! - `GET /healthz`: `ok` while the membership actor runs.
+//!
+//! It only reads; nothing here changes the node's state. Bind it to loopback unless the
+//! network in front of it is trusted: the view is not secret, but it is not for everyone.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use spdu_dnsfront::DnsMetrics;
+use spdu_gossip::net::Membership;
+use spdu_gossip::proto::ViewSnapshot;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// What the handlers read.
+#[derive(Clone)]
+struct Shared {
+    membership: Membership,
+    dns_metrics: DnsMetrics,
+}
+
+/// The HTTP router for the control endpoint.
+pub fn router(membership: Membership, dns_metrics: DnsMetrics) -> axum::Router {
+    axum::Router::new()
+        .route("/v1/peers", get(peers))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .with_state(Arc::new(Shared { membership, dns_metrics }))
+}
+
+/// Serves the control endpoint on an already bound listener until `shutdown` fires.
+pub async fn serve(
+    listener: TcpListener,
+    membership: Membership,
+    dns_metrics: DnsMetrics,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(membership, dns_metrics))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
+
+fn stopped() -> Response {
+    (StatusCode::SERVICE_UNAVAILABLE, "membership stopped\n").into_response()
+}
+
+async fn peers(State(shared): State<Arc<Shared>>) -> Response {
+    let Some(snapshot) = shared.membership.snapshot().await else { return stopped() };
+    // Pretty, so that `spdu peers --json` and curl can show it as sent.
+    match serde_json::to_string_pretty(&snapshot) {
+        Ok(mut json) => {
+            json.push('\n');
+            ([(header::CONTENT_TYPE, "application/json")], json).into_response()
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("encoding the view: {e}\n")).into_response(),
+    }
+}
+
+async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
+    match shared.membership.snapshot().await {
+        Some(_) => "ok\n".into_response(),
+        None => stopped(),
+    }
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    let snapshot = shared.membership.snapshot().await;
+    let registry = registry(&shared, snapshot.as_ref());
+    let mut text = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &registry) {
+        return (StatusCode::INTERNAL_SERVER_ERROR, format!("encoding metrics: {e}\n")).into_response();
+    }
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
+        .into_response()
+}
+
+fn counter(value: u64) -> Counter {
+    let c = Counter::default();
+    c.inc_by(value);
+    c
+}
+
+fn gauge(value: u64) -> Gauge {
+    let g = Gauge::default();
+    g.set(i64::try_from(value).unwrap_or(i64::MAX));
+    g
+}
+
+type Labels = Vec<(&'static str, &'static str)>;
+
+fn registry(shared: &Shared, snapshot: Option<&ViewSnapshot>) -> Registry {
+    let mut registry = Registry::default();
+    shared.dns_metrics.register(&mut registry);
+
+    let net = shared.membership.metrics();
+    let gossip = registry.sub_registry_with_prefix("gossip");
+    gossip.register(
+        "handshakes_refused",
+        "QUIC handshakes refused: key not in the roster",
+        counter(net.handshakes_refused()),
+    );
+    gossip.register(
+        "malformed_frames",
+        "Gossip frames dropped because they did not decode",
+        counter(net.malformed_frames()),
+    );
+    gossip.register("frames_received", "Gossip frames received and decoded", counter(net.frames_received()));
+    gossip.register("frames_sent", "Gossip frames handed to QUIC", counter(net.frames_sent()));
+    gossip.register("bytes_sent", "Gossip payload bytes handed to QUIC", counter(net.bytes_sent()));
+    gossip.register(
+        "connections_open",
+        "Authenticated peer connections open now",
+        gauge(net.connections_open()),
+    );
+
+    let Some(snapshot) = snapshot else { return registry };
+    let stats = &snapshot.stats;
+    gossip.register(
+        "observations_accepted",
+        "Signed observations accepted into the view",
+        counter(stats.accepted),
+    );
+    let rejected = Family::<Labels, Counter>::default();
+    for (reason, value) in [
+        ("replayed", stats.replayed),
+        ("malformed", stats.malformed),
+        ("wrong_cluster", stats.wrong_cluster),
+        ("unknown_observer", stats.unknown_observer),
+        ("bad_signature", stats.bad_signature),
+        ("self_conflict", stats.self_conflict),
+        ("unknown_sender", stats.unknown_sender),
+    ] {
+        rejected.get_or_create(&vec![("reason", reason)]).inc_by(value);
+    }
+    gossip.register("observations_rejected", "Observations or messages refused, by reason", rejected);
+
+    let reachable = snapshot.nodes.iter().filter(|n| n.probe.as_ref().is_some_and(|p| p.reachable)).count();
+    let live = snapshot.nodes.iter().filter(|n| n.observation.as_ref().is_some_and(|o| o.fresh)).count();
+    gossip.register(
+        "roster_nodes",
+        "Nodes in the roster, this one included",
+        gauge(snapshot.nodes.len() as u64),
+    );
+    gossip.register(
+        "peers_reachable",
+        "Peers this node's own probing sees reachable",
+        gauge(reachable as u64),
+    );
+    gossip.register(
+        "live_observers",
+        "Observers whose newest observation is fresh, this node included",
+        gauge(live as u64),
+    );
+    gossip.register(
+        "answer_members",
+        "Nodes in this node's DNS answer",
+        gauge(snapshot.answer.members.len() as u64),
+    );
+    gossip.register(
+        "answer_version",
+        "Changes of the answer set since start",
+        gauge(snapshot.answer.version),
+    );
+    registry
+}
