@@ -1,1 +1,9 @@
-fn main(){}
+//! Integration tests: real `spdu` processes on loopback, real DNS clients, real QUIC.
+//!
+//! One test binary (see node/Cargo.toml). Each test uses its own 127.0.N.0/24 block so tests can
+//! run in parallel without port clashes. The network-namespace scenarios (`netns`) need root and
+//! skip loudly without it.
+
+mod cli;
+mod cluster;
+mod testing;
