@@ -10,3 +10,5 @@
 
 pub mod net;
 pub mod proto;
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;

@@ -129,6 +129,26 @@ impl SignedObservation {
     }
 }
 
+/// The leading fields of an encoded [`Observation`], enough to order it.
+#[derive(Deserialize)]
+struct Head<'a> {
+    cluster: &'a str,
+    // Raw bytes: decoding a `PublicKey` validates the point, which costs as much as the rest.
+    observer: [u8; 32],
+    _name: &'a str,
+    incarnation: u64,
+    seq: u64,
+}
+
+impl SignedObservation {
+    /// The observer and version the body claims for `cluster`, read without checking anything
+    /// else (cheap). Only good for refusing: nothing read here is authenticated.
+    pub fn claimed_version(&self, cluster: &str) -> Option<([u8; 32], (u64, u64))> {
+        let (head, _) = postcard::take_from_bytes::<Head<'_>>(&self.body).ok()?;
+        (head.cluster == cluster).then_some((head.observer, (head.incarnation, head.seq)))
+    }
+}
+
 /// Bytes in binary formats, base64 in human-readable ones (JSON for `spdu peers --json`).
 mod body_bytes {
     use base64::Engine;
@@ -164,5 +184,105 @@ mod body_bytes {
             }
         }
         d.deserialize_bytes(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::fixtures::{CLUSTER, observation, public_key, secret_key};
+
+    fn roster(k: &PublicKey) -> bool {
+        (0..3).any(|i| public_key(i) == *k)
+    }
+
+    fn signed() -> (Observation, SignedObservation) {
+        let obs = observation(0, true, &[(1, true), (2, false)]);
+        let signed = obs.sign(&secret_key(0));
+        (obs, signed)
+    }
+
+    #[test]
+    fn valid_observation_verifies() {
+        let (obs, signed) = signed();
+        assert_eq!(signed.verify(CLUSTER, roster), Ok(obs.clone()));
+        assert_eq!(signed.claimed_version(CLUSTER), Some((*public_key(0).as_bytes(), (1, 1))));
+        assert_eq!(signed.claimed_version("other"), None);
+    }
+
+    #[test]
+    fn forged_signature_is_refused() {
+        let (_, mut signed) = signed();
+        signed.signature.0[7] ^= 1;
+        assert_eq!(signed.verify(CLUSTER, roster), Err(Rejection::BadSignature(public_key(0))));
+    }
+
+    #[test]
+    fn altered_body_is_refused() {
+        let (mut obs, signed) = signed();
+        obs.peers[1].reachable = true;
+        let altered = SignedObservation { body: postcard::to_stdvec(&obs).unwrap(), ..signed };
+        assert_eq!(altered.verify(CLUSTER, roster), Err(Rejection::BadSignature(public_key(0))));
+    }
+
+    #[test]
+    fn signed_by_another_roster_key_is_refused() {
+        let (_, signed) = signed();
+        let signature = secret_key(1).sign(OBSERVATION_CONTEXT, CLUSTER, &signed.body);
+        let resigned = SignedObservation { body: signed.body, signature };
+        assert_eq!(resigned.verify(CLUSTER, roster), Err(Rejection::BadSignature(public_key(0))));
+    }
+
+    #[test]
+    fn signed_for_another_message_kind_is_refused() {
+        let (_, signed) = signed();
+        let signature = secret_key(0).sign("spdu/other/v1", CLUSTER, &signed.body);
+        let other = SignedObservation { body: signed.body, signature };
+        assert_eq!(other.verify(CLUSTER, roster), Err(Rejection::BadSignature(public_key(0))));
+    }
+
+    #[test]
+    fn wrong_cluster_is_refused() {
+        let mut obs = observation(0, true, &[]);
+        obs.cluster = "elsewhere".into();
+        let signed = obs.sign(&secret_key(0));
+        assert_eq!(signed.verify(CLUSTER, roster), Err(Rejection::WrongCluster("elsewhere".into())));
+        // Valid in its own cluster, so the refusal is about the cluster and nothing else.
+        assert!(signed.verify("elsewhere", roster).is_ok());
+    }
+
+    #[test]
+    fn unknown_observer_is_refused() {
+        let obs = observation(7, true, &[(0, true)]);
+        let signed = obs.sign(&secret_key(7));
+        assert_eq!(signed.verify(CLUSTER, roster), Err(Rejection::UnknownObserver(public_key(7))));
+    }
+
+    #[test]
+    fn malformed_oversize_and_truncated_bodies_are_refused() {
+        let (_, signed) = signed();
+        let with_body = |body: Vec<u8>| SignedObservation { body, signature: signed.signature };
+        assert_eq!(with_body(vec![0xff; 40]).verify(CLUSTER, roster), Err(Rejection::Malformed));
+        assert_eq!(with_body(Vec::new()).verify(CLUSTER, roster), Err(Rejection::Malformed));
+        let mut big = signed.body.clone();
+        big.resize(MAX_OBSERVATION_BYTES + 1, 0);
+        assert_eq!(with_body(big).verify(CLUSTER, roster), Err(Rejection::Malformed));
+        for len in [1, signed.body.len() / 2, signed.body.len() - 1] {
+            let truncated = with_body(signed.body[..len].to_vec());
+            assert_eq!(truncated.verify(CLUSTER, roster), Err(Rejection::Malformed), "{len} bytes");
+        }
+    }
+
+    #[test]
+    fn travels_inside_a_push() {
+        use crate::proto::Message;
+        let (obs, signed) = signed();
+        let frame = Message::Push(vec![signed]).encode();
+        let Ok(Message::Push(list)) = Message::decode(&frame) else { panic!("a push") };
+        assert_eq!(list[0].verify(CLUSTER, roster), Ok(obs));
+        // Cut anywhere, the frame is refused rather than misread.
+        for len in 0..frame.len() {
+            assert!(Message::decode(&frame[..len]).is_err(), "{len} bytes");
+        }
     }
 }

@@ -347,9 +347,14 @@ impl State {
         let Some(i) = probe.outstanding.iter().position(|(n, _)| *n == nonce) else { return };
         let (_, sent) = probe.outstanding.remove(i).expect("index from position");
         // The pong was lost or late, but a ping from the peer since this probe left proves the
-        // peer alive and its path to us working: only both missing count as a failure.
-        let heard = probe.last_ping_heard.is_some_and(|t| t >= sent);
-        self.record(now, peer, heard);
+        // peer alive and its path to us working: only both missing count as a failure. It is no
+        // success either: one ping heard would otherwise count for every probe outstanding,
+        // bringing a peer back after a single packet instead of `up_after` round trips.
+        if probe.last_ping_heard.is_some_and(|t| t >= sent) {
+            probe.fail_streak = 0;
+        } else {
+            self.record(now, peer, false);
+        }
     }
 
     fn record(&mut self, now: Instant, peer: PublicKey, ok: bool) {
@@ -444,6 +449,13 @@ impl State {
     }
 
     fn accept(&mut self, now: Instant, signed: SignedObservation) -> Result<PublicKey, Rejection> {
+        // Relays deliver each observation once per peer: refuse what is not newer before paying
+        // for the signature check. Only refusals take this shortcut; all that is kept is verified.
+        if let Some((observer, version)) = signed.claimed_version(&self.cluster)
+            && self.view.iter().any(|(k, e)| *k.as_bytes() == observer && version <= e.obs.version())
+        {
+            return Err(Rejection::Replay);
+        }
         let me = self.me;
         let obs = signed.verify(&self.cluster, |k| *k == me || self.members.contains_key(k))?;
         if obs.observer == me {
@@ -617,4 +629,302 @@ pub struct ObservationView {
     pub observation: Observation,
     /// As signed (verifiable with the observer's key, context and cluster id).
     pub signed: SignedObservation,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::Quorum;
+    use crate::sim::fixtures::{node_info, observation, public_key, roster, secret_key};
+
+    fn node(i: usize, n: usize, incarnation: u64, config: Config, now: Instant) -> (State, Vec<OutEvent>) {
+        let mut state = State::new(node_info(i, incarnation), roster(n), config, i as u64, now);
+        let out = state.start(now);
+        (state, out)
+    }
+
+    /// The observations pushed to `to` in `out`.
+    fn pushed(out: &[OutEvent], to: usize) -> Vec<SignedObservation> {
+        out.iter()
+            .filter_map(|e| match e {
+                OutEvent::Send { to: t, message: Message::Push(list) } if *t == public_key(to) => Some(list),
+                _ => None,
+            })
+            .flatten()
+            .cloned()
+            .collect()
+    }
+
+    fn push(state: &mut State, now: Instant, from: usize, list: Vec<SignedObservation>) -> Vec<OutEvent> {
+        state.handle(now, InEvent::Message { from: public_key(from), message: Message::Push(list) })
+    }
+
+    fn seq_of(state: &State, i: usize) -> Option<(u64, u64)> {
+        state.observation(&public_key(i)).map(Observation::version)
+    }
+
+    #[test]
+    fn replay_is_refused_counted_and_ignored() {
+        let t0 = Instant::now();
+        let (mut a, _) = node(0, 2, 1, Config::default(), t0);
+        let (mut b, out) = node(1, 2, 1, Config::default(), t0);
+        let first = pushed(&out, 0);
+        push(&mut a, t0, 1, first.clone());
+        assert_eq!((a.stats().accepted, a.stats().replayed), (1, 0));
+        // Equal version: a duplicate.
+        push(&mut a, t0, 1, first.clone());
+        assert_eq!((a.stats().accepted, a.stats().replayed), (1, 1));
+        let out = b.handle(t0 + Duration::from_secs(1), InEvent::Timer(Timer::Heartbeat));
+        push(&mut a, t0, 1, pushed(&out, 0));
+        assert_eq!(seq_of(&a, 1), Some((1, 2)));
+        // Older: a replay. The view keeps the newer one.
+        let before = a.snapshot(t0).nodes[1].observation.clone().unwrap().signed;
+        push(&mut a, t0, 1, first);
+        assert_eq!((a.stats().accepted, a.stats().replayed), (2, 2));
+        assert_eq!(a.signed_observation(&public_key(1)), Some(&before));
+        // Equal version, different content, validly signed: still not newer.
+        let mut forged = observation(1, false, &[(0, true)]);
+        forged.seq = 2;
+        let out = push(&mut a, t0, 1, vec![forged.sign(&secret_key(1))]);
+        assert_eq!(a.stats().replayed, 3);
+        assert_eq!(a.signed_observation(&public_key(1)), Some(&before));
+        assert!(out.iter().all(|e| !matches!(e, OutEvent::Send { .. })), "nothing is relayed");
+    }
+
+    #[test]
+    fn restarted_node_supersedes_its_old_incarnation() {
+        let t0 = Instant::now();
+        let (mut a, _) = node(0, 2, 1, Config::default(), t0);
+        let (mut old, _) = node(1, 2, 1, Config::default(), t0);
+        let mut late = Vec::new();
+        for k in 1..=5 {
+            late = pushed(&old.handle(t0 + Duration::from_secs(k), InEvent::Timer(Timer::Heartbeat)), 0);
+            if k < 5 {
+                push(&mut a, t0, 1, late.clone());
+            }
+        }
+        assert_eq!(seq_of(&a, 1), Some((1, 5)));
+        let (_, out) = node(1, 2, 2, Config::default(), t0);
+        push(&mut a, t0, 1, pushed(&out, 0));
+        assert_eq!(seq_of(&a, 1), Some((2, 1)));
+        // The old process's last words arrive late: refused.
+        push(&mut a, t0, 1, late);
+        assert_eq!(seq_of(&a, 1), Some((2, 1)));
+        assert_eq!(a.stats().replayed, 1);
+    }
+
+    #[test]
+    fn own_observation_echoed_is_a_replay_and_a_newer_one_a_conflict() {
+        let t0 = Instant::now();
+        let (mut a, out) = node(0, 2, 3, Config::default(), t0);
+        push(&mut a, t0, 1, pushed(&out, 1));
+        assert_eq!(a.stats().replayed, 1);
+        let mut newer = observation(0, true, &[(1, true)]);
+        newer.incarnation = 4;
+        push(&mut a, t0, 1, vec![newer.sign(&secret_key(0))]);
+        assert_eq!(a.stats().self_conflict, 1);
+        assert_eq!(seq_of(&a, 0), Some((3, 1)));
+    }
+
+    #[test]
+    fn relayed_observation_from_an_unreachable_peer_is_used() {
+        let t0 = Instant::now();
+        // 0 needs two votes for 1: its own and 2's, which only arrives relayed by 1.
+        let config = Config { quorum: Quorum::AtLeast(2), ..Config::default() };
+        let (mut a, _) = node(0, 3, 1, config, t0);
+        let (_, out) = node(1, 3, 1, Config::default(), t0);
+        push(&mut a, t0, 1, pushed(&out, 0));
+        let mut now = t0;
+        for _ in 0..3 {
+            now += Duration::from_millis(100);
+            probe_ok(&mut a, 1, now);
+        }
+        assert!(a.sees_reachable(&public_key(1)));
+        assert!(!a.sees_reachable(&public_key(2)));
+        assert_eq!(a.answer().members, vec![public_key(0)]);
+        let from_2 = observation(2, true, &[(0, false), (1, true)]).sign(&secret_key(2));
+        let out = push(&mut a, now, 1, vec![from_2.clone()]);
+        assert_eq!(seq_of(&a, 2), Some((1, 1)));
+        let mut expected = vec![public_key(0), public_key(1)];
+        expected[1..].sort();
+        assert_eq!(a.answer().members, expected);
+        assert!(out.iter().any(|e| matches!(e, OutEvent::AnswerChanged(_))));
+        // And relayed on to everyone but its sender and its observer: nobody here.
+        assert!(pushed(&out, 1).is_empty() && pushed(&out, 2).is_empty());
+    }
+
+    #[test]
+    fn digest_exchange_fills_in_missing_observations() {
+        let t0 = Instant::now();
+        let (mut a, _) = node(0, 3, 1, Config::default(), t0);
+        let (mut b, _) = node(1, 3, 1, Config::default(), t0);
+        let from_2 = observation(2, true, &[(0, true), (1, true)]).sign(&secret_key(2));
+        push(&mut a, t0, 2, vec![from_2.clone()]);
+        assert!(b.observation(&public_key(2)).is_none());
+        // a's heartbeat digest goes to a random peer: wait for one to b.
+        let mut now = t0;
+        let versions = loop {
+            now += Duration::from_secs(1);
+            let out = a.handle(now, InEvent::Timer(Timer::Heartbeat));
+            let digest = out.into_iter().find_map(|e| match e {
+                OutEvent::Send { to, message: Message::Digest { versions, reply: false } }
+                    if to == public_key(1) =>
+                {
+                    Some(versions)
+                }
+                _ => None,
+            });
+            if let Some(v) = digest {
+                break v;
+            }
+        };
+        // b pushes its own (a lacks it) and, since a holds what b lacks, asks with a reply digest.
+        let out = b.handle(
+            now,
+            InEvent::Message { from: public_key(0), message: Message::Digest { versions, reply: false } },
+        );
+        push(&mut a, now, 1, pushed(&out, 0));
+        assert!(a.observation(&public_key(1)).is_some());
+        let reply = out
+            .into_iter()
+            .find_map(|e| match e {
+                OutEvent::Send { message: m @ Message::Digest { reply: true, .. }, .. } => Some(m),
+                _ => None,
+            })
+            .expect("a reply digest");
+        let out = a.handle(now, InEvent::Message { from: public_key(1), message: reply });
+        // A reply is never answered with another digest.
+        assert!(out.iter().all(|e| !matches!(e, OutEvent::Send { message: Message::Digest { .. }, .. })));
+        push(&mut b, now, 0, pushed(&out, 1));
+        assert_eq!(b.signed_observation(&public_key(2)), Some(&from_2));
+    }
+
+    /// Runs one probe of `peer` answered by its pong.
+    fn probe_ok(state: &mut State, peer: usize, now: Instant) {
+        let nonce = send_probe(state, peer, now);
+        state.handle(now, InEvent::Message { from: public_key(peer), message: Message::Pong { nonce } });
+    }
+
+    /// Runs one probe of `peer` whose ping or pong is lost.
+    fn probe_lost(state: &mut State, peer: usize, now: Instant) {
+        let nonce = send_probe(state, peer, now);
+        state.handle(now, InEvent::Timer(Timer::ProbeTimeout(public_key(peer), nonce)));
+    }
+
+    fn send_probe(state: &mut State, peer: usize, now: Instant) -> u64 {
+        let out = state.handle(now, InEvent::Timer(Timer::Probe(public_key(peer))));
+        out.iter()
+            .find_map(|e| match e {
+                OutEvent::Send { message: Message::Ping { nonce }, .. } => Some(*nonce),
+                _ => None,
+            })
+            .expect("a ping")
+    }
+
+    #[test]
+    fn probing_hysteresis() {
+        let t0 = Instant::now();
+        let config = Config::default();
+        let (mut a, _) = node(0, 2, 1, config.clone(), t0);
+        let b = public_key(1);
+        let mut now = t0;
+        let mut tick = || {
+            now += config.probe_interval;
+            now
+        };
+        for k in 1..config.up_after {
+            probe_ok(&mut a, 1, tick());
+            assert!(!a.sees_reachable(&b), "up after {k} probes");
+        }
+        probe_ok(&mut a, 1, tick());
+        assert!(a.sees_reachable(&b));
+        // Single losses, even many of them, never flip it.
+        for _ in 0..10 {
+            probe_lost(&mut a, 1, tick());
+            probe_ok(&mut a, 1, tick());
+            assert!(a.sees_reachable(&b));
+        }
+        for _ in 1..config.down_after {
+            probe_lost(&mut a, 1, tick());
+            assert!(a.sees_reachable(&b));
+        }
+        probe_lost(&mut a, 1, tick());
+        assert!(!a.sees_reachable(&b));
+        assert_eq!(a.observation(&a.key()).unwrap().report(&b).map(|r| r.reachable), Some(false));
+        // One success does not bring it back either.
+        probe_ok(&mut a, 1, tick());
+        probe_lost(&mut a, 1, tick());
+        probe_ok(&mut a, 1, tick());
+        assert!(!a.sees_reachable(&b));
+    }
+
+    #[test]
+    fn lost_pong_is_forgiven_when_the_peer_pinged_us() {
+        let t0 = Instant::now();
+        let config = Config::default();
+        let (mut a, _) = node(0, 2, 1, config.clone(), t0);
+        let b = public_key(1);
+        let mut now = t0;
+        for _ in 0..config.up_after {
+            now += config.probe_interval;
+            probe_ok(&mut a, 1, now);
+        }
+        for _ in 0..2 * config.down_after {
+            now += config.probe_interval;
+            let nonce = send_probe(&mut a, 1, now);
+            a.handle(now, InEvent::Message { from: b, message: Message::Ping { nonce: 7 } });
+            a.handle(now + config.probe_timeout, InEvent::Timer(Timer::ProbeTimeout(b, nonce)));
+        }
+        assert!(a.sees_reachable(&b));
+    }
+
+    #[test]
+    fn one_ping_heard_after_an_outage_does_not_bring_a_peer_back() {
+        let t0 = Instant::now();
+        let config = Config::default();
+        let (mut a, _) = node(0, 2, 1, config.clone(), t0);
+        let b = public_key(1);
+        let mut now = t0;
+        // Probes sent during an outage, all lost; then one ping from b gets through.
+        let nonces: Vec<u64> = (0..5)
+            .map(|_| {
+                now += config.probe_interval;
+                send_probe(&mut a, 1, now)
+            })
+            .collect();
+        a.handle(now, InEvent::Message { from: b, message: Message::Ping { nonce: 7 } });
+        for nonce in nonces {
+            a.handle(now + config.probe_timeout, InEvent::Timer(Timer::ProbeTimeout(b, nonce)));
+        }
+        assert!(!a.sees_reachable(&b), "up_after needs round trips, not one packet");
+    }
+
+    #[test]
+    fn messages_from_outside_the_roster_are_dropped() {
+        let t0 = Instant::now();
+        let (mut a, _) = node(0, 2, 1, Config::default(), t0);
+        let out = a.handle(t0, InEvent::Message { from: public_key(9), message: Message::Ping { nonce: 1 } });
+        assert!(out.is_empty());
+        assert_eq!(a.stats().unknown_sender, 1);
+    }
+
+    #[test]
+    fn stale_observers_stop_counting_with_time_alone() {
+        let t0 = Instant::now();
+        let config = Config { quorum: Quorum::AtLeast(2), ..Config::default() };
+        let (mut a, _) = node(0, 3, 1, config.clone(), t0);
+        let (_, out) = node(1, 3, 1, Config::default(), t0);
+        push(&mut a, t0, 1, pushed(&out, 0));
+        push(&mut a, t0, 2, vec![observation(2, true, &[(1, true)]).sign(&secret_key(2))]);
+        let mut now = t0;
+        for _ in 0..3 {
+            now += config.probe_interval;
+            probe_ok(&mut a, 1, now);
+        }
+        assert!(a.answer().members.contains(&public_key(1)));
+        // 2 falls silent; keep 1 reachable through the heartbeats that follow.
+        let out = a.handle(t0 + config.stale_after + config.heartbeat, InEvent::Timer(Timer::Heartbeat));
+        assert!(out.iter().any(|e| matches!(e, OutEvent::AnswerChanged(_))));
+        assert_eq!(a.answer().members, vec![public_key(0)]);
+    }
 }

@@ -1,0 +1,612 @@
+//! A seeded discrete-event network that drives many protocol cores ([`State`]).
+//!
+//! Owns a virtual clock (a base [`Instant`] plus a simulated offset; the real clock is read once,
+//! for the base, and never for a decision), one event queue ordered by (time, sequence number),
+//! the links between nodes (latency, jitter, loss, up or down, each direction on its own),
+//! partitions, crashes and restarts, and falsifying ("lying") observers. Every message goes
+//! through [`Message::encode`] and [`Message::decode`], so sizes and bounds are the wire's.
+//!
+//! Invariants: the same [`SimConfig`] and the same calls give the same run bit for bit (one
+//! seeded [`StdRng`], ordered maps only; [`Sim::trace_hash`] summarises a run). A crashed node
+//! receives nothing and its pending timers and in-flight inbound messages are dropped; a
+//! restarted node is a new [`State`] with the same key and a higher incarnation.
+//!
+//! Everything a test may ask afterwards is recorded: every node's answer set over time
+//! ([`Sim::changes`], [`Sim::removals`]) and per-node traffic ([`Sim::traffic`]).
+
+pub mod fixtures;
+
+#[cfg(test)]
+mod scenarios;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use spdu_keys::{PublicKey, SecretKey};
+
+use crate::proto::{Config, InEvent, Member, Message, OutEvent, SignedObservation, State, Timer};
+
+/// A node in the simulation: its index, `0..n`.
+pub type NodeId = usize;
+
+/// The shape of a simulation.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Seeds the network and every node.
+    pub seed: u64,
+    /// The protocol settings of every node.
+    pub protocol: Config,
+    /// Every link's initial settings (see [`Sim::set_link`] to change one).
+    pub link: Link,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self { seed: 1, protocol: Config::default(), link: Link::default() }
+    }
+}
+
+/// One direction of the link between two nodes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Link {
+    /// Fixed one-way delay.
+    pub latency: Duration,
+    /// Extra delay, uniform in `0..jitter` (so messages may be reordered).
+    pub jitter: Duration,
+    /// Probability that a message is lost.
+    pub loss: f64,
+    /// A link that is down loses everything.
+    pub up: bool,
+}
+
+impl Default for Link {
+    fn default() -> Self {
+        Self { latency: Duration::from_millis(10), jitter: Duration::from_millis(5), loss: 0.0, up: true }
+    }
+}
+
+/// Something the simulation does to itself at a scheduled time (see [`Sim::schedule`]).
+#[derive(Clone, Debug)]
+pub enum Action {
+    /// Stop the node.
+    Crash(NodeId),
+    /// Start the node again with a higher incarnation.
+    Restart(NodeId),
+    /// Set one direction of a link up or down.
+    SetLinkUp {
+        /// Sender side.
+        from: NodeId,
+        /// Receiver side.
+        to: NodeId,
+        /// Up or down.
+        up: bool,
+    },
+    /// Partition the nodes into these groups (unlisted nodes are alone).
+    Partition(Vec<Vec<NodeId>>),
+    /// Remove any partition.
+    Heal,
+    /// Tell a node its own health check verdict.
+    SetHealthy(NodeId, bool),
+}
+
+/// What a falsifying observer claims about peers in every observation of its own that it sends.
+/// Its probing and everything else stay honest; the rewritten observations are re-signed with its
+/// own (valid) key.
+#[derive(Clone, Debug, Default)]
+pub struct Lie {
+    /// Claimed reachable whatever its probing says.
+    pub reachable: Vec<NodeId>,
+    /// Claimed unreachable whatever its probing says.
+    pub unreachable: Vec<NodeId>,
+}
+
+/// One node's answer set changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AnswerChange {
+    /// Simulated time since the start.
+    pub at: Duration,
+    /// The answering node.
+    pub node: NodeId,
+    /// Its answer now, sorted (empty while crashed).
+    pub members: Vec<NodeId>,
+}
+
+/// A node left the answer of a running node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Removal {
+    /// Simulated time since the start.
+    pub at: Duration,
+    /// The answering node.
+    pub node: NodeId,
+    /// The node it stopped answering with.
+    pub dropped: NodeId,
+}
+
+/// Messages and bytes (encoded frame sizes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    /// How many messages.
+    pub messages: u64,
+    /// Their encoded size in bytes.
+    pub bytes: u64,
+}
+
+impl Counter {
+    fn add(&mut self, bytes: usize) {
+        self.messages += 1;
+        self.bytes += bytes as u64;
+    }
+}
+
+/// One node's traffic.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// Everything it handed to the network (lost or not).
+    pub sent: Counter,
+    /// Of which observation pushes.
+    pub sent_push: Counter,
+    /// Everything delivered to it.
+    pub received: Counter,
+}
+
+#[derive(Debug)]
+enum Event {
+    Deliver { from: NodeId, to: NodeId, generation: u64, frame: Vec<u8> },
+    Timer { node: NodeId, generation: u64, timer: Timer },
+    Action(Action),
+}
+
+#[derive(Debug)]
+struct Node {
+    key: SecretKey,
+    public: PublicKey,
+    state: Option<State>,
+    incarnation: u64,
+    /// Bumped on every crash: timers and messages addressed to an older generation are dropped.
+    generation: u64,
+    lie: Option<Lie>,
+    answer: Vec<NodeId>,
+    traffic: Traffic,
+}
+
+/// The simulated network and its nodes. See the module docs.
+#[derive(Debug)]
+pub struct Sim {
+    config: SimConfig,
+    base: Instant,
+    now: Duration,
+    seq: u64,
+    rng: StdRng,
+    queue: BTreeMap<(Duration, u64), Event>,
+    nodes: Vec<Node>,
+    index: BTreeMap<PublicKey, NodeId>,
+    roster: Vec<Member>,
+    links: BTreeMap<(NodeId, NodeId), Link>,
+    group: Vec<usize>,
+    changes: Vec<AnswerChange>,
+    removals: Vec<Removal>,
+    events: u64,
+    trace: u64,
+}
+
+impl Sim {
+    /// `n` nodes (keys from [`fixtures`]), all started at time zero, each with the full roster.
+    pub fn new(n: usize, config: SimConfig) -> Self {
+        let nodes: Vec<Node> = (0..n)
+            .map(|i| {
+                let key = fixtures::secret_key(i);
+                Node {
+                    public: key.public(),
+                    key,
+                    state: None,
+                    incarnation: 0,
+                    generation: 0,
+                    lie: None,
+                    answer: Vec::new(),
+                    traffic: Traffic::default(),
+                }
+            })
+            .collect();
+        let index = nodes.iter().enumerate().map(|(i, node)| (node.public, i)).collect();
+        let mut sim = Self {
+            rng: StdRng::seed_from_u64(config.seed),
+            config,
+            base: Instant::now(),
+            now: Duration::ZERO,
+            seq: 0,
+            queue: BTreeMap::new(),
+            nodes,
+            index,
+            roster: fixtures::roster(n),
+            links: BTreeMap::new(),
+            group: (0..n).map(|_| 0).collect(),
+            changes: Vec::new(),
+            removals: Vec::new(),
+            events: 0,
+            trace: FNV_OFFSET,
+        };
+        for i in 0..n {
+            sim.boot(i);
+        }
+        sim
+    }
+
+    /// Simulated time since the start.
+    pub fn now(&self) -> Duration {
+        self.now
+    }
+
+    /// How many nodes.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether there are no nodes.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// The running nodes.
+    pub fn up_nodes(&self) -> Vec<NodeId> {
+        (0..self.nodes.len()).filter(|i| self.is_up(*i)).collect()
+    }
+
+    /// Whether node `i` is running.
+    pub fn is_up(&self, i: NodeId) -> bool {
+        self.nodes[i].state.is_some()
+    }
+
+    /// Node `i`'s protocol state, while it runs.
+    pub fn state(&self, i: NodeId) -> Option<&State> {
+        self.nodes[i].state.as_ref()
+    }
+
+    /// Node `i`'s key.
+    pub fn key(&self, i: NodeId) -> PublicKey {
+        self.nodes[i].public
+    }
+
+    /// The node with key `key`.
+    pub fn node_of(&self, key: &PublicKey) -> Option<NodeId> {
+        self.index.get(key).copied()
+    }
+
+    /// Node `i`'s current answer, sorted (empty while crashed).
+    pub fn answer(&self, i: NodeId) -> &[NodeId] {
+        &self.nodes[i].answer
+    }
+
+    /// Every answer change so far, in order.
+    pub fn changes(&self) -> &[AnswerChange] {
+        &self.changes
+    }
+
+    /// Every time a running node stopped answering with a node, in order.
+    pub fn removals(&self) -> &[Removal] {
+        &self.removals
+    }
+
+    /// Removals at or after `since`.
+    pub fn removals_since(&self, since: Duration) -> impl Iterator<Item = &Removal> {
+        self.removals.iter().filter(move |r| r.at >= since)
+    }
+
+    /// Node `i`'s traffic so far.
+    pub fn traffic(&self, i: NodeId) -> Traffic {
+        self.nodes[i].traffic
+    }
+
+    /// Events processed so far.
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
+    /// A hash of everything that happened so far: equal for equal runs.
+    pub fn trace_hash(&self) -> u64 {
+        self.trace
+    }
+
+    /// Whether every running node answers with exactly the running nodes.
+    pub fn converged(&self) -> bool {
+        let up = self.up_nodes();
+        up.iter().all(|i| self.nodes[*i].answer == up)
+    }
+
+    /// When every node of `observers` last stopped answering with `x` (at or after `since`), if
+    /// none of them answers with it now. `since` itself if none had it since then.
+    pub fn dropped_by_all(&self, x: NodeId, observers: &[NodeId], since: Duration) -> Option<Duration> {
+        let mut latest = since;
+        for &o in observers {
+            if self.nodes[o].answer.contains(&x) {
+                return None;
+            }
+            if let Some(r) =
+                self.removals.iter().rev().find(|r| r.node == o && r.dropped == x && r.at >= since)
+            {
+                latest = latest.max(r.at);
+            }
+        }
+        Some(latest)
+    }
+
+    /// The first time at or after `since` at which every node of `observers` answered with `x`
+    /// and kept doing so until now; `None` if one does not answer with it now.
+    pub fn included_by_all(&self, x: NodeId, observers: &[NodeId], since: Duration) -> Option<Duration> {
+        let mut latest = since;
+        for &o in observers {
+            if !self.nodes[o].answer.contains(&x) {
+                return None;
+            }
+            let last_without = self
+                .changes
+                .iter()
+                .rev()
+                .filter(|c| c.node == o)
+                .take_while(|c| c.members.contains(&x))
+                .last()
+                .map(|c| c.at);
+            latest = latest.max(last_without.unwrap_or(since));
+        }
+        Some(latest)
+    }
+
+    /// Changes one direction of the link `from` → `to`.
+    pub fn set_link(&mut self, from: NodeId, to: NodeId, link: Link) {
+        self.links.insert((from, to), link);
+    }
+
+    /// One direction of the link `from` → `to`.
+    pub fn link(&self, from: NodeId, to: NodeId) -> Link {
+        self.links.get(&(from, to)).copied().unwrap_or(self.config.link)
+    }
+
+    /// Sets the loss of every link, both directions.
+    pub fn set_loss_everywhere(&mut self, loss: f64) {
+        self.config.link.loss = loss;
+        for link in self.links.values_mut() {
+            link.loss = loss;
+        }
+    }
+
+    /// Makes `falsifier` lie in every observation of its own it sends from now on.
+    pub fn set_lie(&mut self, falsifier: NodeId, lie: Lie) {
+        self.nodes[falsifier].lie = Some(lie);
+    }
+
+    /// Runs `action` at simulated time `at` (or now, if that has passed).
+    pub fn schedule(&mut self, at: Duration, action: Action) {
+        self.push(at.max(self.now), Event::Action(action));
+    }
+
+    /// Runs `action` now.
+    pub fn apply(&mut self, action: Action) {
+        match action {
+            Action::Crash(i) => self.crash(i),
+            Action::Restart(i) => self.restart(i),
+            Action::SetLinkUp { from, to, up } => {
+                let link = Link { up, ..self.link(from, to) };
+                self.set_link(from, to, link);
+            }
+            Action::Partition(groups) => self.partition(&groups),
+            Action::Heal => self.group.iter_mut().for_each(|g| *g = 0),
+            Action::SetHealthy(i, healthy) => {
+                if let Some(state) = self.nodes[i].state.as_mut() {
+                    let out = state.handle(self.base + self.now, InEvent::SetHealthy(healthy));
+                    self.process(i, out);
+                }
+            }
+        }
+    }
+
+    /// Stops node `i`: it receives nothing more, its timers are dropped, it answers nothing.
+    pub fn crash(&mut self, i: NodeId) {
+        let node = &mut self.nodes[i];
+        if node.state.take().is_none() {
+            return;
+        }
+        node.generation += 1;
+        node.answer.clear();
+        self.changes.push(AnswerChange { at: self.now, node: i, members: Vec::new() });
+        self.mix(&[3, i as u64]);
+    }
+
+    /// Starts a crashed node `i` again: same key, higher incarnation, empty view.
+    pub fn restart(&mut self, i: NodeId) {
+        if self.nodes[i].state.is_none() {
+            self.boot(i);
+        }
+    }
+
+    /// Nodes in different groups cannot talk; unlisted nodes are each alone.
+    pub fn partition(&mut self, groups: &[Vec<NodeId>]) {
+        let n = self.nodes.len();
+        self.group = (0..n).map(|i| groups.len() + i).collect();
+        for (g, members) in groups.iter().enumerate() {
+            for &i in members {
+                self.group[i] = g;
+            }
+        }
+    }
+
+    /// Processes the next event; false if there is none.
+    pub fn step(&mut self) -> bool {
+        let Some(((at, _), event)) = self.queue.pop_first() else { return false };
+        self.now = at;
+        self.events += 1;
+        match event {
+            Event::Deliver { from, to, generation, frame } => self.deliver(from, to, generation, frame),
+            Event::Timer { node, generation, timer } => {
+                if self.nodes[node].generation == generation
+                    && let Some(state) = self.nodes[node].state.as_mut()
+                {
+                    let out = state.handle(self.base + at, InEvent::Timer(timer));
+                    self.process(node, out);
+                }
+            }
+            Event::Action(action) => self.apply(action),
+        }
+        true
+    }
+
+    /// Runs every event up to and including simulated time `until`; the clock ends at `until`.
+    pub fn run_until(&mut self, until: Duration) {
+        while self.queue.first_key_value().is_some_and(|((at, _), _)| *at <= until) {
+            self.step();
+        }
+        self.now = self.now.max(until);
+    }
+
+    /// Runs for `d` of simulated time.
+    pub fn run_for(&mut self, d: Duration) {
+        self.run_until(self.now + d);
+    }
+
+    /// Runs until `done` holds (checked now and after every answer change) or `deadline` passes.
+    /// Returns the simulated time at which it held.
+    pub fn run_until_cond(&mut self, deadline: Duration, done: impl Fn(&Sim) -> bool) -> Option<Duration> {
+        if done(self) {
+            return Some(self.now);
+        }
+        while self.queue.first_key_value().is_some_and(|((at, _), _)| *at <= deadline) {
+            let changes = self.changes.len();
+            self.step();
+            if self.changes.len() != changes && done(self) {
+                return Some(self.now);
+            }
+        }
+        self.now = self.now.max(deadline);
+        None
+    }
+
+    fn boot(&mut self, i: NodeId) {
+        let seed = self.rng.random();
+        let node = &mut self.nodes[i];
+        node.incarnation += 1;
+        let now = self.base + self.now;
+        let mut state = State::new(
+            fixtures::node_info(i, node.incarnation),
+            self.roster.clone(),
+            self.config.protocol.clone(),
+            seed,
+            now,
+        );
+        let out = state.start(now);
+        node.state = Some(state);
+        let incarnation = node.incarnation;
+        self.mix(&[4, i as u64, incarnation]);
+        self.process(i, out);
+    }
+
+    fn deliver(&mut self, from: NodeId, to: NodeId, generation: u64, frame: Vec<u8>) {
+        let sender = self.nodes[from].public;
+        let node = &mut self.nodes[to];
+        if node.generation != generation {
+            return;
+        }
+        let Some(state) = node.state.as_mut() else { return };
+        node.traffic.received.add(frame.len());
+        let message = Message::decode(&frame).expect("the simulator only sends encoded messages");
+        let out = state.handle(self.base + self.now, InEvent::Message { from: sender, message });
+        self.process(to, out);
+    }
+
+    fn process(&mut self, i: NodeId, out: Vec<OutEvent>) {
+        for event in out {
+            match event {
+                OutEvent::Send { to, message } => {
+                    let to = self.index[&to];
+                    let message = self.falsify(i, message);
+                    self.send(i, to, &message);
+                }
+                OutEvent::SetTimer { at, timer } => {
+                    let at = at.saturating_duration_since(self.base);
+                    let generation = self.nodes[i].generation;
+                    self.push(at, Event::Timer { node: i, generation, timer });
+                }
+                OutEvent::AnswerChanged(set) => {
+                    let mut members: Vec<NodeId> = set.members.iter().map(|k| self.index[k]).collect();
+                    members.sort_unstable();
+                    let old = std::mem::replace(&mut self.nodes[i].answer, members.clone());
+                    for dropped in old.into_iter().filter(|m| !members.contains(m)) {
+                        self.removals.push(Removal { at: self.now, node: i, dropped });
+                    }
+                    let mut words = vec![5, i as u64, self.now.as_nanos() as u64];
+                    words.extend(members.iter().map(|m| *m as u64));
+                    self.mix(&words);
+                    self.changes.push(AnswerChange { at: self.now, node: i, members });
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, from: NodeId, to: NodeId, message: &Message) {
+        let frame = message.encode();
+        self.nodes[from].traffic.sent.add(frame.len());
+        if matches!(message, Message::Push(_)) {
+            self.nodes[from].traffic.sent_push.add(frame.len());
+        }
+        let link = self.link(from, to);
+        if !link.up || self.group[from] != self.group[to] {
+            return;
+        }
+        if link.loss > 0.0 && self.rng.random_bool(link.loss) {
+            return;
+        }
+        let jitter = if link.jitter.is_zero() {
+            Duration::ZERO
+        } else {
+            Duration::from_nanos(self.rng.random_range(0..link.jitter.as_nanos() as u64))
+        };
+        let generation = self.nodes[to].generation;
+        self.push(self.now + link.latency + jitter, Event::Deliver { from, to, generation, frame });
+    }
+
+    /// Rewrites a falsifier's own observations in a push and re-signs them with its key.
+    fn falsify(&self, i: NodeId, message: Message) -> Message {
+        let (Some(lie), Message::Push(list)) = (&self.nodes[i].lie, &message) else { return message };
+        let node = &self.nodes[i];
+        let list = list
+            .iter()
+            .map(|signed| {
+                let Ok(mut obs) = signed.verify(fixtures::CLUSTER, |k| *k == node.public) else {
+                    return signed.clone();
+                };
+                for report in &mut obs.peers {
+                    let peer = self.index[&report.key];
+                    if lie.reachable.contains(&peer) {
+                        report.reachable = true;
+                    }
+                    if lie.unreachable.contains(&peer) {
+                        report.reachable = false;
+                    }
+                }
+                obs.sign(&node.key)
+            })
+            .collect::<Vec<SignedObservation>>();
+        Message::Push(list)
+    }
+
+    fn push(&mut self, at: Duration, event: Event) {
+        let tag = match &event {
+            Event::Deliver { from, to, .. } => [0, *from as u64, *to as u64],
+            Event::Timer { node, .. } => [1, *node as u64, 0],
+            Event::Action(_) => [2, 0, 0],
+        };
+        self.mix(&[at.as_nanos() as u64, tag[0], tag[1], tag[2]]);
+        self.seq += 1;
+        self.queue.insert((at, self.seq), event);
+    }
+
+    fn mix(&mut self, words: &[u64]) {
+        for word in words {
+            for byte in word.to_le_bytes() {
+                self.trace = (self.trace ^ u64::from(byte)).wrapping_mul(FNV_PRIME);
+            }
+        }
+    }
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
