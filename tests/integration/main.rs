@@ -5,5 +5,6 @@
 //! skip loudly without it.
 
 mod cli;
+mod netns;
 mod cluster;
 mod testing;

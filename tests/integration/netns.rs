@@ -1,0 +1,222 @@
+//! The network-namespace scenarios (`scenarios/*.sh`) against the `spdu` binary Cargo built.
+//!
+//! Each test runs one script with `--spdu` pointing at that binary, reads the `SUMMARY` line it
+//! ends with and checks `result=PASS` and the figures, with bounds generous enough for a noisy
+//! CI machine (the targets themselves are measured by the scripts, not asserted tightly here).
+//! The scripts need root and ip, nft and dig: without them a test prints a loud `SKIPPED` line
+//! to stderr and passes. The scenarios share the machine (CPU, timing), so they run one at a
+//! time behind [`SERIAL`]; a script that outlives [`BUDGET`] is stopped with SIGTERM, which
+//! still runs its cleanup.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// One scenario at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Longest a script may run; the longest one takes about 45 s on an idle machine.
+const BUDGET: Duration = Duration::from_secs(240);
+
+/// Generous upper bound on detection (the target is about a second).
+const DETECT_MAX_MS: u64 = 5_000;
+
+/// What a finished scenario printed.
+struct Outcome {
+    summary: HashMap<String, String>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Outcome {
+    /// A figure from the SUMMARY line, as a number.
+    fn ms(&self, key: &str) -> i64 {
+        let value =
+            self.summary.get(key).unwrap_or_else(|| panic!("SUMMARY has no {key}\n{}", self.report()));
+        value.parse().unwrap_or_else(|_| panic!("SUMMARY {key}={value} is not a number\n{}", self.report()))
+    }
+
+    /// Asserts `min <= key <= max`.
+    fn within(&self, key: &str, min: i64, max: u64) {
+        let value = self.ms(key);
+        let max = i64::try_from(max).expect("small bound");
+        assert!((min..=max).contains(&value), "{key}={value} is outside {min}..={max}\n{}", self.report());
+    }
+
+    /// The output, for failure messages: the timeline and the last lines of stderr.
+    fn report(&self) -> String {
+        let stderr: Vec<&str> = self.stderr.lines().collect();
+        let tail = stderr[stderr.len().saturating_sub(40)..].join("\n");
+        format!("--- stdout ---\n{}\n--- stderr (tail) ---\n{tail}", self.stdout)
+    }
+}
+
+fn scenarios_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("scenarios")
+}
+
+/// Whether this process runs as root (effective uid 0), read from /proc to stay libc-free.
+fn is_root() -> bool {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+            line.split_whitespace().nth(2).map(|effective| effective == "0")
+        })
+        .unwrap_or(false)
+}
+
+/// Writes a line straight to the process's stderr: unlike `eprintln!`, the test harness does not
+/// capture it, so a skip is visible even when the test passes.
+fn loud(line: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
+fn has_tools() -> bool {
+    Command::new("sh")
+        .args(["-c", "command -v ip && command -v nft && command -v dig && command -v bash"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Runs `scenarios/<name>.sh --sites <sites> --spdu <binary> <extra...>`, or returns `None`
+/// (after saying so loudly) when this machine cannot.
+fn run(name: &str, sites: u32, extra: &[&str]) -> Option<Outcome> {
+    let _serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if !is_root() {
+        loud(&format!(
+            "SKIPPED (needs root): netns scenario {name} with {sites} sites; run `sudo -E cargo test` to include it"
+        ));
+        return None;
+    }
+    if !has_tools() {
+        loud(&format!("SKIPPED (needs ip, nft, dig and bash): netns scenario {name} with {sites} sites"));
+        return None;
+    }
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let (out_path, err_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let script = scenarios_dir().join(format!("{name}.sh"));
+    let sites = sites.to_string();
+    let mut child = Command::new("bash")
+        .arg(&script)
+        .args(["--sites", &sites, "--spdu", env!("CARGO_BIN_EXE_spdu")])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(&out_path).expect("stdout file"))
+        .stderr(fs::File::create(&err_path).expect("stderr file"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+
+    let started = Instant::now();
+    let mut stopped = false;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for the scenario") {
+            break status;
+        }
+        let elapsed = started.elapsed();
+        if elapsed > BUDGET && !stopped {
+            // SIGTERM, not SIGKILL: the script's trap then removes its namespaces and nodes.
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            stopped = true;
+        }
+        if elapsed > BUDGET + Duration::from_secs(20) {
+            let _ = child.kill();
+            break child.wait().expect("waiting for the killed scenario");
+        }
+        thread::sleep(Duration::from_millis(200));
+    };
+    let stdout = fs::read_to_string(&out_path).unwrap_or_default();
+    let stderr = fs::read_to_string(&err_path).unwrap_or_default();
+    let summary = stdout.lines().rev().find_map(|line| line.strip_prefix("SUMMARY ")).map(|line| {
+        line.split_whitespace()
+            .filter_map(|pair| pair.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect::<HashMap<_, _>>()
+    });
+    let outcome = Outcome { summary: summary.unwrap_or_default(), stdout, stderr };
+    assert!(!stopped, "scenario {name} ran longer than {BUDGET:?}\n{}", outcome.report());
+    assert!(
+        !outcome.summary.is_empty(),
+        "scenario {name} printed no SUMMARY ({status})\n{}",
+        outcome.report()
+    );
+    eprintln!("{name}: {}", outcome.stdout.lines().rev().find(|l| l.starts_with("SUMMARY ")).unwrap_or(""));
+    assert_eq!(
+        outcome.summary.get("result").map(String::as_str),
+        Some("PASS"),
+        "scenario {name} did not pass ({status})\n{}",
+        outcome.report()
+    );
+    Some(outcome)
+}
+
+fn site_loss(sites: u32) {
+    let Some(o) = run("site-loss", sites, &[]) else { return };
+    o.within("detect_ms", 0, DETECT_MAX_MS);
+    o.within("recover_ms", 0, 8_000);
+    o.within("collateral", 0, 0);
+}
+
+fn partition(sites: u32) {
+    let Some(o) = run("partition", sites, &[]) else { return };
+    // Allows for observations that reached a side just before the split (stale after 3.5 s).
+    o.within("split_ms", 0, DETECT_MAX_MS + 3_500);
+    o.within("recover_ms", 0, 10_000);
+    o.within("cross", 0, 0);
+}
+
+#[test]
+fn netns_site_loss_3() {
+    site_loss(3);
+}
+
+#[test]
+fn netns_site_loss_5() {
+    site_loss(5);
+}
+
+#[test]
+fn netns_partition_3() {
+    partition(3);
+}
+
+#[test]
+fn netns_partition_5() {
+    partition(5);
+}
+
+#[test]
+fn netns_one_way_3() {
+    let Some(o) = run("one-way", 3, &[]) else { return };
+    o.within("drop21_ms", 0, DETECT_MAX_MS);
+    o.within("others", 0, 0);
+    o.within("recover_ms", 0, 10_000);
+}
+
+#[test]
+fn netns_flap_3() {
+    let Some(o) = run("flap", 3, &[]) else { return };
+    o.within("fast_max_per_site", 0, 2);
+    o.within("recover_ms", 0, 6_000);
+}
+
+#[test]
+fn netns_lossy_3() {
+    let Some(o) = run("lossy", 3, &["--duration", "20"]) else { return };
+    o.within("dropped", 0, 0);
+}
+
+#[test]
+fn netns_restart_3() {
+    let Some(o) = run("restart", 3, &[]) else { return };
+    o.within("detect_ms", 0, DETECT_MAX_MS);
+    o.within("recover_ms", 0, 6_000);
+    o.within("incarnation_grew", 1, 1);
+}
