@@ -47,6 +47,8 @@
 mod answer;
 mod handler;
 mod metrics;
+#[doc(hidden)]
+pub mod offline;
 mod server;
 mod zone;
 

@@ -28,8 +28,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::proto::{
-    self, AnswerSet, InEvent, MAX_FRAME_BYTES, Member, Message, NodeInfo, OutEvent, State, Timer,
-    ViewSnapshot,
+    self, AnswerSet, CheckResult, InEvent, MAX_FRAME_BYTES, Member, Message, NodeInfo, OutEvent,
+    ServiceCheck, State, Timer, ViewSnapshot,
 };
 
 /// Longest silence on a connection before QUIC drops it. Probes keep healthy connections busy.
@@ -71,6 +71,8 @@ pub struct Settings {
     pub peers: Vec<Peer>,
     /// Protocol timing and quorum.
     pub protocol: proto::Config,
+    /// The check of this site's service that peers may run, advertised in its observations.
+    pub service_check: Option<ServiceCheck>,
 }
 
 /// Errors starting the driver.
@@ -131,6 +133,8 @@ impl NetMetrics {
 enum Command {
     Snapshot(oneshot::Sender<ViewSnapshot>),
     SetHealthy(bool),
+    Health(InEvent),
+    ServiceTargets(oneshot::Sender<Vec<(PublicKey, IpAddr, ServiceCheck)>>),
 }
 
 enum Event {
@@ -176,6 +180,7 @@ impl Membership {
             cluster: settings.cluster,
             incarnation: settings.incarnation,
             addresses: settings.addresses,
+            service_check: settings.service_check,
         };
         let state = State::new(info, roster, settings.protocol, seed, now);
         let (answers_tx, answers) = watch::channel(state.answer().clone());
@@ -208,6 +213,26 @@ impl Membership {
     pub fn set_healthy(&self, healthy: bool) {
         // A full queue means the actor is far behind; the next health report will get through.
         let _ = self.commands.try_send(Command::SetHealthy(healthy));
+    }
+
+    /// Reports one result of this node's own service check (counted with hysteresis).
+    pub fn report_self_check(&self, result: CheckResult) {
+        // A full queue means the actor is far behind; dropping one result only delays a verdict.
+        let _ = self.commands.try_send(Command::Health(InEvent::SelfCheck(result)));
+    }
+
+    /// Reports one result of probing `peer`'s advertised service (counted with hysteresis).
+    pub fn report_service_probe(&self, peer: PublicKey, result: CheckResult) {
+        let _ = self.commands.try_send(Command::Health(InEvent::ServiceProbe { peer, result }));
+    }
+
+    /// The peers' services to probe now (see [`State::service_targets`]); empty once stopped.
+    pub async fn service_targets(&self) -> Vec<(PublicKey, IpAddr, ServiceCheck)> {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::ServiceTargets(tx)).await.is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
     }
 
     /// Transport counters.
@@ -335,6 +360,13 @@ impl Actor {
             Command::SetHealthy(healthy) => {
                 let out = self.state.handle(Self::now(), InEvent::SetHealthy(healthy));
                 self.apply(out);
+            }
+            Command::Health(event) => {
+                let out = self.state.handle(Self::now(), event);
+                self.apply(out);
+            }
+            Command::ServiceTargets(reply) => {
+                let _ = reply.send(self.state.service_targets());
             }
         }
     }

@@ -38,6 +38,7 @@ fn bind_nodes(n: u8, roster: &[u8]) -> Vec<Bound> {
                 addresses: vec![service_addr(i)],
                 peers,
                 protocol: proto::Config::default(),
+                service_check: None,
             })
             .unwrap()
         })
@@ -110,6 +111,7 @@ async fn a_stranger_is_refused_and_never_appears() {
             .map(|j| Peer { name: format!("n{j}"), key: key(j).public(), addr: addrs[j as usize] })
             .collect(),
         protocol: proto::Config::default(),
+        service_check: None,
     })
     .unwrap();
     nodes.push(stranger);

@@ -181,6 +181,13 @@ impl fmt::Debug for PublicKey {
     }
 }
 
+/// Lets maps keyed by [`PublicKey`] be searched with raw bytes, without validating a point.
+impl std::borrow::Borrow<[u8; 32]> for PublicKey {
+    fn borrow(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
 impl PartialOrd for PublicKey {
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
         Some(self.cmp(other))

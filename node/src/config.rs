@@ -19,6 +19,10 @@ use spdu_gossip::proto::{self, Quorum};
 use spdu_keys::{PublicKey, SecretKey};
 use toml::Spanned;
 
+mod health;
+
+pub use health::{HealthConfig, SelfCheck};
+
 /// A validated config.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -32,8 +36,10 @@ pub struct Config {
     pub peers: Vec<PeerConfig>,
     /// `[cluster] id`: mixed into every signature; defaults to the zone origin.
     pub cluster: String,
-    /// `[timing]` and `quorum`, as the protocol core takes them.
+    /// `[timing]` and `quorum`, as the protocol core takes them (with `[health]`'s thresholds).
     pub protocol: proto::Config,
+    /// `[health]`: this site's service check, what peers may check, how checks are run.
+    pub health: HealthConfig,
 }
 
 /// `[node]`: this site.
@@ -176,6 +182,8 @@ struct RawConfig {
     cluster: RawCluster,
     #[serde(default)]
     timing: RawTiming,
+    #[serde(default)]
+    health: health::RawHealth,
 }
 
 #[derive(Deserialize)]
@@ -346,8 +354,10 @@ impl RawConfig {
             None => zone.origin.trim_end_matches('.').to_ascii_lowercase(),
         };
 
-        let protocol = self.timing.validate(peers.len() + 1)?;
-        Ok(Config { path: PathBuf::new(), node, zone, peers, cluster, protocol })
+        let mut protocol = self.timing.validate(peers.len() + 1)?;
+        let (health, policy) = self.health.validate(&node, &zone)?;
+        protocol.health = policy;
+        Ok(Config { path: PathBuf::new(), node, zone, peers, cluster, protocol, health })
     }
 }
 
@@ -434,6 +444,7 @@ impl RawTiming {
             heartbeat,
             stale_after,
             quorum,
+            health: proto::HealthPolicy::default(),
         })
     }
 }

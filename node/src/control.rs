@@ -175,5 +175,28 @@ fn registry(shared: &Shared, snapshot: Option<&ViewSnapshot>) -> Registry {
         "Changes of the answer set since start",
         gauge(snapshot.answer.version),
     );
+
+    // Service checks: this node's own (node = its name) and its probes of peers' services.
+    let health_ok = Family::<Vec<(String, String)>, Gauge>::default();
+    let health_latency = Family::<Vec<(String, String)>, Gauge>::default();
+    for node in &snapshot.nodes {
+        let Some(health) = &node.health else { continue };
+        let labels = vec![("node".to_owned(), node.name.clone())];
+        health_ok.get_or_create(&labels).set(i64::from(health.ok));
+        if let Some(us) = health.latency_us {
+            health_latency.get_or_create(&labels).set(i64::try_from(us).unwrap_or(i64::MAX));
+        }
+    }
+    let health = registry.sub_registry_with_prefix("health");
+    health.register(
+        "ok",
+        "Service check verdict (1 healthy): this node's own check, or its probing of a peer's service",
+        health_ok,
+    );
+    health.register(
+        "latency_microseconds",
+        "Duration of the latest service check (for HTTP, the whole fetch)",
+        health_latency,
+    );
     registry
 }

@@ -8,6 +8,7 @@
 //!   node's observations supersede its old ones.
 //! - [`run`]: `spdu run`: binds QUIC, DNS and the control endpoint, then runs them under one
 //!   cancellation token until SIGINT/SIGTERM; bridges the membership answer set into DNS.
+//! - [`health`]: runs this site's service check and probes the peers' advertised services.
 //! - [`control`]: the local HTTP control endpoint (`/v1/peers`, `/metrics`, `/healthz`).
 //! - [`peers`]: `spdu peers`: fetches and prints the signed view.
 //! - [`cluster`]: [`cluster::LocalCluster`], real `spdu run` processes on 127.0.0.x, for the
@@ -20,6 +21,7 @@ pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod demo;
+pub mod health;
 pub mod incarnation;
 pub mod peers;
 pub mod run;

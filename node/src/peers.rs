@@ -101,6 +101,7 @@ pub fn render_table(json: &str) -> anyhow::Result<String> {
         out.push_str(line.trim_end());
         out.push('\n');
     }
+    render_health(&mut out, &view);
     let addresses: Vec<String> = view.answer.addresses.iter().map(IpAddr::to_string).collect();
     let _ = writeln!(out, "answer (version {}): {}", view.answer.version, addresses.join(" "));
     let rejected: Vec<String> = view
@@ -116,6 +117,89 @@ pub fn render_table(json: &str) -> anyhow::Result<String> {
         rejected.join(", ")
     );
     Ok(out)
+}
+
+/// The health section: per site, its own verdict (as it signed it; with the latest result when it
+/// is this node), then what every observer's probing of its service says, this node's with the
+/// latest latency or error.
+fn render_health(out: &mut String, view: &View) {
+    let probed = view.nodes.iter().any(|n| n.health.is_some())
+        || view.nodes.iter().filter_map(|n| n.observation.as_ref()).any(|o| {
+            o.observation.service_check.is_some() || o.observation.peers.iter().any(|r| r.service_ok.is_some())
+        });
+    if !probed {
+        return;
+    }
+    out.push_str("service health (own check; probes by each observer):
+");
+    let width = view.nodes.iter().map(|n| n.name.chars().count()).max().unwrap_or(0);
+    for node in &view.nodes {
+        let mut line = format!("{:width$}  self: ", node.name);
+        match node.observation.as_ref().map(|o| o.observation.healthy) {
+            Some(true) => line.push_str("healthy"),
+            Some(false) => line.push_str("unhealthy"),
+            None => line.push('-'),
+        }
+        if node.is_self
+            && let Some(h) = &node.health
+        {
+            let _ = write!(line, " ({})", describe_result(h));
+        }
+        if let Some(check) = node.observation.as_ref().and_then(|o| o.observation.service_check.as_ref()) {
+            let _ = write!(line, "  [advertises {}]", describe_check(check));
+        }
+        for observer in view.nodes.iter().filter(|o| o.key != node.key) {
+            let report = observer
+                .observation
+                .as_ref()
+                .and_then(|o| o.observation.peers.iter().find(|r| r.key == node.key));
+            let verdict = match report.and_then(|r| r.service_ok) {
+                Some(true) => match report.and_then(|r| r.service_latency_us) {
+                    Some(us) => format!("ok {:.1} ms", us as f64 / 1000.0),
+                    None => "ok".to_owned(),
+                },
+                Some(false) => "down".to_owned(),
+                None => "-".to_owned(),
+            };
+            let _ = write!(line, "  {}: {verdict}", observer.name);
+            if observer.is_self
+                && let Some(h) = &node.health
+                && !h.last_ok.unwrap_or(true)
+            {
+                let _ = write!(line, " ({})", describe_result(h));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+}
+
+fn describe_result(h: &Health) -> String {
+    let mut text = match (h.last_ok, &h.error, h.latency_us) {
+        (Some(true), _, Some(us)) => format!("passed in {:.1} ms", us as f64 / 1000.0),
+        (Some(false), Some(e), _) => format!("failed: {e}"),
+        (Some(false), None, _) => "failed".to_owned(),
+        _ => "no result yet".to_owned(),
+    };
+    let _ = write!(text, ", streak {}", h.streak);
+    if let Some(age) = h.age_ms {
+        let _ = write!(text, ", {:.1}s ago", age as f64 / 1000.0);
+    }
+    text
+}
+
+fn describe_check(check: &serde_json::Value) -> String {
+    // The check travels as an externally tagged enum: {"Http": {"port": 443, …}}.
+    let Some((kind, fields)) = check.as_object().and_then(|o| o.iter().next()) else { return "?".into() };
+    let port = fields.get("port").and_then(serde_json::Value::as_u64).unwrap_or(0);
+    match kind.as_str() {
+        "Http" => {
+            let tls = fields.get("tls").and_then(serde_json::Value::as_bool).unwrap_or(false);
+            let path = fields.get("path").and_then(serde_json::Value::as_str).unwrap_or("/");
+            format!("{}:{port}{path}", if tls { "https" } else { "http" })
+        }
+        other => format!("{}:{port}", other.to_ascii_lowercase()),
+    }
 }
 
 fn yes_no(value: bool) -> &'static str {
@@ -151,6 +235,18 @@ struct Node {
     voters: Vec<String>,
     in_answer: bool,
     observation: Option<ObservationEntry>,
+    #[serde(default)]
+    health: Option<Health>,
+}
+
+/// This node's service check verdict on a node (`spdu_gossip::proto::HealthView`).
+#[derive(Deserialize)]
+struct Health {
+    streak: i64,
+    last_ok: Option<bool>,
+    latency_us: Option<u64>,
+    error: Option<String>,
+    age_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -171,6 +267,19 @@ struct Observation {
     incarnation: u64,
     seq: u64,
     healthy: bool,
+    #[serde(default)]
+    service_check: Option<serde_json::Value>,
+    #[serde(default)]
+    peers: Vec<Report>,
+}
+
+#[derive(Deserialize)]
+struct Report {
+    key: String,
+    #[serde(default)]
+    service_ok: Option<bool>,
+    #[serde(default)]
+    service_latency_us: Option<u64>,
 }
 
 #[cfg(test)]

@@ -44,6 +44,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         addresses: config.node.addresses.clone(),
         peers: config.gossip_peers(),
         protocol: config.protocol.clone(),
+        service_check: config.health.advertise.clone(),
     };
     let bound = Membership::bind(settings).context("node.gossip")?;
     let membership = bound.membership();
@@ -75,6 +76,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         shutdown.clone(),
         control::serve(control_listener, membership.clone(), dns_metrics, shutdown.clone()),
     ));
+    tasks.spawn(crate::health::run(membership.clone(), config.health.clone(), shutdown.clone()));
     tasks.spawn(publish_answers(answers, pool_tx, config.node.addresses.clone(), shutdown.clone()));
     tasks.close();
 

@@ -7,4 +7,5 @@
 mod cli;
 mod netns;
 mod cluster;
+mod health;
 mod testing;

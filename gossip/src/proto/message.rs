@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use spdu_keys::PublicKey;
 
-use super::SignedObservation;
+use super::{SignedBeat, SignedObservation};
 
 /// Largest frame a node accepts (a push of many observations at large cluster sizes).
 pub const MAX_FRAME_BYTES: usize = 1024 * 1024;
@@ -36,6 +36,11 @@ pub enum Message {
         /// Whether this digest answers another one (a reply is never answered with a digest).
         reply: bool,
     },
+    /// Heartbeats: the observations they name are still current.
+    Beat(Vec<SignedBeat>),
+    /// Asks for the full current observations of these observers (sent when a beat names a
+    /// version the receiver does not hold).
+    Want(Vec<PublicKey>),
 }
 
 /// Why a frame was refused.
@@ -65,6 +70,8 @@ impl Message {
         let entries = match &msg {
             Message::Push(obs) => obs.len(),
             Message::Digest { versions, .. } => versions.len(),
+            Message::Beat(beats) => beats.len(),
+            Message::Want(keys) => keys.len(),
             _ => 0,
         };
         if entries > MAX_ENTRIES {

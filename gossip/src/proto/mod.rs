@@ -7,13 +7,19 @@
 //! it). The QUIC driver in [`crate::net`] and the simulator in [`crate::sim`] are the only callers.
 
 mod answer;
+mod beat;
+#[cfg(test)]
+mod fuzz_regressions;
+mod health;
 mod message;
 mod observation;
 mod state;
 
 use std::time::Duration;
 
+pub use beat::{BEAT_CONTEXT, Beat, SignedBeat};
 pub use answer::{Quorum, Votes, answer_members, votes};
+pub use health::{CheckResult, HealthPolicy, HealthView, MAX_CHECK_FIELD, ServiceCheck, Verdict};
 pub use message::{FrameError, MAX_ENTRIES, MAX_FRAME_BYTES, Message};
 pub use observation::{
     MAX_OBSERVATION_BYTES, OBSERVATION_CONTEXT, Observation, PeerReport, Rejection, SignedObservation,
@@ -36,12 +42,14 @@ pub struct Config {
     pub down_after: u32,
     /// Consecutive successful probes before an unreachable peer is declared reachable.
     pub up_after: u32,
-    /// Longest time between two observations of this node (each one bumps `seq`).
+    /// Time between two beats of this node (signed "my observation is still current").
     pub heartbeat: Duration,
     /// An observer whose newest observation is older than this (receiver's clock) stops counting.
     pub stale_after: Duration,
     /// How many live observers must agree that a peer is reachable.
     pub quorum: Quorum,
+    /// Service health checks: thresholds, damping, whether peers' services are probed.
+    pub health: HealthPolicy,
 }
 
 impl Default for Config {
@@ -54,6 +62,7 @@ impl Default for Config {
             heartbeat: Duration::from_millis(1000),
             stale_after: Duration::from_millis(3500),
             quorum: Quorum::Half,
+            health: HealthPolicy::default(),
         }
     }
 }

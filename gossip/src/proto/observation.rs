@@ -11,6 +11,8 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 use spdu_keys::{PublicKey, SecretKey, Signature};
 
+use super::ServiceCheck;
+
 /// The signature context of observations.
 pub const OBSERVATION_CONTEXT: &str = "spdu/observation/v1";
 
@@ -36,6 +38,8 @@ pub struct Observation {
     pub addresses: Vec<IpAddr>,
     /// One report per roster peer of the observer.
     pub peers: Vec<PeerReport>,
+    /// How peers may check the observer's service on its first address (none: they do not).
+    pub service_check: Option<ServiceCheck>,
 }
 
 /// One observer's verdict on one peer.
@@ -43,12 +47,17 @@ pub struct Observation {
 pub struct PeerReport {
     /// The peer.
     pub key: PublicKey,
-    /// Whether the observer's probing currently says the peer is reachable.
+    /// Whether the observer's probing currently says the peer is reachable: its QUIC probing and,
+    /// when the observer probes the peer's advertised service, that too.
     pub reachable: bool,
     /// Smoothed round-trip time in microseconds, if measured.
     pub rtt_us: Option<u32>,
     /// For how long (ms) the verdict had held when the observation was made.
     pub for_ms: u64,
+    /// The observer's verdict on the peer's advertised service (none: not probed).
+    pub service_ok: Option<bool>,
+    /// Latency (microseconds) of the observer's latest passing probe of that service.
+    pub service_latency_us: Option<u32>,
 }
 
 impl Observation {
@@ -58,8 +67,11 @@ impl Observation {
     }
 
     /// The report on `peer`, if this observer reports on it.
+    ///
+    /// Reports are in key order (observations that are not are refused on arrival), so this is a
+    /// binary search: the answer rule looks up every peer in every live observation.
     pub fn report(&self, peer: &PublicKey) -> Option<&PeerReport> {
-        self.peers.iter().find(|r| r.key == *peer)
+        self.peers.binary_search_by(|r| r.key.cmp(peer)).ok().map(|i| &self.peers[i])
     }
 
     /// Encodes and signs. The observer key must be `key`'s public key.
@@ -220,7 +232,7 @@ mod tests {
     #[test]
     fn altered_body_is_refused() {
         let (mut obs, signed) = signed();
-        obs.peers[1].reachable = true;
+        obs.peers[1].reachable = !obs.peers[1].reachable;
         let altered = SignedObservation { body: postcard::to_stdvec(&obs).unwrap(), ..signed };
         assert_eq!(altered.verify(CLUSTER, roster), Err(Rejection::BadSignature(public_key(0))));
     }

@@ -4,8 +4,14 @@
 //! Invariants:
 //! - the view holds at most one observation per roster member (self included), always the one
 //!   with the highest (incarnation, seq) that verified; anything else is refused and counted;
-//! - this node's own entry is re-signed on every change of its probing verdicts or health and at
-//!   least every heartbeat, so it is always fresh;
+//! - this node's own observation is re-signed (next `seq`) when its content changes — probing
+//!   verdicts, health — at most once per probe interval (changes in between are coalesced), and
+//!   refreshed by a signed [`Beat`] every heartbeat; beats are small, so the steady state costs one
+//!   beat per peer per heartbeat, whatever the size of the roster;
+//! - a view entry is fresh while newer observations or newer beats for it keep arriving;
+//! - observations and beats travel to every direct peer, and are relayed only to peers whose own
+//!   observation says they cannot reach the observer (plus digest-driven anti-entropy), so
+//!   nothing floods;
 //! - the answer set is recomputed after every event that can change it and on every heartbeat
 //!   (observations go stale by the passing of time alone); [`OutEvent::AnswerChanged`] is emitted
 //!   only when it really changed.
@@ -20,11 +26,20 @@ use serde::Serialize;
 use spdu_keys::{PublicKey, SecretKey};
 
 use super::{
-    Config, Member, Message, Observation, PeerReport, Rejection, SignedObservation, answer_members, votes,
+    Beat, Config, MAX_ENTRIES, Member, Message, Observation, PeerReport, Rejection, SignedBeat,
+    SignedObservation, answer_members, votes,
 };
+use super::health::ServiceHealth;
+use super::{CheckResult, HealthView, ServiceCheck};
 
 /// Most probes of one peer waiting for their pong at once.
 const MAX_OUTSTANDING: usize = 64;
+/// How many relayers, on average, forward one beat or observation to a peer that cannot reach
+/// its observer. More than one so a single lost relay does not starve the peer.
+const RELAY_REDUNDANCY: f64 = 3.0;
+/// A peer must have reported an observer unreachable for this long before we relay to it (at
+/// cold start every peer reports every other unreachable for a moment).
+const RELAY_AFTER: Duration = Duration::from_secs(1);
 
 /// An input to the protocol.
 #[derive(Clone, Debug)]
@@ -40,6 +55,17 @@ pub enum InEvent {
     Timer(Timer),
     /// This node's own service health check changed its verdict.
     SetHealthy(bool),
+    /// One result of this node's own service check (counted with hysteresis, then as
+    /// [`InEvent::SetHealthy`]).
+    SelfCheck(CheckResult),
+    /// One result of probing `peer`'s advertised service (counted with hysteresis; a peer is
+    /// reported reachable only while both its QUIC probing and this verdict pass).
+    ServiceProbe {
+        /// The peer probed.
+        peer: PublicKey,
+        /// What the probe found.
+        result: CheckResult,
+    },
 }
 
 /// Timers the protocol asks for.
@@ -49,8 +75,10 @@ pub enum Timer {
     Probe(PublicKey),
     /// The probe with this nonce has waited long enough for its pong.
     ProbeTimeout(PublicKey, u64),
-    /// Time to re-sign this node's observation and run anti-entropy.
+    /// Time to sign a beat and run anti-entropy.
     Heartbeat,
+    /// Time to publish a coalesced change of this node's observation.
+    Publish,
 }
 
 /// An output of the protocol.
@@ -135,7 +163,10 @@ struct Probe {
 struct Entry {
     signed: SignedObservation,
     obs: Observation,
+    /// When the observation or a newer beat for it last arrived (freshness).
     received_at: Instant,
+    /// The newest beat seen for this observation.
+    beat: u64,
 }
 
 /// The protocol state of one node. See the module docs for its invariants.
@@ -148,8 +179,13 @@ pub struct State {
     config: Config,
     incarnation: u64,
     seq: u64,
+    beat: u64,
+    last_publish: Option<Instant>,
+    publish_pending: bool,
     healthy: bool,
     addresses: Vec<IpAddr>,
+    service_check: Option<ServiceCheck>,
+    health: ServiceHealth,
     members: BTreeMap<PublicKey, String>,
     probes: BTreeMap<PublicKey, Probe>,
     view: BTreeMap<PublicKey, Entry>,
@@ -174,6 +210,8 @@ pub struct NodeInfo {
     pub incarnation: u64,
     /// Its service addresses.
     pub addresses: Vec<IpAddr>,
+    /// The check of its service it advertises to peers, if any.
+    pub service_check: Option<ServiceCheck>,
 }
 
 impl State {
@@ -208,8 +246,13 @@ impl State {
             config,
             incarnation: info.incarnation,
             seq: 0,
+            beat: 0,
+            last_publish: None,
+            publish_pending: false,
             healthy: true,
             addresses: info.addresses,
+            service_check: info.service_check,
+            health: ServiceHealth::default(),
             members,
             probes,
             view: BTreeMap::new(),
@@ -243,12 +286,18 @@ impl State {
             InEvent::Timer(Timer::Probe(peer)) => self.on_probe(now, peer),
             InEvent::Timer(Timer::ProbeTimeout(peer, nonce)) => self.on_probe_timeout(now, peer, nonce),
             InEvent::Timer(Timer::Heartbeat) => self.on_heartbeat(now),
-            InEvent::SetHealthy(healthy) => {
-                if healthy != self.healthy {
-                    self.healthy = healthy;
+            InEvent::Timer(Timer::Publish) => {
+                if self.publish_pending {
                     self.publish(now);
                 }
             }
+            InEvent::SetHealthy(healthy) => self.set_healthy(now, healthy),
+            InEvent::SelfCheck(result) => {
+                if let Some(healthy) = self.health.on_self_check(now, result, &self.config.health) {
+                    self.set_healthy(now, healthy);
+                }
+            }
+            InEvent::ServiceProbe { peer, result } => self.on_service_probe(now, peer, result),
         }
         self.finish(now)
     }
@@ -314,6 +363,8 @@ impl State {
             Message::Pong { nonce } => self.on_pong(now, from, nonce),
             Message::Push(list) => self.on_push(now, from, list),
             Message::Digest { versions, reply } => self.on_digest(from, versions, reply),
+            Message::Beat(beats) => self.on_beat(now, from, beats),
+            Message::Want(observers) => self.on_want(from, observers),
         }
     }
 
@@ -372,13 +423,65 @@ impl State {
         if flipped {
             probe.reachable = ok;
             probe.changed_at = now;
-            self.publish(now);
+            self.request_publish(now);
         }
+    }
+
+    fn set_healthy(&mut self, now: Instant, healthy: bool) {
+        if healthy != self.healthy {
+            self.healthy = healthy;
+            self.request_publish(now);
+        }
+    }
+
+    fn on_service_probe(&mut self, now: Instant, peer: PublicKey, result: CheckResult) {
+        if !self.members.contains_key(&peer) {
+            return;
+        }
+        self.health.on_service_probe(now, peer, result, &self.config.health);
+        // Publish whenever the report would differ from the published one: a flip, but also a
+        // peer that started advertising a check since (its service is down until proven).
+        let reachable = self.sees_reachable(&peer) && self.service_ok(&peer) != Some(false);
+        let published = self.view.get(&self.me).and_then(|e| e.obs.report(&peer));
+        if published.is_none_or(|r| r.reachable != reachable || r.service_ok != self.service_ok(&peer)) {
+            self.request_publish(now);
+        }
+    }
+
+    /// This node's verdict on `peer`'s service, if it probes it (see [`ServiceHealth::service_ok`]).
+    fn service_ok(&self, peer: &PublicKey) -> Option<bool> {
+        let advertises = self.observation(peer).is_some_and(|o| o.service_check.is_some());
+        self.health.service_ok(peer, advertises, &self.config.health)
+    }
+
+    /// The peers' services to probe: each roster peer whose latest observation advertises a
+    /// check, with its first service address. Empty unless the config probes peers.
+    pub fn service_targets(&self) -> Vec<(PublicKey, IpAddr, ServiceCheck)> {
+        if !self.config.health.probe_peers {
+            return Vec::new();
+        }
+        self.members
+            .keys()
+            .filter_map(|k| {
+                let obs = self.observation(k)?;
+                Some((*k, *obs.addresses.first()?, obs.service_check.clone()?))
+            })
+            .collect()
     }
 
     fn on_heartbeat(&mut self, now: Instant) {
         self.set_timer(now + self.config.heartbeat, Timer::Heartbeat);
-        self.publish(now);
+        self.beat += 1;
+        let beat = Beat { observer: self.me, incarnation: self.incarnation, seq: self.seq, beat: self.beat };
+        let signed = beat.sign(&self.key, &self.cluster);
+        let peers: Vec<PublicKey> = self.members.keys().copied().collect();
+        for peer in peers {
+            self.send(peer, Message::Beat(vec![signed.clone()]));
+        }
+        if let Some(mine) = self.view.get_mut(&self.me) {
+            mine.received_at = now;
+            mine.beat = self.beat;
+        }
         // Anti-entropy: one random peer learns what we hold and pushes back what we lack.
         if !self.members.is_empty() {
             let i = self.rng.random_range(0..self.members.len());
@@ -390,17 +493,38 @@ impl State {
         self.dirty = true;
     }
 
+    /// Publishes a change now, or once a probe interval has passed since the last publication
+    /// (a burst of verdict changes, as at start-up, becomes one observation).
+    fn request_publish(&mut self, now: Instant) {
+        match self.last_publish {
+            Some(last) if now < last + self.config.probe_interval => {
+                if !self.publish_pending {
+                    self.publish_pending = true;
+                    self.set_timer(last + self.config.probe_interval, Timer::Publish);
+                }
+            }
+            _ => self.publish(now),
+        }
+    }
+
     /// Re-signs this node's observation with the next seq, stores it, and pushes it to every peer.
     fn publish(&mut self, now: Instant) {
         self.seq += 1;
+        self.publish_pending = false;
+        self.last_publish = Some(now);
         let peers = self
             .probes
             .iter()
-            .map(|(key, p)| PeerReport {
-                key: *key,
-                reachable: p.reachable,
-                rtt_us: p.rtt.map(|d| d.as_micros().min(u32::MAX as u128) as u32),
-                for_ms: now.saturating_duration_since(p.changed_at).as_millis() as u64,
+            .map(|(key, p)| {
+                let service_ok = self.service_ok(key);
+                PeerReport {
+                    key: *key,
+                    reachable: p.reachable && service_ok != Some(false),
+                    rtt_us: p.rtt.map(|d| d.as_micros().min(u32::MAX as u128) as u32),
+                    for_ms: now.saturating_duration_since(p.changed_at).as_millis() as u64,
+                    service_ok,
+                    service_latency_us: service_ok.and_then(|_| self.health.latency_us(key)),
+                }
             })
             .collect();
         let obs = Observation {
@@ -412,13 +536,14 @@ impl State {
             healthy: self.healthy,
             addresses: self.addresses.clone(),
             peers,
+            service_check: self.service_check.clone(),
         };
         let signed = obs.sign(&self.key);
         let peers: Vec<PublicKey> = self.members.keys().copied().collect();
         for peer in peers {
             self.send(peer, Message::Push(vec![signed.clone()]));
         }
-        self.view.insert(self.me, Entry { signed, obs, received_at: now });
+        self.view.insert(self.me, Entry { signed, obs, received_at: now, beat: self.beat });
         self.dirty = true;
     }
 
@@ -430,21 +555,102 @@ impl State {
                 Err(rejection) => self.stats.count(&rejection),
             }
         }
-        // Relay what was new to every other peer, so nodes that cannot reach an observer still
-        // learn its view. Version checks on arrival stop the flood.
-        if relay.is_empty() {
-            return;
-        }
-        let peers: Vec<PublicKey> = self.members.keys().copied().filter(|k| *k != from).collect();
-        for peer in peers {
-            let batch: Vec<SignedObservation> = relay
-                .iter()
-                .filter(|observer| **observer != peer)
-                .map(|observer| self.view[observer].signed.clone())
-                .collect();
-            if !batch.is_empty() {
-                self.send(peer, Message::Push(batch));
+        // Relay what was new to the peers that cannot hear its observer themselves.
+        let mut batches: BTreeMap<PublicKey, Vec<SignedObservation>> = BTreeMap::new();
+        for observer in relay {
+            for peer in self.relay_targets(now, &observer, &from) {
+                batches.entry(peer).or_default().push(self.view[&observer].signed.clone());
             }
+        }
+        for (peer, batch) in batches {
+            self.send(peer, Message::Push(batch));
+        }
+    }
+
+    /// The peers that should get `observer`'s news from us: not the sender, not the observer,
+    /// and only those whose own observation has said for a while that they cannot reach it.
+    /// Every node that hears the observer makes the same choice, so each such peer is picked
+    /// with a probability that makes about [`RELAY_REDUNDANCY`] relayers serve it.
+    fn relay_targets(&mut self, now: Instant, observer: &PublicKey, from: &PublicKey) -> Vec<PublicKey> {
+        let relayers = self.members.len().saturating_sub(1).max(1) as f64;
+        let chance = (RELAY_REDUNDANCY / relayers).min(1.0);
+        let mut targets = Vec::new();
+        for (peer, entry) in &self.view {
+            if peer == observer || peer == from || *peer == self.me {
+                continue;
+            }
+            let Some(report) = entry.obs.report(observer) else { continue };
+            let cut_for = Duration::from_millis(report.for_ms) + now.saturating_duration_since(entry.received_at);
+            if !report.reachable && cut_for >= RELAY_AFTER {
+                targets.push(*peer);
+            }
+        }
+        targets.retain(|_| chance >= 1.0 || self.rng.random_bool(chance));
+        targets
+    }
+
+    fn on_beat(&mut self, now: Instant, from: PublicKey, beats: Vec<SignedBeat>) {
+        let mut want = Vec::new();
+        let mut relay: BTreeMap<PublicKey, Vec<SignedBeat>> = BTreeMap::new();
+        for signed in beats {
+            let observer = signed.beat.observer;
+            if observer == self.me {
+                continue;
+            }
+            if !self.members.contains_key(&observer) {
+                self.stats.unknown_observer += 1;
+                continue;
+            }
+            let held = self.view.get(&observer).map(|e| (e.obs.version(), e.beat));
+            match held {
+                // We lack the observation it names: ask the sender for it (nothing is trusted
+                // until the observation itself arrives and verifies).
+                None => want.push(observer),
+                Some((version, _)) if version < signed.beat.version() => want.push(observer),
+                Some((version, beat)) if version > signed.beat.version() || beat >= signed.beat.beat => {
+                    self.stats.replayed += 1;
+                }
+                Some(_) => {
+                    if let Err(rejection) = signed.verify(&self.cluster) {
+                        self.stats.count(&rejection);
+                        continue;
+                    }
+                    let stale_after = self.config.stale_after;
+                    let entry = self.view.get_mut(&observer).expect("held");
+                    // Only a stale observer coming back to life changes the answer; fresh ones
+                    // going stale are caught by the heartbeat's recomputation.
+                    if now.saturating_duration_since(entry.received_at) >= stale_after {
+                        self.dirty = true;
+                    }
+                    entry.received_at = now;
+                    entry.beat = signed.beat.beat;
+                    for peer in self.relay_targets(now, &observer, &from) {
+                        relay.entry(peer).or_default().push(signed.clone());
+                    }
+                }
+            }
+        }
+        if !want.is_empty() {
+            self.send(from, Message::Want(want));
+        }
+        for (peer, beats) in relay {
+            self.send(peer, Message::Beat(beats));
+        }
+    }
+
+    fn on_want(&mut self, from: PublicKey, mut observers: Vec<PublicKey>) {
+        // Each observation at most once: a Want naming one key many times must not turn 32 bytes
+        // into as many copies of a 64 KiB observation (found by tests/fuzz `state`).
+        observers.truncate(MAX_ENTRIES);
+        observers.sort();
+        observers.dedup();
+        let list: Vec<SignedObservation> = observers
+            .iter()
+            .filter_map(|k| self.view.get(k))
+            .map(|e| e.signed.clone())
+            .collect();
+        if !list.is_empty() {
+            self.send(from, Message::Push(list));
         }
     }
 
@@ -452,7 +658,7 @@ impl State {
         // Relays deliver each observation once per peer: refuse what is not newer before paying
         // for the signature check. Only refusals take this shortcut; all that is kept is verified.
         if let Some((observer, version)) = signed.claimed_version(&self.cluster)
-            && self.view.iter().any(|(k, e)| *k.as_bytes() == observer && version <= e.obs.version())
+            && self.view.get(&observer).is_some_and(|e| version <= e.obs.version())
         {
             return Err(Rejection::Replay);
         }
@@ -472,8 +678,12 @@ impl State {
         {
             return Err(Rejection::Replay);
         }
+        if !obs.peers.is_sorted_by(|a, b| a.key < b.key) {
+            // Canonical form: one report per peer, in key order (votes are looked up by key).
+            return Err(Rejection::Malformed);
+        }
         let observer = obs.observer;
-        self.view.insert(observer, Entry { signed, obs, received_at: now });
+        self.view.insert(observer, Entry { signed, obs, received_at: now, beat: 0 });
         self.stats.accepted += 1;
         self.dirty = true;
         Ok(observer)
@@ -547,6 +757,12 @@ impl State {
                     seen_reachable_by: v.yes,
                     voters: v.voters,
                     in_answer: self.answer.members.contains(&key),
+                    health: if key == self.me {
+                        self.health.own().map(|v| HealthView::of(v, None, now))
+                    } else {
+                        let check = self.observation(&key).and_then(|o| o.service_check.as_ref());
+                        self.health.peer(&key).map(|v| HealthView::of(v, check, now))
+                    },
                     observation: self.view.get(&key).map(|e| ObservationView {
                         age_ms: now.saturating_duration_since(e.received_at).as_millis() as u64,
                         fresh: self.is_fresh(e, now),
@@ -603,6 +819,9 @@ pub struct NodeView {
     pub voters: Vec<PublicKey>,
     /// Whether it is in this node's DNS answer.
     pub in_answer: bool,
+    /// This node's service check verdict on it (its own check for itself, the probing of its
+    /// advertised service for a peer), with the latest result; none before the first result.
+    pub health: Option<HealthView>,
     /// Its newest observation in the view.
     pub observation: Option<ObservationView>,
 }
@@ -674,7 +893,8 @@ mod tests {
         // Equal version: a duplicate.
         push(&mut a, t0, 1, first.clone());
         assert_eq!((a.stats().accepted, a.stats().replayed), (1, 1));
-        let out = b.handle(t0 + Duration::from_secs(1), InEvent::Timer(Timer::Heartbeat));
+        // A change of content (here: health) is published with the next seq.
+        let out = b.handle(t0 + Duration::from_secs(1), InEvent::SetHealthy(false));
         push(&mut a, t0, 1, pushed(&out, 0));
         assert_eq!(seq_of(&a, 1), Some((1, 2)));
         // Older: a replay. The view keeps the newer one.
@@ -698,7 +918,7 @@ mod tests {
         let (mut old, _) = node(1, 2, 1, Config::default(), t0);
         let mut late = Vec::new();
         for k in 1..=5 {
-            late = pushed(&old.handle(t0 + Duration::from_secs(k), InEvent::Timer(Timer::Heartbeat)), 0);
+            late = pushed(&old.handle(t0 + Duration::from_secs(k), InEvent::SetHealthy(k % 2 == 0)), 0);
             if k < 5 {
                 push(&mut a, t0, 1, late.clone());
             }

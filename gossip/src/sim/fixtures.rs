@@ -45,11 +45,15 @@ pub fn node_info(i: usize, incarnation: u64) -> NodeInfo {
         cluster: CLUSTER.to_owned(),
         incarnation,
         addresses: vec![address(i)],
+        service_check: None,
     }
 }
 
 /// An observation by node `i` (incarnation 1, seq 1) reporting on each `(peer, reachable)`.
 pub fn observation(i: usize, healthy: bool, reports: &[(usize, bool)]) -> Observation {
+    let mut reports = reports.to_vec();
+    // Canonical form: reports in key order.
+    reports.sort_by_key(|(peer, _)| public_key(*peer));
     Observation {
         cluster: CLUSTER.to_owned(),
         observer: public_key(i),
@@ -65,7 +69,10 @@ pub fn observation(i: usize, healthy: bool, reports: &[(usize, bool)]) -> Observ
                 reachable,
                 rtt_us: reachable.then_some(1000),
                 for_ms: 0,
+                service_ok: None,
+                service_latency_us: None,
             })
             .collect(),
+        service_check: None,
     }
 }

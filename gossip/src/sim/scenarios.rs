@@ -236,8 +236,10 @@ fn flapping_link_only_affects_its_ends() {
 /// Converges, makes node 0 lie, crashes `crash`, runs 20 s; returns when the lie started.
 fn lying_run(n: usize, seed: u64, lie: Lie, crash: Option<NodeId>) -> (Sim, Duration) {
     let mut sim = Sim::new(n, with_seed(seed));
-    let since = converge(&mut sim, secs(5));
+    // A liar from the start: observations change only when their content does, so a lie set
+    // later would go out only with node 0's next change.
     sim.set_lie(0, lie);
+    let since = converge(&mut sim, secs(5));
     if let Some(d) = crash {
         sim.crash(d);
     }

@@ -1,0 +1,547 @@
+//! Service health: what a node's service check is, how check results become verdicts, and the
+//! hysteresis and damping that keep a flapping service from flapping the answers.
+//!
+//! The checks themselves run outside the core (the node runs them and feeds each result in as
+//! [`super::InEvent::SelfCheck`] or [`super::InEvent::ServiceProbe`]); here are only the pure
+//! parts:
+//! - [`ServiceCheck`]: the check a node advertises in its signed observation, so that its peers
+//!   can probe its service on its own service addresses. Never a command: peers only connect.
+//! - [`Verdict`]: consecutive-failure / consecutive-success thresholds plus a minimum time between
+//!   two flips, from [`HealthPolicy`].
+//!
+//! Invariants: a verdict flips only after `down_after` consecutive failures (or `up_after`
+//! consecutive successes) *and* at least `min_change_interval` after its previous flip; results
+//! are counted in arrival order; nothing here reads a clock.
+
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+/// Longest host, path, body substring or DNS name a [`ServiceCheck`] may carry.
+pub const MAX_CHECK_FIELD: usize = 512;
+
+/// A check of a site's service, as advertised to peers in the site's signed observation. Peers
+/// run it against the site's first service address.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServiceCheck {
+    /// A TCP connection to `port` is accepted.
+    Tcp {
+        /// The service's port.
+        port: u16,
+    },
+    /// An HTTP(S) GET answers with the expected status (and body substring).
+    Http {
+        /// HTTPS (certificate checked against `host`) rather than plain HTTP.
+        tls: bool,
+        /// The service's port.
+        port: u16,
+        /// Host header and TLS server name.
+        host: String,
+        /// Path and query, starting with `/`.
+        path: String,
+        /// The status expected.
+        expect_status: u16,
+        /// A substring the body must contain.
+        expect_body: Option<String>,
+    },
+    /// A DNS server on `port` answers `name`/`record_type` with at least one record.
+    Dns {
+        /// The server's port.
+        port: u16,
+        /// The name asked for.
+        name: String,
+        /// The record type asked for (`A`, `AAAA`, `SOA`, …).
+        record_type: String,
+    },
+}
+
+impl ServiceCheck {
+    /// Why a peer's advertised check must not be run, if it must not: every field is bounded and
+    /// paths are absolute. Checks come from signed observations, but a roster peer may still be
+    /// misconfigured or compromised.
+    pub fn validate(&self) -> Result<(), String> {
+        let bounded = |what: &str, s: &str| {
+            if s.len() > MAX_CHECK_FIELD || s.chars().any(char::is_control) {
+                Err(format!("{what} longer than {MAX_CHECK_FIELD} bytes or with control characters"))
+            } else {
+                Ok(())
+            }
+        };
+        match self {
+            ServiceCheck::Tcp { port } | ServiceCheck::Dns { port, .. } | ServiceCheck::Http { port, .. }
+                if *port == 0 =>
+            {
+                Err("port 0".into())
+            }
+            ServiceCheck::Tcp { .. } => Ok(()),
+            ServiceCheck::Http { host, path, expect_body, .. } => {
+                bounded("host", host)?;
+                bounded("path", path)?;
+                if !path.starts_with('/') {
+                    return Err(format!("path {path:?} does not start with /"));
+                }
+                if host.is_empty() || host.contains(['/', '@', ' ']) {
+                    return Err(format!("invalid host {host:?}"));
+                }
+                expect_body.as_deref().map_or(Ok(()), |b| bounded("expect_body", b))
+            }
+            ServiceCheck::Dns { name, record_type, .. } => {
+                bounded("name", name)?;
+                bounded("record_type", record_type)
+            }
+        }
+    }
+
+    /// The service's port.
+    pub fn port(&self) -> u16 {
+        match self {
+            ServiceCheck::Tcp { port } | ServiceCheck::Http { port, .. } | ServiceCheck::Dns { port, .. } => {
+                *port
+            }
+        }
+    }
+
+    /// A short description for logs and `spdu peers` (`tcp:443`, `https:443/healthz`, …).
+    pub fn describe(&self) -> String {
+        match self {
+            ServiceCheck::Tcp { port } => format!("tcp:{port}"),
+            ServiceCheck::Http { tls, port, path, .. } => {
+                format!("{}:{port}{path}", if *tls { "https" } else { "http" })
+            }
+            ServiceCheck::Dns { port, name, record_type } => format!("dns:{port} {name} {record_type}"),
+        }
+    }
+}
+
+/// The outcome of one run of a check.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct CheckResult {
+    /// Whether the service passed.
+    pub ok: bool,
+    /// How long the check took (for HTTP, the whole fetch), if it got that far.
+    pub latency: Option<Duration>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+impl CheckResult {
+    /// A pass that took `latency`.
+    pub fn pass(latency: Duration) -> Self {
+        Self { ok: true, latency: Some(latency), error: None }
+    }
+
+    /// A failure, with why.
+    pub fn fail(error: impl Into<String>) -> Self {
+        Self { ok: false, latency: None, error: Some(error.into()) }
+    }
+}
+
+/// Thresholds and damping of health verdicts (this node's own and its peers' services).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthPolicy {
+    /// Consecutive failed checks before a healthy service is declared down.
+    pub down_after: u32,
+    /// Consecutive passed checks before a down service is declared healthy again.
+    pub up_after: u32,
+    /// Least time between two flips of one verdict (zero: no damping).
+    pub min_change_interval: Duration,
+    /// Whether this node probes its peers' advertised services. When it does, a peer that
+    /// advertises a check counts as reachable only once its service passed `up_after` probes.
+    pub probe_peers: bool,
+}
+
+impl Default for HealthPolicy {
+    /// With checks every 500 ms: a dead service is declared down after two failures (about 1 s;
+    /// one lost SYN or a GC pause is not enough), back after three passes (1.5 s), no damping;
+    /// peers' advertised services are probed (peers that advertise nothing are not affected).
+    fn default() -> Self {
+        Self { down_after: 2, up_after: 3, min_change_interval: Duration::ZERO, probe_peers: true }
+    }
+}
+
+/// One health verdict with its hysteresis state and the latest result.
+#[derive(Clone, Debug)]
+pub struct Verdict {
+    ok: bool,
+    changed_at: Option<Instant>,
+    ok_streak: u32,
+    fail_streak: u32,
+    last: Option<(Instant, CheckResult)>,
+}
+
+impl Verdict {
+    /// A verdict that starts `ok` (this node's own service) or down (a peer's, until proven).
+    pub fn new(ok: bool) -> Self {
+        Self { ok, changed_at: None, ok_streak: 0, fail_streak: 0, last: None }
+    }
+
+    /// The current verdict.
+    pub fn ok(&self) -> bool {
+        self.ok
+    }
+
+    /// The latest result and when it arrived.
+    pub fn last(&self) -> Option<&(Instant, CheckResult)> {
+        self.last.as_ref()
+    }
+
+    /// When the verdict last flipped.
+    pub fn changed_at(&self) -> Option<Instant> {
+        self.changed_at
+    }
+
+    /// Consecutive failures (or passes, when positive) so far.
+    pub fn streak(&self) -> i64 {
+        if self.fail_streak > 0 { -i64::from(self.fail_streak) } else { i64::from(self.ok_streak) }
+    }
+
+    /// Counts one result; returns whether the verdict flipped. A flip that the thresholds allow
+    /// but `min_change_interval` does not is held until a later result finds the interval passed
+    /// (the streak keeps counting meanwhile).
+    pub fn record(&mut self, now: Instant, result: CheckResult, policy: &HealthPolicy) -> bool {
+        let ok = result.ok;
+        self.last = Some((now, result));
+        let wants_flip = if ok {
+            self.ok_streak = self.ok_streak.saturating_add(1);
+            self.fail_streak = 0;
+            !self.ok && self.ok_streak >= policy.up_after
+        } else {
+            self.fail_streak = self.fail_streak.saturating_add(1);
+            self.ok_streak = 0;
+            self.ok && self.fail_streak >= policy.down_after
+        };
+        let damped =
+            self.changed_at.is_some_and(|t| now.saturating_duration_since(t) < policy.min_change_interval);
+        if wants_flip && !damped {
+            self.ok = ok;
+            self.changed_at = Some(now);
+            return true;
+        }
+        false
+    }
+}
+
+/// A verdict as `spdu peers` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct HealthView {
+    /// The verdict.
+    pub ok: bool,
+    /// What is checked (the peer's advertised check; `None` for this node's own check).
+    pub check: Option<String>,
+    /// Consecutive passes (positive) or failures (negative).
+    pub streak: i64,
+    /// For how long the verdict has held (since start if it never flipped).
+    pub for_ms: Option<u64>,
+    /// Whether the latest result passed.
+    pub last_ok: Option<bool>,
+    /// The latest result's latency.
+    pub latency_us: Option<u64>,
+    /// The latest result's error.
+    pub error: Option<String>,
+    /// Age of the latest result.
+    pub age_ms: Option<u64>,
+}
+
+impl HealthView {
+    /// Describes `verdict` as of `now`.
+    pub fn of(verdict: &Verdict, check: Option<&ServiceCheck>, now: Instant) -> Self {
+        let last = verdict.last();
+        Self {
+            ok: verdict.ok(),
+            check: check.map(ServiceCheck::describe),
+            streak: verdict.streak(),
+            for_ms: verdict.changed_at().map(|t| now.saturating_duration_since(t).as_millis() as u64),
+            last_ok: last.map(|(_, r)| r.ok),
+            latency_us: last.and_then(|(_, r)| r.latency).map(|d| d.as_micros() as u64),
+            error: last.and_then(|(_, r)| r.error.clone()),
+            age_ms: last.map(|(t, _)| now.saturating_duration_since(*t).as_millis() as u64),
+        }
+    }
+}
+
+/// The health verdicts one node keeps: its own service's and, when it probes them, its peers'.
+#[derive(Clone, Debug, Default)]
+pub struct ServiceHealth {
+    /// This node's own check, once it reported a result.
+    own: Option<Verdict>,
+    /// Peers' services, once probed; a peer starts down until `up_after` passes.
+    peers: std::collections::BTreeMap<spdu_keys::PublicKey, Verdict>,
+}
+
+impl ServiceHealth {
+    /// Counts a result of this node's own check; returns the new verdict if it flipped.
+    pub fn on_self_check(
+        &mut self,
+        now: Instant,
+        result: CheckResult,
+        policy: &HealthPolicy,
+    ) -> Option<bool> {
+        let own = self.own.get_or_insert_with(|| Verdict::new(true));
+        own.record(now, result, policy).then(|| own.ok())
+    }
+
+    /// Counts a result of a probe of `peer`'s service; returns whether its verdict flipped.
+    pub fn on_service_probe(
+        &mut self,
+        now: Instant,
+        peer: spdu_keys::PublicKey,
+        result: CheckResult,
+        policy: &HealthPolicy,
+    ) -> bool {
+        self.peers.entry(peer).or_insert_with(|| Verdict::new(false)).record(now, result, policy)
+    }
+
+    /// This node's own check's verdict, if it ran.
+    pub fn own(&self) -> Option<&Verdict> {
+        self.own.as_ref()
+    }
+
+    /// The probing verdict on `peer`'s service, if probed.
+    pub fn peer(&self, peer: &spdu_keys::PublicKey) -> Option<&Verdict> {
+        self.peers.get(peer)
+    }
+
+    /// What this node reports on `peer`'s service: `None` when it does not probe peers or the
+    /// peer advertises no check; otherwise the verdict, down until proven.
+    pub fn service_ok(
+        &self,
+        peer: &spdu_keys::PublicKey,
+        advertises: bool,
+        policy: &HealthPolicy,
+    ) -> Option<bool> {
+        (policy.probe_peers && advertises).then(|| self.peers.get(peer).is_some_and(Verdict::ok))
+    }
+
+    /// Latency of the latest probe of `peer`'s service, if it passed.
+    pub fn latency_us(&self, peer: &spdu_keys::PublicKey) -> Option<u32> {
+        let (_, last) = self.peers.get(peer)?.last()?;
+        last.latency.filter(|_| last.ok).map(|d| d.as_micros().min(u32::MAX as u128) as u32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pass() -> CheckResult {
+        CheckResult::pass(Duration::from_millis(1))
+    }
+
+    fn fail() -> CheckResult {
+        CheckResult::fail("refused")
+    }
+
+    #[test]
+    fn thresholds_need_consecutive_results() {
+        let policy = HealthPolicy::default();
+        let t0 = Instant::now();
+        let mut v = Verdict::new(true);
+        // Alternating failures never reach two in a row.
+        for k in 0..10 {
+            let r = if k % 2 == 0 { fail() } else { pass() };
+            assert!(!v.record(t0, r, &policy));
+            assert!(v.ok());
+        }
+        assert!(!v.record(t0, fail(), &policy));
+        assert!(v.record(t0, fail(), &policy), "second failure in a row flips");
+        assert!(!v.ok());
+        assert_eq!(v.streak(), -2);
+        assert_eq!(v.last().unwrap().1.error.as_deref(), Some("refused"));
+        // Back only after up_after passes in a row.
+        assert!(!v.record(t0, pass(), &policy));
+        assert!(!v.record(t0, pass(), &policy));
+        assert!(!v.record(t0, fail(), &policy));
+        assert!(!v.record(t0, pass(), &policy));
+        assert!(!v.record(t0, pass(), &policy));
+        assert!(v.record(t0, pass(), &policy));
+        assert!(v.ok());
+    }
+
+    #[test]
+    fn peers_start_down_until_proven() {
+        let policy = HealthPolicy::default();
+        let t0 = Instant::now();
+        let mut v = Verdict::new(false);
+        assert!(!v.record(t0, pass(), &policy));
+        assert!(!v.record(t0, pass(), &policy));
+        assert!(v.record(t0, pass(), &policy));
+    }
+
+    #[test]
+    fn damping_holds_flips_until_the_interval_passed() {
+        let policy = HealthPolicy { min_change_interval: Duration::from_secs(10), ..HealthPolicy::default() };
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut v = Verdict::new(true);
+        // The first flip is never held: there was no earlier one.
+        v.record(at(0), fail(), &policy);
+        assert!(v.record(at(500), fail(), &policy));
+        // Recovered at once, but held for 10 s after the flip.
+        for ms in (1000..10_500).step_by(500) {
+            assert!(!v.record(at(ms), pass(), &policy), "{ms} ms");
+            assert!(!v.ok());
+        }
+        assert!(v.record(at(10_500), pass(), &policy));
+        assert!(v.ok());
+        // A held flip needs the thresholds still met when the interval passes.
+        v.record(at(11_000), fail(), &policy);
+        v.record(at(11_500), fail(), &policy);
+        assert!(v.ok());
+        v.record(at(12_000), pass(), &policy);
+        v.record(at(20_600), fail(), &policy);
+        assert!(v.ok(), "one failure after the interval is not two");
+        assert!(v.record(at(21_000), fail(), &policy));
+    }
+
+    mod with_state {
+        use super::*;
+        use crate::proto::{Config, InEvent, Message, OutEvent, State, Timer};
+        use crate::sim::fixtures::{address, node_info, observation, public_key, roster, secret_key};
+
+        const STEP: Duration = Duration::from_millis(200);
+
+        struct Node {
+            state: State,
+            now: Instant,
+        }
+
+        impl Node {
+            /// Node 0 of 2; node 1 advertises `check`, is QUIC-reachable and healthy.
+            fn new(probe_peers: bool, check: Option<ServiceCheck>) -> Self {
+                let mut config = Config::default();
+                config.health.probe_peers = probe_peers;
+                let now = Instant::now();
+                let mut state = State::new(node_info(0, 1), roster(2), config, 0, now);
+                state.start(now);
+                let mut node = Node { state, now };
+                let mut peer = observation(1, true, &[(0, true)]);
+                peer.service_check = check;
+                node.handle(InEvent::Message {
+                    from: public_key(1),
+                    message: Message::Push(vec![peer.sign(&secret_key(1))]),
+                });
+                for _ in 0..3 {
+                    node.probe_ok();
+                }
+                node
+            }
+
+            fn handle(&mut self, event: InEvent) -> Vec<OutEvent> {
+                self.now += STEP;
+                // Coalesced publications fire first, as the driver's timer queue would.
+                self.state.handle(self.now, InEvent::Timer(Timer::Publish));
+                self.state.handle(self.now, event)
+            }
+
+            fn probe_ok(&mut self) {
+                let out = self.handle(InEvent::Timer(Timer::Probe(public_key(1))));
+                let nonce = out
+                    .iter()
+                    .find_map(|e| match e {
+                        OutEvent::Send { message: Message::Ping { nonce }, .. } => Some(*nonce),
+                        _ => None,
+                    })
+                    .expect("a ping");
+                self.handle(InEvent::Message { from: public_key(1), message: Message::Pong { nonce } });
+            }
+
+            fn service(&mut self, ok: bool) {
+                let result = if ok { pass() } else { fail() };
+                self.handle(InEvent::ServiceProbe { peer: public_key(1), result });
+            }
+
+            fn self_check(&mut self, ok: bool) {
+                self.handle(InEvent::SelfCheck(if ok { pass() } else { fail() }));
+            }
+
+            /// Node indices in the answer, after any pending publication.
+            fn answer(&mut self) -> Vec<usize> {
+                self.now += STEP;
+                self.state.handle(self.now, InEvent::Timer(Timer::Publish));
+                let members = &self.state.answer().members;
+                (0..2).filter(|i| members.contains(&public_key(*i))).collect()
+            }
+
+            fn report(&self) -> crate::proto::PeerReport {
+                let mine = self.state.observation(&public_key(0)).expect("own observation");
+                mine.report(&public_key(1)).expect("a report on 1").clone()
+            }
+        }
+
+        #[test]
+        fn own_check_withdraws_and_returns_with_hysteresis() {
+            let mut node = Node::new(false, None);
+            assert_eq!(node.answer(), [0, 1]);
+            node.self_check(false);
+            assert_eq!(node.answer(), [0, 1], "one failure is not enough");
+            node.self_check(false);
+            assert_eq!(node.answer(), [1]);
+            assert!(!node.state.observation(&public_key(0)).unwrap().healthy, "signed as unhealthy");
+            let view = node.state.snapshot(node.now);
+            let health = view.nodes[0].health.as_ref().expect("own verdict shown");
+            assert_eq!((health.ok, health.streak, health.error.as_deref()), (false, -2, Some("refused")));
+            node.self_check(true);
+            node.self_check(true);
+            assert_eq!(node.answer(), [1]);
+            node.self_check(true);
+            assert_eq!(node.answer(), [0, 1]);
+        }
+
+        #[test]
+        fn advertised_service_gates_reachability() {
+            let check = ServiceCheck::Tcp { port: 8080 };
+            let mut node = Node::new(true, Some(check.clone()));
+            assert_eq!(node.state.service_targets(), vec![(public_key(1), address(1), check)]);
+            // QUIC-reachable, but its service is not proven yet.
+            assert!(node.state.sees_reachable(&public_key(1)));
+            node.service(true);
+            assert_eq!(node.answer(), [0]);
+            assert_eq!((node.report().reachable, node.report().service_ok), (false, Some(false)));
+            node.service(true);
+            node.service(true);
+            assert_eq!(node.answer(), [0, 1]);
+            let report = node.report();
+            assert_eq!((report.reachable, report.service_ok), (true, Some(true)));
+            assert_eq!(report.service_latency_us, Some(1000));
+            node.service(false);
+            assert_eq!(node.answer(), [0, 1]);
+            node.service(false);
+            assert_eq!(node.answer(), [0]);
+            assert_eq!((node.report().reachable, node.report().service_ok), (false, Some(false)));
+            let view = node.state.snapshot(node.now);
+            let health = view.nodes[1].health.as_ref().expect("peer verdict shown");
+            assert_eq!(health.check.as_deref(), Some("tcp:8080"));
+            assert!(!health.ok);
+        }
+
+        #[test]
+        fn peers_without_a_check_or_nodes_not_probing_are_unaffected() {
+            let mut node = Node::new(true, None);
+            assert!(node.state.service_targets().is_empty());
+            assert_eq!(node.answer(), [0, 1]);
+            assert_eq!(node.report().service_ok, None);
+            let mut node = Node::new(false, Some(ServiceCheck::Tcp { port: 8080 }));
+            assert!(node.state.service_targets().is_empty());
+            assert_eq!(node.answer(), [0, 1]);
+        }
+    }
+
+    #[test]
+    fn advertised_checks_are_bounded() {
+        let http = |host: &str, path: &str| ServiceCheck::Http {
+            tls: true,
+            port: 443,
+            host: host.into(),
+            path: path.into(),
+            expect_status: 200,
+            expect_body: None,
+        };
+        assert!(http("api.example.com", "/healthz").validate().is_ok());
+        assert!(http("api.example.com", "healthz").validate().is_err());
+        assert!(http("a@b", "/").validate().is_err());
+        assert!(http("api.example.com", &format!("/{}", "x".repeat(MAX_CHECK_FIELD))).validate().is_err());
+        assert!(http("api.example.com", "/\r\nX: y").validate().is_err());
+        assert!(ServiceCheck::Tcp { port: 0 }.validate().is_err());
+        assert_eq!(http("h", "/healthz").describe(), "https:443/healthz");
+    }
+}
