@@ -2,11 +2,11 @@
 #
 # flap: the last site's cable is pulled and plugged back, repeatedly, in two phases.
 #   fast: down 300 ms / up 300 ms, 10 times. Faster than the hysteresis: an up window of
-#         300 ms barely holds up_after (3) probes, and an outage is shorter than down_after (6)
+#         300 ms barely holds up_after (3) probes, and an outage is shorter than down_after (5)
 #         probes. Each survivor may drop the site once and take it back once after the burst
 #         (at most 2 changes per survivor, fast_max_per_site); it must never follow the flaps.
 #         Ideally the outages are absorbed altogether (fast_changes=0): a probe slot counts as
-#         good when any ping of the peer arrived, and none lasts 6 slots.
+#         good when any ping of the peer arrived, and none lasts 5 slots.
 #   slow: down 3 s / up 3 s, 3 times. Each outage is long enough to be detected, so every
 #         survivor may change twice per cycle and no more (slow_changes <= 2 per survivor per
 #         cycle), and never two changes closer than up_after x probe_interval (300 ms): that is

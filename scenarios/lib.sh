@@ -42,8 +42,8 @@ CONVERGE_S=20           # longest wait for the first full answer everywhere
 
 # The node's timing, written into every config (these are spdu's defaults).
 PROBE_INTERVAL_MS=100
-PROBE_TIMEOUT_MS=500
-DOWN_AFTER=6
+PROBE_TIMEOUT_MS=350
+DOWN_AFTER=5
 UP_AFTER=3
 HEARTBEAT_MS=1000
 STALE_AFTER_MS=3500

@@ -56,8 +56,8 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             probe_interval: Duration::from_millis(100),
-            probe_timeout: Duration::from_millis(500),
-            down_after: 6,
+            probe_timeout: Duration::from_millis(350),
+            down_after: 5,
             up_after: 3,
             heartbeat: Duration::from_millis(1000),
             stale_after: Duration::from_millis(3500),
