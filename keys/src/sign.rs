@@ -67,7 +67,8 @@ impl PublicKey {
     ) -> Result<(), SignatureError> {
         let msg = signed_bytes(context, cluster, payload)?;
         let sig = ed25519_dalek::Signature::from_bytes(&signature.0);
-        self.verifying_key().verify_strict(&msg, &sig).map_err(|_| SignatureError::Invalid)
+        let key = self.verifying_key().ok_or(SignatureError::Invalid)?;
+        key.verify_strict(&msg, &sig).map_err(|_| SignatureError::Invalid)
     }
 }
 
@@ -130,6 +131,18 @@ mod tests {
         let mut flipped = sig;
         flipped.0[10] ^= 1;
         assert_eq!(public.verify(CTX, "pool.example.test", b"payload", &flipped), bad);
+    }
+
+    #[test]
+    fn a_wire_key_that_is_no_point_verifies_nothing() {
+        // Keys decoded from the wire are not validated up front; verification must still refuse.
+        let bytes = (0..=255u8)
+            .map(|b| [b; 32])
+            .find(|b| PublicKey::from_bytes(b).is_err())
+            .expect("some repeated byte is not a curve point");
+        let key: PublicKey = postcard::from_bytes(&postcard::to_stdvec(&bytes).unwrap()).unwrap();
+        let sig = SecretKey::from_bytes(&[1; 32]).sign(CTX, "c", b"m");
+        assert_eq!(key.verify(CTX, "c", b"m", &sig), Err(SignatureError::Invalid));
     }
 
     #[test]

@@ -56,6 +56,27 @@ pub fn votes<'a>(peer: &PublicKey, live: impl IntoIterator<Item = &'a Observatio
     votes
 }
 
+/// (yes, voters) for each of `candidates` (sorted), from the live observers other than the
+/// candidate itself: one merge of two sorted lists per observer, so the whole answer costs
+/// O(observers × peers), which matters at hundreds of nodes.
+fn tally(candidates: &[PublicKey], live: &[&Observation]) -> Vec<(usize, usize)> {
+    let mut counts = vec![(0, 0); candidates.len()];
+    for obs in live {
+        debug_assert!(obs.peers.is_sorted_by(|a, b| a.key < b.key), "reports in canonical order");
+        let mut reports = obs.peers.iter().peekable();
+        for (candidate, count) in candidates.iter().zip(counts.iter_mut()) {
+            while reports.next_if(|r| r.key < *candidate).is_some() {}
+            if let Some(report) = reports.next_if(|r| r.key == *candidate)
+                && obs.observer != *candidate
+            {
+                count.1 += 1;
+                count.0 += usize::from(report.reachable);
+            }
+        }
+    }
+    counts
+}
+
 /// The nodes whose addresses node `mine.observer` answers with, itself first, peers in key order.
 ///
 /// - `mine`: this node's own current observation (its latest probing and health);
@@ -71,18 +92,21 @@ pub fn answer_members<'a>(
     if mine.healthy {
         members.push(mine.observer);
     }
-    let mut peers: Vec<PublicKey> = mine
+    let mut candidates: Vec<PublicKey> = mine
         .peers
         .iter()
         .filter(|r| r.reachable && latest(&r.key).is_some_and(|o| o.healthy))
-        .filter(|r| {
-            let v = votes(&r.key, live.iter().copied());
-            quorum.reached(v.yes.len(), v.voters.len())
-        })
         .map(|r| r.key)
         .collect();
-    peers.sort();
-    members.extend(peers);
+    candidates.sort();
+    let tally = tally(&candidates, live);
+    members.extend(
+        candidates
+            .iter()
+            .zip(tally)
+            .filter(|(_, (yes, voters))| quorum.reached(*yes, *voters))
+            .map(|(k, _)| *k),
+    );
     if members.is_empty() {
         members.push(mine.observer);
     }
