@@ -8,7 +8,8 @@
 #     (`<prefix>br`) whose bridge joins them all. Nothing is routed out of the namespaces:
 #     there is no default route anywhere, so traffic stays in 198.18.0.0/24.
 #   - one real `spdu run` per site, with its own key (generated with `spdu keygen`) and config;
-#   - one DNS poller per site, running in the client namespace, logging every answer.
+#   - one DNS poller per site, running in the client namespace, logging every answer;
+#   - any helper process a scenario starts and records in AUX_PID (e.g. a site's service).
 # Invariants: every namespace and process it creates is recorded and removed by `cleanup`,
 # which runs on EXIT, INT and TERM (kill by pid, delete namespaces by name); every loop is
 # bounded by a count or a deadline; the prefix `spdu-<pid>-` keeps parallel runs apart.
@@ -48,6 +49,9 @@ UP_AFTER=3
 HEARTBEAT_MS=1000
 STALE_AFTER_MS=3500
 
+# Appended verbatim to every site's config (e.g. a `[health]` section); empty by default.
+SITE_EXTRA_TOML=""
+
 # --- state -----------------------------------------------------------------------------------
 
 WORK=""
@@ -55,6 +59,7 @@ T0=0                    # ns timestamp the timeline counts from
 NAMESPACES=()
 POLLER_PIDS=()
 declare -A SITE_PID=()
+declare -A AUX_PID=()   # helper processes by name (the scenario's own); cleanup kills them too
 SUMMARY_PRINTED=0
 
 # --- output ----------------------------------------------------------------------------------
@@ -163,14 +168,17 @@ cleanup() {
     local pid i n
     for pid in "${POLLER_PIDS[@]}"; do kill "$pid" 2>/dev/null; done
     for i in "${!SITE_PID[@]}"; do kill -TERM "${SITE_PID[$i]}" 2>/dev/null; done
-    # Give the nodes up to 3 s to stop cleanly, then kill what is left.
+    for i in "${!AUX_PID[@]}"; do kill -TERM "${AUX_PID[$i]}" 2>/dev/null; done
+    # Give the nodes and helpers up to 3 s to stop cleanly, then kill what is left.
     for (( n = 0; n < 30; n++ )); do
         local alive=0
         for i in "${!SITE_PID[@]}"; do kill -0 "${SITE_PID[$i]}" 2>/dev/null && alive=1; done
+        for i in "${!AUX_PID[@]}"; do kill -0 "${AUX_PID[$i]}" 2>/dev/null && alive=1; done
         (( alive == 0 )) && break
         sleep 0.1
     done
     for i in "${!SITE_PID[@]}"; do kill -KILL "${SITE_PID[$i]}" 2>/dev/null; done
+    for i in "${!AUX_PID[@]}"; do kill -KILL "${AUX_PID[$i]}" 2>/dev/null; done
     for pid in "${POLLER_PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null; done
     wait 2>/dev/null
     for (( n = ${#NAMESPACES[@]} - 1; n >= 0; n-- )); do
@@ -271,6 +279,9 @@ up_after = $UP_AFTER
 heartbeat_ms = $HEARTBEAT_MS
 stale_after_ms = $STALE_AFTER_MS
 EOF
+        if [[ -n $SITE_EXTRA_TOML ]]; then
+            printf '\n%s\n' "$SITE_EXTRA_TOML"
+        fi
         for (( j = 1; j <= SITES; j++ )); do
             (( j == i )) && continue
             cat <<EOF
@@ -285,7 +296,8 @@ EOF
 }
 
 # Builds the namespaces, keys and configs, starts every node and the pollers, and waits until
-# every site answers with every site.
+# every site answers with every site. A script may define `scenario_before_nodes`: it runs once
+# the namespaces, keys and configs exist, just before the nodes start (e.g. to start services).
 world_up() {
     WORK=$(mktemp -d "/tmp/spdu-scn-$SCENARIO.XXXXXX")
     : >"$WORK/events.log"
@@ -306,6 +318,7 @@ world_up() {
         grep -q . "$WORK/s$i/public" || die "spdu keygen printed no public key for s$i"
     done
     for (( i = 1; i <= SITES; i++ )); do write_config "$i"; done
+    if declare -F scenario_before_nodes >/dev/null; then scenario_before_nodes; fi
     T0=$(now_ns)
     for (( i = 1; i <= SITES; i++ )); do site_start "$i"; done
     start_pollers

@@ -14,7 +14,11 @@
 //!   non-terminals, apex records).
 //! - `answer`: [`PoolAnswers`], the per-version record snapshot, and the pure lookup
 //!   (question → outcome), unit-tested without sockets.
-//! - `handler`: the hickory `RequestHandler`: header checks, EDNS, rotation, metrics.
+//! - `handler`: the hickory `RequestHandler`: header checks, EDNS, rotation, metrics; and the
+//!   whole raw-message-to-raw-response path (fast path first over UDP).
+//! - `fast`: the UDP fast path: plain queries parsed without allocating and answered from
+//!   responses encoded once per answer version (by the handler itself).
+//! - `udp`: one receive-and-answer loop per UDP socket (hickory's listener serves TCP).
 //! - `server`: [`DnsServer`]: binding UDP+TCP, serving until the shutdown token fires.
 //! - `metrics`: [`DnsMetrics`], prometheus-client counters.
 //!
@@ -45,11 +49,13 @@
 //! ```
 
 mod answer;
+mod fast;
 mod handler;
 mod metrics;
 #[doc(hidden)]
 pub mod offline;
 mod server;
+mod udp;
 mod zone;
 
 pub use answer::PoolAnswers;

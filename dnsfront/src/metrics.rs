@@ -1,8 +1,11 @@
 //! The DNS front's counters, for the node's prometheus-client registry.
 //!
 //! Owns [`DnsMetrics`]. Clones share the same counters, so the node can keep one handle to
-//! register and hand another to the server. Counting never fails and never blocks the query path
-//! for long (one hashed label lookup per response).
+//! register and hand another to the server. Counting never fails and never blocks the query path:
+//! [`QueryCounters`] resolves each label set to its counter once, so a response costs one atomic
+//! increment.
+
+use std::sync::OnceLock;
 
 use prometheus_client::{
     encoding::{EncodeLabelSet, EncodeLabelValue},
@@ -51,11 +54,37 @@ pub(crate) struct QueryLabels {
     pub(crate) transport: Transport,
 }
 
+const RCODES: usize = 7;
+const QTYPES: usize = 7;
+const TRANSPORTS: usize = 2;
+
+/// The `queries` counter of every label set, each looked up in the family on its first use only
+/// (so the exposition still lists only label sets that occurred). Clones of a prometheus-client
+/// `Counter` share its value.
+pub(crate) struct QueryCounters {
+    family: Family<QueryLabels, Counter>,
+    cells: [OnceLock<Counter>; RCODES * QTYPES * TRANSPORTS],
+}
+
+impl QueryCounters {
+    pub(crate) fn new(metrics: &DnsMetrics) -> Self {
+        Self { family: metrics.queries.clone(), cells: std::array::from_fn(|_| OnceLock::new()) }
+    }
+
+    /// Counts one response.
+    pub(crate) fn inc(&self, rcode: Rcode, qtype: Qtype, transport: Transport) {
+        let index = (rcode as usize * QTYPES + qtype as usize) * TRANSPORTS + transport as usize;
+        self.cells[index]
+            .get_or_init(|| self.family.get_or_create_owned(&QueryLabels { rcode, qtype, transport }))
+            .inc();
+    }
+}
+
 /// Counters of the DNS front, registered in the node's prometheus-client `Registry`.
 ///
-/// Malformed packets whose header cannot be read are dropped by hickory-server before they reach
-/// us and are not counted; malformed packets with a readable header are answered FORMERR by
-/// hickory-server itself, also uncounted. FORMERR counted here is for well-formed messages with
+/// Malformed packets whose header cannot be read are dropped and not counted; malformed packets
+/// with a readable header are answered FORMERR before they reach the handler (by hickory-server
+/// over TCP, by our UDP loop the same way), also uncounted. FORMERR counted here is for well-formed messages with
 /// zero or several questions.
 #[derive(Clone, Default, Debug)]
 pub struct DnsMetrics {
@@ -116,5 +145,25 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("dns_truncated_responses_total 0"), "{text}");
+    }
+
+    #[test]
+    fn cached_counters_share_the_family() {
+        let metrics = DnsMetrics::default();
+        let counters = QueryCounters::new(&metrics);
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        for _ in 0..3 {
+            counters.inc(Rcode::badvers, Qtype::none, Transport::tcp);
+        }
+        counters.inc(Rcode::noerror, Qtype::a, Transport::udp);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains(r#"dns_queries_total{rcode="badvers",qtype="none",transport="tcp"} 3"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"dns_queries_total{rcode="noerror",qtype="a",transport="udp"} 1"#), "{text}");
+        assert!(!text.contains("nxdomain"), "only label sets that occurred are listed: {text}");
     }
 }

@@ -1,27 +1,20 @@
 //! The request path without sockets, for fuzzing and tests: raw query bytes in, raw response
-//! bytes out, through the same [`PoolHandler`] the server runs.
+//! bytes out, through the same [`PoolHandler::respond`] the server's UDP loop runs.
 //!
-//! Mirrors what hickory-server does around the handler (header and message decoding, dropping
-//! responses, encoding against the UDP size limit, SERVFAIL when encoding fails) so that what a
-//! fuzzer finds here is what a client could trigger. Not part of the public API.
+//! Over UDP that is exactly the served path: the fast path for the queries it takes (so a
+//! fuzzer exercises it), else hickory's decoding (drop what has no readable header or is a
+//! response, FORMERR what does not decode) and the handler, encoded against the UDP size
+//! limit. Over TCP the same decoding and handler, encoded without limit, as hickory-server's
+//! TCP listener does. Not part of the public API.
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
     pin::pin,
-    sync::{Arc, Mutex, PoisonError},
+    sync::Arc,
     task::{Context, Poll, Waker},
 };
 
-use hickory_proto::{
-    op::{Header, HeaderCounts, Metadata, MessageType, OpCode, ResponseCode},
-    rr::Record,
-    serialize::binary::{BinEncodable, BinEncoder},
-};
-use hickory_server::{
-    net::{NetError, runtime::TokioTime, xfer::Protocol},
-    server::{Request, RequestHandler, ResponseHandler, ResponseInfo},
-    zone_handler::MessageResponse,
-};
+use hickory_server::net::xfer::Protocol;
 use tokio::sync::watch;
 
 use crate::{DnsMetrics, PoolAnswers, ZoneConfig, ZoneError, handler::PoolHandler, zone::Zone};
@@ -29,80 +22,122 @@ use crate::{DnsMetrics, PoolAnswers, ZoneConfig, ZoneError, handler::PoolHandler
 /// A pool zone answering raw query bytes in memory.
 pub struct Responder {
     handler: PoolHandler,
-    _answers: watch::Sender<Arc<PoolAnswers>>,
+    answers: watch::Sender<Arc<PoolAnswers>>,
 }
 
 impl Responder {
     /// Compiles `zone` and serves `answers` from it.
     pub fn new(zone: &ZoneConfig, answers: PoolAnswers) -> Result<Self, ZoneError> {
+        Self::with_metrics(zone, answers, DnsMetrics::default())
+    }
+
+    /// Like [`new`](Self::new), counting into `metrics`.
+    pub fn with_metrics(
+        zone: &ZoneConfig,
+        answers: PoolAnswers,
+        metrics: DnsMetrics,
+    ) -> Result<Self, ZoneError> {
         let zone = Zone::compile(zone)?;
         let (tx, rx) = watch::channel(Arc::new(answers));
-        Ok(Self { handler: PoolHandler::new(zone, rx, DnsMetrics::default()), _answers: tx })
+        Ok(Self { handler: PoolHandler::new(zone, rx, metrics), answers: tx })
     }
 
-    /// The response hickory-server would send to `query` over UDP (`udp`) or TCP, or `None` if
-    /// it would send nothing (shorter than a header, or a response). Undecodable messages get
-    /// FORMERR from hickory-server itself and never reach the handler: also `None`.
+    /// Publishes a new answer set, as the node does.
+    pub fn publish(&self, answers: PoolAnswers) {
+        self.answers.send_replace(Arc::new(answers));
+    }
+
+    /// The response the server would send to `query` over UDP (`udp`) or TCP, or `None` if it
+    /// would send nothing (shorter than a header, or a response).
     pub fn answer(&self, query: &[u8], udp: bool) -> Option<Vec<u8>> {
         let protocol = if udp { Protocol::Udp } else { Protocol::Tcp };
+        self.run(query, protocol)
+    }
+
+    /// The response the slow path (hickory's decoding and the handler) gives, bypassing the
+    /// fast path: what the fast path must reproduce.
+    pub fn answer_slow(&self, query: &[u8], udp: bool) -> Option<Vec<u8>> {
+        let protocol = if udp { Protocol::Udp } else { Protocol::Tcp };
+        self.run_with(query, protocol, false)
+    }
+
+    /// Whether the fast path answers `query` over UDP. It does answer it, as a served query:
+    /// counted in the metrics, rotation advanced.
+    pub fn is_fast(&self, query: &[u8]) -> bool {
+        self.handler.answer_fast(query, &mut Vec::new())
+    }
+
+    fn run(&self, query: &[u8], protocol: Protocol) -> Option<Vec<u8>> {
+        self.run_with(query, protocol, true)
+    }
+
+    fn run_with(&self, query: &[u8], protocol: Protocol, fast: bool) -> Option<Vec<u8>> {
         let src = SocketAddr::from((Ipv4Addr::LOCALHOST, 5353));
-        let request = Request::from_bytes(query.to_vec(), src, protocol).ok()?;
-        if request.metadata.message_type == MessageType::Response {
-            return None;
-        }
-        let sink = Capture { protocol, out: Arc::default() };
-        let future = self.handler.handle_request::<_, TokioTime>(&request, sink.clone());
-        // Nothing on this path waits: the handler and `Capture` complete on the first poll.
-        let Poll::Ready(_) = pin!(future).poll(&mut Context::from_waker(Waker::noop())) else {
+        let mut out = Vec::new();
+        let future = self.handler.respond_with(query, src, protocol, fast, &mut out);
+        // Nothing on this path waits: the handler and its capturing response handler complete
+        // on the first poll.
+        let Poll::Ready(sent) = pin!(future).poll(&mut Context::from_waker(Waker::noop())) else {
             panic!("the DNS handler waited on something");
         };
-        sink.out.lock().unwrap_or_else(PoisonError::into_inner).take()
+        sent.then_some(out)
     }
 }
 
-/// A response handler that encodes like hickory-server's and keeps the bytes.
-#[derive(Clone)]
-struct Capture {
-    protocol: Protocol,
-    out: Arc<Mutex<Option<Vec<u8>>>>,
-}
+#[cfg(test)]
+mod fuzz_regressions {
+    //! Inputs the `dns` fuzz target (tests/fuzz) found, kept as tests.
 
-#[async_trait::async_trait]
-impl ResponseHandler for Capture {
-    async fn send_response<'a>(
-        &mut self,
-        response: MessageResponse<
-            '_,
-            'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-        >,
-    ) -> Result<ResponseInfo, NetError> {
-        let id = response.metadata().id;
-        let max = match (self.protocol, response.edns()) {
-            (Protocol::Udp, Some(edns)) => edns.max_payload(),
-            (Protocol::Udp, None) => 512,
-            _ => u16::MAX,
+    use hickory_proto::op::{Edns, Message, OpCode, Query, ResponseCode};
+    use hickory_proto::rr::{Name, RecordType};
+
+    use super::Responder;
+    use crate::{PoolAnswers, ZoneConfig};
+
+    fn responder() -> Responder {
+        let zone = ZoneConfig {
+            origin: "pool.example.test".into(),
+            names: vec!["api".into()],
+            ttl: 5,
+            nameservers: vec!["alpha.example.test".into()],
         };
-        let mut bytes = Vec::with_capacity(512);
-        let mut encoder = BinEncoder::new(&mut bytes);
-        encoder.set_max_size(max);
-        let info = match response.destructive_emit(&mut encoder) {
-            Ok(info) => info,
-            Err(_) => {
-                // hickory-server's fallback: a bare SERVFAIL header.
-                bytes.clear();
-                let mut encoder = BinEncoder::new(&mut bytes);
-                let mut metadata = Metadata::new(id, MessageType::Response, OpCode::Query);
-                metadata.response_code = ResponseCode::ServFail;
-                let header = Header { metadata, counts: HeaderCounts::default() };
-                header.emit(&mut encoder)?;
-                ResponseInfo::from(header)
+        Responder::new(&zone, PoolAnswers { serial: 1, addrs: vec!["192.0.2.1".parse().unwrap()] }).unwrap()
+    }
+
+    /// Several questions that together exceed 512 bytes (the fuzzer's had opcode UPDATE and 11
+    /// questions): echoing them all failed encoding, so the answer was SERVFAIL instead of the
+    /// error the request deserves.
+    #[test]
+    fn many_long_questions_get_their_error_code_not_servfail() {
+        // Distinct labels: names with a common suffix would compress.
+        let long =
+            |c: char| Name::from_ascii(format!("{}.", vec![c.to_string().repeat(60); 3].join("."))).unwrap();
+        for (opcode, edns_version, expected) in [
+            (OpCode::Update, None, ResponseCode::NotImp),
+            (OpCode::Query, None, ResponseCode::FormErr),
+            (OpCode::Query, Some(1), ResponseCode::BADVERS),
+        ] {
+            let mut query = Message::new(7, hickory_proto::op::MessageType::Query, opcode);
+            for c in ['a', 'b', 'c', 'd'] {
+                query.add_query(Query::query(long(c), RecordType::A));
             }
-        };
-        *self.out.lock().unwrap_or_else(PoisonError::into_inner) = Some(bytes);
-        Ok(info)
+            if let Some(version) = edns_version {
+                let mut edns = Edns::new();
+                edns.set_version(version);
+                query.set_edns(edns);
+            }
+            let bytes = query.to_vec().unwrap();
+            assert!(bytes.len() > 512);
+            for udp in [true, false] {
+                let response = responder().answer(&bytes, udp).expect("a response");
+                let parsed = Message::from_vec(&response).unwrap();
+                assert_eq!(
+                    u16::from(parsed.metadata.response_code),
+                    u16::from(expected),
+                    "{opcode:?} udp={udp}"
+                );
+                assert!(response.len() <= 512, "{} bytes", response.len());
+            }
+        }
     }
 }

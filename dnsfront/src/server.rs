@@ -1,16 +1,23 @@
 //! Sockets and lifetime: binding UDP and TCP on every listen address and serving until shutdown.
 //!
-//! Owns [`DnsServer`] and [`DnsError`]. Invariants: `bind` either binds every address (UDP and
-//! TCP on the same port) or returns an error naming the address and binds nothing lasting;
-//! nothing is answered before `run`; `run` returns only after every listener has stopped.
+//! Owns [`DnsServer`] and [`DnsError`]. TCP is served by hickory-server's listener; UDP by our
+//! own loop per socket (`udp`), with the same handler behind both. Invariants: `bind` either
+//! binds every address (UDP and TCP on the same port) or returns an error naming the address and
+//! binds nothing lasting; nothing is answered before `run`; `run` returns only after every
+//! listener has stopped.
 
 use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 
-use hickory_server::Server;
+use hickory_server::{
+    Server,
+    net::runtime::Time,
+    server::{Request, RequestHandler, ResponseHandler, ResponseInfo},
+};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::{
     net::{TcpListener, TcpSocket, UdpSocket},
     sync::watch,
+    task::JoinSet,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -19,6 +26,7 @@ use crate::{
     answer::PoolAnswers,
     handler::PoolHandler,
     metrics::DnsMetrics,
+    udp,
     zone::{Zone, ZoneConfig, ZoneError},
 };
 
@@ -26,8 +34,8 @@ use crate::{
 const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Responses queued per TCP connection before the connection applies back-pressure.
 const TCP_RESPONSE_BUFFER: usize = 32;
-/// Most UDP sockets opened per listen address. hickory-server runs one receive-and-send loop
-/// per socket; several SO_REUSEPORT sockets let the kernel spread queries over cores.
+/// Most UDP sockets opened per listen address. Each socket has one receive-and-answer task;
+/// several SO_REUSEPORT sockets let the kernel spread queries over cores.
 const MAX_UDP_SOCKETS_PER_ADDRESS: usize = 4;
 /// Attempts to find a port free for both UDP and TCP when the listen port is 0.
 const EPHEMERAL_PORT_ATTEMPTS: usize = 16;
@@ -128,34 +136,57 @@ impl DnsServer {
     /// Returns an error if a listener stops on its own before that; the others are then
     /// stopped too.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), DnsError> {
-        let mut server = Server::new(self.handler);
-        for socket in self.udp {
-            server.register_socket(socket);
-        }
+        let handler = Arc::new(self.handler);
+        let mut server = Server::new(Shared(handler.clone()));
         for listener in self.tcp {
             server.register_listener(listener, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
         }
+        let stop_udp = CancellationToken::new();
+        let mut udp = JoinSet::new();
+        for socket in self.udp {
+            udp.spawn(udp::serve(socket, handler.clone(), stop_udp.clone()));
+        }
         info!(addrs = ?self.addrs, "serving DNS");
 
-        let ended = tokio::select! {
-            result = server.block_until_done() => Some(result),
+        // Every listener loops until shutdown; one returning first has failed.
+        let failed = tokio::select! {
+            result = server.block_until_done() => Some(match result {
+                Ok(()) => "TCP listeners stopped unexpectedly".to_owned(),
+                Err(error) => error.to_string(),
+            }),
+            Some(joined) = udp.join_next() => Some(match joined {
+                Ok(Ok(())) => "UDP listener stopped unexpectedly".to_owned(),
+                Ok(Err(error)) => format!("UDP: {error}"),
+                Err(error) => format!("UDP listener task: {error}"),
+            }),
             () = shutdown.cancelled() => None,
         };
-        let result = match ended {
-            // Every listener loops until shutdown; one returning first has failed.
-            Some(result) => {
-                let reason = match result {
-                    Ok(()) => "listeners stopped unexpectedly".to_owned(),
-                    Err(error) => error.to_string(),
-                };
+        stop_udp.cancel();
+        while udp.join_next().await.is_some() {}
+        let stopped = server.shutdown_gracefully().await;
+        let result = match failed {
+            Some(reason) => {
                 warn!(%reason, "DNS listener failed");
-                let _ = server.shutdown_gracefully().await;
                 Err(DnsError::Listener(reason))
             }
-            None => server.shutdown_gracefully().await.map_err(|e| DnsError::Listener(e.to_string())),
+            None => stopped.map_err(|e| DnsError::Listener(e.to_string())),
         };
         info!(addrs = ?self.addrs, "DNS stopped");
         result
+    }
+}
+
+/// The handler shared by hickory-server's TCP listeners and our UDP loops.
+struct Shared(Arc<PoolHandler>);
+
+#[async_trait::async_trait]
+impl RequestHandler for Shared {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        response_handle: R,
+    ) -> ResponseInfo {
+        self.0.handle_request::<R, T>(request, response_handle).await
     }
 }
 

@@ -7,9 +7,12 @@ use std::{collections::HashSet, net::IpAddr, sync::Arc, time::Duration};
 
 use hickory_proto::{
     op::{Edns, Message, MessageType, OpCode, Query, ResponseCode},
-    rr::{DNSClass, Name, RData, RecordType},
+    rr::{
+        DNSClass, Name, RData, RecordType,
+        rdata::opt::{ClientSubnet, EdnsOption},
+    },
 };
-use spdu_dnsfront::{DnsError, DnsMetrics, DnsServer, PoolAnswers, ZoneConfig};
+use spdu_dnsfront::{DnsError, DnsMetrics, DnsServer, PoolAnswers, ZoneConfig, offline::Responder};
 use testing::{TestServer, addrs, answer_ips, query, soa_of, tcp, udp, udp_raw, zone};
 use tokio_util::sync::CancellationToken;
 
@@ -389,4 +392,288 @@ async fn several_listen_addresses_and_clean_shutdown() {
         std::net::UdpSocket::bind(addr).expect("UDP port released");
         std::net::TcpListener::bind(addr).expect("TCP port released");
     }
+}
+
+// ---- The UDP fast path ----
+//
+// Plain UDP queries are answered from responses encoded once per answer version; the tests
+// below hold it to the slow path (hickory's decoding and the handler), byte for byte.
+
+/// A responder (the served request path, without sockets) for `zone(["api", "www.deep"])`.
+fn responder(addrs: Vec<IpAddr>) -> Responder {
+    Responder::new(&zone(&["api", "www.deep"]), PoolAnswers { serial: 3, addrs }).unwrap()
+}
+
+/// Asserts that the served UDP response to `query` is the slow path's, modulo the rotation of
+/// the answer (the slow path is asked until it reaches the same order; both advance the same
+/// counter). Returns whether the fast path answered.
+fn assert_same_as_slow(r: &Responder, query: &[u8], what: &str) -> bool {
+    let fast = r.is_fast(query);
+    let served = r.answer(query, true);
+    let mut slow = Vec::new();
+    for _ in 0..64 {
+        let answer = r.answer_slow(query, true);
+        if answer == served {
+            return fast;
+        }
+        slow.push(answer);
+    }
+    panic!("{what}: served {served:02x?}\nslow gives {:02x?}", slow.first());
+}
+
+fn with_edns(mut message: Message, payload: u16) -> Message {
+    let mut edns = Edns::new();
+    edns.set_max_payload(payload);
+    message.set_edns(edns);
+    message
+}
+
+#[test]
+fn fast_path_is_byte_identical_to_the_slow_path() {
+    let mut big: Vec<IpAddr> = (1..=40).map(|i| IpAddr::from([192, 0, 2, i])).collect();
+    big.extend((1..=20u16).map(|i| IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, i])));
+    let names = [
+        API,
+        "ApI.PoOl.ExAmPlE.TeSt.",
+        APEX,
+        "POOL.EXAMPLE.TEST.",
+        "www.deep.pool.example.test.",
+        "deep.pool.example.test.",
+        "nope.pool.example.test.",
+        "x.api.pool.example.test.",
+        "a-b_c.NoPe.pool.example.test.",
+        "example.test.",
+        "api.other.test.",
+        "xpool.example.test.",
+        ".",
+    ];
+    let types = [
+        RecordType::A,
+        RecordType::AAAA,
+        RecordType::SOA,
+        RecordType::NS,
+        RecordType::ANY,
+        RecordType::TXT,
+        RecordType::MX,
+        RecordType::CNAME,
+        RecordType::CAA,
+        RecordType::HINFO,
+        RecordType::AXFR,
+        RecordType::IXFR,
+        RecordType::OPT,
+        RecordType::Unknown(0),
+        RecordType::Unknown(65280),
+    ];
+    let mut fast = 0;
+    let mut total = 0;
+    for addrs in [pool(), addrs(&["192.0.2.1"]), vec![], big] {
+        let r = responder(addrs);
+        for name in names {
+            for qtype in types {
+                for edns in [None, Some(0), Some(511), Some(512), Some(1232), Some(4096)] {
+                    let mut message = query(name, qtype);
+                    message.metadata.id = 0x5a5a;
+                    message.metadata.recursion_desired = true;
+                    if let Some(payload) = edns {
+                        message = with_edns(message, payload);
+                    }
+                    let what = format!("{name} {qtype} edns {edns:?}");
+                    fast += usize::from(assert_same_as_slow(&r, &message.to_vec().unwrap(), &what));
+                    total += 1;
+                }
+            }
+        }
+    }
+    assert!(fast > total / 2, "the fast path answered only {fast} of {total}");
+}
+
+#[test]
+fn fast_path_covers_the_common_cases_and_leaves_the_rest() {
+    let r = responder(pool());
+    let fast = |message: &Message| r.is_fast(&message.to_vec().unwrap());
+    for (name, qtype) in [
+        (API, RecordType::A),
+        (API, RecordType::AAAA),
+        (APEX, RecordType::SOA),
+        (APEX, RecordType::NS),
+        (API, RecordType::ANY),
+        (API, RecordType::TXT),
+        (API, RecordType::CAA),
+        ("nope.pool.example.test.", RecordType::A),
+        ("ApI.PoOl.ExAmPlE.TeSt.", RecordType::A),
+        ("example.test.", RecordType::A),
+    ] {
+        assert!(fast(&query(name, qtype)), "{name} {qtype}");
+        for payload in [512, 1232, 4096] {
+            assert!(fast(&with_edns(query(name, qtype), payload)), "{name} {qtype} {payload}");
+        }
+        let mut flags = with_edns(query(name, qtype), 1232);
+        flags.metadata.recursion_desired = true;
+        flags.metadata.checking_disabled = true;
+        flags.metadata.authentic_data = true;
+        flags.edns.as_mut().unwrap().set_dnssec_ok(true);
+        flags.edns.as_mut().unwrap().options_mut().insert(EdnsOption::Unknown(10, vec![7; 8]));
+        assert!(fast(&flags), "{name} {qtype} with RD CD AD DO and a cookie");
+    }
+
+    let mut slow = vec![query(APEX, RecordType::AXFR), query(APEX, RecordType::IXFR)];
+    let mut chaos = query(API, RecordType::A);
+    chaos.queries[0].set_query_class(DNSClass::CH);
+    slow.push(chaos);
+    let mut any_class = query(API, RecordType::A);
+    any_class.queries[0].set_query_class(DNSClass::ANY);
+    slow.push(any_class);
+    let mut notify = query(APEX, RecordType::SOA);
+    notify.metadata.op_code = OpCode::Notify;
+    slow.push(notify);
+    let mut v1 = with_edns(query(API, RecordType::A), 1232);
+    v1.edns.as_mut().unwrap().set_version(1);
+    slow.push(v1);
+    let mut ecs = with_edns(query(API, RecordType::A), 1232);
+    ecs.edns
+        .as_mut()
+        .unwrap()
+        .options_mut()
+        .insert(EdnsOption::Subnet("192.0.2.0/24".parse::<ClientSubnet>().unwrap()));
+    slow.push(ecs);
+    let mut two = query(API, RecordType::A);
+    two.add_query(Query::query(Name::from_ascii(APEX).unwrap(), RecordType::SOA));
+    slow.push(two);
+    let mut response = query(API, RecordType::A);
+    response.metadata.message_type = MessageType::Response;
+    slow.push(response);
+    let long = format!("{}.pool.example.test.", vec!["a".repeat(60); 3].join("."));
+    slow.push(query(&long, RecordType::A));
+    slow.push(query("*.pool.example.test.", RecordType::A));
+    for message in &slow {
+        assert!(!fast(message), "{message:?}");
+        assert_same_as_slow(&r, &message.to_vec().unwrap(), &format!("{message:?}"));
+    }
+
+    // Answers that do not fit are truncated by the slow path.
+    let many: Vec<IpAddr> = (1..=60u16).map(|i| IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, i])).collect();
+    let r = responder(many);
+    assert!(!r.is_fast(&query(API, RecordType::AAAA).to_vec().unwrap()));
+    assert!(!r.is_fast(&with_edns(query(API, RecordType::AAAA), 4096).to_vec().unwrap()));
+    let medium: Vec<IpAddr> = (1..=40).map(|i| IpAddr::from([192, 0, 2, i])).collect();
+    let r = responder(medium);
+    assert!(!r.is_fast(&query(API, RecordType::A).to_vec().unwrap()), "over 512 without EDNS");
+    assert!(!r.is_fast(&with_edns(query(API, RecordType::A), 512).to_vec().unwrap()));
+    assert!(r.is_fast(&with_edns(query(API, RecordType::A), 1232).to_vec().unwrap()));
+}
+
+#[test]
+fn nxdomain_of_every_name_length_matches_the_slow_path() {
+    let r = responder(pool());
+    for len in 1..=70 {
+        // One label of `len` bytes (split when over 63), below the origin.
+        let label = "n".repeat(len);
+        let name = if len > 63 {
+            format!("{}.{}.pool.example.test.", &label[..63], &label[63..])
+        } else {
+            format!("{label}.pool.example.test.")
+        };
+        for message in [query(&name, RecordType::A), with_edns(query(&name, RecordType::AAAA), 1232)] {
+            assert!(r.is_fast(&message.to_vec().unwrap()), "{name}");
+            assert_same_as_slow(&r, &message.to_vec().unwrap(), &name);
+        }
+    }
+}
+
+#[test]
+fn mutated_queries_get_the_slow_path_answer() {
+    let r = responder(pool());
+    let mut cookie = with_edns(query("Api.pool.example.test.", RecordType::A), 1232);
+    cookie.metadata.recursion_desired = true;
+    cookie.edns.as_mut().unwrap().options_mut().insert(EdnsOption::Unknown(10, vec![1; 8]));
+    let seeds = [
+        cookie.to_vec().unwrap(),
+        query("nope.pool.example.test.", RecordType::AAAA).to_vec().unwrap(),
+        with_edns(query(APEX, RecordType::SOA), 4096).to_vec().unwrap(),
+    ];
+    let mut state: u32 = 0x2545_f491;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        state
+    };
+    let mut fast = 0;
+    for i in 0..30_000 {
+        let mut packet = seeds[i % seeds.len()].clone();
+        for _ in 0..=next() % 3 {
+            let at = next() as usize % packet.len();
+            match next() % 4 {
+                0 => packet[at] ^= 1 << (next() % 8),
+                1 => packet[at] = next() as u8,
+                2 => packet.truncate(at.max(1)),
+                _ => packet.insert(at, next() as u8),
+            }
+        }
+        fast += usize::from(assert_same_as_slow(&r, &packet, &format!("mutant {i}: {packet:02x?}")));
+    }
+    assert!(fast > 1_000, "only {fast} mutants took the fast path");
+}
+
+#[tokio::test]
+async fn fast_path_echoes_id_case_flags_and_edns() {
+    let server = TestServer::start(zone(&["api"]), 1, pool()).await;
+    let name = "aPi.PoOl.eXaMpLe.TeSt.";
+    for (id, payload) in [(0u16, None), (0xffff, Some(512u16)), (0xbeef, Some(1232)), (1, Some(4096))] {
+        let mut message = query(name, RecordType::A);
+        message.metadata.id = id;
+        message.metadata.recursion_desired = true;
+        message.metadata.checking_disabled = id % 2 == 1;
+        message.metadata.authentic_data = true;
+        if let Some(payload) = payload {
+            message = with_edns(message, payload);
+        }
+        let bytes = message.to_vec().unwrap();
+        let raw = udp_raw(server.addr, &bytes).await.expect("a response");
+        assert_eq!(raw[..2], id.to_be_bytes(), "ID echoed");
+        let question = 12..12 + name.len() + 1 + 4;
+        assert_eq!(raw[question.clone()], bytes[question], "question echoed byte for byte (0x20 case)");
+        let response = Message::from_vec(&raw).unwrap();
+        assert_eq!(response.queries[0].name().to_string(), name);
+        assert!(response.metadata.authoritative);
+        assert!(response.metadata.recursion_desired, "RD echoed");
+        assert_eq!(response.metadata.checking_disabled, id % 2 == 1, "CD echoed");
+        assert!(!response.metadata.authentic_data && !response.metadata.recursion_available);
+        assert_eq!(response.answers.len(), 3);
+        assert!(response.answers.iter().all(|r| r.name.to_string() == API), "owner names stay lower case");
+        match payload {
+            None => assert!(response.edns.is_none()),
+            Some(payload) => {
+                let edns = response.edns.as_ref().expect("OPT echoed");
+                assert_eq!(edns.max_payload(), payload.clamp(512, 1232));
+                assert_eq!(edns.version(), 0);
+                assert!(!edns.flags().dnssec_ok);
+            }
+        }
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn fast_path_queries_are_counted() {
+    let server = TestServer::start(zone(&["api"]), 1, pool()).await;
+    for _ in 0..3 {
+        udp(server.addr, &with_edns(query(API, RecordType::A), 1232)).await;
+    }
+    udp(server.addr, &query("nope.pool.example.test.", RecordType::AAAA)).await;
+    udp(server.addr, &query(APEX, RecordType::TXT)).await;
+    udp(server.addr, &query("other.test.", RecordType::A)).await;
+    udp(server.addr, &query(APEX, RecordType::SOA)).await;
+    let text = server.metrics_text();
+    for line in [
+        r#"dns_queries_total{rcode="noerror",qtype="a",transport="udp"} 3"#,
+        r#"dns_queries_total{rcode="nxdomain",qtype="aaaa",transport="udp"} 1"#,
+        r#"dns_queries_total{rcode="nodata",qtype="other",transport="udp"} 1"#,
+        r#"dns_queries_total{rcode="refused",qtype="a",transport="udp"} 1"#,
+        r#"dns_queries_total{rcode="noerror",qtype="soa",transport="udp"} 1"#,
+        "dns_truncated_responses_total 0",
+    ] {
+        assert!(text.contains(line), "missing {line} in\n{text}");
+    }
+    server.stop().await;
 }

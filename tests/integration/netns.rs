@@ -86,6 +86,16 @@ fn has_tools() -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// Whether `tool` is on `PATH`.
+fn has_tool(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// Runs `scenarios/<name>.sh --sites <sites> --spdu <binary> <extra...>`, or returns `None`
 /// (after saying so loudly) when this machine cannot.
 fn run(name: &str, sites: u32, extra: &[&str]) -> Option<Outcome> {
@@ -211,6 +221,23 @@ fn netns_flap_3() {
 fn netns_lossy_3() {
     let Some(o) = run("lossy", 3, &["--duration", "20"]) else { return };
     o.within("dropped", 0, 0);
+}
+
+/// A site's web server stopped, then blackholed, while its node stays up: everyone (the site
+/// itself too) drops it and takes it back; nobody else is dropped.
+#[test]
+fn netns_service_down_3() {
+    if !has_tool("python3") {
+        loud("SKIPPED (needs python3 for its web servers): netns scenario service-down with 3 sites");
+        return;
+    }
+    let Some(o) = run("service-down", 3, &[]) else { return };
+    // The script's own PASS bounds are 3 s / 4 s / 5 s; these only restate them.
+    o.within("drop_ms", 0, 3_000);
+    o.within("blackhole_drop_ms", 0, 4_000);
+    o.within("return_ms", 0, 5_000);
+    o.within("blackhole_return_ms", 0, 5_000);
+    o.within("collateral", 0, 0);
 }
 
 #[test]

@@ -1,0 +1,393 @@
+//! The UDP fast path: common queries answered from responses encoded once per answer version.
+//!
+//! Owns [`Query`], a query parsed without allocating (header, one question, at most a plain OPT),
+//! and [`Table`]: for every name of the zone and every query-type family, the response the
+//! handler gives, encoded once per [`Snapshot`] (and per rotation of a pool RRset); the REFUSED
+//! response; and the NXDOMAIN response for names in the zone that do not exist, per name length,
+//! encoded on first use. A fast response is those bytes with the ID, the RD and CD flags and the
+//! question (verbatim, so 0x20 mixed case is echoed) copied from the query, and an OPT appended
+//! when the query had one.
+//!
+//! Invariants: the table is made by the handler's own `plan` + `build` + `encode`, so a fast
+//! response is byte for byte what the slow path sends (tests compare them); hickory compresses
+//! no name against the question, so what follows the question depends on the question's length
+//! only, never on its case. A query the fast path is not sure of ([`Query::parse`] gives `None`),
+//! or whose response would need truncating ([`Table::answer`] gives `None`), goes to the slow
+//! path as it came.
+
+use std::{
+    collections::HashMap,
+    net::{Ipv4Addr, SocketAddr},
+    sync::{
+        OnceLock,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
+
+use hickory_proto::{
+    rr::{Name, RecordType},
+    serialize::binary::BinEncodable,
+};
+use hickory_server::{net::xfer::Protocol, server::Request};
+
+use crate::{
+    answer::Snapshot,
+    handler::{self, MAX_UDP_PAYLOAD},
+    metrics::{Qtype, Rcode},
+    zone::Zone,
+};
+
+/// Longest question name (wire form) the fast path takes. Longer names are legal but rare; the
+/// slow path then applies hickory's own length rules.
+const MAX_NAME: usize = 200;
+/// Length of the DNS header.
+const HEADER: usize = 12;
+/// Length of the OPT we answer with: root owner, type, payload, TTL (extended RCODE 0,
+/// version 0, no flags), empty RDATA.
+const OPT_LEN: usize = 11;
+/// The largest response without EDNS (RFC 1035 §4.2.1).
+const MIN_PAYLOAD: u16 = 512;
+
+const TYPE_A: u16 = 1;
+const TYPE_NS: u16 = 2;
+const TYPE_SOA: u16 = 6;
+const TYPE_TXT: u16 = 16;
+const TYPE_AAAA: u16 = 28;
+const TYPE_OPT: u16 = 41;
+const TYPE_ANY: u16 = 255;
+const CLASS_IN: u16 = 1;
+
+/// The query types with a response of their own; every other fast type answers like TXT (the
+/// handler gives them all NODATA, or NXDOMAIN / REFUSED by name alone).
+const KINDS: [u16; 6] = [TYPE_A, TYPE_AAAA, TYPE_SOA, TYPE_NS, TYPE_ANY, TYPE_TXT];
+
+fn kind(qtype: u16) -> usize {
+    match qtype {
+        TYPE_A => 0,
+        TYPE_AAAA => 1,
+        TYPE_SOA => 2,
+        TYPE_NS => 3,
+        TYPE_ANY => 4,
+        _ => 5,
+    }
+}
+
+/// Query types the fast path answers: data types and ANY. Not: 0, OPT, the meta types
+/// (zone transfers, TSIG, …) and the private range, all of which the slow path handles.
+fn fast_type(qtype: u16) -> bool {
+    matches!(qtype, 1..=127 | TYPE_ANY | 256..=0xfeff) && qtype != TYPE_OPT
+}
+
+/// EDNS options whose content hickory parses (NSID, DAU/DHU/N3U, client subnet): a malformed
+/// one is a FORMERR, so queries with them take the slow path. Others are skipped unread.
+fn parsed_option(code: u16) -> bool {
+    matches!(code, 3 | 5..=8)
+}
+
+/// A query the fast path may answer, parsed without allocating.
+pub(crate) struct Query<'a> {
+    packet: &'a [u8],
+    /// Wire length of the question name.
+    name_len: usize,
+    /// The question name in wire form, ASCII lower-cased.
+    lower: [u8; MAX_NAME],
+    qtype: u16,
+    /// The client's EDNS payload size, if the query has an OPT.
+    payload: Option<u16>,
+}
+
+impl<'a> Query<'a> {
+    /// Parses `packet` if it is a plain query: QUERY opcode, no flag but RD, AD and CD, one
+    /// question of class IN for a name of host-name characters (no compression) and a data type
+    /// or ANY, nothing after it but at most one OPT of version 0 (extended RCODE 0, options
+    /// well-formed and none that hickory would parse), no trailing bytes. Anything else: `None`.
+    pub(crate) fn parse(packet: &'a [u8]) -> Option<Self> {
+        let header = packet.get(..HEADER)?;
+        // Byte 2: QR OPCODE(4) AA TC RD; byte 3: RA Z AD CD RCODE(4).
+        if header[2] & 0xfe != 0 || header[3] & 0xcf != 0 {
+            return None;
+        }
+        // One question, no answer or authority records, at most one additional (the OPT).
+        if header[4..10] != [0, 1, 0, 0, 0, 0] || header[10] != 0 || header[11] > 1 {
+            return None;
+        }
+
+        let mut lower = [0u8; MAX_NAME];
+        let mut pos = HEADER;
+        loop {
+            let len = usize::from(*packet.get(pos)?);
+            let next = pos + 1 + len;
+            if len > 63 || next - HEADER > MAX_NAME {
+                return None;
+            }
+            lower[pos - HEADER] = len as u8;
+            if len == 0 {
+                pos = next;
+                break;
+            }
+            let label = packet.get(pos + 1..next)?;
+            for (to, &byte) in lower[pos + 1 - HEADER..next - HEADER].iter_mut().zip(label) {
+                if !(byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_') {
+                    return None;
+                }
+                *to = byte.to_ascii_lowercase();
+            }
+            pos = next;
+        }
+        let name_len = pos - HEADER;
+        let fixed = packet.get(pos..pos + 4)?;
+        let qtype = u16::from_be_bytes([fixed[0], fixed[1]]);
+        if u16::from_be_bytes([fixed[2], fixed[3]]) != CLASS_IN || !fast_type(qtype) {
+            return None;
+        }
+        let rest = &packet[pos + 4..];
+
+        let payload = if header[11] == 0 {
+            if !rest.is_empty() {
+                return None;
+            }
+            None
+        } else {
+            let opt = rest.get(..OPT_LEN)?;
+            // Root owner, type OPT, extended RCODE 0, version 0 (higher: BADVERS, slow path).
+            if opt[..3] != [0, 0, TYPE_OPT as u8] || opt[5] != 0 || opt[6] != 0 {
+                return None;
+            }
+            let mut options = &rest[OPT_LEN..];
+            if options.len() != usize::from(u16::from_be_bytes([opt[9], opt[10]])) {
+                return None;
+            }
+            while !options.is_empty() {
+                let head = options.get(..4)?;
+                let code = u16::from_be_bytes([head[0], head[1]]);
+                let end = 4 + usize::from(u16::from_be_bytes([head[2], head[3]]));
+                if parsed_option(code) || options.len() < end {
+                    return None;
+                }
+                options = &options[end..];
+            }
+            Some(u16::from_be_bytes([opt[3], opt[4]]))
+        };
+        Some(Self { packet, name_len, lower, qtype, payload })
+    }
+
+    /// The query type, as a metrics label.
+    pub(crate) fn qtype_label(&self) -> Qtype {
+        handler::qtype_label(RecordType::from(self.qtype))
+    }
+
+    fn name(&self) -> &[u8] {
+        &self.lower[..self.name_len]
+    }
+
+    /// The question section as sent: name, type, class.
+    fn question(&self) -> &[u8] {
+        &self.packet[HEADER..HEADER + self.name_len + 4]
+    }
+}
+
+/// One response, encoded, without its ID and question.
+struct Encoded {
+    /// Flags (RD and CD clear) and the four section counts (ARCOUNT 0).
+    head: [u8; 10],
+    /// What follows the question, once per order of a rotated answer (else once). All the
+    /// same length.
+    tails: Box<[Box<[u8]>]>,
+    label: Rcode,
+}
+
+/// The fast path's responses for one [`Snapshot`].
+pub(crate) struct Table {
+    /// The origin, wire form, lower case.
+    origin: Box<[u8]>,
+    /// Per name of the zone (wire form, lower case), per [`KINDS`] entry.
+    names: HashMap<Box<[u8]>, [Option<Encoded>; KINDS.len()]>,
+    /// REFUSED, for names outside the zone (empty tail: fits every name).
+    refused: Option<Encoded>,
+    /// NXDOMAIN for names in the zone that do not exist, by wire length of the name (the SOA's
+    /// compression pointers depend on it); encoded on first use.
+    nxdomain: Box<[OnceLock<Option<Encoded>>]>,
+}
+
+impl Table {
+    /// Encodes the responses for `snapshot`.
+    pub(crate) fn build(zone: &Zone, snapshot: &Snapshot) -> Self {
+        let origin = wire(&Name::from(zone.origin.clone()));
+        let names = zone
+            .nodes
+            .keys()
+            .map(|name| wire(&Name::from(name.clone())))
+            .filter(|name| name.len() <= MAX_NAME)
+            .map(|name| {
+                let by_kind = KINDS.map(|qtype| encode(zone, snapshot, &name, qtype));
+                (name, by_kind)
+            })
+            .collect();
+        // The root is outside every zone we may serve (the origin is never the root).
+        let refused = encode(zone, snapshot, &[0], TYPE_TXT).filter(|e| e.label == Rcode::refused);
+        let nxdomain = (0..=MAX_NAME).map(|_| OnceLock::new()).collect();
+        Self { origin, names, refused, nxdomain }
+    }
+
+    /// Writes the response to `query` into `out` and returns its metrics label, or `None` when
+    /// the slow path must answer (no precomputed response, or it would not fit the client's
+    /// payload size and needs truncating). Advances `rotation` as the handler does.
+    pub(crate) fn answer(
+        &self,
+        zone: &Zone,
+        snapshot: &Snapshot,
+        query: &Query<'_>,
+        rotation: &AtomicUsize,
+        out: &mut Vec<u8>,
+    ) -> Option<Rcode> {
+        let name = query.name();
+        let encoded = if let Some(by_kind) = self.names.get(name) {
+            by_kind[kind(query.qtype)].as_ref()?
+        } else if self.in_zone(name) {
+            self.nxdomain
+                .get(name.len())?
+                .get_or_init(|| {
+                    encode(zone, snapshot, &absent_name(&self.origin, name.len())?, TYPE_TXT)
+                        .filter(|e| e.label == Rcode::nxdomain)
+                })
+                .as_ref()?
+        } else {
+            self.refused.as_ref()?
+        };
+
+        let question = query.question();
+        let tail_len = encoded.tails[0].len();
+        let opt_len = if query.payload.is_some() { OPT_LEN } else { 0 };
+        let payload = query.payload.map(|p| p.clamp(MIN_PAYLOAD, MAX_UDP_PAYLOAD));
+        let total = HEADER + question.len() + tail_len + opt_len;
+        if total > usize::from(payload.unwrap_or(MIN_PAYLOAD)) {
+            return None;
+        }
+        let tail = match encoded.tails.len() {
+            1 => &encoded.tails[0],
+            orders => &encoded.tails[rotation.fetch_add(1, Ordering::Relaxed) % orders],
+        };
+
+        let packet = query.packet;
+        let head = &encoded.head;
+        out.reserve(total);
+        out.extend_from_slice(&packet[..2]);
+        // RD (byte 2, bit 0) and CD (byte 3, 0x10) are copied, as hickory's
+        // `Metadata::response_from_request` does; AD is never set in a response.
+        out.push(head[0] | (packet[2] & 0x01));
+        out.push(head[1] | (packet[3] & 0x10));
+        out.extend_from_slice(&head[2..8]);
+        out.extend_from_slice(&[0, u8::from(payload.is_some())]);
+        out.extend_from_slice(question);
+        out.extend_from_slice(tail);
+        if let Some(payload) = payload {
+            let [high, low] = payload.to_be_bytes();
+            out.extend_from_slice(&[0, 0, TYPE_OPT as u8, high, low, 0, 0, 0, 0, 0, 0]);
+        }
+        Some(encoded.label)
+    }
+
+    /// Whether `name` (a valid wire name, lower case) is at or below the origin.
+    fn in_zone(&self, name: &[u8]) -> bool {
+        let Some(start) = name.len().checked_sub(self.origin.len()) else {
+            return false;
+        };
+        if name[start..] != *self.origin {
+            return false;
+        }
+        // The suffix must start at a label.
+        let mut pos = 0;
+        while pos < start {
+            pos += 1 + usize::from(name[pos]);
+        }
+        pos == start
+    }
+}
+
+/// The wire form of `name`.
+fn wire(name: &Name) -> Box<[u8]> {
+    name.to_bytes().unwrap_or_default().into_boxed_slice()
+}
+
+/// A name of `len` wire bytes below `origin` that cannot exist in the zone: its first label
+/// starts with a hyphen, which zone names never do. `None` if no name has that length.
+fn absent_name(origin: &[u8], len: usize) -> Option<Vec<u8>> {
+    let mut remaining = len.checked_sub(origin.len()).filter(|r| *r >= 2)?;
+    let mut name = Vec::with_capacity(len);
+    while remaining > 0 {
+        let mut label = (remaining - 1).min(63);
+        if remaining - 1 - label == 1 {
+            // One byte would be left: too short for a label.
+            label -= 1;
+        }
+        name.push(label as u8);
+        let fill = if name.len() == 1 { b'-' } else { b'x' };
+        name.push(fill);
+        name.extend(std::iter::repeat_n(b'x', label - 1));
+        remaining -= 1 + label;
+    }
+    name.extend_from_slice(origin);
+    Some(name)
+}
+
+/// The handler's response to a query for `name` (wire form) and `qtype`, class IN, no EDNS,
+/// ID 0, no flags, in every order of its answer; `None` if it could never be sent over UDP
+/// whole.
+fn encode(zone: &Zone, snapshot: &Snapshot, name: &[u8], qtype: u16) -> Option<Encoded> {
+    let question_end = HEADER + name.len() + 4;
+    let one = |rotation: usize| -> Option<(Vec<u8>, Rcode, usize)> {
+        let mut query = Vec::with_capacity(question_end);
+        query.extend_from_slice(&[0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+        query.extend_from_slice(name);
+        query.extend_from_slice(&qtype.to_be_bytes());
+        query.extend_from_slice(&CLASS_IN.to_be_bytes());
+        let src = SocketAddr::from((Ipv4Addr::LOCALHOST, 53));
+        let request = Request::from_bytes(query, src, Protocol::Udp).ok()?;
+        let plan = handler::plan(zone, snapshot, &request, |_| rotation);
+        let response = handler::build(&request, None, &plan);
+        let (_, bytes) = handler::encode(response, u16::MAX).ok()?;
+        Some((bytes, plan.label, plan.rotations))
+    };
+
+    let (first, label, rotations) = one(0)?;
+    if first.len() > usize::from(MAX_UDP_PAYLOAD)
+        || first.len() < question_end
+        || first[4..6] != [0, 1]
+        || first[10..12] != [0, 0]
+        || first[HEADER..question_end - 4] != *name
+    {
+        return None;
+    }
+    let head: [u8; 10] = first[2..HEADER].try_into().ok()?;
+    let mut tails = Vec::with_capacity(rotations);
+    tails.push(first[question_end..].into());
+    for rotation in 1..rotations {
+        let (bytes, _, _) = one(rotation)?;
+        if bytes.len() != first.len() || bytes[2..HEADER] != head {
+            return None;
+        }
+        tails.push(bytes[question_end..].into());
+    }
+    Some(Encoded { head, tails: tails.into_boxed_slice(), label })
+}
+
+#[cfg(test)]
+mod tests {
+    use hickory_proto::serialize::binary::BinDecodable;
+
+    use super::*;
+
+    #[test]
+    fn absent_names_have_the_asked_length() {
+        let origin = wire(&Name::from_ascii("pool.example.test.").unwrap());
+        for len in origin.len() + 2..=MAX_NAME {
+            let name = absent_name(&origin, len).unwrap();
+            assert_eq!(name.len(), len);
+            let parsed = Name::from_bytes(&name).unwrap();
+            assert_eq!(parsed.num_labels(), parsed.base_name().num_labels() + 1);
+            assert_eq!(name[1], b'-');
+        }
+        assert!(absent_name(&origin, origin.len() + 1).is_none());
+        assert!(absent_name(&origin, origin.len()).is_none());
+    }
+}
