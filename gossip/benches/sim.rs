@@ -16,11 +16,12 @@
 
 use std::time::{Duration, Instant};
 
-use spdu_gossip::sim::{Sim, SimConfig};
+use spdu_gossip::sim::{Link, Sim, SimConfig};
 
 const IDLE: Duration = Duration::from_secs(10);
 const RESTART_AFTER: Duration = Duration::from_secs(5);
 const DEADLINE: Duration = Duration::from_secs(60);
+const LOSSY_IDLE: Duration = Duration::from_secs(60);
 
 struct Figures {
     converge: Option<Duration>,
@@ -85,6 +86,31 @@ fn one_run(n: usize, seed: u64) -> Figures {
     }
 }
 
+/// 10 % loss on every link of `n` nodes: false drops over `LOSSY_IDLE`, then the detection time
+/// of a crash (and false drops of anyone else meanwhile).
+fn lossy_run(n: usize, seed: u64) -> (Option<Duration>, usize) {
+    let link = Link { loss: 0.10, ..Link::default() };
+    let mut sim = Sim::new(n, SimConfig { seed, link, ..SimConfig::default() });
+    sim.run_until_cond(DEADLINE, Sim::converged);
+    let since = sim.now();
+    sim.run_for(LOSSY_IDLE);
+    let x = n - 1;
+    let survivors: Vec<usize> = (0..x).collect();
+    let crash_at = sim.now();
+    sim.crash(x);
+    let detect = sim
+        .run_until_cond(crash_at + DEADLINE, |s| s.dropped_by_all(x, &survivors, crash_at).is_some())
+        .map(|at| at - crash_at);
+    let false_drops = sim.removals_since(since).filter(|r| r.dropped != x).count();
+    (detect, false_drops)
+}
+
+/// Nearest-rank percentile of sorted values.
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize;
+    sorted[rank.min(sorted.len()) - 1]
+}
+
 fn env_usize(name: &str) -> Option<usize> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
@@ -136,8 +162,10 @@ fn main() {
         "churn_B/s/node",
         "wall_s"
     );
+    let lossy_seeds = if quick { 2 } else { env_usize("SPDU_BENCH_SIM_LOSSY_SEEDS").unwrap_or(20) };
     for n in sizes {
-        let seeds = if quick { 1 } else { env_usize("SPDU_BENCH_SIM_SEEDS").unwrap_or(if n <= 10 { 3 } else { 1 }) };
+        let seeds =
+            if quick { 1 } else { env_usize("SPDU_BENCH_SIM_SEEDS").unwrap_or(if n <= 10 { 3 } else { 1 }) };
         let started = Instant::now();
         let runs: Vec<Figures> = (0..seeds as u64).map(|s| one_run(n, 1000 + s)).collect();
         let wall = started.elapsed().as_secs_f64();
@@ -155,4 +183,22 @@ fn main() {
             wall
         );
     }
+
+    // Detection under loss, with many seeds for a p99.
+    let started = Instant::now();
+    let runs: Vec<(Option<Duration>, usize)> =
+        (0..lossy_seeds as u64).map(|s| lossy_run(10, 2000 + s)).collect();
+    let mut detect: Vec<f64> = runs.iter().filter_map(|r| r.0).map(|d| d.as_secs_f64() * 1000.0).collect();
+    detect.sort_by(f64::total_cmp);
+    let never = runs.len() - detect.len();
+    let false_drops: usize = runs.iter().map(|r| r.1).sum();
+    println!();
+    println!("10 nodes, 10% loss on every link, {lossy_seeds} seeds, {}s idle each:", LOSSY_IDLE.as_secs());
+    println!(
+        "  detect_ms p50 {:.0} p99 {:.0} max {:.0} (never: {never}); false drops: {false_drops}; wall {:.1}s",
+        percentile(&detect, 50.0),
+        percentile(&detect, 99.0),
+        detect.last().copied().unwrap_or(f64::NAN),
+        started.elapsed().as_secs_f64()
+    );
 }
