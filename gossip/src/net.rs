@@ -25,7 +25,7 @@ use spdu_keys::{PublicKey, SecretKey};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use crate::proto::{
     self, AnswerSet, CheckResult, InEvent, MAX_FRAME_BYTES, Member, Message, NodeInfo, OutEvent,
@@ -520,7 +520,8 @@ async fn accept(endpoint: quinn::Endpoint, events: mpsc::Sender<Event>, shutdown
             let conn = match incoming.await {
                 Ok(conn) => conn,
                 Err(e) => {
-                    warn!(%remote, error = %e, "incoming handshake failed");
+                    // Counted (handshakes_refused); a log line per attempt would let strangers flood the log.
+                    debug!(%remote, error = %e, "incoming handshake failed");
                     return;
                 }
             };

@@ -4,6 +4,8 @@
 //! run in parallel without port clashes. The network-namespace scenarios (`netns`) need root and
 //! skip loudly without it.
 
+mod adversarial;
+mod bad_config;
 mod cli;
 mod netns;
 mod cluster;

@@ -1,0 +1,375 @@
+//! The protocol core under arbitrary input: message sequences from any roster member (and from
+//! outsiders), forged, replayed, wrong-cluster and garbage observations and beats, spurious and
+//! real timers, health changes, and the passing of time, into one `proto::State`.
+//!
+//! Checks after every event: nothing panics; the view holds only observations that verify, one
+//! per roster member, never going back in version; outsiders change nothing; messages go only
+//! to roster peers, stay within the frame limits and relay only valid observations; the answer
+//! set follows the answer rule's hard guarantees (never empty, only roster members, only peers
+//! this node itself sees reachable, addresses those of the members' observations).
+#![no_main]
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use arbitrary::Arbitrary;
+use libfuzzer_sys::fuzz_target;
+use spdu_fuzz::{KEYS, ROSTER, check_observation, keys, roster_has};
+use spdu_gossip::proto::{
+    AnswerSet, BEAT_CONTEXT, Beat, CheckResult, Config, InEvent, MAX_ENTRIES, MAX_FRAME_BYTES, Message,
+    OBSERVATION_CONTEXT, OutEvent, SignedBeat, SignedObservation, State, Timer,
+};
+use spdu_gossip::sim::fixtures::{CLUSTER, node_info, observation, roster, secret_key};
+use spdu_keys::PublicKey;
+
+/// The node under test restarted a few times already, so replays of older incarnations exist.
+const INCARNATION: u64 = 3;
+
+#[derive(Arbitrary, Debug)]
+enum Op {
+    Advance(u16),
+    Fire(TimerSpec),
+    Healthy(bool),
+    SelfCheck(bool),
+    ServiceProbe {
+        peer: u8,
+        ok: bool,
+    },
+    Ping {
+        from: u8,
+        nonce: u64,
+    },
+    /// Answers an outstanding ping to `from` (or a made-up nonce if none is outstanding).
+    Pong {
+        from: u8,
+        pick: u8,
+    },
+    Push {
+        from: u8,
+        list: Vec<ObsSpec>,
+    },
+    /// Sends back an observation seen earlier (replay).
+    Replay {
+        from: u8,
+        pick: u16,
+    },
+    Beat {
+        from: u8,
+        beats: Vec<BeatSpec>,
+    },
+    Want {
+        from: u8,
+        who: Vec<u8>,
+    },
+    Digest {
+        from: u8,
+        versions: Vec<(u8, u8, u8)>,
+        reply: bool,
+    },
+}
+
+#[derive(Arbitrary, Debug)]
+enum TimerSpec {
+    Probe(u8),
+    ProbeTimeout(u8, u64),
+    Heartbeat,
+    Publish,
+}
+
+#[derive(Arbitrary, Debug)]
+struct ObsSpec {
+    observer: u8,
+    signer: u8,
+    other_cluster: bool,
+    incarnation: u8,
+    seq: u8,
+    healthy: bool,
+    addresses: Vec<[u8; 4]>,
+    reports: Vec<(u8, bool)>,
+    sorted: bool,
+    garbage: Option<Vec<u8>>,
+}
+
+#[derive(Arbitrary, Debug)]
+struct BeatSpec {
+    observer: u8,
+    signer: u8,
+    other_cluster: bool,
+    incarnation: u8,
+    seq: u8,
+    beat: u8,
+}
+
+fn key(i: u8) -> PublicKey {
+    keys()[usize::from(i) % KEYS]
+}
+
+impl ObsSpec {
+    fn build(&self) -> SignedObservation {
+        let observer = usize::from(self.observer) % KEYS;
+        let signer = secret_key(usize::from(self.signer) % KEYS);
+        let cluster = if self.other_cluster { "elsewhere" } else { CLUSTER };
+        let mut reports: Vec<(usize, bool)> =
+            self.reports.iter().take(8).map(|(p, r)| (usize::from(*p) % KEYS, *r)).collect();
+        if self.sorted {
+            reports.sort_by_key(|(p, _)| keys()[*p]);
+            reports.dedup_by_key(|(p, _)| *p);
+        }
+        let mut obs = observation(observer, self.healthy, &reports);
+        obs.cluster = cluster.to_owned();
+        obs.incarnation = u64::from(self.incarnation % 8);
+        obs.seq = u64::from(self.seq);
+        if !self.addresses.is_empty() {
+            obs.addresses = self.addresses.iter().take(4).map(|a| IpAddr::V4(Ipv4Addr::from(*a))).collect();
+        }
+        let body = match &self.garbage {
+            Some(garbage) => garbage.clone(),
+            None => postcard::to_stdvec(&obs).expect("encodes"),
+        };
+        // Signed by hand: `Observation::sign` asserts signer == observer, forging must not.
+        let signature = signer.sign(OBSERVATION_CONTEXT, cluster, &body);
+        SignedObservation { body, signature }
+    }
+}
+
+impl BeatSpec {
+    fn build(&self) -> SignedBeat {
+        let beat = Beat {
+            observer: key(self.observer),
+            incarnation: u64::from(self.incarnation % 8),
+            seq: u64::from(self.seq),
+            beat: u64::from(self.beat),
+        };
+        let signer = secret_key(usize::from(self.signer) % KEYS);
+        let cluster = if self.other_cluster { "elsewhere" } else { CLUSTER };
+        let payload = postcard::to_stdvec(&beat).expect("encodes");
+        SignedBeat { signature: signer.sign(BEAT_CONTEXT, cluster, &payload), beat }
+    }
+}
+
+struct Harness {
+    state: State,
+    me: PublicKey,
+    now: Instant,
+    timers: BinaryHeap<Reverse<(Instant, u64, Timer)>>,
+    timer_seq: u64,
+    pings: BTreeMap<PublicKey, Vec<u64>>,
+    seen: Vec<SignedObservation>,
+    versions: BTreeMap<PublicKey, (u64, u64)>,
+    answer: AnswerSet,
+}
+
+impl Harness {
+    fn new() -> Self {
+        let now = Instant::now();
+        let config = Config::default();
+        let mut state = State::new(node_info(0, INCARNATION), roster(ROSTER), config, 7, now);
+        let me = state.key();
+        let out = state.start(now);
+        let mut h = Harness {
+            state,
+            me,
+            now,
+            timers: BinaryHeap::new(),
+            timer_seq: 0,
+            pings: BTreeMap::new(),
+            seen: Vec::new(),
+            versions: BTreeMap::new(),
+            answer: AnswerSet::default(),
+        };
+        h.apply(out, false);
+        h
+    }
+
+    fn handle(&mut self, event: InEvent) {
+        let from_outsider = match &event {
+            InEvent::Message { from, .. } => !roster_has(from) || *from == self.me,
+            _ => false,
+        };
+        let before = self.state.stats().clone();
+        let out = self.state.handle(self.now, event);
+        if from_outsider {
+            assert!(out.is_empty(), "a message from a non-member had effects: {out:?}");
+            let after = self.state.stats();
+            assert_eq!(after.accepted, before.accepted);
+        }
+        self.apply(out, from_outsider);
+    }
+
+    fn apply(&mut self, out: Vec<OutEvent>, _from_outsider: bool) {
+        for event in out {
+            match event {
+                OutEvent::Send { to, message } => self.check_send(to, message),
+                OutEvent::SetTimer { at, timer } => {
+                    assert!(at >= self.now, "timer set in the past");
+                    self.timer_seq += 1;
+                    self.timers.push(Reverse((at, self.timer_seq, timer)));
+                }
+                OutEvent::AnswerChanged(answer) => {
+                    assert!(answer.version > self.answer.version, "answer version went back");
+                    self.answer = answer;
+                }
+            }
+        }
+        self.check_state();
+    }
+
+    fn check_send(&mut self, to: PublicKey, message: Message) {
+        assert!(to != self.me && roster_has(&to), "message to a non-member");
+        let frame = message.encode();
+        assert!(frame.len() <= MAX_FRAME_BYTES, "sent a {}-byte frame no peer accepts", frame.len());
+        assert_eq!(Message::decode(&frame).as_ref(), Ok(&message), "sent a frame peers cannot decode");
+        match message {
+            Message::Ping { nonce } => self.pings.entry(to).or_default().push(nonce),
+            Message::Push(list) => {
+                assert!(list.len() <= MAX_ENTRIES);
+                let mut observers = Vec::new();
+                for signed in &list {
+                    let obs = check_observation(signed, CLUSTER, roster_has)
+                        .expect("relayed an observation that does not verify");
+                    observers.push(obs.observer);
+                    if self.seen.len() < 256 {
+                        self.seen.push(signed.clone());
+                    }
+                }
+                observers.sort();
+                let n = observers.len();
+                observers.dedup();
+                assert_eq!(observers.len(), n, "one push carries an observer twice");
+            }
+            Message::Beat(beats) => {
+                assert!(beats.len() <= MAX_ENTRIES);
+                for b in &beats {
+                    assert!(roster_has(&b.beat.observer), "relayed a beat of a non-member");
+                    assert_eq!(b.verify(CLUSTER), Ok(()), "relayed a beat that does not verify");
+                }
+            }
+            Message::Want(list) => assert!(list.len() <= MAX_ENTRIES),
+            Message::Digest { versions, .. } => assert!(versions.len() <= MAX_ENTRIES),
+            _ => {}
+        }
+    }
+
+    fn check_state(&mut self) {
+        let state = &self.state;
+        for (i, k) in keys().iter().enumerate() {
+            let Some(signed) = state.signed_observation(k) else { continue };
+            assert!(i < ROSTER, "view holds an outsider");
+            let obs =
+                check_observation(signed, CLUSTER, roster_has).expect("view holds an invalid observation");
+            assert_eq!(obs.observer, *k, "view entry under the wrong key");
+            assert_eq!(Some(&obs), state.observation(k));
+            if *k == self.me {
+                assert_eq!(obs.incarnation, INCARNATION, "own observation replaced");
+            }
+            let last = self.versions.entry(*k).or_insert(obs.version());
+            assert!(obs.version() >= *last, "view went back in version for node {i}");
+            *last = obs.version();
+        }
+        let answer = state.answer();
+        assert_eq!(*answer, self.answer, "answer() differs from the last AnswerChanged");
+        assert!(!answer.members.is_empty(), "empty answer (must fail open)");
+        let mut unique = answer.members.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), answer.members.len(), "a member twice in the answer");
+        for m in &answer.members {
+            assert!(roster_has(m), "non-member in the answer");
+            assert!(*m == self.me || state.sees_reachable(m), "answer has a peer this node does not reach");
+        }
+        if state.observation(&self.me).is_some_and(|o| o.healthy) {
+            assert_eq!(answer.members[0], self.me, "healthy node left out of its own answer");
+        }
+        let addresses: Vec<IpAddr> = answer
+            .members
+            .iter()
+            .filter_map(|k| state.observation(k))
+            .flat_map(|o| o.addresses.iter().copied())
+            .collect();
+        assert_eq!(answer.addresses, addresses, "answer addresses do not match the members");
+    }
+
+    fn advance(&mut self, ms: u16) {
+        self.now += Duration::from_millis(u64::from(ms % 3000));
+        while let Some(Reverse((at, _, _))) = self.timers.peek() {
+            if *at > self.now {
+                break;
+            }
+            let Reverse((_, _, timer)) = self.timers.pop().expect("peeked");
+            self.handle(InEvent::Timer(timer));
+        }
+    }
+
+    fn message(&mut self, from: u8, message: Message) {
+        self.handle(InEvent::Message { from: key(from), message });
+    }
+
+    fn op(&mut self, op: Op) {
+        match op {
+            Op::Advance(ms) => self.advance(ms),
+            Op::Fire(spec) => {
+                let timer = match spec {
+                    TimerSpec::Probe(p) => Timer::Probe(key(p)),
+                    TimerSpec::ProbeTimeout(p, nonce) => Timer::ProbeTimeout(key(p), nonce),
+                    TimerSpec::Heartbeat => Timer::Heartbeat,
+                    TimerSpec::Publish => Timer::Publish,
+                };
+                self.handle(InEvent::Timer(timer));
+            }
+            Op::Healthy(h) => self.handle(InEvent::SetHealthy(h)),
+            Op::SelfCheck(ok) => self.handle(InEvent::SelfCheck(check(ok))),
+            Op::ServiceProbe { peer, ok } => {
+                self.handle(InEvent::ServiceProbe { peer: key(peer), result: check(ok) })
+            }
+            Op::Ping { from, nonce } => self.message(from, Message::Ping { nonce }),
+            Op::Pong { from, pick } => {
+                let pings = self.pings.entry(key(from)).or_default();
+                let nonce = if pings.is_empty() {
+                    u64::from(pick)
+                } else {
+                    pings.remove(usize::from(pick) % pings.len())
+                };
+                self.message(from, Message::Pong { nonce });
+            }
+            Op::Push { from, list } => {
+                let list = list.iter().take(8).map(ObsSpec::build).collect();
+                self.message(from, Message::Push(list));
+            }
+            Op::Replay { from, pick } => {
+                if !self.seen.is_empty() {
+                    let signed = self.seen[usize::from(pick) % self.seen.len()].clone();
+                    self.message(from, Message::Push(vec![signed]));
+                }
+            }
+            Op::Beat { from, beats } => {
+                let beats = beats.iter().take(8).map(BeatSpec::build).collect();
+                self.message(from, Message::Beat(beats));
+            }
+            Op::Want { from, who } => {
+                let who = who.iter().take(64).map(|i| key(*i)).collect();
+                self.message(from, Message::Want(who));
+            }
+            Op::Digest { from, versions, reply } => {
+                let versions = versions
+                    .iter()
+                    .take(8)
+                    .map(|(k, inc, seq)| (key(*k), u64::from(*inc % 8), u64::from(*seq)))
+                    .collect();
+                self.message(from, Message::Digest { versions, reply });
+            }
+        }
+    }
+}
+
+fn check(ok: bool) -> CheckResult {
+    if ok { CheckResult::pass(Duration::from_millis(1)) } else { CheckResult::fail("down") }
+}
+
+fuzz_target!(|ops: Vec<Op>| {
+    let mut h = Harness::new();
+    for op in ops.into_iter().take(256) {
+        h.op(op);
+    }
+});

@@ -1,0 +1,212 @@
+//! Config and key mistakes as an operator makes them: each is refused with the file and the
+//! field (or line) named, a non-zero exit, and nothing left running or bound.
+
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+use crate::testing::{run_spdu, spdu};
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A valid config for a node at 127.0.36.`host`, with `peers` and `extra` appended to `[node]`.
+fn config(host: u8, key: &str, extra_node: &str, zone_extra: &str, peers: &str) -> String {
+    let ip = format!("127.0.36.{host}");
+    format!(
+        "[node]\nname = \"alpha\"\nkey = \"{key}\"\ngossip = \"{ip}:17946\"\ndns = [\"{ip}:15353\"]\n\
+         control = \"{ip}:17947\"\naddresses = [\"{ip}\"]\n{extra_node}\n\
+         [zone]\norigin = \"pool.example.test\"\nnames = [\"api\"]\nttl = 5\n\
+         nameservers = [\"alpha.example.test\"]\n{zone_extra}\n{peers}"
+    )
+}
+
+fn peer(name: &str, key: &str, extra: &str) -> String {
+    format!(
+        "\n[[peers]]\nname = \"{name}\"\nkey = \"{}\"\ngossip = \"127.0.36.200:17946\"\n{extra}",
+        key.trim()
+    )
+}
+
+fn keygen(path: &Path) -> String {
+    let out = run_spdu(&["keygen", "--out", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// Asserts `spdu <command> --config <file with text>` fails naming every one of `expected`.
+fn refused(dir: &Path, case: &str, command: &str, text: &str, expected: &[&str]) {
+    let path = dir.join(format!("{case}.toml"));
+    std::fs::write(&path, text).unwrap();
+    let out = run_spdu(&[command, "--config", path.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{case}: accepted:\n{text}");
+    for e in expected {
+        assert!(err.contains(e), "{case}: error does not name {e:?}:\n{err}");
+    }
+}
+
+#[test]
+fn config_and_key_errors_name_the_file_and_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let own = keygen(&dir.path().join("node.key"));
+    let beta = keygen(&dir.path().join("beta.key"));
+    let gamma = keygen(&dir.path().join("gamma.key"));
+    let ok = config(1, "node.key", "", "", &peer("beta", &beta, ""));
+    let path = dir.path().join("ok.toml");
+    std::fs::write(&path, &ok).unwrap();
+    let out = run_spdu(&["check", "--config", path.to_str().unwrap()]);
+    assert!(out.status.success(), "the base config is valid: {}", stderr(&out));
+
+    let d = dir.path();
+    // Unknown fields, in every section; wrong types, with the line.
+    refused(
+        d,
+        "unknown-node",
+        "check",
+        &config(1, "node.key", "colour = 1", "", &peer("beta", &beta, "")),
+        &["unknown-node.toml", "colour"],
+    );
+    refused(
+        d,
+        "unknown-zone",
+        "check",
+        &config(1, "node.key", "", "serial = 3", &peer("beta", &beta, "")),
+        &["unknown-zone.toml", "serial"],
+    );
+    refused(
+        d,
+        "unknown-peer",
+        "check",
+        &config(1, "node.key", "", "", &peer("beta", &beta, "weight = 2\n")),
+        &["unknown-peer.toml", "weight"],
+    );
+    refused(
+        d,
+        "unknown-section",
+        "check",
+        &format!("{ok}\n[clusterr]\nid = \"x\"\n"),
+        &["unknown-section.toml", "clusterr"],
+    );
+    refused(
+        d,
+        "wrong-type",
+        "check",
+        &ok.replace("ttl = 5", "ttl = \"five\""),
+        &["wrong-type.toml:12", "string \"five\""],
+    );
+    refused(
+        d,
+        "wrong-type-list",
+        "check",
+        &ok.replace("dns = [\"127.0.36.1:15353\"]", "dns = \"127.0.36.1:15353\""),
+        &["wrong-type-list.toml:5", "expected a sequence"],
+    );
+    refused(
+        d,
+        "bad-address",
+        "check",
+        &ok.replace("addresses = [\"127.0.36.1\"]", "addresses = [\"127.0.36.300\"]"),
+        &["bad-address.toml", "addresses"],
+    );
+    refused(d, "not-toml", "check", "[node\nname = ", &["not-toml.toml:1"]);
+    // Duplicates: names, keys; the roster listing this node itself.
+    let two = |a: &str, b: &str| {
+        config(1, "node.key", "", "", &format!("{}{}", peer(a, &beta, ""), peer(b, &gamma, "")))
+    };
+    refused(d, "dup-name", "check", &two("beta", "beta"), &["dup-name.toml", "peers[1]", "beta"]);
+    refused(d, "self-name", "check", &two("alpha", "gamma"), &["self-name.toml", "peers[0]", "alpha"]);
+    let dup_key =
+        config(1, "node.key", "", "", &format!("{}{}", peer("beta", &beta, ""), peer("gamma", &beta, "")));
+    refused(d, "dup-key", "check", &dup_key, &["dup-key.toml", "peers[1].key"]);
+    refused(
+        d,
+        "own-key",
+        "check",
+        &config(1, "node.key", "", "", &peer("beta", &own, "")),
+        &["own-key.toml", "peers[0].key", "own"],
+    );
+    // Key files: missing, world-readable, not a key.
+    refused(
+        d,
+        "missing-key",
+        "check",
+        &config(1, "nope.key", "", "", &peer("beta", &beta, "")),
+        &["node.key", "nope.key"],
+    );
+    let loose = dir.path().join("loose.key");
+    keygen(&loose);
+    std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o644)).unwrap();
+    refused(
+        d,
+        "loose-key",
+        "check",
+        &config(1, "loose.key", "", "", &peer("beta", &beta, "")),
+        &["loose.key"],
+    );
+    refused(
+        d,
+        "loose-key-run",
+        "run",
+        &config(1, "loose.key", "", "", &peer("beta", &beta, "")),
+        &["loose.key"],
+    );
+    let junk = dir.path().join("junk.key");
+    std::fs::write(&junk, "not a key\n").unwrap();
+    std::fs::set_permissions(&junk, std::fs::Permissions::from_mode(0o600)).unwrap();
+    refused(d, "junk-key", "check", &config(1, "junk.key", "", "", &peer("beta", &beta, "")), &["junk.key"]);
+}
+
+/// An address already in use: `spdu run` exits non-zero naming the field and the address, and
+/// leaves nothing bound behind (the next start on the same addresses works).
+#[test]
+fn address_in_use_fails_the_start_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    keygen(&dir.path().join("node.key"));
+    let beta = keygen(&dir.path().join("beta.key"));
+    let text = config(2, "node.key", "", "", &peer("beta", &beta, ""));
+    let path = dir.path().join("node.toml");
+    std::fs::write(&path, &text).unwrap();
+    let control: SocketAddr = "127.0.36.2:17947".parse().unwrap();
+    for (field, addr) in [
+        ("node.gossip", "127.0.36.2:17946"),
+        ("DNS", "127.0.36.2:15353"),
+        ("node.control", "127.0.36.2:17947"),
+    ] {
+        let addr: SocketAddr = addr.parse().unwrap();
+        // Hold the port the way another server would (UDP for gossip; TCP and UDP for DNS).
+        let udp = (field != "node.control").then(|| UdpSocket::bind(addr).unwrap());
+        let tcp = (field != "node.gossip").then(|| TcpListener::bind(addr).unwrap());
+        let mut child = std::process::Command::new(spdu())
+            .args(["run", "--config", path.to_str().unwrap()])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let status = wait_exit(&mut child, Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("{field} in use: still running"));
+        let mut err = String::new();
+        std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+        assert!(!status.success(), "{field} in use: exit 0");
+        assert!(err.contains(&addr.to_string()) && err.contains(field), "{field} in use: {err}");
+        drop((udp, tcp));
+        if field != "node.control" {
+            assert!(TcpListener::bind(control).is_ok(), "{field} in use: control endpoint left bound");
+        }
+    }
+}
+
+fn wait_exit(child: &mut std::process::Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
