@@ -40,6 +40,9 @@ const MAX_STREAMS: u32 = 16;
 const STREAM_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most handshakes in progress at once (unauthenticated work is bounded).
 const MAX_HANDSHAKES: usize = 64;
+/// Most connections one peer may hold at once (its dialled one, ours, and reconnects in
+/// between); the oldest beyond that is closed, so a misbehaving member cannot pile them up.
+const MAX_CONNECTIONS_PER_PEER: usize = 4;
 
 /// A roster peer and where to reach it.
 #[derive(Clone, Debug)]
@@ -386,6 +389,13 @@ impl Actor {
                 let conns = self.connections.entry(peer).or_default();
                 conns.retain(|c| c.close_reason().is_none());
                 conns.push(conn);
+                if conns.len() > MAX_CONNECTIONS_PER_PEER {
+                    let excess = conns.len() - MAX_CONNECTIONS_PER_PEER;
+                    for old in conns.drain(..excess) {
+                        debug!(peer = %peer.fingerprint(), "too many connections; closing the oldest");
+                        old.close(2u32.into(), b"too many connections");
+                    }
+                }
             }
             Event::Closed(peer, id) => {
                 self.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
