@@ -19,14 +19,16 @@ pub mod fixtures;
 #[cfg(test)]
 mod scenarios;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use spdu_keys::{PublicKey, SecretKey};
 
-use crate::proto::{Config, InEvent, Member, Message, OutEvent, SignedObservation, State, Timer};
+use crate::proto::{
+    CheckResult, Config, InEvent, Member, Message, OutEvent, ServiceCheck, SignedObservation, State, Timer,
+};
 
 /// A node in the simulation: its index, `0..n`.
 pub type NodeId = usize;
@@ -40,11 +42,14 @@ pub struct SimConfig {
     pub protocol: Config,
     /// Every link's initial settings (see [`Sim::set_link`] to change one).
     pub link: Link,
+    /// When set, every node advertises a service check, checks its own service and probes every
+    /// peer's this often (see [`Action::SetService`] and [`Action::BlockService`]).
+    pub services: Option<Duration>,
 }
 
 impl Default for SimConfig {
     fn default() -> Self {
-        Self { seed: 1, protocol: Config::default(), link: Link::default() }
+        Self { seed: 1, protocol: Config::default(), link: Link::default(), services: None }
     }
 }
 
@@ -89,6 +94,18 @@ pub enum Action {
     Heal,
     /// Tell a node its own health check verdict.
     SetHealthy(NodeId, bool),
+    /// Start or stop a node's service (its node keeps running); needs [`SimConfig::services`].
+    SetService(NodeId, bool),
+    /// Make service probes from one node to another fail (or pass again), whatever the service
+    /// and the links do: a firewall or route that affects only the service.
+    BlockService {
+        /// The prober.
+        from: NodeId,
+        /// The service's node.
+        to: NodeId,
+        /// Blocked or not.
+        blocked: bool,
+    },
 }
 
 /// What a falsifying observer claims about peers in every observation of its own that it sends.
@@ -153,8 +170,22 @@ pub struct Traffic {
 
 #[derive(Debug)]
 enum Event {
-    Deliver { from: NodeId, to: NodeId, generation: u64, frame: Vec<u8> },
-    Timer { node: NodeId, generation: u64, timer: Timer },
+    Deliver {
+        from: NodeId,
+        to: NodeId,
+        generation: u64,
+        frame: Vec<u8>,
+    },
+    Timer {
+        node: NodeId,
+        generation: u64,
+        timer: Timer,
+    },
+    /// Node `node` runs its own service check and probes every peer's service.
+    Checks {
+        node: NodeId,
+        generation: u64,
+    },
     Action(Action),
 }
 
@@ -169,6 +200,8 @@ struct Node {
     lie: Option<Lie>,
     answer: Vec<NodeId>,
     traffic: Traffic,
+    /// Whether its service answers (kept across crashes: the service is not the node).
+    service_up: bool,
 }
 
 /// The simulated network and its nodes. See the module docs.
@@ -184,6 +217,7 @@ pub struct Sim {
     index: BTreeMap<PublicKey, NodeId>,
     roster: Vec<Member>,
     links: BTreeMap<(NodeId, NodeId), Link>,
+    service_blocked: BTreeSet<(NodeId, NodeId)>,
     group: Vec<usize>,
     changes: Vec<AnswerChange>,
     removals: Vec<Removal>,
@@ -206,6 +240,7 @@ impl Sim {
                     lie: None,
                     answer: Vec::new(),
                     traffic: Traffic::default(),
+                    service_up: true,
                 }
             })
             .collect();
@@ -221,6 +256,7 @@ impl Sim {
             index,
             roster: fixtures::roster(n),
             links: BTreeMap::new(),
+            service_blocked: BTreeSet::new(),
             group: (0..n).map(|_| 0).collect(),
             changes: Vec::new(),
             removals: Vec::new(),
@@ -391,6 +427,14 @@ impl Sim {
             }
             Action::Partition(groups) => self.partition(&groups),
             Action::Heal => self.group.iter_mut().for_each(|g| *g = 0),
+            Action::SetService(i, up) => self.nodes[i].service_up = up,
+            Action::BlockService { from, to, blocked } => {
+                if blocked {
+                    self.service_blocked.insert((from, to));
+                } else {
+                    self.service_blocked.remove(&(from, to));
+                }
+            }
             Action::SetHealthy(i, healthy) => {
                 if let Some(state) = self.nodes[i].state.as_mut() {
                     let out = state.handle(self.base + self.now, InEvent::SetHealthy(healthy));
@@ -445,9 +489,44 @@ impl Sim {
                     self.process(node, out);
                 }
             }
+            Event::Checks { node, generation } => self.run_checks(node, generation),
             Event::Action(action) => self.apply(action),
         }
         true
+    }
+
+    /// Whether a service probe from `from` reaches `to`'s service now: the service is up, its
+    /// node runs, both directions of the link are up, they share a partition group, and nothing
+    /// blocks the service. Random loss is left out (a TCP or HTTP check retransmits).
+    fn service_reachable(&self, from: NodeId, to: NodeId) -> bool {
+        let node = &self.nodes[to];
+        node.service_up
+            && node.state.is_some()
+            && self.group[from] == self.group[to]
+            && self.link(from, to).up
+            && self.link(to, from).up
+            && !self.service_blocked.contains(&(from, to))
+    }
+
+    fn run_checks(&mut self, i: NodeId, generation: u64) {
+        let Some(interval) = self.config.services else { return };
+        if self.nodes[i].generation != generation || self.nodes[i].state.is_none() {
+            return;
+        }
+        let now = self.base + self.now;
+        let latency = Some(Duration::from_millis(1));
+        let result = |ok: bool| CheckResult { ok, latency, error: (!ok).then(|| "refused".to_owned()) };
+        let mut inputs = vec![InEvent::SelfCheck(result(self.nodes[i].service_up))];
+        for j in (0..self.nodes.len()).filter(|j| *j != i) {
+            let peer = self.nodes[j].public;
+            inputs.push(InEvent::ServiceProbe { peer, result: result(self.service_reachable(i, j)) });
+        }
+        for input in inputs {
+            let Some(state) = self.nodes[i].state.as_mut() else { return };
+            let out = state.handle(now, input);
+            self.process(i, out);
+        }
+        self.push(self.now + interval, Event::Checks { node: i, generation });
     }
 
     /// Runs every event up to and including simulated time `until`; the clock ends at `until`.
@@ -485,18 +564,21 @@ impl Sim {
         let node = &mut self.nodes[i];
         node.incarnation += 1;
         let now = self.base + self.now;
-        let mut state = State::new(
-            fixtures::node_info(i, node.incarnation),
-            self.roster.clone(),
-            self.config.protocol.clone(),
-            seed,
-            now,
-        );
+        let mut info = fixtures::node_info(i, node.incarnation);
+        if self.config.services.is_some() {
+            info.service_check = Some(ServiceCheck::Tcp { port: 80 });
+        }
+        let mut state = State::new(info, self.roster.clone(), self.config.protocol.clone(), seed, now);
         let out = state.start(now);
         node.state = Some(state);
-        let incarnation = node.incarnation;
+        let (incarnation, generation) = (node.incarnation, node.generation);
         self.mix(&[4, i as u64, incarnation]);
         self.process(i, out);
+        if let Some(interval) = self.config.services {
+            // Spread the nodes' checks over the interval.
+            let offset = Duration::from_micros(self.rng.random_range(0..interval.as_micros().max(1) as u64));
+            self.push(self.now + offset, Event::Checks { node: i, generation });
+        }
     }
 
     fn deliver(&mut self, from: NodeId, to: NodeId, generation: u64, frame: Vec<u8>) {
@@ -593,6 +675,7 @@ impl Sim {
             Event::Deliver { from, to, .. } => [0, *from as u64, *to as u64],
             Event::Timer { node, .. } => [1, *node as u64, 0],
             Event::Action(_) => [2, 0, 0],
+            Event::Checks { node, .. } => [5, *node as u64, 0],
         };
         self.mix(&[at.as_nanos() as u64, tag[0], tag[1], tag[2]]);
         self.seq += 1;

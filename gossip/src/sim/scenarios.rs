@@ -312,3 +312,48 @@ fn same_seed_same_run() {
     let c = eventful_run(8);
     assert_ne!(a.trace_hash(), c.trace_hash());
 }
+
+fn with_services(seed: u64) -> SimConfig {
+    SimConfig { services: Some(ms(500)), ..with_seed(seed) }
+}
+
+#[test]
+fn a_dead_service_leaves_every_answer_and_returns() {
+    for n in sizes() {
+        let mut sim = Sim::new(n, with_services(100 + n as u64));
+        let since = converge(&mut sim, secs(10));
+        let x = n - 1;
+        let stopped = sim.now();
+        sim.apply(Action::SetService(x, false));
+        // Every node drops it, itself included (it withdraws its own addresses).
+        let everyone: Vec<NodeId> = (0..n).collect();
+        let at = sim
+            .run_until_cond(stopped + secs(5), |s| s.dropped_by_all(x, &everyone, stopped).is_some())
+            .unwrap_or_else(|| panic!("{n} nodes: {:?}", answers(&sim)));
+        assert!(at - stopped <= secs(3), "{n} nodes: dropped after {:?}", at - stopped);
+        sim.run_for(secs(3));
+        assert!(everyone.iter().all(|i| !sim.answer(*i).contains(&x)), "{n} nodes: stays out");
+        sim.apply(Action::SetService(x, true));
+        converge(&mut sim, secs(5));
+        assert_eq!(unexpected_removals(&sim, since, |r| r.dropped == x), vec![], "{n} nodes");
+    }
+}
+
+#[test]
+fn a_service_one_observer_cannot_reach_stays_in_the_others_answers() {
+    for n in sizes() {
+        let mut sim = Sim::new(n, with_services(110 + n as u64));
+        let since = converge(&mut sim, secs(10));
+        let x = n - 1;
+        sim.apply(Action::BlockService { from: 0, to: x, blocked: true });
+        sim.run_for(secs(10));
+        // Node 0 drops it (its own probe says no); one dissenting vote does not sway the rest.
+        assert!(!sim.answer(0).contains(&x), "{n} nodes: {:?}", sim.answer(0));
+        for i in 1..n {
+            assert!(sim.answer(i).contains(&x), "{n} nodes, node {i}: {:?}", sim.answer(i));
+        }
+        assert_eq!(unexpected_removals(&sim, since, |r| (r.node, r.dropped) == (0, x)), vec![], "{n} nodes");
+        sim.apply(Action::BlockService { from: 0, to: x, blocked: false });
+        converge(&mut sim, secs(5));
+    }
+}
