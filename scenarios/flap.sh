@@ -26,10 +26,7 @@ scenario_arg() {
 }
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-parse_args "$@"
-preflight
-install_traps
-world_up
+scenario_start "$@"
 
 victim=$SITES
 survivors=$(sites_except "$victim")

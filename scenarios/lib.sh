@@ -109,7 +109,8 @@ EOF
 }
 
 # Parses the common options; a script handles its own through `scenario_arg NAME VALUE`
-# (returns 0 when it took the option; the option always takes a value).
+# (returns 0 when it took the option; the option always takes a value). A script that sets
+# HOLD_S (its default phase length in seconds) also takes `--hold S`, S >= HOLD_MIN (default 0).
 parse_args() {
     while (( $# > 0 )); do
         case $1 in
@@ -120,6 +121,9 @@ parse_args() {
             *)
                 if [[ $# -ge 2 ]] && declare -F scenario_arg >/dev/null && scenario_arg "$1" "$2"; then
                     shift 2
+                elif [[ $1 == --hold && -n ${HOLD_S:-} && ${2:-} =~ ^[0-9]+$ ]] && (( $2 >= ${HOLD_MIN:-0} )); then
+                    HOLD_S=$2
+                    shift 2
                 else
                     usage >&2
                     echo "error: unknown option: $1" >&2
@@ -129,6 +133,14 @@ parse_args() {
         esac
     done
     [[ $SITES =~ ^[0-9]+$ ]] && (( SITES >= 2 && SITES <= 9 )) || { echo "error: --sites must be 2..9" >&2; exit 2; }
+}
+
+# The usual start of a scenario: options, checks, cleanup traps, then the world with its nodes.
+scenario_start() {
+    parse_args "$@"
+    preflight
+    install_traps
+    world_up
 }
 
 # Refuses to run without root, the tools or the binary. Resolves $SPDU to an absolute path.

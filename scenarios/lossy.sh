@@ -21,10 +21,7 @@ scenario_arg() {
 }
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-parse_args "$@"
-preflight
-install_traps
-world_up
+scenario_start "$@"
 
 sleep 1
 for (( s = 1; s <= SITES; s++ )); do nft_loss "$s" "$LOSS"; done

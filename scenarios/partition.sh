@@ -16,18 +16,9 @@ SCENARIO_USAGE="[--hold SECONDS]"
 SCENARIO_HELP="  --hold S     how long the split and the healed phase each last (default 10)
 "
 HOLD_S=10
-scenario_arg() {
-    case $1 in
-        --hold) [[ $2 =~ ^[0-9]+$ ]] || return 1; HOLD_S=$2 ;;
-        *) return 1 ;;
-    esac
-}
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-parse_args "$@"
-preflight
-install_traps
-world_up
+scenario_start "$@"
 
 left=$(seq 1 $(( SITES / 2 )) | tr '\n' ' ')
 right=$(sites_except $left)

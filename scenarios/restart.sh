@@ -10,18 +10,9 @@ SCENARIO_USAGE="[--hold SECONDS]"
 SCENARIO_HELP="  --hold S     how long the node stays dead, and the time allowed to rejoin (default 6)
 "
 HOLD_S=6
-scenario_arg() {
-    case $1 in
-        --hold) [[ $2 =~ ^[0-9]+$ ]] || return 1; HOLD_S=$2 ;;
-        *) return 1 ;;
-    esac
-}
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-parse_args "$@"
-preflight
-install_traps
-world_up
+scenario_start "$@"
 
 victim=$SITES
 survivors=$(sites_except "$victim")

@@ -21,12 +21,7 @@ SCENARIO_USAGE="[--hold SECONDS]"
 SCENARIO_HELP="  --hold S     how long each phase (down, back, blackholed, back) lasts (default 6)
 "
 HOLD_S=6
-scenario_arg() {
-    case $1 in
-        --hold) [[ $2 =~ ^[0-9]+$ ]] && (( $2 >= 1 )) || return 1; HOLD_S=$2 ;;
-        *) return 1 ;;
-    esac
-}
+HOLD_MIN=1
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 

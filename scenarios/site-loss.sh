@@ -17,16 +17,12 @@ HOLD_S=8
 scenario_arg() {
     case $1 in
         --cut) [[ $2 == link || $2 == nft ]] || return 1; CUT=$2 ;;
-        --hold) [[ $2 =~ ^[0-9]+$ ]] || return 1; HOLD_S=$2 ;;
         *) return 1 ;;
     esac
 }
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-parse_args "$@"
-preflight
-install_traps
-world_up
+scenario_start "$@"
 
 victim=$SITES
 survivors=$(sites_except "$victim")
