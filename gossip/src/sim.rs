@@ -27,7 +27,8 @@ use rand::{RngExt, SeedableRng};
 use spdu_keys::{PublicKey, SecretKey};
 
 use crate::proto::{
-    CheckResult, Config, InEvent, Member, Message, OutEvent, ServiceCheck, SignedObservation, State, Timer,
+    CheckResult, Config, InEvent, Member, Message, OutEvent, Roster, ServiceCheck, SignedObservation, State,
+    Timer,
 };
 
 /// A node in the simulation: its index, `0..n`.
@@ -655,13 +656,12 @@ impl Sim {
                 let Ok(mut obs) = signed.verify(fixtures::CLUSTER, |k| *k == node.public) else {
                     return signed.clone();
                 };
-                for report in &mut obs.peers {
-                    let peer = self.index[&report.key];
-                    if lie.reachable.contains(&peer) {
-                        report.reachable = true;
-                    }
-                    if lie.unreachable.contains(&peer) {
-                        report.reachable = false;
+                let roster = Roster::new(self.roster.iter().map(|m| m.key));
+                let claims =
+                    lie.reachable.iter().map(|p| (p, true)).chain(lie.unreachable.iter().map(|p| (p, false)));
+                for (&peer, reachable) in claims {
+                    if let Some(at) = roster.index(&self.nodes[peer].public) {
+                        obs.reachable.set(at, reachable && peer != i);
                     }
                 }
                 obs.sign(&node.key)

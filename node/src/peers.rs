@@ -125,13 +125,15 @@ pub fn render_table(json: &str) -> anyhow::Result<String> {
 fn render_health(out: &mut String, view: &View) {
     let probed = view.nodes.iter().any(|n| n.health.is_some())
         || view.nodes.iter().filter_map(|n| n.observation.as_ref()).any(|o| {
-            o.observation.service_check.is_some() || o.observation.peers.iter().any(|r| r.service_ok.is_some())
+            o.observation.service_check.is_some() || o.reports.iter().any(|r| r.service_ok.is_some())
         });
     if !probed {
         return;
     }
-    out.push_str("service health (own check; probes by each observer):
-");
+    out.push_str(
+        "service health (own check; probes by each observer):
+",
+    );
     let width = view.nodes.iter().map(|n| n.name.chars().count()).max().unwrap_or(0);
     for node in &view.nodes {
         let mut line = format!("{:width$}  self: ", node.name);
@@ -149,12 +151,12 @@ fn render_health(out: &mut String, view: &View) {
             let _ = write!(line, "  [advertises {}]", describe_check(check));
         }
         for observer in view.nodes.iter().filter(|o| o.key != node.key) {
-            let report = observer
-                .observation
-                .as_ref()
-                .and_then(|o| o.observation.peers.iter().find(|r| r.key == node.key));
+            let report =
+                observer.observation.as_ref().and_then(|o| o.reports.iter().find(|r| r.key == node.key));
+            // Latency is known for this node's own probes only.
+            let latency = node.health.as_ref().filter(|_| observer.is_self).and_then(|h| h.latency_us);
             let verdict = match report.and_then(|r| r.service_ok) {
-                Some(true) => match report.and_then(|r| r.service_latency_us) {
+                Some(true) => match latency {
                     Some(us) => format!("ok {:.1} ms", us as f64 / 1000.0),
                     None => "ok".to_owned(),
                 },
@@ -260,6 +262,8 @@ struct ObservationEntry {
     age_ms: u64,
     fresh: bool,
     observation: Observation,
+    #[serde(default)]
+    reports: Vec<Report>,
 }
 
 #[derive(Deserialize)]
@@ -269,8 +273,6 @@ struct Observation {
     healthy: bool,
     #[serde(default)]
     service_check: Option<serde_json::Value>,
-    #[serde(default)]
-    peers: Vec<Report>,
 }
 
 #[derive(Deserialize)]
@@ -278,8 +280,6 @@ struct Report {
     key: String,
     #[serde(default)]
     service_ok: Option<bool>,
-    #[serde(default)]
-    service_latency_us: Option<u64>,
 }
 
 #[cfg(test)]

@@ -40,7 +40,8 @@ fn config_mistakes_are_named_before_anything_starts() {
     let own = String::from_utf8(run_spdu(&["keygen", "--out", key.to_str().unwrap()]).stdout).unwrap();
     let other_dir = tempfile::tempdir().unwrap();
     let other_key = other_dir.path().join("other.key");
-    let other = String::from_utf8(run_spdu(&["keygen", "--out", other_key.to_str().unwrap()]).stdout).unwrap();
+    let other =
+        String::from_utf8(run_spdu(&["keygen", "--out", other_key.to_str().unwrap()]).stdout).unwrap();
     let base = |peers: &str, extra: &str| {
         format!(
             "[node]\nname = \"alpha\"\nkey = \"node.key\"\ngossip = \"127.0.9.1:17946\"\ndns = [\"127.0.9.1:15353\"]\n\
@@ -48,7 +49,9 @@ fn config_mistakes_are_named_before_anything_starts() {
              names = [\"api\"]\nttl = 5\nnameservers = [\"alpha.example.test\"]\n{peers}"
         )
     };
-    let peer = |name: &str, key: &str| format!("\n[[peers]]\nname = \"{name}\"\nkey = \"{}\"\ngossip = \"127.0.9.2:17946\"\n", key.trim());
+    let peer = |name: &str, key: &str| {
+        format!("\n[[peers]]\nname = \"{name}\"\nkey = \"{}\"\ngossip = \"127.0.9.2:17946\"\n", key.trim())
+    };
     let cases = [
         (base(&peer("beta", &other), ""), None),
         (base(&peer("beta", &other), "colour = \"blue\"\n"), Some("colour")),

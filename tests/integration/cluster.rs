@@ -64,7 +64,10 @@ async fn dns_answers_are_right_for_a_real_client() {
 
     let missing = dig(server, &["+norec", &format!("nope.{ZONE_ORIGIN}"), "A"]);
     assert!(missing.contains("status: NXDOMAIN") && missing.contains(" aa"), "{missing}");
-    assert!(missing.contains("AUTHORITY: 1") && missing.contains("SOA"), "negative answers carry the SOA: {missing}");
+    assert!(
+        missing.contains("AUTHORITY: 1") && missing.contains("SOA"),
+        "negative answers carry the SOA: {missing}"
+    );
 
     let nodata = dig(server, &["+norec", POOL_NAME, "TXT"]);
     assert!(nodata.contains("status: NOERROR") && nodata.contains("ANSWER: 0"), "{nodata}");
@@ -130,7 +133,8 @@ async fn a_key_outside_the_roster_gets_nothing_in() {
     let stranger_pub = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     let mut peers = String::new();
     for i in 0..2 {
-        let key = run_spdu(&["pubkey", "--key", dir.join(format!("{}.key", cluster.name(i))).to_str().unwrap()]);
+        let key =
+            run_spdu(&["pubkey", "--key", dir.join(format!("{}.key", cluster.name(i))).to_str().unwrap()]);
         let key = String::from_utf8(key.stdout).unwrap();
         peers.push_str(&format!(
             "\n[[peers]]\nname = \"{}\"\nkey = \"{}\"\ngossip = \"{}\"\n",

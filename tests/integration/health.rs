@@ -55,7 +55,8 @@ fn service_addr(cluster: &LocalCluster, i: usize, port: u16) -> SocketAddr {
     SocketAddr::new(cluster.ip(i), port)
 }
 
-const HTTP_CHECK: &str = "\n[health]\ncheck = \"http\"\nport = 18080\npath = \"/healthz\"\nexpect_body = \"ok\"\n";
+const HTTP_CHECK: &str =
+    "\n[health]\ncheck = \"http\"\nport = 18080\npath = \"/healthz\"\nexpect_body = \"ok\"\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_service_leaves_every_answer_and_returns() {
@@ -83,7 +84,8 @@ async fn a_dead_service_leaves_every_answer_and_returns() {
     let peers = run_spdu(&["peers", "--config", cluster.config_path(0).to_str().unwrap()]);
     let table = String::from_utf8_lossy(&peers.stdout);
     eprintln!("{table}");
-    let gamma = table.lines().find(|l| l.trim_start().starts_with("gamma") && l.contains("self")).unwrap_or("");
+    let gamma =
+        table.lines().find(|l| l.trim_start().starts_with("gamma") && l.contains("self")).unwrap_or("");
     assert!(gamma.contains("unhealthy"), "gamma's own verdict shown: {table}");
 
     services[2] = http_service(service_addr(&cluster, 2, SERVICE_PORT));
@@ -125,7 +127,8 @@ async fn peers_probes_catch_what_a_site_misses_about_itself() {
     assert!(dig_pool(cluster.dns_addr(2)).contains(&cluster.ip(2)));
 
     services[2] = http_service(service_addr(&cluster, 2, SERVICE_PORT));
-    let back = wait_until(CONVERGE, "gamma to return", || (0..3).all(|i| dig_pool(cluster.dns_addr(i)) == all));
+    let back =
+        wait_until(CONVERGE, "gamma to return", || (0..3).all(|i| dig_pool(cluster.dns_addr(i)) == all));
     eprintln!("service back at its peers after {back:?}");
     services.iter().for_each(JoinHandle::abort);
 }

@@ -7,7 +7,7 @@
 mod adversarial;
 mod bad_config;
 mod cli;
-mod netns;
 mod cluster;
 mod health;
+mod netns;
 mod testing;

@@ -1,4 +1,4 @@
-//! The answer rule (DESIGN.md), as a pure function of observations.
+//! The answer rule (DESIGN.md), over observations.
 //!
 //! Node X answers with:
 //! 1. itself, unless its own health check says its service is down;
@@ -7,11 +7,14 @@
 //! 3. itself anyway if that leaves nothing (fail open).
 //!
 //! X's own latest probing is X's own current observation, so the rule needs nothing but
-//! observations. Observers that do not report on P at all (P is not in their roster) have no vote.
+//! observations. Votes are counted in a [`Tally`]: one counter per roster member, which the
+//! protocol state keeps up to date as observations arrive and go stale (adding or removing one
+//! observation costs one pass over its bitmap), so the answer costs O(members) however many
+//! observers there are. Observers whose bitmaps are over another roster have no vote.
 
 use spdu_keys::PublicKey;
 
-use super::Observation;
+use super::{Bitmap, Observation, Roster};
 
 /// How many live observers (other than the peer itself) must see a peer reachable.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -42,11 +45,16 @@ pub struct Votes {
     pub voters: Vec<PublicKey>,
 }
 
-/// Tallies what the live observers other than `peer` say about `peer`.
-pub fn votes<'a>(peer: &PublicKey, live: impl IntoIterator<Item = &'a Observation>) -> Votes {
+/// Lists what the live observers other than `peer` say about `peer` (for display; the answer
+/// itself uses a [`Tally`]).
+pub fn votes<'a>(
+    roster: &Roster,
+    peer: &PublicKey,
+    live: impl IntoIterator<Item = &'a Observation>,
+) -> Votes {
     let mut votes = Votes::default();
     for obs in live.into_iter().filter(|o| o.observer != *peer) {
-        if let Some(report) = obs.report(peer) {
+        if let Some(report) = obs.report(roster, peer) {
             votes.voters.push(obs.observer);
             if report.reachable {
                 votes.yes.push(obs.observer);
@@ -56,57 +64,120 @@ pub fn votes<'a>(peer: &PublicKey, live: impl IntoIterator<Item = &'a Observatio
     votes
 }
 
-/// (yes, voters) for each of `candidates` (sorted), from the live observers other than the
-/// candidate itself: one merge of two sorted lists per observer, so the whole answer costs
-/// O(observers × peers), which matters at hundreds of nodes.
-fn tally(candidates: &[PublicKey], live: &[&Observation]) -> Vec<(usize, usize)> {
-    let mut counts = vec![(0, 0); candidates.len()];
-    for obs in live {
-        debug_assert!(obs.peers.is_sorted_by(|a, b| a.key < b.key), "reports in canonical order");
-        let mut reports = obs.peers.iter().peekable();
-        for (candidate, count) in candidates.iter().zip(counts.iter_mut()) {
-            while reports.next_if(|r| r.key < *candidate).is_some() {}
-            if let Some(report) = reports.next_if(|r| r.key == *candidate)
-                && obs.observer != *candidate
+/// Votes per roster position from a set of counted observers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tally {
+    yes: Vec<u32>,
+    counted: Vec<bool>,
+    observers: u32,
+}
+
+impl Tally {
+    /// No observer counted yet, over a roster of `len` members.
+    pub fn new(len: usize) -> Self {
+        Self { yes: vec![0; len], counted: vec![false; len], observers: 0 }
+    }
+
+    /// The tally of `live` observations (those not over `roster` have no vote).
+    pub fn of<'a>(roster: &Roster, live: impl IntoIterator<Item = &'a Observation>) -> Self {
+        let mut tally = Self::new(roster.len());
+        for obs in live {
+            if let Some(i) = roster.index(&obs.observer)
+                && obs.is_over(roster)
             {
-                count.1 += 1;
-                count.0 += usize::from(report.reachable);
+                tally.add(i, &obs.reachable);
+            }
+        }
+        tally
+    }
+
+    /// Counts the observer at position `observer` with its reachable bitmap (its own bit clear);
+    /// an observer already counted must be removed first.
+    pub fn add(&mut self, observer: usize, reachable: &Bitmap) {
+        debug_assert!(!self.counted[observer], "observer {observer} counted twice");
+        self.counted[observer] = true;
+        self.observers += 1;
+        let len = self.yes.len();
+        for j in reachable.ones().filter(|j| *j < len) {
+            self.yes[j] += 1;
+        }
+    }
+
+    /// Stops counting the observer at position `observer`, with the bitmap it was added with.
+    pub fn remove(&mut self, observer: usize, reachable: &Bitmap) {
+        debug_assert!(self.counted[observer], "observer {observer} not counted");
+        self.counted[observer] = false;
+        self.observers -= 1;
+        let len = self.yes.len();
+        for j in reachable.ones().filter(|j| *j < len) {
+            self.yes[j] -= 1;
+        }
+    }
+
+    /// Replaces a counted observer's bitmap: touches only the bits that differ.
+    pub fn replace(&mut self, observer: usize, old: &Bitmap, new: &Bitmap) {
+        debug_assert!(self.counted[observer], "observer {observer} not counted");
+        let len = old.0.len().max(new.0.len());
+        for at in 0..len {
+            let (o, n) = (old.0.get(at).copied().unwrap_or(0), new.0.get(at).copied().unwrap_or(0));
+            let changed = o ^ n;
+            if changed == 0 {
+                continue;
+            }
+            for bit in (0..8).filter(|bit| changed & (1 << bit) != 0) {
+                let j = at * 8 + bit;
+                if j < self.yes.len() {
+                    if n & (1 << bit) != 0 {
+                        self.yes[j] += 1;
+                    } else {
+                        self.yes[j] -= 1;
+                    }
+                }
             }
         }
     }
-    counts
+
+    /// Whether the observer at `observer` is counted.
+    pub fn counts(&self, observer: usize) -> bool {
+        self.counted[observer]
+    }
+
+    /// (yes, voters) on the member at position `peer`: counted observers other than it.
+    pub fn on(&self, peer: usize) -> (usize, usize) {
+        (self.yes[peer] as usize, (self.observers - u32::from(self.counted[peer])) as usize)
+    }
 }
 
 /// The nodes whose addresses node `mine.observer` answers with, itself first, peers in key order.
 ///
+/// - `roster`: this node's roster (`mine` is over it);
 /// - `mine`: this node's own current observation (its latest probing and health);
-/// - `live`: every fresh observation in the view, `mine` included;
-/// - `latest`: the latest known observation of any node, fresh or not (for peers' own health).
-pub fn answer_members<'a>(
+/// - `tally`: the votes of every live observation, `mine` included;
+/// - `healthy`: whether the latest known observation (fresh or not) of the member at a position
+///   says it is healthy (false if none is known).
+pub fn answer_members(
+    roster: &Roster,
     mine: &Observation,
-    live: &[&'a Observation],
-    latest: impl Fn(&PublicKey) -> Option<&'a Observation>,
+    tally: &Tally,
+    healthy: impl Fn(usize) -> bool,
     quorum: Quorum,
 ) -> Vec<PublicKey> {
     let mut members = Vec::new();
     if mine.healthy {
         members.push(mine.observer);
     }
-    let mut candidates: Vec<PublicKey> = mine
-        .peers
-        .iter()
-        .filter(|r| r.reachable && latest(&r.key).is_some_and(|o| o.healthy))
-        .map(|r| r.key)
-        .collect();
-    candidates.sort();
-    let tally = tally(&candidates, live);
-    members.extend(
-        candidates
-            .iter()
-            .zip(tally)
-            .filter(|(_, (yes, voters))| quorum.reached(*yes, *voters))
-            .map(|(k, _)| *k),
-    );
+    if mine.is_over(roster) {
+        members.extend(
+            mine.reachable
+                .ones()
+                .filter(|&j| j < roster.len() && healthy(j))
+                .filter(|&j| {
+                    let (yes, voters) = tally.on(j);
+                    quorum.reached(yes, voters)
+                })
+                .map(|j| roster.key(j)),
+        );
+    }
     if members.is_empty() {
         members.push(mine.observer);
     }
@@ -116,17 +187,22 @@ pub fn answer_members<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::fixtures::{observation, public_key};
+    use crate::sim::fixtures::{observation, public_key, roster_of};
 
     /// Node `i`'s healthy observation in a full mesh of `n`, seeing everyone but `unreachable`.
     fn sees(i: usize, n: usize, unreachable: &[usize]) -> Observation {
         let reports: Vec<(usize, bool)> =
             (0..n).filter(|j| *j != i).map(|j| (j, !unreachable.contains(&j))).collect();
-        observation(i, true, &reports)
+        observation(i, n, true, &reports)
     }
 
     fn index_of(key: &PublicKey) -> usize {
         (0..16).find(|i| public_key(*i) == *key).expect("a fixture key")
+    }
+
+    /// The fixture roster an observation is over.
+    fn roster_for(obs: &Observation) -> Roster {
+        (1..16).map(roster_of).find(|r| obs.is_over(r)).expect("a fixture roster")
     }
 
     /// What node `me` answers (as node indices, in answer order) given everyone's latest
@@ -134,8 +210,11 @@ mod tests {
     fn answer_q(me: usize, all: &[Observation], live: &[usize], quorum: Quorum) -> Vec<usize> {
         let of = |i: usize| all.iter().find(|o| o.observer == public_key(i));
         let mine = of(me).expect("my own observation");
+        let roster = roster_for(mine);
         let live: Vec<&Observation> = live.iter().filter_map(|i| of(*i)).collect();
-        let members = answer_members(mine, &live, |k| all.iter().find(|o| o.observer == *k), quorum);
+        let tally = Tally::of(&roster, live.iter().copied());
+        let healthy = |j: usize| all.iter().find(|o| o.observer == roster.key(j)).is_some_and(|o| o.healthy);
+        let members = answer_members(&roster, mine, &tally, healthy, quorum);
         members.iter().map(index_of).collect()
     }
 
@@ -290,11 +369,51 @@ mod tests {
     }
 
     #[test]
-    fn observers_that_do_not_report_on_a_peer_have_no_vote() {
-        // 1 does not have 2 in its roster; 0's own yes is the only vote.
-        let all = [sees(0, 3, &[]), observation(1, true, &[(0, true)]), sees(2, 3, &[])];
-        let v = votes(&public_key(2), all.iter().take(2));
+    fn observers_over_another_roster_have_no_vote() {
+        // 1's roster is another (it lacks 2): its bitmaps cannot be read, so 0's own yes is
+        // the only vote on 2.
+        let all = [sees(0, 3, &[]), observation(1, 2, true, &[(0, true)]), sees(2, 3, &[])];
+        let v = votes(&roster_of(3), &public_key(2), all.iter().take(2));
         assert_eq!((v.yes.len(), v.voters.len()), (1, 1));
         assert_eq!(sorted(answer_q(0, &all, &[0, 1, 2], Quorum::AtLeast(1))), [0, 1, 2]);
+    }
+}
+
+#[cfg(test)]
+mod tally_tests {
+    use rand::rngs::StdRng;
+    use rand::{RngExt, SeedableRng};
+
+    use super::*;
+    use crate::sim::fixtures::{observation, roster_of};
+
+    /// Adding, replacing and removing observations in any order gives the tally of what is left.
+    #[test]
+    fn incremental_tally_equals_recount() {
+        let n = 19;
+        let roster = roster_of(n);
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut held: Vec<Option<Observation>> = vec![None; n];
+        let mut tally = Tally::new(n);
+        for _ in 0..2000 {
+            let i = rng.random_range(0..n);
+            let observer = roster.key(i);
+            let who = (0..n).find(|k| crate::sim::fixtures::public_key(*k) == observer).unwrap();
+            let reports: Vec<(usize, bool)> =
+                (0..n).filter(|j| *j != who).map(|j| (j, rng.random_bool(0.7))).collect();
+            let new = observation(who, n, true, &reports);
+            match (held[i].take(), rng.random_range(0..3)) {
+                (Some(old), 0) => tally.remove(i, &old.reachable),
+                (Some(old), _) => {
+                    tally.replace(i, &old.reachable, &new.reachable);
+                    held[i] = Some(new);
+                }
+                (None, _) => {
+                    tally.add(i, &new.reachable);
+                    held[i] = Some(new);
+                }
+            }
+            assert_eq!(tally, Tally::of(&roster, held.iter().flatten()));
+        }
     }
 }

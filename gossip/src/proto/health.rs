@@ -311,12 +311,6 @@ impl ServiceHealth {
     ) -> Option<bool> {
         (policy.probe_peers && advertises).then(|| self.peers.get(peer).is_some_and(Verdict::ok))
     }
-
-    /// Latency of the latest probe of `peer`'s service, if it passed.
-    pub fn latency_us(&self, peer: &spdu_keys::PublicKey) -> Option<u32> {
-        let (_, last) = self.peers.get(peer)?.last()?;
-        last.latency.filter(|_| last.ok).map(|d| d.as_micros().min(u32::MAX as u128) as u32)
-    }
 }
 
 #[cfg(test)]
@@ -414,14 +408,14 @@ mod tests {
                 let mut state = State::new(node_info(0, 1), roster(2), config, 0, now);
                 state.start(now);
                 let mut node = Node { state, now };
-                let mut peer = observation(1, true, &[(0, true)]);
+                let mut peer = observation(1, 2, true, &[(0, true)]);
                 peer.service_check = check;
                 node.handle(InEvent::Message {
                     from: public_key(1),
                     message: Message::Push(vec![peer.sign(&secret_key(1))]),
                 });
                 for _ in 0..3 {
-                    node.probe_ok();
+                    node.alive();
                 }
                 node
             }
@@ -433,16 +427,10 @@ mod tests {
                 self.state.handle(self.now, event)
             }
 
-            fn probe_ok(&mut self) {
-                let out = self.handle(InEvent::Timer(Timer::Probe(public_key(1))));
-                let nonce = out
-                    .iter()
-                    .find_map(|e| match e {
-                        OutEvent::Send { message: Message::Ping { nonce }, .. } => Some(*nonce),
-                        _ => None,
-                    })
-                    .expect("a ping");
-                self.handle(InEvent::Message { from: public_key(1), message: Message::Pong { nonce } });
+            /// Node 1's periodic liveness message arrives.
+            fn alive(&mut self) {
+                let tag = crate::proto::version_tag(1, 1);
+                self.handle(InEvent::Message { from: public_key(1), message: Message::Alive(tag) });
             }
 
             fn service(&mut self, ok: bool) {
@@ -464,7 +452,7 @@ mod tests {
 
             fn report(&self) -> crate::proto::PeerReport {
                 let mine = self.state.observation(&public_key(0)).expect("own observation");
-                mine.report(&public_key(1)).expect("a report on 1").clone()
+                mine.report(self.state.roster(), &public_key(1)).expect("a report on 1")
             }
         }
 
@@ -502,7 +490,8 @@ mod tests {
             assert_eq!(node.answer(), [0, 1]);
             let report = node.report();
             assert_eq!((report.reachable, report.service_ok), (true, Some(true)));
-            assert_eq!(report.service_latency_us, Some(1000));
+            let latency = node.state.snapshot(node.now).nodes[1].health.as_ref().and_then(|h| h.latency_us);
+            assert_eq!(latency, Some(1000));
             node.service(false);
             assert_eq!(node.answer(), [0, 1]);
             node.service(false);

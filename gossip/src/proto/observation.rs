@@ -11,12 +11,12 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 use spdu_keys::{PublicKey, SecretKey, Signature};
 
-use super::ServiceCheck;
+use super::{Bitmap, Roster, RosterId, ServiceCheck};
 
 /// The signature context of observations.
 pub const OBSERVATION_CONTEXT: &str = "spdu/observation/v1";
 
-/// Largest encoded observation accepted (enough for about 1500 peer reports).
+/// Largest encoded observation accepted (bitmaps for rosters far larger than any cluster).
 pub const MAX_OBSERVATION_BYTES: usize = 64 * 1024;
 
 /// What one node (the observer) says, at one (incarnation, seq).
@@ -36,28 +36,28 @@ pub struct Observation {
     pub healthy: bool,
     /// The observer's service addresses (A and AAAA).
     pub addresses: Vec<IpAddr>,
-    /// One report per roster peer of the observer.
-    pub peers: Vec<PeerReport>,
     /// How peers may check the observer's service on its first address (none: they do not).
     pub service_check: Option<ServiceCheck>,
+    /// The roster the bitmaps are over: the observer's sorted roster, itself included.
+    pub roster: RosterId,
+    /// The peers the observer's probing currently says are reachable: its heartbeats from them
+    /// and, when it probes a peer's advertised service, that too. Its own bit is clear.
+    pub reachable: Bitmap,
+    /// The peers whose advertised service the observer probes.
+    pub service_probed: Bitmap,
+    /// Of those, the ones whose service passes.
+    pub service_ok: Bitmap,
 }
 
-/// One observer's verdict on one peer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// One observer's verdict on one peer, read from its bitmaps (see [`Observation::report`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct PeerReport {
     /// The peer.
     pub key: PublicKey,
-    /// Whether the observer's probing currently says the peer is reachable: its QUIC probing and,
-    /// when the observer probes the peer's advertised service, that too.
+    /// Whether the observer's probing says the peer is reachable.
     pub reachable: bool,
-    /// Smoothed round-trip time in microseconds, if measured.
-    pub rtt_us: Option<u32>,
-    /// For how long (ms) the verdict had held when the observation was made.
-    pub for_ms: u64,
     /// The observer's verdict on the peer's advertised service (none: not probed).
     pub service_ok: Option<bool>,
-    /// Latency (microseconds) of the observer's latest passing probe of that service.
-    pub service_latency_us: Option<u32>,
 }
 
 impl Observation {
@@ -66,12 +66,52 @@ impl Observation {
         (self.incarnation, self.seq)
     }
 
-    /// The report on `peer`, if this observer reports on it.
-    ///
-    /// Reports are in key order (observations that are not are refused on arrival), so this is a
-    /// binary search: the answer rule looks up every peer in every live observation.
-    pub fn report(&self, peer: &PublicKey) -> Option<&PeerReport> {
-        self.peers.binary_search_by(|r| r.key.cmp(peer)).ok().map(|i| &self.peers[i])
+    /// The short tag of [`Observation::version`] that heartbeats carry, so a receiver notices
+    /// that it holds an older observation than the one its sender has.
+    pub fn version_tag(&self) -> u8 {
+        version_tag(self.incarnation, self.seq)
+    }
+
+    /// Whether the bitmaps are over `roster` (and so can be read with it).
+    pub fn is_over(&self, roster: &Roster) -> bool {
+        self.roster == roster.id()
+    }
+
+    /// The report on the `i`-th member of `roster`, if the bitmaps are over it and `i` is not
+    /// the observer.
+    pub fn report_at(&self, roster: &Roster, i: usize) -> Option<PeerReport> {
+        let key = roster.keys().get(i).copied()?;
+        if !self.is_over(roster) || key == self.observer {
+            return None;
+        }
+        Some(PeerReport {
+            key,
+            reachable: self.reachable.get(i),
+            service_ok: self.service_probed.get(i).then(|| self.service_ok.get(i)),
+        })
+    }
+
+    /// The report on `peer`, if the bitmaps are over `roster` and `peer` is in it.
+    pub fn report(&self, roster: &Roster, peer: &PublicKey) -> Option<PeerReport> {
+        self.report_at(roster, roster.index(peer)?)
+    }
+
+    /// Every report, in key order, if the bitmaps are over `roster`.
+    pub fn reports(&self, roster: &Roster) -> Vec<PeerReport> {
+        (0..roster.len()).filter_map(|i| self.report_at(roster, i)).collect()
+    }
+
+    /// Whether the bitmaps could be over `roster`: of its size, nothing set past the end, its
+    /// own bit clear, and a service verdict only where a service is probed. Checked on arrival
+    /// when the roster matches, so a report has one encoding.
+    pub fn is_canonical(&self, roster: &Roster) -> bool {
+        let n = roster.len();
+        let own = roster.index(&self.observer);
+        self.reachable.fits(n)
+            && self.service_probed.fits(n)
+            && self.service_ok.fits(n)
+            && own.is_some_and(|i| !self.reachable.get(i) && !self.service_probed.get(i))
+            && self.service_ok.0.iter().zip(&self.service_probed.0).all(|(ok, probed)| ok & !probed == 0)
     }
 
     /// Encodes and signs. The observer key must be `key`'s public key.
@@ -81,6 +121,11 @@ impl Observation {
         let signature = key.sign(OBSERVATION_CONTEXT, &self.cluster, &body);
         SignedObservation { body, signature }
     }
+}
+
+/// See [`Observation::version_tag`].
+pub fn version_tag(incarnation: u64, seq: u64) -> u8 {
+    (seq ^ incarnation ^ (incarnation >> 8)) as u8
 }
 
 /// An observation as it travels: the signed bytes and the signature.
@@ -209,7 +254,7 @@ mod tests {
     }
 
     fn signed() -> (Observation, SignedObservation) {
-        let obs = observation(0, true, &[(1, true), (2, false)]);
+        let obs = observation(0, 3, true, &[(1, true), (2, false)]);
         let signed = obs.sign(&secret_key(0));
         (obs, signed)
     }
@@ -232,7 +277,7 @@ mod tests {
     #[test]
     fn altered_body_is_refused() {
         let (mut obs, signed) = signed();
-        obs.peers[1].reachable = !obs.peers[1].reachable;
+        obs.reachable.set(1, !obs.reachable.get(1));
         let altered = SignedObservation { body: postcard::to_stdvec(&obs).unwrap(), ..signed };
         assert_eq!(altered.verify(CLUSTER, roster), Err(Rejection::BadSignature(public_key(0))));
     }
@@ -255,7 +300,7 @@ mod tests {
 
     #[test]
     fn wrong_cluster_is_refused() {
-        let mut obs = observation(0, true, &[]);
+        let mut obs = observation(0, 3, true, &[]);
         obs.cluster = "elsewhere".into();
         let signed = obs.sign(&secret_key(0));
         assert_eq!(signed.verify(CLUSTER, roster), Err(Rejection::WrongCluster("elsewhere".into())));
@@ -265,7 +310,7 @@ mod tests {
 
     #[test]
     fn unknown_observer_is_refused() {
-        let obs = observation(7, true, &[(0, true)]);
+        let obs = observation(7, 8, true, &[(0, true)]);
         let signed = obs.sign(&secret_key(7));
         assert_eq!(signed.verify(CLUSTER, roster), Err(Rejection::UnknownObserver(public_key(7))));
     }

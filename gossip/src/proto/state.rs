@@ -1,45 +1,51 @@
-//! One node's protocol state: probing with hysteresis, its own signed observation, the view of
+//! One node's protocol state: liveness with hysteresis, its own signed observation, the view of
 //! everyone's latest observation, anti-entropy, and the answer set.
 //!
 //! Invariants:
+//! - every probe interval this node sends each peer one [`Message::Alive`] (two bytes); a peer is
+//!   reachable after `up_after` of its periodic messages arrive without a gap, and unreachable
+//!   once nothing at all has arrived from it for `down_after` probe intervals. A round-trip
+//!   [`Message::Ping`] replaces one Alive in [`PING_EVERY`] (for the RTT that `spdu peers` shows);
 //! - the view holds at most one observation per roster member (self included), always the one
 //!   with the highest (incarnation, seq) that verified; anything else is refused and counted;
-//! - this node's own observation is re-signed (next `seq`) when its content changes — probing
-//!   verdicts, health — at most once per probe interval (changes in between are coalesced), and
-//!   refreshed by a signed [`Beat`] every heartbeat; beats are small, so the steady state costs one
-//!   beat per peer per heartbeat, whatever the size of the roster;
-//! - a view entry is fresh while newer observations or newer beats for it keep arriving;
-//! - observations and beats travel to every direct peer, and are relayed only to peers whose own
-//!   observation says they cannot reach the observer (plus digest-driven anti-entropy), so
-//!   nothing floods;
-//! - the answer set is recomputed after every event that can change it and on every heartbeat
-//!   (observations go stale by the passing of time alone); [`OutEvent::AnswerChanged`] is emitted
-//!   only when it really changed.
+//! - this node's own observation is re-signed (next `seq`) when its content changes — liveness
+//!   verdicts, health — at most once per probe interval (changes in between are coalesced);
+//! - a view entry is fresh while something recent vouches that it is its observer's current one:
+//!   the observation itself arriving, an [`Message::Alive`] from the observer naming its version
+//!   (the transport authenticates the sender), or a newer signed [`Beat`] (which can be relayed).
+//!   So a full mesh needs no beats at all; a node signs beats only while some peer reports it
+//!   unreachable, and they, like observations, are relayed only to such peers;
+//! - the votes of fresh observations are kept in a [`Tally`], updated as observations arrive,
+//!   are replaced and go stale (checked every probe interval), so the answer costs O(members);
+//!   [`OutEvent::AnswerChanged`] is emitted only when the answer really changed.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 use spdu_keys::{PublicKey, SecretKey};
 
-use super::{
-    Beat, Config, MAX_ENTRIES, Member, Message, Observation, PeerReport, Rejection, SignedBeat,
-    SignedObservation, answer_members, votes,
-};
 use super::health::ServiceHealth;
-use super::{CheckResult, HealthView, ServiceCheck};
+use super::{
+    Beat, Bitmap, CheckResult, Config, HealthView, MAX_ENTRIES, Member, Message, Observation, PeerReport,
+    Rejection, Roster, ServiceCheck, SignedBeat, SignedObservation, Tally, answer_members, votes,
+};
 
-/// Most probes of one peer waiting for their pong at once.
-const MAX_OUTSTANDING: usize = 64;
+/// One probe interval in this many, a peer gets a round-trip [`Message::Ping`] instead of an
+/// [`Message::Alive`] (every 5 s at the default interval).
+pub const PING_EVERY: u64 = 50;
 /// How many relayers, on average, forward one beat or observation to a peer that cannot reach
 /// its observer. More than one so a single lost relay does not starve the peer.
 const RELAY_REDUNDANCY: f64 = 3.0;
-/// A peer must have reported an observer unreachable for this long before we relay to it (at
-/// cold start every peer reports every other unreachable for a moment).
+/// Relaying waits until the relayer has heard the observer, and known the peer's incarnation,
+/// for this long (at cold start every peer reports every other unreachable for a moment).
 const RELAY_AFTER: Duration = Duration::from_secs(1);
+/// Probe intervals to wait before asking an observer again for the observation its Alive names.
+const WANT_AGAIN: u32 = 3;
 
 /// An input to the protocol.
 #[derive(Clone, Debug)]
@@ -59,7 +65,7 @@ pub enum InEvent {
     /// [`InEvent::SetHealthy`]).
     SelfCheck(CheckResult),
     /// One result of probing `peer`'s advertised service (counted with hysteresis; a peer is
-    /// reported reachable only while both its QUIC probing and this verdict pass).
+    /// reported reachable only while both its liveness and this verdict pass).
     ServiceProbe {
         /// The peer probed.
         peer: PublicKey,
@@ -71,11 +77,9 @@ pub enum InEvent {
 /// Timers the protocol asks for.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Timer {
-    /// Time to probe this peer again.
-    Probe(PublicKey),
-    /// The probe with this nonce has waited long enough for its pong.
-    ProbeTimeout(PublicKey, u64),
-    /// Time to sign a beat and run anti-entropy.
+    /// Time to send every peer its Alive (or Ping), and to check who fell silent.
+    Tick,
+    /// Time to sign a beat (if anyone needs one) and run anti-entropy.
     Heartbeat,
     /// Time to publish a coalesced change of this node's observation.
     Publish,
@@ -132,6 +136,8 @@ pub struct Stats {
     pub self_conflict: u64,
     /// Messages from senders not in the roster.
     pub unknown_sender: u64,
+    /// Accepted, but over another roster than this node's: kept and relayed, no vote.
+    pub other_roster: u64,
 }
 
 impl Stats {
@@ -150,23 +156,35 @@ impl Stats {
 
 #[derive(Debug)]
 struct Probe {
+    /// The peer's position in the roster.
+    index: usize,
     reachable: bool,
     changed_at: Instant,
-    ok_streak: u32,
-    fail_streak: u32,
+    /// Periodic messages heard in a row without a gap.
+    streak: u32,
+    /// When anything last arrived from the peer.
+    last_heard: Option<Instant>,
+    /// When the last periodic message that counted towards `streak` arrived.
+    last_counted: Option<Instant>,
     rtt: Option<Duration>,
-    outstanding: VecDeque<(u64, Instant)>,
-    last_ping_heard: Option<Instant>,
+    /// The outstanding round-trip ping.
+    ping: Option<(u32, Instant)>,
+    /// When we last asked the peer for the observation its Alive named.
+    wanted_at: Option<Instant>,
 }
 
 #[derive(Debug)]
 struct Entry {
     signed: SignedObservation,
     obs: Observation,
-    /// When the observation or a newer beat for it last arrived (freshness).
+    /// When something last vouched that this is the observer's current observation (freshness).
     received_at: Instant,
     /// The newest beat seen for this observation.
     beat: u64,
+    /// When the observer's current incarnation was first accepted.
+    since: Instant,
+    /// Whether its votes are in the tally (fresh and over this node's roster).
+    counted: bool,
 }
 
 /// The protocol state of one node. See the module docs for its invariants.
@@ -180,6 +198,7 @@ pub struct State {
     incarnation: u64,
     seq: u64,
     beat: u64,
+    started_at: Instant,
     last_publish: Option<Instant>,
     publish_pending: bool,
     healthy: bool,
@@ -187,10 +206,15 @@ pub struct State {
     service_check: Option<ServiceCheck>,
     health: ServiceHealth,
     members: BTreeMap<PublicKey, String>,
+    roster: Roster,
+    my_index: usize,
     probes: BTreeMap<PublicKey, Probe>,
     view: BTreeMap<PublicKey, Entry>,
+    tally: Tally,
+    summary: Option<u64>,
     answer: AnswerSet,
-    next_nonce: u64,
+    ticks: u64,
+    next_nonce: u32,
     rng: StdRng,
     stats: Stats,
     dirty: bool,
@@ -215,24 +239,27 @@ pub struct NodeInfo {
 }
 
 impl State {
-    /// A node that has not probed anyone yet: every peer starts unreachable.
+    /// A node that has not heard anyone yet: every peer starts unreachable.
     ///
     /// Call [`State::start`] once before handling events.
     pub fn new(info: NodeInfo, roster: Vec<Member>, config: Config, seed: u64, now: Instant) -> Self {
         let me = info.key.public();
         let members: BTreeMap<_, _> =
             roster.into_iter().filter(|m| m.key != me).map(|m| (m.key, m.name)).collect();
+        let full = Roster::new(members.keys().copied().chain([me]));
         let probes = members
             .keys()
             .map(|k| {
                 let probe = Probe {
+                    index: full.index(k).expect("a member"),
                     reachable: false,
                     changed_at: now,
-                    ok_streak: 0,
-                    fail_streak: 0,
+                    streak: 0,
+                    last_heard: None,
+                    last_counted: None,
                     rtt: None,
-                    outstanding: VecDeque::new(),
-                    last_ping_heard: None,
+                    ping: None,
+                    wanted_at: None,
                 };
                 (*k, probe)
             })
@@ -247,6 +274,7 @@ impl State {
             incarnation: info.incarnation,
             seq: 0,
             beat: 0,
+            started_at: now,
             last_publish: None,
             publish_pending: false,
             healthy: true,
@@ -254,9 +282,14 @@ impl State {
             service_check: info.service_check,
             health: ServiceHealth::default(),
             members,
+            my_index: full.index(&me).expect("self is in its roster"),
+            tally: Tally::new(full.len()),
+            roster: full,
             probes,
             view: BTreeMap::new(),
+            summary: None,
             answer: AnswerSet::default(),
+            ticks: 0,
             next_nonce: rng.random(),
             rng,
             stats: Stats::default(),
@@ -265,15 +298,12 @@ impl State {
         }
     }
 
-    /// Publishes the first observation and schedules probes (spread over one interval) and the
-    /// heartbeat.
+    /// Publishes the first observation and schedules the first tick (at a random point of one
+    /// interval, so nodes do not tick in step) and the heartbeat.
     pub fn start(&mut self, now: Instant) -> Vec<OutEvent> {
         let interval = self.config.probe_interval.as_micros().max(1) as u64;
-        let peers: Vec<PublicKey> = self.members.keys().copied().collect();
-        for peer in peers {
-            let offset = Duration::from_micros(self.rng.random_range(0..interval));
-            self.set_timer(now + offset, Timer::Probe(peer));
-        }
+        let offset = Duration::from_micros(self.rng.random_range(0..interval));
+        self.set_timer(now + offset, Timer::Tick);
         self.set_timer(now + self.config.heartbeat, Timer::Heartbeat);
         self.publish(now);
         self.finish(now)
@@ -283,8 +313,7 @@ impl State {
     pub fn handle(&mut self, now: Instant, event: InEvent) -> Vec<OutEvent> {
         match event {
             InEvent::Message { from, message } => self.on_message(now, from, message),
-            InEvent::Timer(Timer::Probe(peer)) => self.on_probe(now, peer),
-            InEvent::Timer(Timer::ProbeTimeout(peer, nonce)) => self.on_probe_timeout(now, peer, nonce),
+            InEvent::Timer(Timer::Tick) => self.on_tick(now),
             InEvent::Timer(Timer::Heartbeat) => self.on_heartbeat(now),
             InEvent::Timer(Timer::Publish) => {
                 if self.publish_pending {
@@ -305,6 +334,11 @@ impl State {
     /// This node's key.
     pub fn key(&self) -> PublicKey {
         self.me
+    }
+
+    /// The roster as observations index it (this node included).
+    pub fn roster(&self) -> &Roster {
+        &self.roster
     }
 
     /// The current answer set.
@@ -353,78 +387,136 @@ impl State {
             self.stats.unknown_sender += 1;
             return;
         }
+        let periodic = matches!(message, Message::Alive(_) | Message::Ping { .. } | Message::Pong { .. });
+        self.heard(now, from, periodic);
         match message {
-            Message::Ping { nonce } => {
-                if let Some(p) = self.probes.get_mut(&from) {
-                    p.last_ping_heard = Some(now);
-                }
-                self.send(from, Message::Pong { nonce });
-            }
+            Message::Alive(tag) => self.on_alive(now, from, tag),
+            Message::Ping { nonce } => self.send(from, Message::Pong { nonce }),
             Message::Pong { nonce } => self.on_pong(now, from, nonce),
             Message::Push(list) => self.on_push(now, from, list),
             Message::Digest { versions, reply } => self.on_digest(from, versions, reply),
             Message::Beat(beats) => self.on_beat(now, from, beats),
             Message::Want(observers) => self.on_want(from, observers),
+            Message::Summary(hash) => {
+                if hash != self.summary() {
+                    let versions = self.versions();
+                    self.send(from, Message::Digest { versions, reply: false });
+                }
+            }
         }
     }
 
-    fn on_probe(&mut self, now: Instant, peer: PublicKey) {
+    /// Something arrived from `peer`: it is alive and its path to us works. Periodic messages
+    /// (at most one per half interval counts) build the streak that brings a peer back, so a
+    /// burst of other messages after an outage is not mistaken for a working link.
+    fn heard(&mut self, now: Instant, peer: PublicKey, periodic: bool) {
+        let interval = self.config.probe_interval;
+        let up_after = self.config.up_after;
         let Some(probe) = self.probes.get_mut(&peer) else { return };
-        let nonce = self.next_nonce;
-        self.next_nonce = self.next_nonce.wrapping_add(1);
-        if probe.outstanding.len() == MAX_OUTSTANDING {
-            probe.outstanding.pop_front();
+        let gap = probe.last_heard.map(|t| now.saturating_duration_since(t));
+        probe.last_heard = Some(now);
+        if gap.is_none_or(|gap| gap > 2 * interval) {
+            probe.streak = 0;
+            probe.last_counted = None;
         }
-        probe.outstanding.push_back((nonce, now));
-        self.send(peer, Message::Ping { nonce });
-        self.set_timer(now + self.config.probe_timeout, Timer::ProbeTimeout(peer, nonce));
-        self.set_timer(now + self.config.probe_interval, Timer::Probe(peer));
+        if !periodic || probe.last_counted.is_some_and(|t| now < t + interval / 2) {
+            return;
+        }
+        probe.last_counted = Some(now);
+        probe.streak = probe.streak.saturating_add(1);
+        if !probe.reachable && probe.streak >= up_after {
+            probe.reachable = true;
+            probe.changed_at = now;
+            self.request_publish(now);
+        }
     }
 
-    fn on_pong(&mut self, now: Instant, from: PublicKey, nonce: u64) {
+    fn on_tick(&mut self, now: Instant) {
+        let interval = self.config.probe_interval;
+        self.set_timer(now + interval, Timer::Tick);
+        self.ticks += 1;
+        let silence = interval * self.config.down_after;
+        let tag = self.view.get(&self.me).map_or(0, |e| e.obs.version_tag());
+        let mut flipped = false;
+        for (key, probe) in &mut self.probes {
+            let message = if (self.ticks + probe.index as u64).is_multiple_of(PING_EVERY) {
+                let nonce = self.next_nonce;
+                self.next_nonce = self.next_nonce.wrapping_add(1);
+                probe.ping = Some((nonce, now));
+                Message::Ping { nonce }
+            } else {
+                Message::Alive(tag)
+            };
+            self.out.push(OutEvent::Send { to: *key, message });
+            if probe.reachable && probe.last_heard.is_none_or(|t| now.saturating_duration_since(t) >= silence)
+            {
+                probe.reachable = false;
+                probe.changed_at = now;
+                probe.streak = 0;
+                flipped = true;
+            }
+        }
+        if flipped {
+            self.request_publish(now);
+        }
+        if let Some(mine) = self.view.get_mut(&self.me) {
+            mine.received_at = now;
+        }
+        self.sweep(now);
+    }
+
+    /// Takes the votes of observations that went stale out of the tally.
+    fn sweep(&mut self, now: Instant) {
+        let stale_after = self.config.stale_after;
+        for entry in self.view.values_mut() {
+            if entry.counted && now.saturating_duration_since(entry.received_at) >= stale_after {
+                let i = self.roster.index(&entry.obs.observer).expect("counted observers are members");
+                self.tally.remove(i, &entry.obs.reachable);
+                entry.counted = false;
+                self.dirty = true;
+            }
+        }
+    }
+
+    fn on_alive(&mut self, now: Instant, from: PublicKey, tag: u8) {
+        if self.view.get(&from).is_some_and(|e| e.obs.version_tag() == tag) {
+            self.refresh(now, from);
+            return;
+        }
+        // We lack the observation it names: ask, but not again while the answer is on its way.
+        let again = self.config.probe_interval * WANT_AGAIN;
         let Some(probe) = self.probes.get_mut(&from) else { return };
-        let Some(i) = probe.outstanding.iter().position(|(n, _)| *n == nonce) else { return };
-        let (_, sent) = probe.outstanding.remove(i).expect("index from position");
+        if probe.wanted_at.is_none_or(|t| now.saturating_duration_since(t) >= again) {
+            probe.wanted_at = Some(now);
+            self.send(from, Message::Want(vec![from]));
+        }
+    }
+
+    /// `observer`'s observation in the view is vouched current as of `now`.
+    fn refresh(&mut self, now: Instant, observer: PublicKey) {
+        let Some(entry) = self.view.get_mut(&observer) else { return };
+        entry.received_at = now;
+        if !entry.counted && entry.obs.is_over(&self.roster) {
+            let i = self.roster.index(&observer).expect("view entries are members");
+            self.tally.add(i, &entry.obs.reachable);
+            entry.counted = true;
+            self.dirty = true;
+        }
+    }
+
+    fn on_pong(&mut self, now: Instant, from: PublicKey, nonce: u32) {
+        let timeout = self.config.probe_timeout;
+        let Some(probe) = self.probes.get_mut(&from) else { return };
+        let Some((expected, sent)) = probe.ping else { return };
+        if expected != nonce || now.saturating_duration_since(sent) > timeout {
+            return;
+        }
+        probe.ping = None;
         let sample = now.saturating_duration_since(sent);
         probe.rtt = Some(match probe.rtt {
             Some(rtt) => (rtt * 7 + sample) / 8,
             None => sample,
         });
-        self.record(now, from, true);
-    }
-
-    fn on_probe_timeout(&mut self, now: Instant, peer: PublicKey, nonce: u64) {
-        let Some(probe) = self.probes.get_mut(&peer) else { return };
-        let Some(i) = probe.outstanding.iter().position(|(n, _)| *n == nonce) else { return };
-        let (_, sent) = probe.outstanding.remove(i).expect("index from position");
-        // The pong was lost or late, but a ping from the peer since this probe left proves the
-        // peer alive and its path to us working: only both missing count as a failure. It is no
-        // success either: one ping heard would otherwise count for every probe outstanding,
-        // bringing a peer back after a single packet instead of `up_after` round trips.
-        if probe.last_ping_heard.is_some_and(|t| t >= sent) {
-            probe.fail_streak = 0;
-        } else {
-            self.record(now, peer, false);
-        }
-    }
-
-    fn record(&mut self, now: Instant, peer: PublicKey, ok: bool) {
-        let (up_after, down_after) = (self.config.up_after, self.config.down_after);
-        let Some(probe) = self.probes.get_mut(&peer) else { return };
-        let flipped = if ok {
-            probe.ok_streak = probe.ok_streak.saturating_add(1);
-            probe.fail_streak = 0;
-            !probe.reachable && probe.ok_streak >= up_after
-        } else {
-            probe.fail_streak = probe.fail_streak.saturating_add(1);
-            probe.ok_streak = 0;
-            probe.reachable && probe.fail_streak >= down_after
-        };
-        if flipped {
-            probe.reachable = ok;
-            probe.changed_at = now;
-            self.request_publish(now);
-        }
     }
 
     fn set_healthy(&mut self, now: Instant, healthy: bool) {
@@ -442,7 +534,7 @@ impl State {
         // Publish whenever the report would differ from the published one: a flip, but also a
         // peer that started advertising a check since (its service is down until proven).
         let reachable = self.sees_reachable(&peer) && self.service_ok(&peer) != Some(false);
-        let published = self.view.get(&self.me).and_then(|e| e.obs.report(&peer));
+        let published = self.view.get(&self.me).and_then(|e| e.obs.report(&self.roster, &peer));
         if published.is_none_or(|r| r.reachable != reachable || r.service_ok != self.service_ok(&peer)) {
             self.request_publish(now);
         }
@@ -471,26 +563,44 @@ impl State {
 
     fn on_heartbeat(&mut self, now: Instant) {
         self.set_timer(now + self.config.heartbeat, Timer::Heartbeat);
-        self.beat += 1;
-        let beat = Beat { observer: self.me, incarnation: self.incarnation, seq: self.seq, beat: self.beat };
-        let signed = beat.sign(&self.key, &self.cluster);
-        let peers: Vec<PublicKey> = self.members.keys().copied().collect();
-        for peer in peers {
-            self.send(peer, Message::Beat(vec![signed.clone()]));
+        debug_assert_eq!(
+            self.tally,
+            Tally::of(&self.roster, self.view.values().filter(|e| e.counted).map(|e| &e.obs)),
+            "the tally counts exactly the counted entries"
+        );
+        if self.someone_cannot_hear_us(now) {
+            self.beat += 1;
+            let beat =
+                Beat { observer: self.me, incarnation: self.incarnation, seq: self.seq, beat: self.beat };
+            let signed = beat.sign(&self.key, &self.cluster);
+            let peers: Vec<PublicKey> = self.members.keys().copied().collect();
+            for peer in peers {
+                self.send(peer, Message::Beat(vec![signed.clone()]));
+            }
+            if let Some(mine) = self.view.get_mut(&self.me) {
+                mine.beat = self.beat;
+            }
         }
-        if let Some(mine) = self.view.get_mut(&self.me) {
-            mine.received_at = now;
-            mine.beat = self.beat;
-        }
-        // Anti-entropy: one random peer learns what we hold and pushes back what we lack.
+        // Anti-entropy: one random peer learns a hash of what we hold; if its own differs, it
+        // answers with its digest, and the two push each other what the other lacks.
         if !self.members.is_empty() {
             let i = self.rng.random_range(0..self.members.len());
             let peer = *self.members.keys().nth(i).expect("index in range");
-            let versions = self.versions();
-            self.send(peer, Message::Digest { versions, reply: false });
+            let hash = self.summary();
+            self.send(peer, Message::Summary(hash));
         }
-        // Freshness changes with time alone.
-        self.dirty = true;
+    }
+
+    /// Whether a fresh observation, of a peer we have known for a while, reports this node
+    /// unreachable: only then do our observations need signed beats that others can relay.
+    fn someone_cannot_hear_us(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.started_at) >= RELAY_AFTER
+            && self.view.iter().any(|(k, e)| {
+                *k != self.me
+                    && e.counted
+                    && now.saturating_duration_since(e.since) >= RELAY_AFTER
+                    && !e.obs.reachable.get(self.my_index)
+            })
     }
 
     /// Publishes a change now, or once a probe interval has passed since the last publication
@@ -512,21 +622,17 @@ impl State {
         self.seq += 1;
         self.publish_pending = false;
         self.last_publish = Some(now);
-        let peers = self
-            .probes
-            .iter()
-            .map(|(key, p)| {
-                let service_ok = self.service_ok(key);
-                PeerReport {
-                    key: *key,
-                    reachable: p.reachable && service_ok != Some(false),
-                    rtt_us: p.rtt.map(|d| d.as_micros().min(u32::MAX as u128) as u32),
-                    for_ms: now.saturating_duration_since(p.changed_at).as_millis() as u64,
-                    service_ok,
-                    service_latency_us: service_ok.and_then(|_| self.health.latency_us(key)),
-                }
-            })
-            .collect();
+        let n = self.roster.len();
+        let (mut reachable, mut service_probed, mut service_ok) =
+            (Bitmap::new(n), Bitmap::new(n), Bitmap::new(n));
+        for (key, probe) in &self.probes {
+            let verdict = self.service_ok(key);
+            reachable.set(probe.index, probe.reachable && verdict != Some(false));
+            if let Some(ok) = verdict {
+                service_probed.set(probe.index, true);
+                service_ok.set(probe.index, ok);
+            }
+        }
         let obs = Observation {
             cluster: self.cluster.clone(),
             observer: self.me,
@@ -535,15 +641,39 @@ impl State {
             seq: self.seq,
             healthy: self.healthy,
             addresses: self.addresses.clone(),
-            peers,
             service_check: self.service_check.clone(),
+            roster: self.roster.id(),
+            reachable,
+            service_probed,
+            service_ok,
         };
         let signed = obs.sign(&self.key);
         let peers: Vec<PublicKey> = self.members.keys().copied().collect();
         for peer in peers {
             self.send(peer, Message::Push(vec![signed.clone()]));
         }
-        self.view.insert(self.me, Entry { signed, obs, received_at: now, beat: self.beat });
+        let beat = self.beat;
+        self.store(now, signed, obs, beat);
+    }
+
+    /// Puts a verified observation newer than the one held (if any) into the view and the tally.
+    fn store(&mut self, now: Instant, signed: SignedObservation, obs: Observation, beat: u64) {
+        let observer = obs.observer;
+        let i = self.roster.index(&observer).expect("only members' observations are stored");
+        let counts = obs.is_over(&self.roster);
+        let old = self.view.remove(&observer);
+        let since = match &old {
+            Some(old) if old.obs.incarnation == obs.incarnation => old.since,
+            _ => now,
+        };
+        match (old.as_ref().filter(|o| o.counted), counts) {
+            (Some(old), true) => self.tally.replace(i, &old.obs.reachable, &obs.reachable),
+            (Some(old), false) => self.tally.remove(i, &old.obs.reachable),
+            (None, true) => self.tally.add(i, &obs.reachable),
+            (None, false) => {}
+        }
+        self.view.insert(observer, Entry { signed, obs, received_at: now, beat, since, counted: counts });
+        self.summary = None;
         self.dirty = true;
     }
 
@@ -568,10 +698,20 @@ impl State {
     }
 
     /// The peers that should get `observer`'s news from us: not the sender, not the observer,
-    /// and only those whose own observation has said for a while that they cannot reach it.
-    /// Every node that hears the observer makes the same choice, so each such peer is picked
-    /// with a probability that makes about [`RELAY_REDUNDANCY`] relayers serve it.
+    /// and only those whose fresh observation says they cannot reach it — and only if we have
+    /// heard the observer ourselves for a while. Every node that hears the observer makes the
+    /// same choice, so each such peer is picked with a probability that makes about
+    /// [`RELAY_REDUNDANCY`] relayers serve it.
     fn relay_targets(&mut self, now: Instant, observer: &PublicKey, from: &PublicKey) -> Vec<PublicKey> {
+        let Some(probe) = self.probes.get(observer) else { return Vec::new() };
+        if !probe.reachable || now.saturating_duration_since(probe.changed_at) < RELAY_AFTER {
+            return Vec::new();
+        }
+        // Cheap common case: every counted observer sees it, so nobody needs a relay.
+        let (yes, voters) = self.tally.on(probe.index);
+        if yes == voters {
+            return Vec::new();
+        }
         let relayers = self.members.len().saturating_sub(1).max(1) as f64;
         let chance = (RELAY_REDUNDANCY / relayers).min(1.0);
         let mut targets = Vec::new();
@@ -579,9 +719,10 @@ impl State {
             if peer == observer || peer == from || *peer == self.me {
                 continue;
             }
-            let Some(report) = entry.obs.report(observer) else { continue };
-            let cut_for = Duration::from_millis(report.for_ms) + now.saturating_duration_since(entry.received_at);
-            if !report.reachable && cut_for >= RELAY_AFTER {
+            if entry.counted
+                && now.saturating_duration_since(entry.since) >= RELAY_AFTER
+                && !entry.obs.reachable.get(probe.index)
+            {
                 targets.push(*peer);
             }
         }
@@ -615,15 +756,8 @@ impl State {
                         self.stats.count(&rejection);
                         continue;
                     }
-                    let stale_after = self.config.stale_after;
-                    let entry = self.view.get_mut(&observer).expect("held");
-                    // Only a stale observer coming back to life changes the answer; fresh ones
-                    // going stale are caught by the heartbeat's recomputation.
-                    if now.saturating_duration_since(entry.received_at) >= stale_after {
-                        self.dirty = true;
-                    }
-                    entry.received_at = now;
-                    entry.beat = signed.beat.beat;
+                    self.view.get_mut(&observer).expect("held").beat = signed.beat.beat;
+                    self.refresh(now, observer);
                     for peer in self.relay_targets(now, &observer, &from) {
                         relay.entry(peer).or_default().push(signed.clone());
                     }
@@ -644,11 +778,8 @@ impl State {
         observers.truncate(MAX_ENTRIES);
         observers.sort();
         observers.dedup();
-        let list: Vec<SignedObservation> = observers
-            .iter()
-            .filter_map(|k| self.view.get(k))
-            .map(|e| e.signed.clone())
-            .collect();
+        let list: Vec<SignedObservation> =
+            observers.iter().filter_map(|k| self.view.get(k)).map(|e| e.signed.clone()).collect();
         if !list.is_empty() {
             self.send(from, Message::Push(list));
         }
@@ -678,19 +809,39 @@ impl State {
         {
             return Err(Rejection::Replay);
         }
-        if !obs.peers.is_sorted_by(|a, b| a.key < b.key) {
-            // Canonical form: one report per peer, in key order (votes are looked up by key).
-            return Err(Rejection::Malformed);
+        if obs.is_over(&self.roster) {
+            // Canonical form: one encoding per set of reports (votes are read by position).
+            if !obs.is_canonical(&self.roster) {
+                return Err(Rejection::Malformed);
+            }
+        } else {
+            self.stats.other_roster += 1;
         }
         let observer = obs.observer;
-        self.view.insert(observer, Entry { signed, obs, received_at: now, beat: 0 });
+        self.store(now, signed, obs, 0);
         self.stats.accepted += 1;
-        self.dirty = true;
         Ok(observer)
     }
 
     fn versions(&self) -> Vec<(PublicKey, u64, u64)> {
         self.view.iter().map(|(k, e)| (*k, e.obs.incarnation, e.obs.seq)).collect()
+    }
+
+    /// A hash of [`State::versions`] (cached until the view changes).
+    fn summary(&mut self) -> u64 {
+        if let Some(hash) = self.summary {
+            return hash;
+        }
+        let mut hash = Sha256::new();
+        for (k, e) in &self.view {
+            hash.update(k.as_bytes());
+            hash.update(e.obs.incarnation.to_le_bytes());
+            hash.update(e.obs.seq.to_le_bytes());
+        }
+        let digest = hash.finalize();
+        let value = u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"));
+        self.summary = Some(value);
+        value
     }
 
     fn on_digest(&mut self, from: PublicKey, versions: Vec<(PublicKey, u64, u64)>, reply: bool) {
@@ -719,11 +870,10 @@ impl State {
         now.saturating_duration_since(entry.received_at) < self.config.stale_after
     }
 
-    fn recompute_answer(&mut self, now: Instant) {
+    fn recompute_answer(&mut self, _now: Instant) {
         let mine = &self.view[&self.me].obs;
-        let live: Vec<&Observation> =
-            self.view.values().filter(|e| self.is_fresh(e, now)).map(|e| &e.obs).collect();
-        let members = answer_members(mine, &live, |k| self.observation(k), self.config.quorum);
+        let healthy = |j: usize| self.observation(&self.roster.key(j)).is_some_and(|o| o.healthy);
+        let members = answer_members(&self.roster, mine, &self.tally, healthy, self.config.quorum);
         let addresses: Vec<IpAddr> = members
             .iter()
             .filter_map(|k| self.observation(k))
@@ -743,7 +893,7 @@ impl State {
             .chain(self.members.iter().map(|(k, n)| (*k, n.clone())));
         let nodes = all
             .map(|(key, name)| {
-                let v = votes(&key, live.iter().copied());
+                let v = votes(&self.roster, &key, live.iter().copied());
                 NodeView {
                     key,
                     fingerprint: key.fingerprint(),
@@ -766,6 +916,8 @@ impl State {
                     observation: self.view.get(&key).map(|e| ObservationView {
                         age_ms: now.saturating_duration_since(e.received_at).as_millis() as u64,
                         fresh: self.is_fresh(e, now),
+                        same_roster: e.obs.is_over(&self.roster),
+                        reports: e.obs.reports(&self.roster),
                         observation: e.obs.clone(),
                         signed: e.signed.clone(),
                     }),
@@ -844,6 +996,10 @@ pub struct ObservationView {
     pub age_ms: u64,
     /// Whether it still counts as live.
     pub fresh: bool,
+    /// Whether its bitmaps are over this node's roster (if not, it has no vote).
+    pub same_roster: bool,
+    /// Its reports, read with this node's roster (empty if `same_roster` is false).
+    pub reports: Vec<PeerReport>,
     /// Decoded.
     pub observation: Observation,
     /// As signed (verifiable with the observer's key, context and cluster id).
@@ -903,7 +1059,7 @@ mod tests {
         assert_eq!((a.stats().accepted, a.stats().replayed), (2, 2));
         assert_eq!(a.signed_observation(&public_key(1)), Some(&before));
         // Equal version, different content, validly signed: still not newer.
-        let mut forged = observation(1, false, &[(0, true)]);
+        let mut forged = observation(1, 2, false, &[(0, true)]);
         forged.seq = 2;
         let out = push(&mut a, t0, 1, vec![forged.sign(&secret_key(1))]);
         assert_eq!(a.stats().replayed, 3);
@@ -939,7 +1095,7 @@ mod tests {
         let (mut a, out) = node(0, 2, 3, Config::default(), t0);
         push(&mut a, t0, 1, pushed(&out, 1));
         assert_eq!(a.stats().replayed, 1);
-        let mut newer = observation(0, true, &[(1, true)]);
+        let mut newer = observation(0, 2, true, &[(1, true)]);
         newer.incarnation = 4;
         push(&mut a, t0, 1, vec![newer.sign(&secret_key(0))]);
         assert_eq!(a.stats().self_conflict, 1);
@@ -955,14 +1111,10 @@ mod tests {
         let (_, out) = node(1, 3, 1, Config::default(), t0);
         push(&mut a, t0, 1, pushed(&out, 0));
         let mut now = t0;
-        for _ in 0..3 {
-            now += Duration::from_millis(100);
-            probe_ok(&mut a, 1, now);
-        }
-        assert!(a.sees_reachable(&public_key(1)));
+        bring_up(&mut a, 1, &mut now, &Config::default());
         assert!(!a.sees_reachable(&public_key(2)));
         assert_eq!(a.answer().members, vec![public_key(0)]);
-        let from_2 = observation(2, true, &[(0, false), (1, true)]).sign(&secret_key(2));
+        let from_2 = observation(2, 3, true, &[(0, false), (1, true)]).sign(&secret_key(2));
         let out = push(&mut a, now, 1, vec![from_2.clone()]);
         assert_eq!(seq_of(&a, 2), Some((1, 1)));
         let mut expected = vec![public_key(0), public_key(1)];
@@ -974,156 +1126,273 @@ mod tests {
     }
 
     #[test]
-    fn digest_exchange_fills_in_missing_observations() {
+    fn anti_entropy_fills_in_missing_observations() {
         let t0 = Instant::now();
         let (mut a, _) = node(0, 3, 1, Config::default(), t0);
         let (mut b, _) = node(1, 3, 1, Config::default(), t0);
-        let from_2 = observation(2, true, &[(0, true), (1, true)]).sign(&secret_key(2));
+        let from_2 = observation(2, 3, true, &[(0, true), (1, true)]).sign(&secret_key(2));
         push(&mut a, t0, 2, vec![from_2.clone()]);
         assert!(b.observation(&public_key(2)).is_none());
-        // a's heartbeat digest goes to a random peer: wait for one to b.
+        // a's heartbeat sends a hash of what it holds to a random peer: wait for one to b.
         let mut now = t0;
-        let versions = loop {
+        let summary = loop {
             now += Duration::from_secs(1);
             let out = a.handle(now, InEvent::Timer(Timer::Heartbeat));
-            let digest = out.into_iter().find_map(|e| match e {
-                OutEvent::Send { to, message: Message::Digest { versions, reply: false } }
-                    if to == public_key(1) =>
-                {
-                    Some(versions)
-                }
-                _ => None,
-            });
-            if let Some(v) = digest {
-                break v;
+            if let [m @ Message::Summary(_)] = sends(&out, 1)[..] {
+                break m.clone();
             }
         };
-        // b pushes its own (a lacks it) and, since a holds what b lacks, asks with a reply digest.
-        let out = b.handle(
-            now,
-            InEvent::Message { from: public_key(0), message: Message::Digest { versions, reply: false } },
-        );
-        push(&mut a, now, 1, pushed(&out, 0));
-        assert!(a.observation(&public_key(1)).is_some());
-        let reply = out
-            .into_iter()
-            .find_map(|e| match e {
-                OutEvent::Send { message: m @ Message::Digest { reply: true, .. }, .. } => Some(m),
-                _ => None,
-            })
-            .expect("a reply digest");
-        let out = a.handle(now, InEvent::Message { from: public_key(1), message: reply });
-        // A reply is never answered with another digest.
-        assert!(out.iter().all(|e| !matches!(e, OutEvent::Send { message: Message::Digest { .. }, .. })));
+        // b holds something else: it answers with its digest.
+        let out = b.handle(now, InEvent::Message { from: public_key(0), message: summary.clone() });
+        let Some(digest) =
+            sends(&out, 0).into_iter().find(|m| matches!(m, Message::Digest { reply: false, .. }))
+        else {
+            panic!("a digest in answer to a differing summary")
+        };
+        // a pushes what b lacks and, since b holds what a lacks, replies with its own digest.
+        let out = a.handle(now, InEvent::Message { from: public_key(1), message: digest.clone() });
         push(&mut b, now, 0, pushed(&out, 1));
         assert_eq!(b.signed_observation(&public_key(2)), Some(&from_2));
+        let reply = sends(&out, 1)
+            .into_iter()
+            .find(|m| matches!(m, Message::Digest { reply: true, .. }))
+            .expect("a reply digest")
+            .clone();
+        let out = b.handle(now, InEvent::Message { from: public_key(0), message: reply });
+        // A reply is never answered with another digest.
+        assert!(out.iter().all(|e| !matches!(e, OutEvent::Send { message: Message::Digest { .. }, .. })));
+        push(&mut a, now, 1, pushed(&out, 0));
+        assert!(a.observation(&public_key(1)).is_some());
+        // Now both hold the same versions: a summary from one is answered with nothing.
+        let out = a.handle(now, InEvent::Timer(Timer::Heartbeat));
+        let hash = out.iter().find_map(|e| match e {
+            OutEvent::Send { message: Message::Summary(h), .. } => Some(*h),
+            _ => None,
+        });
+        let out =
+            b.handle(now, InEvent::Message { from: public_key(0), message: Message::Summary(hash.unwrap()) });
+        assert!(sends(&out, 0).is_empty(), "equal views: nothing to exchange");
     }
 
-    /// Runs one probe of `peer` answered by its pong.
-    fn probe_ok(state: &mut State, peer: usize, now: Instant) {
-        let nonce = send_probe(state, peer, now);
-        state.handle(now, InEvent::Message { from: public_key(peer), message: Message::Pong { nonce } });
+    /// `peer`'s periodic Alive arrives, naming the version `state` holds of it (if any).
+    fn alive(state: &mut State, peer: usize, now: Instant) -> Vec<OutEvent> {
+        let tag = state.observation(&public_key(peer)).map_or(0, Observation::version_tag);
+        state.handle(now, InEvent::Message { from: public_key(peer), message: Message::Alive(tag) })
     }
 
-    /// Runs one probe of `peer` whose ping or pong is lost.
-    fn probe_lost(state: &mut State, peer: usize, now: Instant) {
-        let nonce = send_probe(state, peer, now);
-        state.handle(now, InEvent::Timer(Timer::ProbeTimeout(public_key(peer), nonce)));
+    fn tick(state: &mut State, now: Instant) -> Vec<OutEvent> {
+        state.handle(now, InEvent::Timer(Timer::Tick))
     }
 
-    fn send_probe(state: &mut State, peer: usize, now: Instant) -> u64 {
-        let out = state.handle(now, InEvent::Timer(Timer::Probe(public_key(peer))));
+    /// Makes `peer` reachable at `state`: `up_after` Alives one interval apart, from `now`.
+    fn bring_up(state: &mut State, peer: usize, now: &mut Instant, config: &Config) {
+        for _ in 0..config.up_after {
+            *now += config.probe_interval;
+            alive(state, peer, *now);
+        }
+        assert!(state.sees_reachable(&public_key(peer)));
+    }
+
+    fn sends(out: &[OutEvent], to: usize) -> Vec<&Message> {
         out.iter()
-            .find_map(|e| match e {
-                OutEvent::Send { message: Message::Ping { nonce }, .. } => Some(*nonce),
+            .filter_map(|e| match e {
+                OutEvent::Send { to: t, message } if *t == public_key(to) => Some(message),
                 _ => None,
             })
-            .expect("a ping")
+            .collect()
     }
 
     #[test]
-    fn probing_hysteresis() {
+    fn liveness_hysteresis() {
         let t0 = Instant::now();
         let config = Config::default();
         let (mut a, _) = node(0, 2, 1, config.clone(), t0);
         let b = public_key(1);
+        let step = config.probe_interval;
         let mut now = t0;
-        let mut tick = || {
-            now += config.probe_interval;
-            now
-        };
         for k in 1..config.up_after {
-            probe_ok(&mut a, 1, tick());
-            assert!(!a.sees_reachable(&b), "up after {k} probes");
+            now += step;
+            alive(&mut a, 1, now);
+            assert!(!a.sees_reachable(&b), "up after {k} messages");
         }
-        probe_ok(&mut a, 1, tick());
+        now += step;
+        alive(&mut a, 1, now);
         assert!(a.sees_reachable(&b));
-        // Single losses, even many of them, never flip it.
+        // Silence shorter than `down_after` intervals, even many times over, never flips it.
         for _ in 0..10 {
-            probe_lost(&mut a, 1, tick());
-            probe_ok(&mut a, 1, tick());
+            for _ in 1..config.down_after {
+                now += step;
+                tick(&mut a, now);
+            }
+            alive(&mut a, 1, now);
             assert!(a.sees_reachable(&b));
         }
         for _ in 1..config.down_after {
-            probe_lost(&mut a, 1, tick());
+            now += step;
+            tick(&mut a, now);
             assert!(a.sees_reachable(&b));
         }
-        probe_lost(&mut a, 1, tick());
+        now += step;
+        tick(&mut a, now);
         assert!(!a.sees_reachable(&b));
-        assert_eq!(a.observation(&a.key()).unwrap().report(&b).map(|r| r.reachable), Some(false));
-        // One success does not bring it back either.
-        probe_ok(&mut a, 1, tick());
-        probe_lost(&mut a, 1, tick());
-        probe_ok(&mut a, 1, tick());
+        let mine = a.observation(&a.key()).unwrap();
+        assert_eq!(mine.report(a.roster(), &b).map(|r| r.reachable), Some(false));
+        // A burst of messages at one instant after the outage is one message, not a streak.
+        now += step;
+        for _ in 0..10 {
+            alive(&mut a, 1, now);
+        }
         assert!(!a.sees_reachable(&b));
+        // A gap of more than two intervals starts the streak again.
+        now += 3 * step;
+        alive(&mut a, 1, now);
+        now += step;
+        alive(&mut a, 1, now);
+        assert!(!a.sees_reachable(&b), "the streak restarted");
+        now += step;
+        alive(&mut a, 1, now);
+        assert!(a.sees_reachable(&b));
     }
 
     #[test]
-    fn lost_pong_is_forgiven_when_the_peer_pinged_us() {
+    fn any_message_keeps_a_peer_alive_but_only_periodic_ones_bring_it_up() {
         let t0 = Instant::now();
         let config = Config::default();
         let (mut a, _) = node(0, 2, 1, config.clone(), t0);
         let b = public_key(1);
         let mut now = t0;
-        for _ in 0..config.up_after {
+        for _ in 0..2 * config.up_after {
             now += config.probe_interval;
-            probe_ok(&mut a, 1, now);
+            a.handle(now, InEvent::Message { from: b, message: Message::Summary(7) });
         }
-        for _ in 0..2 * config.down_after {
+        assert!(!a.sees_reachable(&b), "anti-entropy traffic alone does not bring a peer up");
+        bring_up(&mut a, 1, &mut now, &config);
+        for _ in 0..3 * config.down_after {
             now += config.probe_interval;
-            let nonce = send_probe(&mut a, 1, now);
-            a.handle(now, InEvent::Message { from: b, message: Message::Ping { nonce: 7 } });
-            a.handle(now + config.probe_timeout, InEvent::Timer(Timer::ProbeTimeout(b, nonce)));
+            a.handle(now, InEvent::Message { from: b, message: Message::Summary(7) });
+            tick(&mut a, now);
         }
         assert!(a.sees_reachable(&b));
     }
 
     #[test]
-    fn one_ping_heard_after_an_outage_does_not_bring_a_peer_back() {
+    fn every_tick_sends_each_peer_an_alive_or_now_and_then_a_ping() {
         let t0 = Instant::now();
         let config = Config::default();
-        let (mut a, _) = node(0, 2, 1, config.clone(), t0);
-        let b = public_key(1);
+        let (mut a, _) = node(0, 3, 1, config.clone(), t0);
         let mut now = t0;
-        // Probes sent during an outage, all lost; then one ping from b gets through.
-        let nonces: Vec<u64> = (0..5)
-            .map(|_| {
-                now += config.probe_interval;
-                send_probe(&mut a, 1, now)
-            })
-            .collect();
-        a.handle(now, InEvent::Message { from: b, message: Message::Ping { nonce: 7 } });
-        for nonce in nonces {
-            a.handle(now + config.probe_timeout, InEvent::Timer(Timer::ProbeTimeout(b, nonce)));
+        let (mut alives, mut pings) = (0, Vec::new());
+        for _ in 0..PING_EVERY {
+            now += config.probe_interval;
+            let out = tick(&mut a, now);
+            for peer in [1, 2] {
+                match sends(&out, peer)[..] {
+                    [Message::Alive(tag)] => {
+                        assert_eq!(*tag, a.observation(&a.key()).unwrap().version_tag());
+                        alives += 1;
+                    }
+                    [Message::Ping { nonce }] => pings.push((peer, *nonce)),
+                    ref other => panic!("one liveness message per peer per tick, got {other:?}"),
+                }
+            }
         }
-        assert!(!a.sees_reachable(&b), "up_after needs round trips, not one packet");
+        assert_eq!((alives, pings.len() as u64), (2 * PING_EVERY - 2, 2));
+        // A pong within the timeout gives the RTT that `spdu peers` shows.
+        let (peer, nonce) = pings[1];
+        let later = now + Duration::from_millis(30);
+        a.handle(later, InEvent::Message { from: public_key(peer), message: Message::Pong { nonce } });
+        let rtt = a
+            .snapshot(later)
+            .nodes
+            .iter()
+            .find(|n| n.key == public_key(peer))
+            .unwrap()
+            .probe
+            .as_ref()
+            .unwrap()
+            .rtt_us;
+        assert!(rtt.is_some(), "pong measured");
+        // And the receiving side answers a ping with a pong of the same nonce.
+        let out =
+            a.handle(now, InEvent::Message { from: public_key(1), message: Message::Ping { nonce: 99 } });
+        assert!(matches!(sends(&out, 1)[..], [Message::Pong { nonce: 99 }]));
+    }
+
+    #[test]
+    fn an_alive_keeps_the_observation_it_names_fresh_and_asks_for_one_it_lacks() {
+        let t0 = Instant::now();
+        let config = Config { quorum: Quorum::AtLeast(2), ..Config::default() };
+        let (mut a, _) = node(0, 3, 1, config.clone(), t0);
+        let (mut b, out) = node(1, 3, 1, Config::default(), t0);
+        push(&mut a, t0, 1, pushed(&out, 0));
+        push(&mut a, t0, 2, vec![observation(2, 3, true, &[(1, true)]).sign(&secret_key(2))]);
+        let mut now = t0;
+        bring_up(&mut a, 1, &mut now, &config);
+        assert!(a.answer().members.contains(&public_key(1)));
+        // Long past `stale_after`, 1's and 2's observations are still fresh while Alives naming
+        // them keep arriving; nothing else is sent.
+        let end = now + 3 * config.stale_after;
+        while now < end {
+            now += config.probe_interval;
+            alive(&mut a, 1, now);
+            alive(&mut a, 2, now);
+            tick(&mut a, now);
+        }
+        assert!(a.answer().members.contains(&public_key(1)));
+        // 1 publishes a new observation that a misses: 1's Alives now name another version.
+        let out = b.handle(now, InEvent::SetHealthy(false));
+        let newer = pushed(&out, 0);
+        let tag = b.observation(&public_key(1)).unwrap().version_tag();
+        let from_1 = |message| InEvent::Message { from: public_key(1), message };
+        let out = a.handle(now, from_1(Message::Alive(tag)));
+        assert!(matches!(sends(&out, 1)[..], [Message::Want(k)] if k == &vec![public_key(1)]));
+        // Asked once, not on every Alive while the observation is on its way...
+        now += config.probe_interval;
+        assert!(sends(&a.handle(now, from_1(Message::Alive(tag))), 1).is_empty());
+        // ...and it does not keep the older one fresh.
+        let stale_at = now + config.stale_after;
+        while now < stale_at {
+            now += config.probe_interval;
+            a.handle(now, from_1(Message::Alive(tag)));
+            alive(&mut a, 2, now);
+            tick(&mut a, now);
+        }
+        let fresh = |a: &State, now| {
+            let view = a.snapshot(now);
+            let node = view.nodes.iter().find(|n| n.key == public_key(1)).unwrap();
+            node.observation.as_ref().unwrap().fresh
+        };
+        assert!(!fresh(&a, now), "1's observation went stale");
+        push(&mut a, now, 1, newer);
+        assert_eq!(seq_of(&a, 1), Some((1, 2)));
+        assert!(fresh(&a, now));
+    }
+
+    #[test]
+    fn beats_are_signed_only_while_some_peer_cannot_hear_us() {
+        let t0 = Instant::now();
+        let config = Config::default();
+        let (mut a, _) = node(0, 3, 1, config.clone(), t0);
+        let heartbeat = |a: &mut State, now: Instant| {
+            let out = a.handle(now, InEvent::Timer(Timer::Heartbeat));
+            out.iter().filter(|e| matches!(e, OutEvent::Send { message: Message::Beat(_), .. })).count()
+        };
+        let mut now = t0 + RELAY_AFTER;
+        push(&mut a, now, 1, vec![observation(1, 3, true, &[(0, true), (2, true)]).sign(&secret_key(1))]);
+        push(&mut a, now, 2, vec![observation(2, 3, true, &[(0, true), (1, true)]).sign(&secret_key(2))]);
+        now += RELAY_AFTER;
+        assert_eq!(heartbeat(&mut a, now), 0, "everyone hears us");
+        let mut cut = observation(2, 3, true, &[(0, false), (1, true)]);
+        cut.seq = 2;
+        push(&mut a, now, 2, vec![cut.sign(&secret_key(2))]);
+        assert_eq!(heartbeat(&mut a, now), 2, "a beat to each peer");
     }
 
     #[test]
     fn messages_from_outside_the_roster_are_dropped() {
         let t0 = Instant::now();
         let (mut a, _) = node(0, 2, 1, Config::default(), t0);
-        let out = a.handle(t0, InEvent::Message { from: public_key(9), message: Message::Ping { nonce: 1 } });
+        let out = a.handle(t0, InEvent::Message { from: public_key(9), message: Message::Alive(1) });
         assert!(out.is_empty());
         assert_eq!(a.stats().unknown_sender, 1);
     }
@@ -1135,16 +1404,18 @@ mod tests {
         let (mut a, _) = node(0, 3, 1, config.clone(), t0);
         let (_, out) = node(1, 3, 1, Config::default(), t0);
         push(&mut a, t0, 1, pushed(&out, 0));
-        push(&mut a, t0, 2, vec![observation(2, true, &[(1, true)]).sign(&secret_key(2))]);
+        push(&mut a, t0, 2, vec![observation(2, 3, true, &[(1, true)]).sign(&secret_key(2))]);
         let mut now = t0;
-        for _ in 0..3 {
-            now += config.probe_interval;
-            probe_ok(&mut a, 1, now);
-        }
+        bring_up(&mut a, 1, &mut now, &config);
         assert!(a.answer().members.contains(&public_key(1)));
-        // 2 falls silent; keep 1 reachable through the heartbeats that follow.
-        let out = a.handle(t0 + config.stale_after + config.heartbeat, InEvent::Timer(Timer::Heartbeat));
-        assert!(out.iter().any(|e| matches!(e, OutEvent::AnswerChanged(_))));
+        // 2 falls silent while 1 keeps talking: 2's vote goes stale with the passing of time.
+        let mut changed = false;
+        while now < t0 + config.stale_after + config.probe_interval {
+            now += config.probe_interval;
+            alive(&mut a, 1, now);
+            changed |= tick(&mut a, now).iter().any(|e| matches!(e, OutEvent::AnswerChanged(_)));
+        }
+        assert!(changed);
         assert_eq!(a.answer().members, vec![public_key(0)]);
     }
 }

@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use spdu_keys::{PublicKey, SecretKey};
 
-use crate::proto::{Member, NodeInfo, Observation, PeerReport};
+use crate::proto::{Bitmap, Member, NodeInfo, Observation, Roster};
 
 /// The cluster id every fixture uses.
 pub const CLUSTER: &str = "spdu-sim";
@@ -49,11 +49,19 @@ pub fn node_info(i: usize, incarnation: u64) -> NodeInfo {
     }
 }
 
-/// An observation by node `i` (incarnation 1, seq 1) reporting on each `(peer, reachable)`.
-pub fn observation(i: usize, healthy: bool, reports: &[(usize, bool)]) -> Observation {
-    let mut reports = reports.to_vec();
-    // Canonical form: reports in key order.
-    reports.sort_by_key(|(peer, _)| public_key(*peer));
+/// The roster of nodes `0..n`, as observations index it.
+pub fn roster_of(n: usize) -> Roster {
+    Roster::new((0..n).map(public_key))
+}
+
+/// An observation by node `i` of the roster `0..n` (incarnation 1, seq 1), reporting each
+/// `(peer, reachable)` (peers not listed: unreachable).
+pub fn observation(i: usize, n: usize, healthy: bool, reports: &[(usize, bool)]) -> Observation {
+    let roster = roster_of(n);
+    let mut reachable = Bitmap::new(n);
+    for &(peer, up) in reports {
+        reachable.set(roster.index(&public_key(peer)).expect("peer in the roster"), up);
+    }
     Observation {
         cluster: CLUSTER.to_owned(),
         observer: public_key(i),
@@ -62,17 +70,10 @@ pub fn observation(i: usize, healthy: bool, reports: &[(usize, bool)]) -> Observ
         seq: 1,
         healthy,
         addresses: vec![address(i)],
-        peers: reports
-            .iter()
-            .map(|&(peer, reachable)| PeerReport {
-                key: public_key(peer),
-                reachable,
-                rtt_us: reachable.then_some(1000),
-                for_ms: 0,
-                service_ok: None,
-                service_latency_us: None,
-            })
-            .collect(),
         service_check: None,
+        roster: roster.id(),
+        reachable,
+        service_probed: Bitmap::new(n),
+        service_ok: Bitmap::new(n),
     }
 }

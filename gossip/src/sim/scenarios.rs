@@ -254,8 +254,9 @@ fn lying_observer_cannot_add_a_dead_node() {
         let (sim, _) =
             lying_run(n, 70 + n as u64, Lie { reachable: vec![dead], ..Lie::default() }, Some(dead));
         // The lie really went out: honest nodes hold node 0's claim that `dead` is reachable.
-        let claim = sim.state(1).unwrap().observation(&sim.key(0)).unwrap();
-        assert!(claim.report(&sim.key(dead)).unwrap().reachable);
+        let honest = sim.state(1).unwrap();
+        let claim = honest.observation(&sim.key(0)).unwrap();
+        assert!(claim.report(honest.roster(), &sim.key(dead)).unwrap().reachable);
         for i in all_but(n, &[dead]) {
             assert!(!sim.answer(i).contains(&dead), "node {i}: {:?}", sim.answer(i));
         }
@@ -268,8 +269,9 @@ fn lying_observer_cannot_remove_a_live_node() {
     for n in sizes() {
         let victims: Vec<NodeId> = (1..n).collect();
         let (sim, since) = lying_run(n, 80 + n as u64, Lie { unreachable: victims, ..Lie::default() }, None);
-        let claim = sim.state(1).unwrap().observation(&sim.key(0)).unwrap();
-        assert!(claim.peers.iter().all(|r| !r.reachable));
+        let honest = sim.state(1).unwrap();
+        let claim = honest.observation(&sim.key(0)).unwrap();
+        assert!(claim.reports(honest.roster()).iter().all(|r| !r.reachable));
         assert!(sim.converged(), "{n} nodes: {:?}", answers(&sim));
         assert_eq!(unexpected_removals(&sim, since, |_| false), vec![]);
     }
