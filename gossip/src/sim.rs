@@ -7,7 +7,8 @@
 //! through [`Message::encode`] and [`Message::decode`], so sizes and bounds are the wire's.
 //!
 //! Invariants: the same [`SimConfig`] and the same calls give the same run bit for bit (one
-//! seeded [`StdRng`], ordered maps only; [`Sim::trace_hash`] summarises a run). A crashed node
+//! seeded [`StdRng`]; the queue's order is total, and no map's iteration order ever decides
+//! anything; [`Sim::trace_hash`] summarises a run). A crashed node
 //! receives nothing and its pending timers and in-flight inbound messages are dropped; a
 //! restarted node is a new [`State`] with the same key and a higher incarnation.
 //!
@@ -19,7 +20,9 @@ pub mod fixtures;
 #[cfg(test)]
 mod scenarios;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -168,26 +171,102 @@ pub struct Traffic {
     pub received: Counter,
 }
 
+/// A node index or generation as an event stores it (events are kept small: at 1000 nodes
+/// millions of them are queued at once).
+type Small = u32;
+
 #[derive(Debug)]
 enum Event {
     Deliver {
-        from: NodeId,
-        to: NodeId,
-        generation: u64,
-        frame: Vec<u8>,
+        from: Small,
+        to: Small,
+        generation: Small,
+        frame: Box<[u8]>,
     },
     Timer {
-        node: NodeId,
-        generation: u64,
+        node: Small,
+        generation: Small,
         timer: Timer,
     },
     /// Node `node` runs its own service check and probes every peer's service.
     Checks {
-        node: NodeId,
-        generation: u64,
+        node: Small,
+        generation: Small,
     },
-    Action(Action),
+    Action(Box<Action>),
 }
+
+/// A queued event, ordered by (time in nanoseconds, sequence number) only. Sequence numbers are
+/// unique, so the order is total: events at the same time run in the order they were queued.
+#[derive(Debug)]
+struct Queued {
+    at: u64,
+    seq: u64,
+    event: Event,
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+
+impl Eq for Queued {}
+
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Queued {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+/// A multiply-xor hasher (as in rustc's FxHash) for the simulator's lookup maps, whose keys are
+/// node indices and public keys (uniformly distributed bytes). Lookups only: no map is iterated
+/// where the order could matter.
+#[derive(Clone, Copy, Default)]
+struct FastHasher(u64);
+
+const FAST_K: u64 = 0x517c_c1b7_2722_0a95;
+
+impl FastHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(FAST_K);
+    }
+}
+
+impl Hasher for FastHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            self.add(u64::from_le_bytes(chunk.try_into().expect("8 bytes")));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
 
 #[derive(Debug)]
 struct Node {
@@ -196,7 +275,7 @@ struct Node {
     state: Option<State>,
     incarnation: u64,
     /// Bumped on every crash: timers and messages addressed to an older generation are dropped.
-    generation: u64,
+    generation: Small,
     lie: Option<Lie>,
     answer: Vec<NodeId>,
     traffic: Traffic,
@@ -212,11 +291,13 @@ pub struct Sim {
     now: Duration,
     seq: u64,
     rng: StdRng,
-    queue: BTreeMap<(Duration, u64), Event>,
+    /// Min-heap on (time, sequence number).
+    queue: BinaryHeap<Reverse<Queued>>,
     nodes: Vec<Node>,
-    index: BTreeMap<PublicKey, NodeId>,
+    index: FastMap<PublicKey, NodeId>,
     roster: Vec<Member>,
-    links: BTreeMap<(NodeId, NodeId), Link>,
+    /// Links that differ from [`SimConfig::link`].
+    links: FastMap<(NodeId, NodeId), Link>,
     service_blocked: BTreeSet<(NodeId, NodeId)>,
     group: Vec<usize>,
     changes: Vec<AnswerChange>,
@@ -228,6 +309,7 @@ pub struct Sim {
 impl Sim {
     /// `n` nodes (keys from [`fixtures`]), all started at time zero, each with the full roster.
     pub fn new(n: usize, config: SimConfig) -> Self {
+        assert!(Small::try_from(n).is_ok(), "at most {} nodes", Small::MAX);
         let nodes: Vec<Node> = (0..n)
             .map(|i| {
                 let key = fixtures::secret_key(i);
@@ -251,17 +333,17 @@ impl Sim {
             base: Instant::now(),
             now: Duration::ZERO,
             seq: 0,
-            queue: BTreeMap::new(),
+            queue: BinaryHeap::new(),
             nodes,
             index,
             roster: fixtures::roster(n),
-            links: BTreeMap::new(),
+            links: FastMap::default(),
             service_blocked: BTreeSet::new(),
             group: (0..n).map(|_| 0).collect(),
             changes: Vec::new(),
             removals: Vec::new(),
             events: 0,
-            trace: FNV_OFFSET,
+            trace: TRACE_START,
         };
         for i in 0..n {
             sim.boot(i);
@@ -413,7 +495,7 @@ impl Sim {
 
     /// Runs `action` at simulated time `at` (or now, if that has passed).
     pub fn schedule(&mut self, at: Duration, action: Action) {
-        self.push(at.max(self.now), Event::Action(action));
+        self.push(at.max(self.now), Event::Action(Box::new(action)));
     }
 
     /// Runs `action` now.
@@ -476,21 +558,24 @@ impl Sim {
 
     /// Processes the next event; false if there is none.
     pub fn step(&mut self) -> bool {
-        let Some(((at, _), event)) = self.queue.pop_first() else { return false };
-        self.now = at;
+        let Some(Reverse(Queued { at, event, .. })) = self.queue.pop() else { return false };
+        self.now = Duration::from_nanos(at);
         self.events += 1;
         match event {
-            Event::Deliver { from, to, generation, frame } => self.deliver(from, to, generation, frame),
+            Event::Deliver { from, to, generation, frame } => {
+                self.deliver(from as NodeId, to as NodeId, generation, &frame)
+            }
             Event::Timer { node, generation, timer } => {
+                let node = node as NodeId;
                 if self.nodes[node].generation == generation
                     && let Some(state) = self.nodes[node].state.as_mut()
                 {
-                    let out = state.handle(self.base + at, InEvent::Timer(timer));
+                    let out = state.handle(self.base + self.now, InEvent::Timer(timer));
                     self.process(node, out);
                 }
             }
-            Event::Checks { node, generation } => self.run_checks(node, generation),
-            Event::Action(action) => self.apply(action),
+            Event::Checks { node, generation } => self.run_checks(node as NodeId, generation),
+            Event::Action(action) => self.apply(*action),
         }
         true
     }
@@ -508,7 +593,7 @@ impl Sim {
             && !self.service_blocked.contains(&(from, to))
     }
 
-    fn run_checks(&mut self, i: NodeId, generation: u64) {
+    fn run_checks(&mut self, i: NodeId, generation: Small) {
         let Some(interval) = self.config.services else { return };
         if self.nodes[i].generation != generation || self.nodes[i].state.is_none() {
             return;
@@ -526,12 +611,12 @@ impl Sim {
             let out = state.handle(now, input);
             self.process(i, out);
         }
-        self.push(self.now + interval, Event::Checks { node: i, generation });
+        self.push(self.now + interval, Event::Checks { node: i as Small, generation });
     }
 
     /// Runs every event up to and including simulated time `until`; the clock ends at `until`.
     pub fn run_until(&mut self, until: Duration) {
-        while self.queue.first_key_value().is_some_and(|((at, _), _)| *at <= until) {
+        while self.next_at().is_some_and(|at| at <= until) {
             self.step();
         }
         self.now = self.now.max(until);
@@ -548,7 +633,7 @@ impl Sim {
         if done(self) {
             return Some(self.now);
         }
-        while self.queue.first_key_value().is_some_and(|((at, _), _)| *at <= deadline) {
+        while self.next_at().is_some_and(|at| at <= deadline) {
             let changes = self.changes.len();
             self.step();
             if self.changes.len() != changes && done(self) {
@@ -557,6 +642,11 @@ impl Sim {
         }
         self.now = self.now.max(deadline);
         None
+    }
+
+    /// The time of the next queued event.
+    fn next_at(&self) -> Option<Duration> {
+        self.queue.peek().map(|Reverse(q)| Duration::from_nanos(q.at))
     }
 
     fn boot(&mut self, i: NodeId) {
@@ -577,11 +667,11 @@ impl Sim {
         if let Some(interval) = self.config.services {
             // Spread the nodes' checks over the interval.
             let offset = Duration::from_micros(self.rng.random_range(0..interval.as_micros().max(1) as u64));
-            self.push(self.now + offset, Event::Checks { node: i, generation });
+            self.push(self.now + offset, Event::Checks { node: i as Small, generation });
         }
     }
 
-    fn deliver(&mut self, from: NodeId, to: NodeId, generation: u64, frame: Vec<u8>) {
+    fn deliver(&mut self, from: NodeId, to: NodeId, generation: Small, frame: &[u8]) {
         let sender = self.nodes[from].public;
         let node = &mut self.nodes[to];
         if node.generation != generation {
@@ -589,7 +679,7 @@ impl Sim {
         }
         let Some(state) = node.state.as_mut() else { return };
         node.traffic.received.add(frame.len());
-        let message = Message::decode(&frame).expect("the simulator only sends encoded messages");
+        let message = Message::decode(frame).expect("the simulator only sends encoded messages");
         let out = state.handle(self.base + self.now, InEvent::Message { from: sender, message });
         self.process(to, out);
     }
@@ -605,7 +695,7 @@ impl Sim {
                 OutEvent::SetTimer { at, timer } => {
                     let at = at.saturating_duration_since(self.base);
                     let generation = self.nodes[i].generation;
-                    self.push(at, Event::Timer { node: i, generation, timer });
+                    self.push(at, Event::Timer { node: i as Small, generation, timer });
                 }
                 OutEvent::AnswerChanged(set) => {
                     let mut members: Vec<NodeId> = set.members.iter().map(|k| self.index[k]).collect();
@@ -642,6 +732,7 @@ impl Sim {
             Duration::from_nanos(self.rng.random_range(0..link.jitter.as_nanos() as u64))
         };
         let generation = self.nodes[to].generation;
+        let (from, to, frame) = (from as Small, to as Small, frame.into_boxed_slice());
         self.push(self.now + link.latency + jitter, Event::Deliver { from, to, generation, frame });
     }
 
@@ -671,25 +762,28 @@ impl Sim {
     }
 
     fn push(&mut self, at: Duration, event: Event) {
+        let at = u64::try_from(at.as_nanos()).expect("simulated time fits 584 years");
         let tag = match &event {
-            Event::Deliver { from, to, .. } => [0, *from as u64, *to as u64],
-            Event::Timer { node, .. } => [1, *node as u64, 0],
+            Event::Deliver { from, to, .. } => [0, u64::from(*from), u64::from(*to)],
+            Event::Timer { node, .. } => [1, u64::from(*node), 0],
             Event::Action(_) => [2, 0, 0],
-            Event::Checks { node, .. } => [5, *node as u64, 0],
+            Event::Checks { node, .. } => [5, u64::from(*node), 0],
         };
-        self.mix(&[at.as_nanos() as u64, tag[0], tag[1], tag[2]]);
+        self.mix(&[at, tag[0], tag[1], tag[2]]);
         self.seq += 1;
-        self.queue.insert((at, self.seq), event);
+        self.queue.push(Reverse(Queued { at, seq: self.seq, event }));
     }
 
+    /// Folds `words` into the trace hash: one multiply-xor per word (a byte-wise FNV here cost
+    /// eight multiplications per word on every queued event).
     fn mix(&mut self, words: &[u64]) {
-        for word in words {
-            for byte in word.to_le_bytes() {
-                self.trace = (self.trace ^ u64::from(byte)).wrapping_mul(FNV_PRIME);
-            }
+        for &word in words {
+            let t = (self.trace ^ word).wrapping_mul(TRACE_K);
+            self.trace = t ^ (t >> 29);
         }
     }
 }
 
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+const TRACE_START: u64 = 0xcbf2_9ce4_8422_2325;
+/// An odd 64-bit constant with well-spread bits (the golden ratio's).
+const TRACE_K: u64 = 0x9e37_79b9_7f4a_7c15;
