@@ -449,6 +449,36 @@ impl Sim {
         Some(latest)
     }
 
+    /// Per node (indexed by [`NodeId`]): when its answer came to hold every running node, as the
+    /// first time at or after `since` from which it held all of them without interruption until
+    /// now (`since` itself if it already did then). `None` for a crashed node and for a node
+    /// whose answer lacks a running node now. Extra (crashed) nodes in an answer do not count
+    /// against it: this is "every running node is in", not [`Sim::converged`]'s equality.
+    pub fn converged_at(&self, since: Duration) -> Vec<Option<Duration>> {
+        let up = self.up_nodes();
+        let mut at: Vec<Option<Duration>> = (0..self.nodes.len())
+            .map(|i| (self.is_up(i) && holds_all(&self.nodes[i].answer, &up)).then_some(since))
+            .collect();
+        // Nodes whose current run of full answers may reach further back.
+        let mut open: Vec<bool> = at.iter().map(Option::is_some).collect();
+        let mut left = open.iter().filter(|o| **o).count();
+        for change in self.changes.iter().rev() {
+            if left == 0 || change.at < since {
+                break;
+            }
+            if !open[change.node] {
+                continue;
+            }
+            if holds_all(&change.members, &up) {
+                at[change.node] = Some(change.at);
+            } else {
+                open[change.node] = false;
+                left -= 1;
+            }
+        }
+        at
+    }
+
     /// The first time at or after `since` at which every node of `observers` answered with `x`
     /// and kept doing so until now; `None` if one does not answer with it now.
     pub fn included_by_all(&self, x: NodeId, observers: &[NodeId], since: Duration) -> Option<Duration> {
@@ -784,6 +814,68 @@ impl Sim {
     }
 }
 
+/// Whether sorted `set` holds every node of sorted `wanted`.
+fn holds_all(set: &[NodeId], wanted: &[NodeId]) -> bool {
+    if set.len() < wanted.len() {
+        return false;
+    }
+    let mut rest = set.iter();
+    wanted.iter().all(|w| rest.any(|s| s == w))
+}
+
 const TRACE_START: u64 = 0xcbf2_9ce4_8422_2325;
 /// An odd 64-bit constant with well-spread bits (the golden ratio's).
 const TRACE_K: u64 = 0x9e37_79b9_7f4a_7c15;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(m: u64) -> Duration {
+        Duration::from_millis(m)
+    }
+
+    #[test]
+    fn converged_at_from_recorded_changes() {
+        let mut sim = Sim::new(4, SimConfig::default());
+        sim.crash(3);
+        let change = |at: u64, node: NodeId, members: &[NodeId]| AnswerChange {
+            at: ms(at),
+            node,
+            members: members.to_vec(),
+        };
+        sim.changes = vec![
+            change(1, 0, &[0, 1]),
+            change(1, 1, &[0, 1, 2]),
+            change(1, 2, &[0, 1, 2, 3]),
+            change(2, 0, &[0, 1, 2]),
+            change(3, 0, &[0, 1, 2, 3]),
+            change(4, 1, &[0, 1]),
+            change(5, 1, &[0, 1, 2]),
+            change(6, 2, &[2]),
+        ];
+        for (i, members) in [vec![0, 1, 2, 3], vec![0, 1, 2], vec![2]].into_iter().enumerate() {
+            sim.nodes[i].answer = members;
+        }
+        // Node 0 holds 0, 1, 2 from 2 ms on (the crashed 3 does not matter); node 1 lost 2 at
+        // 4 ms and got it back at 5; node 2 lacks 0 and 1; node 3 is crashed.
+        assert_eq!(sim.converged_at(Duration::ZERO), vec![Some(ms(2)), Some(ms(5)), None, None]);
+        assert_eq!(sim.converged_at(ms(3)), vec![Some(ms(3)), Some(ms(5)), None, None]);
+        assert_eq!(sim.converged_at(ms(10)), vec![Some(ms(10)), Some(ms(10)), None, None]);
+    }
+
+    #[test]
+    fn last_node_to_converge_is_when_the_cluster_converges() {
+        let mut sim = Sim::new(5, SimConfig { seed: 3, ..SimConfig::default() });
+        let at = sim.run_until_cond(Duration::from_secs(5), Sim::converged).expect("converges");
+        let per_node = sim.converged_at(Duration::ZERO);
+        assert!(per_node.iter().all(|t| t.is_some_and(|t| t <= at)), "{per_node:?} {at:?}");
+        assert_eq!(per_node.iter().flatten().max(), Some(&at));
+        // A crashed node: none for it, and the others still hold every running node.
+        let crash_at = sim.now();
+        sim.crash(4);
+        let after = sim.converged_at(crash_at);
+        assert_eq!(after[4], None);
+        assert!(after[..4].iter().all(|t| *t == Some(crash_at)), "{after:?}");
+    }
+}
