@@ -225,6 +225,83 @@ impl Ord for Queued {
     }
 }
 
+/// The event queue: pops in (time, sequence number) order, exactly as one binary heap would,
+/// but keeps only the events of the current time bucket in a heap. Later events wait unsorted in
+/// a ring of [`EventQueue::SLOTS`] buckets of [`EventQueue::WIDTH`] nanoseconds each (beyond that
+/// horizon, in a second heap), and a bucket is heapified when the clock reaches it. At 1000
+/// nodes millions of events are queued, but only the few thousand of the current millisecond
+/// are ever sifted, in a heap that stays in cache.
+#[derive(Debug, Default)]
+struct EventQueue {
+    /// Every event of bucket `current` or earlier.
+    near: BinaryHeap<Reverse<Queued>>,
+    /// Buckets `current + 1 .. current + SLOTS`, bucket `b` at index `b % SLOTS`.
+    ring: Vec<Vec<Queued>>,
+    /// Events in `ring`.
+    in_ring: usize,
+    /// Events of bucket `current + SLOTS` or later.
+    far: BinaryHeap<Reverse<Queued>>,
+    current: u64,
+}
+
+impl EventQueue {
+    /// Bucket width: 1 ms.
+    const WIDTH: u64 = 1_000_000;
+    /// Buckets in the ring: a horizon of about 2 s (timers and deliveries are mostly nearer).
+    const SLOTS: u64 = 2048;
+
+    fn len(&self) -> usize {
+        self.near.len() + self.in_ring + self.far.len()
+    }
+
+    fn push(&mut self, q: Queued) {
+        let bucket = q.at / Self::WIDTH;
+        if bucket <= self.current {
+            self.near.push(Reverse(q));
+        } else if bucket - self.current < Self::SLOTS {
+            if self.ring.is_empty() {
+                self.ring.resize_with(Self::SLOTS as usize, Vec::new);
+            }
+            self.ring[(bucket % Self::SLOTS) as usize].push(q);
+            self.in_ring += 1;
+        } else {
+            self.far.push(Reverse(q));
+        }
+    }
+
+    /// Moves the next non-empty bucket into `near`, if `near` is empty.
+    fn advance(&mut self) {
+        while self.near.is_empty() && self.len() > 0 {
+            self.current = if self.in_ring == 0 {
+                // Nothing within the horizon: jump to the earliest far event's bucket.
+                self.far.peek().map_or(self.current, |Reverse(q)| q.at / Self::WIDTH)
+            } else {
+                self.current + 1
+            };
+            if self.in_ring > 0 {
+                let slot = &mut self.ring[(self.current % Self::SLOTS) as usize];
+                self.in_ring -= slot.len();
+                self.near.extend(slot.drain(..).map(Reverse));
+            }
+            while self.far.peek().is_some_and(|Reverse(q)| q.at / Self::WIDTH <= self.current) {
+                let q = self.far.pop().expect("peeked");
+                self.near.push(q);
+            }
+        }
+    }
+
+    /// The earliest event's time.
+    fn peek_at(&mut self) -> Option<u64> {
+        self.advance();
+        self.near.peek().map(|Reverse(q)| q.at)
+    }
+
+    fn pop(&mut self) -> Option<Queued> {
+        self.advance();
+        self.near.pop().map(|Reverse(q)| q)
+    }
+}
+
 /// A multiply-xor hasher (as in rustc's FxHash) for the simulator's lookup maps, whose keys are
 /// node indices and public keys (uniformly distributed bytes). Lookups only: no map is iterated
 /// where the order could matter.
@@ -291,8 +368,7 @@ pub struct Sim {
     now: Duration,
     seq: u64,
     rng: StdRng,
-    /// Min-heap on (time, sequence number).
-    queue: BinaryHeap<Reverse<Queued>>,
+    queue: EventQueue,
     nodes: Vec<Node>,
     index: FastMap<PublicKey, NodeId>,
     roster: Vec<Member>,
@@ -333,7 +409,7 @@ impl Sim {
             base: Instant::now(),
             now: Duration::ZERO,
             seq: 0,
-            queue: BinaryHeap::new(),
+            queue: EventQueue::default(),
             nodes,
             index,
             roster: fixtures::roster(n),
@@ -588,7 +664,7 @@ impl Sim {
 
     /// Processes the next event; false if there is none.
     pub fn step(&mut self) -> bool {
-        let Some(Reverse(Queued { at, event, .. })) = self.queue.pop() else { return false };
+        let Some(Queued { at, event, .. }) = self.queue.pop() else { return false };
         self.now = Duration::from_nanos(at);
         self.events += 1;
         match event {
@@ -675,8 +751,8 @@ impl Sim {
     }
 
     /// The time of the next queued event.
-    fn next_at(&self) -> Option<Duration> {
-        self.queue.peek().map(|Reverse(q)| Duration::from_nanos(q.at))
+    fn next_at(&mut self) -> Option<Duration> {
+        self.queue.peek_at().map(Duration::from_nanos)
     }
 
     fn boot(&mut self, i: NodeId) {
@@ -801,7 +877,7 @@ impl Sim {
         };
         self.mix(&[at, tag[0], tag[1], tag[2]]);
         self.seq += 1;
-        self.queue.push(Reverse(Queued { at, seq: self.seq, event }));
+        self.queue.push(Queued { at, seq: self.seq, event });
     }
 
     /// Folds `words` into the trace hash: one multiply-xor per word (a byte-wise FNV here cost
@@ -833,6 +909,44 @@ mod tests {
 
     fn ms(m: u64) -> Duration {
         Duration::from_millis(m)
+    }
+
+    /// The bucketed queue pops exactly what one binary heap on (time, sequence number) pops,
+    /// with events due now, in the past, in the current bucket, within the ring and beyond it.
+    #[test]
+    fn event_queue_pops_in_heap_order() {
+        let mut rng = StdRng::seed_from_u64(9);
+        let mut queue = EventQueue::default();
+        let mut heap: BinaryHeap<Reverse<(u64, u64)>> = BinaryHeap::new();
+        let event = || Event::Checks { node: 0, generation: 0 };
+        let (mut now, mut seq) = (0u64, 0u64);
+        for round in 0..20_000 {
+            for _ in 0..rng.random_range(0..3) {
+                let delay = match rng.random_range(0..6) {
+                    0 => 0,
+                    1 => rng.random_range(0..EventQueue::WIDTH),
+                    2 => rng.random_range(0..100 * EventQueue::WIDTH),
+                    3 => rng.random_range(0..3 * EventQueue::SLOTS * EventQueue::WIDTH),
+                    4 => 10 * EventQueue::SLOTS * EventQueue::WIDTH,
+                    _ => 1_000_000 * EventQueue::WIDTH,
+                };
+                // Now and then, an event "in the past" (it still comes out first).
+                let at = if round % 97 == 0 { now.saturating_sub(5) } else { now + delay };
+                seq += 1;
+                queue.push(Queued { at, seq, event: event() });
+                heap.push(Reverse((at, seq)));
+            }
+            assert_eq!(queue.len(), heap.len());
+            assert_eq!(queue.peek_at(), heap.peek().map(|Reverse((at, _))| *at));
+            let (Some(q), Some(Reverse((at, s)))) = (queue.pop(), heap.pop()) else { continue };
+            assert_eq!((q.at, q.seq), (at, s), "round {round}");
+            now = at;
+        }
+        while let Some(Reverse((at, s))) = heap.pop() {
+            let q = queue.pop().expect("same length");
+            assert_eq!((q.at, q.seq), (at, s));
+        }
+        assert!(queue.pop().is_none());
     }
 
     #[test]
