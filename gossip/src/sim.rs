@@ -8,9 +8,9 @@
 //!
 //! Invariants: the same [`SimConfig`] and the same calls give the same run bit for bit (one
 //! seeded [`StdRng`]; the queue's order is total, and no map's iteration order ever decides
-//! anything; [`Sim::trace_hash`] summarises a run). A crashed node
-//! receives nothing and its pending timers and in-flight inbound messages are dropped; a
-//! restarted node is a new [`State`] with the same key and a higher incarnation.
+//! anything; [`Sim::trace_hash`] summarises a run). A crashed node receives nothing and its
+//! pending timers and in-flight inbound messages are dropped; a restarted node is a new
+//! [`State`] with the same key and a higher incarnation.
 //!
 //! Everything a test may ask afterwards is recorded: every node's answer set over time
 //! ([`Sim::changes`], [`Sim::removals`]) and per-node traffic ([`Sim::traffic`]).
