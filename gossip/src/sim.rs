@@ -7,9 +7,10 @@
 //! through [`Message::encode`] and [`Message::decode`], so sizes and bounds are the wire's.
 //!
 //! Invariants: the same [`SimConfig`] and the same calls give the same run bit for bit (one
-//! seeded [`StdRng`], ordered maps only; [`Sim::trace_hash`] summarises a run). A crashed node
-//! receives nothing and its pending timers and in-flight inbound messages are dropped; a
-//! restarted node is a new [`State`] with the same key and a higher incarnation.
+//! seeded [`StdRng`]; the queue's order is total, and no map's iteration order ever decides
+//! anything; [`Sim::trace_hash`] summarises a run). A crashed node receives nothing and its
+//! pending timers and in-flight inbound messages are dropped; a restarted node is a new
+//! [`State`] with the same key and a higher incarnation.
 //!
 //! Everything a test may ask afterwards is recorded: every node's answer set over time
 //! ([`Sim::changes`], [`Sim::removals`]) and per-node traffic ([`Sim::traffic`]).
@@ -19,7 +20,9 @@ pub mod fixtures;
 #[cfg(test)]
 mod scenarios;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -169,26 +172,179 @@ pub struct Traffic {
     pub received: Counter,
 }
 
+/// A node index or generation as an event stores it (events are kept small: at 1000 nodes
+/// millions of them are queued at once).
+type Small = u32;
+
 #[derive(Debug)]
 enum Event {
     Deliver {
-        from: NodeId,
-        to: NodeId,
-        generation: u64,
-        frame: Vec<u8>,
+        from: Small,
+        to: Small,
+        generation: Small,
+        frame: Box<[u8]>,
     },
     Timer {
-        node: NodeId,
-        generation: u64,
+        node: Small,
+        generation: Small,
         timer: Timer,
     },
     /// Node `node` runs its own service check and probes every peer's service.
     Checks {
-        node: NodeId,
-        generation: u64,
+        node: Small,
+        generation: Small,
     },
-    Action(Action),
+    Action(Box<Action>),
 }
+
+/// A queued event, ordered by (time in nanoseconds, sequence number) only. Sequence numbers are
+/// unique, so the order is total: events at the same time run in the order they were queued.
+#[derive(Debug)]
+struct Queued {
+    at: u64,
+    seq: u64,
+    event: Event,
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+
+impl Eq for Queued {}
+
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Queued {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+/// The event queue: pops in (time, sequence number) order, exactly as one binary heap would,
+/// but keeps only the events of the current time bucket in a heap. Later events wait unsorted in
+/// a ring of [`EventQueue::SLOTS`] buckets of [`EventQueue::WIDTH`] nanoseconds each (beyond that
+/// horizon, in a second heap), and a bucket is heapified when the clock reaches it. At 1000
+/// nodes millions of events are queued, but only the few thousand of the current millisecond
+/// are ever sifted, in a heap that stays in cache.
+#[derive(Debug, Default)]
+struct EventQueue {
+    /// Every event of bucket `current` or earlier.
+    near: BinaryHeap<Reverse<Queued>>,
+    /// Buckets `current + 1 .. current + SLOTS`, bucket `b` at index `b % SLOTS`.
+    ring: Vec<Vec<Queued>>,
+    /// Events in `ring`.
+    in_ring: usize,
+    /// Events of bucket `current + SLOTS` or later.
+    far: BinaryHeap<Reverse<Queued>>,
+    current: u64,
+}
+
+impl EventQueue {
+    /// Bucket width: 1 ms.
+    const WIDTH: u64 = 1_000_000;
+    /// Buckets in the ring: a horizon of about 2 s (timers and deliveries are mostly nearer).
+    const SLOTS: u64 = 2048;
+
+    fn len(&self) -> usize {
+        self.near.len() + self.in_ring + self.far.len()
+    }
+
+    fn push(&mut self, q: Queued) {
+        let bucket = q.at / Self::WIDTH;
+        if bucket <= self.current {
+            self.near.push(Reverse(q));
+        } else if bucket - self.current < Self::SLOTS {
+            if self.ring.is_empty() {
+                self.ring.resize_with(Self::SLOTS as usize, Vec::new);
+            }
+            self.ring[(bucket % Self::SLOTS) as usize].push(q);
+            self.in_ring += 1;
+        } else {
+            self.far.push(Reverse(q));
+        }
+    }
+
+    /// Moves the next non-empty bucket into `near`, if `near` is empty.
+    fn advance(&mut self) {
+        while self.near.is_empty() && self.len() > 0 {
+            self.current = if self.in_ring == 0 {
+                // Nothing within the horizon: jump to the earliest far event's bucket.
+                self.far.peek().map_or(self.current, |Reverse(q)| q.at / Self::WIDTH)
+            } else {
+                self.current + 1
+            };
+            if self.in_ring > 0 {
+                let slot = &mut self.ring[(self.current % Self::SLOTS) as usize];
+                self.in_ring -= slot.len();
+                self.near.extend(slot.drain(..).map(Reverse));
+            }
+            while self.far.peek().is_some_and(|Reverse(q)| q.at / Self::WIDTH <= self.current) {
+                let q = self.far.pop().expect("peeked");
+                self.near.push(q);
+            }
+        }
+    }
+
+    /// The earliest event's time.
+    fn peek_at(&mut self) -> Option<u64> {
+        self.advance();
+        self.near.peek().map(|Reverse(q)| q.at)
+    }
+
+    fn pop(&mut self) -> Option<Queued> {
+        self.advance();
+        self.near.pop().map(|Reverse(q)| q)
+    }
+}
+
+/// A multiply-xor hasher (as in rustc's FxHash) for the simulator's lookup maps, whose keys are
+/// node indices and public keys (uniformly distributed bytes). Lookups only: no map is iterated
+/// where the order could matter.
+#[derive(Clone, Copy, Default)]
+struct FastHasher(u64);
+
+const FAST_K: u64 = 0x517c_c1b7_2722_0a95;
+
+impl FastHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(FAST_K);
+    }
+}
+
+impl Hasher for FastHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            self.add(u64::from_le_bytes(chunk.try_into().expect("8 bytes")));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
 
 #[derive(Debug)]
 struct Node {
@@ -197,7 +353,7 @@ struct Node {
     state: Option<State>,
     incarnation: u64,
     /// Bumped on every crash: timers and messages addressed to an older generation are dropped.
-    generation: u64,
+    generation: Small,
     lie: Option<Lie>,
     answer: Vec<NodeId>,
     traffic: Traffic,
@@ -213,11 +369,12 @@ pub struct Sim {
     now: Duration,
     seq: u64,
     rng: StdRng,
-    queue: BTreeMap<(Duration, u64), Event>,
+    queue: EventQueue,
     nodes: Vec<Node>,
-    index: BTreeMap<PublicKey, NodeId>,
+    index: FastMap<PublicKey, NodeId>,
     roster: Vec<Member>,
-    links: BTreeMap<(NodeId, NodeId), Link>,
+    /// Links that differ from [`SimConfig::link`].
+    links: FastMap<(NodeId, NodeId), Link>,
     service_blocked: BTreeSet<(NodeId, NodeId)>,
     group: Vec<usize>,
     changes: Vec<AnswerChange>,
@@ -229,6 +386,7 @@ pub struct Sim {
 impl Sim {
     /// `n` nodes (keys from [`fixtures`]), all started at time zero, each with the full roster.
     pub fn new(n: usize, config: SimConfig) -> Self {
+        assert!(Small::try_from(n).is_ok(), "at most {} nodes", Small::MAX);
         let nodes: Vec<Node> = (0..n)
             .map(|i| {
                 let key = fixtures::secret_key(i);
@@ -252,17 +410,17 @@ impl Sim {
             base: Instant::now(),
             now: Duration::ZERO,
             seq: 0,
-            queue: BTreeMap::new(),
+            queue: EventQueue::default(),
             nodes,
             index,
             roster: fixtures::roster(n),
-            links: BTreeMap::new(),
+            links: FastMap::default(),
             service_blocked: BTreeSet::new(),
             group: (0..n).map(|_| 0).collect(),
             changes: Vec::new(),
             removals: Vec::new(),
             events: 0,
-            trace: FNV_OFFSET,
+            trace: TRACE_START,
         };
         for i in 0..n {
             sim.boot(i);
@@ -368,6 +526,36 @@ impl Sim {
         Some(latest)
     }
 
+    /// Per node (indexed by [`NodeId`]): when its answer came to hold every running node, as the
+    /// first time at or after `since` from which it held all of them without interruption until
+    /// now (`since` itself if it already did then). `None` for a crashed node and for a node
+    /// whose answer lacks a running node now. Extra (crashed) nodes in an answer do not count
+    /// against it: this is "every running node is in", not [`Sim::converged`]'s equality.
+    pub fn converged_at(&self, since: Duration) -> Vec<Option<Duration>> {
+        let up = self.up_nodes();
+        let mut at: Vec<Option<Duration>> = (0..self.nodes.len())
+            .map(|i| (self.is_up(i) && holds_all(&self.nodes[i].answer, &up)).then_some(since))
+            .collect();
+        // Nodes whose current run of full answers may reach further back.
+        let mut open: Vec<bool> = at.iter().map(Option::is_some).collect();
+        let mut left = open.iter().filter(|o| **o).count();
+        for change in self.changes.iter().rev() {
+            if left == 0 || change.at < since {
+                break;
+            }
+            if !open[change.node] {
+                continue;
+            }
+            if holds_all(&change.members, &up) {
+                at[change.node] = Some(change.at);
+            } else {
+                open[change.node] = false;
+                left -= 1;
+            }
+        }
+        at
+    }
+
     /// The first time at or after `since` at which every node of `observers` answered with `x`
     /// and kept doing so until now; `None` if one does not answer with it now.
     pub fn included_by_all(&self, x: NodeId, observers: &[NodeId], since: Duration) -> Option<Duration> {
@@ -414,7 +602,7 @@ impl Sim {
 
     /// Runs `action` at simulated time `at` (or now, if that has passed).
     pub fn schedule(&mut self, at: Duration, action: Action) {
-        self.push(at.max(self.now), Event::Action(action));
+        self.push(at.max(self.now), Event::Action(Box::new(action)));
     }
 
     /// Runs `action` now.
@@ -477,21 +665,24 @@ impl Sim {
 
     /// Processes the next event; false if there is none.
     pub fn step(&mut self) -> bool {
-        let Some(((at, _), event)) = self.queue.pop_first() else { return false };
-        self.now = at;
+        let Some(Queued { at, event, .. }) = self.queue.pop() else { return false };
+        self.now = Duration::from_nanos(at);
         self.events += 1;
         match event {
-            Event::Deliver { from, to, generation, frame } => self.deliver(from, to, generation, frame),
+            Event::Deliver { from, to, generation, frame } => {
+                self.deliver(from as NodeId, to as NodeId, generation, &frame)
+            }
             Event::Timer { node, generation, timer } => {
+                let node = node as NodeId;
                 if self.nodes[node].generation == generation
                     && let Some(state) = self.nodes[node].state.as_mut()
                 {
-                    let out = state.handle(self.base + at, InEvent::Timer(timer));
+                    let out = state.handle(self.base + self.now, InEvent::Timer(timer));
                     self.process(node, out);
                 }
             }
-            Event::Checks { node, generation } => self.run_checks(node, generation),
-            Event::Action(action) => self.apply(action),
+            Event::Checks { node, generation } => self.run_checks(node as NodeId, generation),
+            Event::Action(action) => self.apply(*action),
         }
         true
     }
@@ -509,7 +700,7 @@ impl Sim {
             && !self.service_blocked.contains(&(from, to))
     }
 
-    fn run_checks(&mut self, i: NodeId, generation: u64) {
+    fn run_checks(&mut self, i: NodeId, generation: Small) {
         let Some(interval) = self.config.services else { return };
         if self.nodes[i].generation != generation || self.nodes[i].state.is_none() {
             return;
@@ -527,12 +718,12 @@ impl Sim {
             let out = state.handle(now, input);
             self.process(i, out);
         }
-        self.push(self.now + interval, Event::Checks { node: i, generation });
+        self.push(self.now + interval, Event::Checks { node: i as Small, generation });
     }
 
     /// Runs every event up to and including simulated time `until`; the clock ends at `until`.
     pub fn run_until(&mut self, until: Duration) {
-        while self.queue.first_key_value().is_some_and(|((at, _), _)| *at <= until) {
+        while self.next_at().is_some_and(|at| at <= until) {
             self.step();
         }
         self.now = self.now.max(until);
@@ -549,7 +740,7 @@ impl Sim {
         if done(self) {
             return Some(self.now);
         }
-        while self.queue.first_key_value().is_some_and(|((at, _), _)| *at <= deadline) {
+        while self.next_at().is_some_and(|at| at <= deadline) {
             let changes = self.changes.len();
             self.step();
             if self.changes.len() != changes && done(self) {
@@ -558,6 +749,11 @@ impl Sim {
         }
         self.now = self.now.max(deadline);
         None
+    }
+
+    /// The time of the next queued event.
+    fn next_at(&mut self) -> Option<Duration> {
+        self.queue.peek_at().map(Duration::from_nanos)
     }
 
     fn boot(&mut self, i: NodeId) {
@@ -578,11 +774,11 @@ impl Sim {
         if let Some(interval) = self.config.services {
             // Spread the nodes' checks over the interval.
             let offset = Duration::from_micros(self.rng.random_range(0..interval.as_micros().max(1) as u64));
-            self.push(self.now + offset, Event::Checks { node: i, generation });
+            self.push(self.now + offset, Event::Checks { node: i as Small, generation });
         }
     }
 
-    fn deliver(&mut self, from: NodeId, to: NodeId, generation: u64, frame: Vec<u8>) {
+    fn deliver(&mut self, from: NodeId, to: NodeId, generation: Small, frame: &[u8]) {
         let sender = self.nodes[from].public;
         let node = &mut self.nodes[to];
         if node.generation != generation {
@@ -590,7 +786,7 @@ impl Sim {
         }
         let Some(state) = node.state.as_mut() else { return };
         node.traffic.received.add(frame.len());
-        let message = Message::decode(&frame).expect("the simulator only sends encoded messages");
+        let message = Message::decode(frame).expect("the simulator only sends encoded messages");
         let out = state.handle(self.base + self.now, InEvent::Message { from: sender, message });
         self.process(to, out);
     }
@@ -606,7 +802,7 @@ impl Sim {
                 OutEvent::SetTimer { at, timer } => {
                     let at = at.saturating_duration_since(self.base);
                     let generation = self.nodes[i].generation;
-                    self.push(at, Event::Timer { node: i, generation, timer });
+                    self.push(at, Event::Timer { node: i as Small, generation, timer });
                 }
                 OutEvent::AnswerChanged(set) => {
                     let mut members: Vec<NodeId> = set.members.iter().map(|k| self.index[k]).collect();
@@ -643,6 +839,7 @@ impl Sim {
             Duration::from_nanos(self.rng.random_range(0..link.jitter.as_nanos() as u64))
         };
         let generation = self.nodes[to].generation;
+        let (from, to, frame) = (from as Small, to as Small, frame.into_boxed_slice());
         self.push(self.now + link.latency + jitter, Event::Deliver { from, to, generation, frame });
     }
 
@@ -671,25 +868,128 @@ impl Sim {
     }
 
     fn push(&mut self, at: Duration, event: Event) {
+        let at = u64::try_from(at.as_nanos()).expect("simulated time fits 584 years");
         let tag = match &event {
-            Event::Deliver { from, to, .. } => [0, *from as u64, *to as u64],
-            Event::Timer { node, .. } => [1, *node as u64, 0],
+            Event::Deliver { from, to, .. } => [0, u64::from(*from), u64::from(*to)],
+            Event::Timer { node, .. } => [1, u64::from(*node), 0],
             Event::Action(_) => [2, 0, 0],
-            Event::Checks { node, .. } => [5, *node as u64, 0],
+            Event::Checks { node, .. } => [5, u64::from(*node), 0],
         };
-        self.mix(&[at.as_nanos() as u64, tag[0], tag[1], tag[2]]);
+        self.mix(&[at, tag[0], tag[1], tag[2]]);
         self.seq += 1;
-        self.queue.insert((at, self.seq), event);
+        self.queue.push(Queued { at, seq: self.seq, event });
     }
 
+    /// Folds `words` into the trace hash: one multiply-xor per word (a byte-wise FNV here cost
+    /// eight multiplications per word on every queued event).
     fn mix(&mut self, words: &[u64]) {
-        for word in words {
-            for byte in word.to_le_bytes() {
-                self.trace = (self.trace ^ u64::from(byte)).wrapping_mul(FNV_PRIME);
-            }
+        for &word in words {
+            let t = (self.trace ^ word).wrapping_mul(TRACE_K);
+            self.trace = t ^ (t >> 29);
         }
     }
 }
 
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+/// Whether sorted `set` holds every node of sorted `wanted`.
+fn holds_all(set: &[NodeId], wanted: &[NodeId]) -> bool {
+    if set.len() < wanted.len() {
+        return false;
+    }
+    let mut rest = set.iter();
+    wanted.iter().all(|w| rest.any(|s| s == w))
+}
+
+const TRACE_START: u64 = 0xcbf2_9ce4_8422_2325;
+/// An odd 64-bit constant with well-spread bits (the golden ratio's).
+const TRACE_K: u64 = 0x9e37_79b9_7f4a_7c15;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(m: u64) -> Duration {
+        Duration::from_millis(m)
+    }
+
+    /// The bucketed queue pops exactly what one binary heap on (time, sequence number) pops,
+    /// with events due now, in the past, in the current bucket, within the ring and beyond it.
+    #[test]
+    fn event_queue_pops_in_heap_order() {
+        let mut rng = StdRng::seed_from_u64(9);
+        let mut queue = EventQueue::default();
+        let mut heap: BinaryHeap<Reverse<(u64, u64)>> = BinaryHeap::new();
+        let event = || Event::Checks { node: 0, generation: 0 };
+        let (mut now, mut seq) = (0u64, 0u64);
+        for round in 0..20_000 {
+            for _ in 0..rng.random_range(0..3) {
+                let delay = match rng.random_range(0..6) {
+                    0 => 0,
+                    1 => rng.random_range(0..EventQueue::WIDTH),
+                    2 => rng.random_range(0..100 * EventQueue::WIDTH),
+                    3 => rng.random_range(0..3 * EventQueue::SLOTS * EventQueue::WIDTH),
+                    4 => 10 * EventQueue::SLOTS * EventQueue::WIDTH,
+                    _ => 1_000_000 * EventQueue::WIDTH,
+                };
+                // Now and then, an event "in the past" (it still comes out first).
+                let at = if round % 97 == 0 { now.saturating_sub(5) } else { now + delay };
+                seq += 1;
+                queue.push(Queued { at, seq, event: event() });
+                heap.push(Reverse((at, seq)));
+            }
+            assert_eq!(queue.len(), heap.len());
+            assert_eq!(queue.peek_at(), heap.peek().map(|Reverse((at, _))| *at));
+            let (Some(q), Some(Reverse((at, s)))) = (queue.pop(), heap.pop()) else { continue };
+            assert_eq!((q.at, q.seq), (at, s), "round {round}");
+            now = at;
+        }
+        while let Some(Reverse((at, s))) = heap.pop() {
+            let q = queue.pop().expect("same length");
+            assert_eq!((q.at, q.seq), (at, s));
+        }
+        assert!(queue.pop().is_none());
+    }
+
+    #[test]
+    fn converged_at_from_recorded_changes() {
+        let mut sim = Sim::new(4, SimConfig::default());
+        sim.crash(3);
+        let change = |at: u64, node: NodeId, members: &[NodeId]| AnswerChange {
+            at: ms(at),
+            node,
+            members: members.to_vec(),
+        };
+        sim.changes = vec![
+            change(1, 0, &[0, 1]),
+            change(1, 1, &[0, 1, 2]),
+            change(1, 2, &[0, 1, 2, 3]),
+            change(2, 0, &[0, 1, 2]),
+            change(3, 0, &[0, 1, 2, 3]),
+            change(4, 1, &[0, 1]),
+            change(5, 1, &[0, 1, 2]),
+            change(6, 2, &[2]),
+        ];
+        for (i, members) in [vec![0, 1, 2, 3], vec![0, 1, 2], vec![2]].into_iter().enumerate() {
+            sim.nodes[i].answer = members;
+        }
+        // Node 0 holds 0, 1, 2 from 2 ms on (the crashed 3 does not matter); node 1 lost 2 at
+        // 4 ms and got it back at 5; node 2 lacks 0 and 1; node 3 is crashed.
+        assert_eq!(sim.converged_at(Duration::ZERO), vec![Some(ms(2)), Some(ms(5)), None, None]);
+        assert_eq!(sim.converged_at(ms(3)), vec![Some(ms(3)), Some(ms(5)), None, None]);
+        assert_eq!(sim.converged_at(ms(10)), vec![Some(ms(10)), Some(ms(10)), None, None]);
+    }
+
+    #[test]
+    fn last_node_to_converge_is_when_the_cluster_converges() {
+        let mut sim = Sim::new(5, SimConfig { seed: 3, ..SimConfig::default() });
+        let at = sim.run_until_cond(Duration::from_secs(5), Sim::converged).expect("converges");
+        let per_node = sim.converged_at(Duration::ZERO);
+        assert!(per_node.iter().all(|t| t.is_some_and(|t| t <= at)), "{per_node:?} {at:?}");
+        assert_eq!(per_node.iter().flatten().max(), Some(&at));
+        // A crashed node: none for it, and the others still hold every running node.
+        let crash_at = sim.now();
+        sim.crash(4);
+        let after = sim.converged_at(crash_at);
+        assert_eq!(after[4], None);
+        assert!(after[..4].iter().all(|t| *t == Some(crash_at)), "{after:?}");
+    }
+}
