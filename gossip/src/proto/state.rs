@@ -46,6 +46,16 @@ const RELAY_REDUNDANCY: f64 = 3.0;
 const RELAY_AFTER: Duration = Duration::from_secs(1);
 /// Probe intervals to wait before asking an observer again for the observation its Alive names.
 const WANT_AGAIN: u32 = 3;
+/// Weight of one interval in a peer's loss estimate (about the last 32 intervals count).
+const LOSS_WEIGHT: f64 = 1.0 / 32.0;
+/// Gaps longer than this many intervals are outages, not loss, and leave the estimate alone.
+const LOSS_MAX_GAP: u32 = 4;
+/// The loss rate `down_after` is sized for: silence after up to this much loss stays as unlikely
+/// as `down_after` losses in a row at this rate.
+const DESIGN_LOSS: f64 = 0.1;
+/// However lossy a link, a peer is declared unreachable after at most this many times
+/// `down_after` silent intervals.
+const MAX_SILENCE_FACTOR: u32 = 4;
 
 /// An input to the protocol.
 #[derive(Clone, Debug)]
@@ -166,6 +176,10 @@ struct Probe {
     last_heard: Option<Instant>,
     /// When the last periodic message that counted towards `streak` arrived.
     last_counted: Option<Instant>,
+    /// When the last periodic message arrived.
+    last_periodic: Option<Instant>,
+    /// Estimated share of the peer's periodic messages that are lost (see [`silence`]).
+    loss: f64,
     rtt: Option<Duration>,
     /// The outstanding round-trip ping.
     ping: Option<(u32, Instant)>,
@@ -257,6 +271,8 @@ impl State {
                     streak: 0,
                     last_heard: None,
                     last_counted: None,
+                    last_periodic: None,
+                    loss: 0.0,
                     rtt: None,
                     ping: None,
                     wanted_at: None,
@@ -419,7 +435,21 @@ impl State {
             probe.streak = 0;
             probe.last_counted = None;
         }
-        if !periodic || probe.last_counted.is_some_and(|t| now < t + interval / 2) {
+        if !periodic {
+            return;
+        }
+        // Each periodic message tells how many were lost since the previous one.
+        if let Some(prev) = probe.last_periodic {
+            let gap = (now.saturating_duration_since(prev).as_secs_f64() / interval.as_secs_f64()).round() as u32;
+            if (1..=LOSS_MAX_GAP).contains(&gap) {
+                for _ in 1..gap {
+                    probe.loss += LOSS_WEIGHT * (1.0 - probe.loss);
+                }
+                probe.loss -= LOSS_WEIGHT * probe.loss;
+            }
+        }
+        probe.last_periodic = Some(now);
+        if probe.last_counted.is_some_and(|t| now < t + interval / 2) {
             return;
         }
         probe.last_counted = Some(now);
@@ -435,7 +465,7 @@ impl State {
         let interval = self.config.probe_interval;
         self.set_timer(now + interval, Timer::Tick);
         self.ticks += 1;
-        let silence = interval * self.config.down_after;
+        let down_after = self.config.down_after;
         let tag = self.view.get(&self.me).map_or(0, |e| e.obs.version_tag());
         let mut flipped = false;
         for (key, probe) in &mut self.probes {
@@ -448,8 +478,8 @@ impl State {
                 Message::Alive(tag)
             };
             self.out.push(OutEvent::Send { to: *key, message });
-            if probe.reachable && probe.last_heard.is_none_or(|t| now.saturating_duration_since(t) >= silence)
-            {
+            let quiet = interval * silence(down_after, probe.loss);
+            if probe.reachable && probe.last_heard.is_none_or(|t| now.saturating_duration_since(t) >= quiet) {
                 probe.reachable = false;
                 probe.changed_at = now;
                 probe.streak = 0;
@@ -935,6 +965,21 @@ impl State {
     }
 }
 
+/// Silent intervals after which a peer is declared unreachable, given the estimated loss of its
+/// messages: `down_after` up to [`DESIGN_LOSS`]; beyond it, as many as keep a false verdict as
+/// unlikely as `down_after` losses in a row at that rate (so a lossy but working link is not
+/// cut), capped at [`MAX_SILENCE_FACTOR`] times `down_after`. The estimate is only updated when
+/// messages arrive, so the silence of a dead peer does not stretch its own detection. This is
+/// the idea of accrual failure detectors (Hayashibara et al.), reduced to the one case that
+/// matters here: independent loss.
+fn silence(down_after: u32, loss: f64) -> u32 {
+    if loss <= DESIGN_LOSS {
+        return down_after;
+    }
+    let needed = f64::from(down_after) * DESIGN_LOSS.ln() / loss.min(0.99).ln();
+    (needed.ceil() as u32).clamp(down_after, down_after.saturating_mul(MAX_SILENCE_FACTOR))
+}
+
 /// The signed view as one node sees it (what `spdu peers` prints).
 #[derive(Clone, Debug, Serialize)]
 pub struct ViewSnapshot {
@@ -1252,6 +1297,47 @@ mod tests {
         now += step;
         alive(&mut a, 1, now);
         assert!(a.sees_reachable(&b));
+    }
+
+    #[test]
+    fn silence_stretches_with_loss_beyond_the_design_rate_only() {
+        assert_eq!(silence(8, 0.0), 8);
+        assert_eq!(silence(8, 0.1), 8);
+        assert_eq!(silence(8, 0.2), 12);
+        assert_eq!(silence(8, 0.5), 27);
+        assert_eq!(silence(8, 0.9), 32);
+        assert_eq!(silence(1, 0.5), 4);
+    }
+
+    #[test]
+    fn a_lossy_link_is_given_longer_before_its_peer_is_dropped() {
+        let t0 = Instant::now();
+        let config = Config::default();
+        let (mut a, _) = node(0, 2, 1, config.clone(), t0);
+        let b = public_key(1);
+        let step = config.probe_interval;
+        let mut now = t0;
+        bring_up(&mut a, 1, &mut now, &config);
+        // Every other message lost for a while: the estimate climbs towards 50 %.
+        for _ in 0..200 {
+            now += 2 * step;
+            alive(&mut a, 1, now);
+            tick(&mut a, now);
+        }
+        assert!(a.probes[&b].loss > 0.4, "{}", a.probes[&b].loss);
+        // Then silence: the clean-link threshold passes without a verdict...
+        let quiet_from = now;
+        while now < quiet_from + step * (config.down_after + 2) {
+            now += step;
+            tick(&mut a, now);
+        }
+        assert!(a.sees_reachable(&b));
+        // ...but the stretched one does not.
+        while now < quiet_from + step * (config.down_after * MAX_SILENCE_FACTOR + 1) {
+            now += step;
+            tick(&mut a, now);
+        }
+        assert!(!a.sees_reachable(&b));
     }
 
     #[test]
