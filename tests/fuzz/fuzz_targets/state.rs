@@ -37,9 +37,13 @@ enum Op {
         peer: u8,
         ok: bool,
     },
+    Alive {
+        from: u8,
+        tag: u8,
+    },
     Ping {
         from: u8,
-        nonce: u64,
+        nonce: u32,
     },
     /// Answers an outstanding ping to `from` (or a made-up nonce if none is outstanding).
     Pong {
@@ -68,12 +72,15 @@ enum Op {
         versions: Vec<(u8, u8, u8)>,
         reply: bool,
     },
+    Summary {
+        from: u8,
+        hash: u64,
+    },
 }
 
 #[derive(Arbitrary, Debug)]
 enum TimerSpec {
-    Probe(u8),
-    ProbeTimeout(u8, u64),
+    Tick,
     Heartbeat,
     Publish,
 }
@@ -88,7 +95,10 @@ struct ObsSpec {
     healthy: bool,
     addresses: Vec<[u8; 4]>,
     reports: Vec<(u8, bool)>,
-    sorted: bool,
+    /// Over the node's roster (else over all fixture keys, which has another id).
+    same_roster: bool,
+    /// Raw bytes for the reachable bitmap (often not canonical).
+    raw_bits: Option<Vec<u8>>,
     garbage: Option<Vec<u8>>,
 }
 
@@ -111,13 +121,19 @@ impl ObsSpec {
         let observer = usize::from(self.observer) % KEYS;
         let signer = secret_key(usize::from(self.signer) % KEYS);
         let cluster = if self.other_cluster { "elsewhere" } else { CLUSTER };
-        let mut reports: Vec<(usize, bool)> =
-            self.reports.iter().take(8).map(|(p, r)| (usize::from(*p) % KEYS, *r)).collect();
-        if self.sorted {
-            reports.sort_by_key(|(p, _)| keys()[*p]);
-            reports.dedup_by_key(|(p, _)| *p);
+        let n = if self.same_roster { ROSTER } else { KEYS };
+        let reports: Vec<(usize, bool)> = self
+            .reports
+            .iter()
+            .take(8)
+            .map(|(p, r)| (usize::from(*p) % n, *r))
+            .filter(|(p, _)| *p != observer)
+            .collect();
+        // The fixture needs the observer in the roster its bitmaps are over.
+        let mut obs = observation(observer, n.max(observer + 1), self.healthy, &reports);
+        if let Some(bits) = &self.raw_bits {
+            obs.reachable.0 = bits.iter().take(8).copied().collect();
         }
-        let mut obs = observation(observer, self.healthy, &reports);
         obs.cluster = cluster.to_owned();
         obs.incarnation = u64::from(self.incarnation % 8);
         obs.seq = u64::from(self.seq);
@@ -155,7 +171,7 @@ struct Harness {
     now: Instant,
     timers: BinaryHeap<Reverse<(Instant, u64, Timer)>>,
     timer_seq: u64,
-    pings: BTreeMap<PublicKey, Vec<u64>>,
+    pings: BTreeMap<PublicKey, Vec<u32>>,
     seen: Vec<SignedObservation>,
     versions: BTreeMap<PublicKey, (u64, u64)>,
     answer: AnswerSet,
@@ -311,8 +327,7 @@ impl Harness {
             Op::Advance(ms) => self.advance(ms),
             Op::Fire(spec) => {
                 let timer = match spec {
-                    TimerSpec::Probe(p) => Timer::Probe(key(p)),
-                    TimerSpec::ProbeTimeout(p, nonce) => Timer::ProbeTimeout(key(p), nonce),
+                    TimerSpec::Tick => Timer::Tick,
                     TimerSpec::Heartbeat => Timer::Heartbeat,
                     TimerSpec::Publish => Timer::Publish,
                 };
@@ -323,11 +338,12 @@ impl Harness {
             Op::ServiceProbe { peer, ok } => {
                 self.handle(InEvent::ServiceProbe { peer: key(peer), result: check(ok) })
             }
+            Op::Alive { from, tag } => self.message(from, Message::Alive(tag)),
             Op::Ping { from, nonce } => self.message(from, Message::Ping { nonce }),
             Op::Pong { from, pick } => {
                 let pings = self.pings.entry(key(from)).or_default();
                 let nonce = if pings.is_empty() {
-                    u64::from(pick)
+                    u32::from(pick)
                 } else {
                     pings.remove(usize::from(pick) % pings.len())
                 };
@@ -359,6 +375,7 @@ impl Harness {
                     .collect();
                 self.message(from, Message::Digest { versions, reply });
             }
+            Op::Summary { from, hash } => self.message(from, Message::Summary(hash)),
         }
     }
 }
