@@ -104,6 +104,8 @@ pub struct NetMetrics {
     frames_received: AtomicU64,
     frames_sent: AtomicU64,
     bytes_sent: AtomicU64,
+    udp_datagrams_sent: AtomicU64,
+    udp_bytes_sent: AtomicU64,
 }
 
 impl NetMetrics {
@@ -130,6 +132,15 @@ impl NetMetrics {
     /// Payload bytes handed to QUIC.
     pub fn bytes_sent(&self) -> u64 {
         self.bytes_sent.load(Ordering::Relaxed)
+    }
+    /// UDP datagrams QUIC sent on peer connections (handshakes, ACKs and retransmissions
+    /// included), as of the latest probe interval.
+    pub fn udp_datagrams_sent(&self) -> u64 {
+        self.udp_datagrams_sent.load(Ordering::Relaxed)
+    }
+    /// Their UDP payload bytes (add 28 per datagram for IPv4 and UDP headers, 48 for IPv6).
+    pub fn udp_bytes_sent(&self) -> u64 {
+        self.udp_bytes_sent.load(Ordering::Relaxed)
     }
 }
 
@@ -195,6 +206,8 @@ impl Membership {
             frames_received: AtomicU64::new(0),
             frames_sent: AtomicU64::new(0),
             bytes_sent: AtomicU64::new(0),
+            udp_datagrams_sent: AtomicU64::new(0),
+            udp_bytes_sent: AtomicU64::new(0),
         });
         let membership = Membership { commands: commands_tx, answers, metrics };
         Ok(Bound { endpoint, state, peers: settings.peers, commands, answers_tx, membership })
@@ -291,6 +304,7 @@ impl Bound {
             timer_seq: 0,
             answers_tx,
             metrics: membership.metrics.clone(),
+            closed_udp: (0, 0),
             events_tx,
             tasks: tasks.clone(),
             shutdown: shutdown.clone(),
@@ -313,6 +327,8 @@ struct Actor {
     timer_seq: u64,
     answers_tx: watch::Sender<AnswerSet>,
     metrics: Arc<NetMetrics>,
+    /// UDP (datagrams, bytes) sent by connections no longer held.
+    closed_udp: (u64, u64),
     events_tx: mpsc::Sender<Event>,
     tasks: tokio_util::task::TaskTracker,
     shutdown: CancellationToken,
@@ -350,9 +366,31 @@ impl Actor {
                 break;
             }
             let Reverse((_, _, timer)) = self.timers.pop().expect("peeked");
+            if timer == Timer::Tick {
+                self.count_udp();
+            }
             let out = self.state.handle(now, InEvent::Timer(timer));
             self.apply(out);
         }
+    }
+
+    /// Publishes what QUIC sent on all connections, held and closed.
+    fn count_udp(&mut self) {
+        let (mut datagrams, mut bytes) = self.closed_udp;
+        for conn in self.connections.values().flatten() {
+            let tx = conn.stats().udp_tx;
+            datagrams += tx.datagrams;
+            bytes += tx.bytes;
+        }
+        self.metrics.udp_datagrams_sent.store(datagrams, Ordering::Relaxed);
+        self.metrics.udp_bytes_sent.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Remembers what a connection that is let go of sent.
+    fn forget(&mut self, conn: &quinn::Connection) {
+        let tx = conn.stats().udp_tx;
+        self.closed_udp.0 += tx.datagrams;
+        self.closed_udp.1 += tx.bytes;
     }
 
     fn on_command(&mut self, command: Command) {
@@ -387,20 +425,27 @@ impl Actor {
                     self.shutdown.clone(),
                 ));
                 let conns = self.connections.entry(peer).or_default();
-                conns.retain(|c| c.close_reason().is_none());
+                let (closed, open): (Vec<_>, Vec<_>) =
+                    std::mem::take(conns).into_iter().partition(|c| c.close_reason().is_some());
+                *conns = open;
                 conns.push(conn);
-                if conns.len() > MAX_CONNECTIONS_PER_PEER {
-                    let excess = conns.len() - MAX_CONNECTIONS_PER_PEER;
-                    for old in conns.drain(..excess) {
-                        debug!(peer = %peer.fingerprint(), "too many connections; closing the oldest");
-                        old.close(2u32.into(), b"too many connections");
-                    }
+                let excess = conns.len().saturating_sub(MAX_CONNECTIONS_PER_PEER);
+                let oldest: Vec<quinn::Connection> = conns.drain(..excess).collect();
+                for old in &oldest {
+                    debug!(peer = %peer.fingerprint(), "too many connections; closing the oldest");
+                    old.close(2u32.into(), b"too many connections");
+                }
+                for gone in closed.iter().chain(&oldest) {
+                    self.forget(gone);
                 }
             }
             Event::Closed(peer, id) => {
                 self.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
-                if let Some(conns) = self.connections.get_mut(&peer) {
-                    conns.retain(|c| c.stable_id() != id);
+                if let Some(conns) = self.connections.get_mut(&peer)
+                    && let Some(i) = conns.iter().position(|c| c.stable_id() == id)
+                {
+                    let gone = conns.remove(i);
+                    self.forget(&gone);
                 }
             }
             Event::Message(from, message) => {

@@ -122,6 +122,16 @@ fn registry(shared: &Shared, snapshot: Option<&ViewSnapshot>) -> Registry {
     gossip.register("frames_sent", "Gossip frames handed to QUIC", counter(net.frames_sent()));
     gossip.register("bytes_sent", "Gossip payload bytes handed to QUIC", counter(net.bytes_sent()));
     gossip.register(
+        "udp_datagrams_sent",
+        "UDP datagrams QUIC sent on peer connections (ACKs and handshakes included)",
+        counter(net.udp_datagrams_sent()),
+    );
+    gossip.register(
+        "udp_bytes_sent",
+        "UDP payload bytes QUIC sent on peer connections (IP and UDP headers not included)",
+        counter(net.udp_bytes_sent()),
+    );
+    gossip.register(
         "connections_open",
         "Authenticated peer connections open now",
         gauge(net.connections_open()),

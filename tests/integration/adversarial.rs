@@ -167,7 +167,7 @@ async fn forged_replayed_foreign_and_malformed_gossip_is_refused_and_counted() {
     // Forged: gamma's observation, saying alpha is unreachable, signed with beta's key.
     let mut forged = gamma_now.clone();
     forged.seq += 1000;
-    forged.peers.iter_mut().for_each(|r| r.reachable = false);
+    forged.reachable.0.iter_mut().for_each(|b| *b = 0);
     let before = rejected(&cluster, 0, "bad_signature");
     beta.datagram(Message::Push(vec![sign_as(&forged, &beta_key, CLUSTER)]).encode());
     wait_counted("the forgery to be counted", before, || rejected(&cluster, 0, "bad_signature"));

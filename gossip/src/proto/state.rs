@@ -440,7 +440,8 @@ impl State {
         }
         // Each periodic message tells how many were lost since the previous one.
         if let Some(prev) = probe.last_periodic {
-            let gap = (now.saturating_duration_since(prev).as_secs_f64() / interval.as_secs_f64()).round() as u32;
+            let gap =
+                (now.saturating_duration_since(prev).as_secs_f64() / interval.as_secs_f64()).round() as u32;
             if (1..=LOSS_MAX_GAP).contains(&gap) {
                 for _ in 1..gap {
                     probe.loss += LOSS_WEIGHT * (1.0 - probe.loss);
