@@ -43,8 +43,8 @@ CONVERGE_S=20           # longest wait for the first full answer everywhere
 
 # The node's timing, written into every config (these are spdu's defaults).
 PROBE_INTERVAL_MS=100
-PROBE_TIMEOUT_MS=350
-DOWN_AFTER=5
+PROBE_TIMEOUT_MS=1000
+DOWN_AFTER=8
 UP_AFTER=3
 HEARTBEAT_MS=1000
 STALE_AFTER_MS=3500
