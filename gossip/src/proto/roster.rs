@@ -116,7 +116,8 @@ impl Bitmap {
     /// Whether it fits a roster of `len` exactly: the right number of bytes, no bit set past the
     /// end (so one set of reports has one encoding).
     pub fn fits(&self, len: usize) -> bool {
-        self.0.len() == len.div_ceil(8) && (len % 8 == 0 || self.0.last().is_none_or(|b| b >> (len % 8) == 0))
+        self.0.len() == len.div_ceil(8)
+            && (len.is_multiple_of(8) || self.0.last().is_none_or(|b| b >> (len % 8) == 0))
     }
 }
 
