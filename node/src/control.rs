@@ -157,6 +157,11 @@ fn registry(shared: &Shared, snapshot: Option<&ViewSnapshot>) -> Registry {
         rejected.get_or_create(&vec![("reason", reason)]).inc_by(value);
     }
     gossip.register("observations_rejected", "Observations or messages refused, by reason", rejected);
+    gossip.register(
+        "observations_other_roster",
+        "Observations accepted over another roster than this node's (kept and relayed, no vote)",
+        counter(stats.other_roster),
+    );
 
     let reachable = snapshot.nodes.iter().filter(|n| n.probe.as_ref().is_some_and(|p| p.reachable)).count();
     let live = snapshot.nodes.iter().filter(|n| n.observation.as_ref().is_some_and(|o| o.fresh)).count();

@@ -107,7 +107,7 @@ pub fn render_table(json: &str) -> anyhow::Result<String> {
     let rejected: Vec<String> = view
         .stats
         .iter()
-        .filter(|(name, _)| name.as_str() != "accepted")
+        .filter(|(name, _)| !matches!(name.as_str(), "accepted" | "other_roster"))
         .map(|(name, value)| format!("{name} {value}"))
         .collect();
     let _ = writeln!(
@@ -116,6 +116,9 @@ pub fn render_table(json: &str) -> anyhow::Result<String> {
         view.stats.get("accepted").copied().unwrap_or(0),
         rejected.join(", ")
     );
+    if let Some(n) = view.stats.get("other_roster").copied().filter(|n| *n > 0) {
+        let _ = writeln!(out, "observations over another roster (no vote): {n}");
+    }
     Ok(out)
 }
 

@@ -1301,6 +1301,31 @@ mod tests {
     }
 
     #[test]
+    fn an_observation_over_another_roster_is_kept_but_has_no_vote() {
+        let t0 = Instant::now();
+        let config = Config { quorum: Quorum::AtLeast(2), ..Config::default() };
+        let (mut a, _) = node(0, 3, 1, config.clone(), t0);
+        let (_, out) = node(1, 3, 1, Config::default(), t0);
+        push(&mut a, t0, 1, pushed(&out, 0));
+        let mut now = t0;
+        bring_up(&mut a, 1, &mut now, &config);
+        // 2 knows a fourth node: its bitmaps are over a roster of four, not a's three.
+        let other = observation(2, 4, true, &[(0, true), (1, true)]);
+        push(&mut a, now, 2, vec![other.sign(&secret_key(2))]);
+        assert_eq!((a.stats().accepted, a.stats().other_roster), (2, 1));
+        assert!(a.observation(&public_key(2)).is_some(), "kept (and shown)");
+        assert_eq!(a.answer().members, vec![public_key(0)], "its yes on 1 does not count");
+        let view = a.snapshot(now);
+        let shown = view.nodes.iter().find(|n| n.key == public_key(2)).unwrap().observation.as_ref().unwrap();
+        assert!(!shown.same_roster && shown.reports.is_empty());
+        // The same report over a's roster counts.
+        let mut same = observation(2, 3, true, &[(0, true), (1, true)]);
+        same.seq = 2;
+        push(&mut a, now, 2, vec![same.sign(&secret_key(2))]);
+        assert!(a.answer().members.contains(&public_key(1)));
+    }
+
+    #[test]
     fn silence_stretches_with_loss_beyond_the_design_rate_only() {
         assert_eq!(silence(8, 0.0), 8);
         assert_eq!(silence(8, 0.1), 8);
