@@ -148,13 +148,35 @@ impl Tally {
     }
 }
 
-/// The nodes whose addresses node `mine.observer` answers with, itself first, peers in key order.
+/// The peers (as roster positions) that rule 2 admits: seen reachable by `mine`, healthy by
+/// their latest observation, and with a quorum of the votes in `tally`.
 ///
 /// - `roster`: this node's roster (`mine` is over it);
 /// - `mine`: this node's own current observation (its latest probing and health);
 /// - `tally`: the votes of every live observation, `mine` included;
 /// - `healthy`: whether the latest known observation (fresh or not) of the member at a position
 ///   says it is healthy (false if none is known).
+pub fn admitted_peers(
+    roster: &Roster,
+    mine: &Observation,
+    tally: &Tally,
+    healthy: impl Fn(usize) -> bool,
+    quorum: Quorum,
+) -> Bitmap {
+    let mut admitted = Bitmap::new(roster.len());
+    if mine.is_over(roster) {
+        for j in mine.reachable.ones().filter(|&j| j < roster.len() && healthy(j)) {
+            let (yes, voters) = tally.on(j);
+            if quorum.reached(yes, voters) {
+                admitted.set(j, true);
+            }
+        }
+    }
+    admitted
+}
+
+/// The nodes whose addresses node `mine.observer` answers with, itself first, peers in key order:
+/// rule 1, the peers of [`admitted_peers`], and rule 3.
 pub fn answer_members(
     roster: &Roster,
     mine: &Observation,
@@ -162,22 +184,16 @@ pub fn answer_members(
     healthy: impl Fn(usize) -> bool,
     quorum: Quorum,
 ) -> Vec<PublicKey> {
+    members_of(roster, mine, &admitted_peers(roster, mine, tally, healthy, quorum))
+}
+
+/// Rules 1 and 3 around the admitted peers.
+pub fn members_of(roster: &Roster, mine: &Observation, admitted: &Bitmap) -> Vec<PublicKey> {
     let mut members = Vec::new();
     if mine.healthy {
         members.push(mine.observer);
     }
-    if mine.is_over(roster) {
-        members.extend(
-            mine.reachable
-                .ones()
-                .filter(|&j| j < roster.len() && healthy(j))
-                .filter(|&j| {
-                    let (yes, voters) = tally.on(j);
-                    quorum.reached(yes, voters)
-                })
-                .map(|j| roster.key(j)),
-        );
-    }
+    members.extend(admitted.ones().map(|j| roster.key(j)));
     if members.is_empty() {
         members.push(mine.observer);
     }

@@ -18,7 +18,7 @@ mod state;
 
 use std::time::Duration;
 
-pub use answer::{Quorum, Tally, Votes, answer_members, votes};
+pub use answer::{Quorum, Tally, Votes, admitted_peers, answer_members, members_of, votes};
 pub use beat::{BEAT_CONTEXT, Beat, SignedBeat};
 pub use health::{CheckResult, HealthPolicy, HealthView, MAX_CHECK_FIELD, ServiceCheck, Verdict};
 pub use message::{FrameError, MAX_ENTRIES, MAX_FRAME_BYTES, Message};

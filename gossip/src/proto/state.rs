@@ -32,7 +32,7 @@ use spdu_keys::{PublicKey, SecretKey};
 use super::health::ServiceHealth;
 use super::{
     Beat, Bitmap, CheckResult, Config, HealthView, MAX_ENTRIES, Member, Message, Observation, PeerReport,
-    Rejection, Roster, ServiceCheck, SignedBeat, SignedObservation, Tally, answer_members, votes,
+    Rejection, Roster, ServiceCheck, SignedBeat, SignedObservation, Tally, admitted_peers, members_of, votes,
 };
 
 /// One probe interval in this many, a peer gets a round-trip [`Message::Ping`] instead of an
@@ -225,6 +225,11 @@ pub struct State {
     probes: BTreeMap<PublicKey, Probe>,
     view: BTreeMap<PublicKey, Entry>,
     tally: Tally,
+    /// Per roster position: whether the member's latest observation says it is healthy.
+    members_healthy: Bitmap,
+    /// The peers admitted to the current answer, and whether this node was healthy then: the
+    /// answer is rebuilt only when these (or an address) change.
+    admitted: Option<(Bitmap, bool)>,
     summary: Option<u64>,
     answer: AnswerSet,
     ticks: u64,
@@ -300,6 +305,8 @@ impl State {
             members,
             my_index: full.index(&me).expect("self is in its roster"),
             tally: Tally::new(full.len()),
+            members_healthy: Bitmap::new(full.len()),
+            admitted: None,
             roster: full,
             probes,
             view: BTreeMap::new(),
@@ -703,6 +710,10 @@ impl State {
             (None, true) => self.tally.add(i, &obs.reachable),
             (None, false) => {}
         }
+        self.members_healthy.set(i, obs.healthy);
+        if old.is_none_or(|o| o.obs.addresses != obs.addresses) {
+            self.admitted = None;
+        }
         self.view.insert(observer, Entry { signed, obs, received_at: now, beat, since, counted: counts });
         self.summary = None;
         self.dirty = true;
@@ -903,8 +914,21 @@ impl State {
 
     fn recompute_answer(&mut self, _now: Instant) {
         let mine = &self.view[&self.me].obs;
-        let healthy = |j: usize| self.observation(&self.roster.key(j)).is_some_and(|o| o.healthy);
-        let members = answer_members(&self.roster, mine, &self.tally, healthy, self.config.quorum);
+        let admitted = admitted_peers(
+            &self.roster,
+            mine,
+            &self.tally,
+            |j| self.members_healthy.get(j),
+            self.config.quorum,
+        );
+        // At hundreds of nodes this runs for every arriving observation: compare 125 bytes, and
+        // build the member and address lists only when something changed.
+        let key = (admitted, mine.healthy);
+        if self.admitted.as_ref() == Some(&key) {
+            return;
+        }
+        let members = members_of(&self.roster, mine, &key.0);
+        self.admitted = Some(key);
         let addresses: Vec<IpAddr> = members
             .iter()
             .filter_map(|k| self.observation(k))
