@@ -26,6 +26,9 @@ step "sim (10 nodes, 1 seed)"
 (cd "$REPO_ROOT" && SPDU_BENCH_SIM_MAX=10 SPDU_BENCH_SIM_SEEDS=1 \
     cargo bench --locked -q -p spdu-gossip --features sim --bench sim)
 
+step "idle-traffic (3 nodes, 2 s window)"
+"$BENCH_DIR/idle-traffic.sh" --nodes 3 --settle 2 --window 2
+
 step "footprint (1 round, 2 s settle, 1 cold start)"
 "$BENCH_DIR/footprint.sh" --rounds 1 --settle 2 --runs 1
 
