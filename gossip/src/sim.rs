@@ -30,8 +30,7 @@ use rand::{RngExt, SeedableRng};
 use spdu_keys::{PublicKey, SecretKey};
 
 use crate::proto::{
-    CheckResult, Config, InEvent, Member, Message, OutEvent, Roster, ServiceCheck, SignedObservation, State,
-    Timer,
+    CheckResult, Config, InEvent, Member, Message, OutEvent, ServiceCheck, SignedObservation, State, Timer,
 };
 
 /// A node in the simulation: its index, `0..n`.
@@ -853,7 +852,8 @@ impl Sim {
                 let Ok(mut obs) = signed.verify(fixtures::CLUSTER, |k| *k == node.public) else {
                     return signed.clone();
                 };
-                let roster = Roster::new(self.roster.iter().map(|m| m.key));
+                // The liar's own roster: the one its bitmaps are over.
+                let Some(roster) = node.state.as_ref().map(State::roster) else { return signed.clone() };
                 let claims =
                     lie.reachable.iter().map(|p| (p, true)).chain(lie.unreachable.iter().map(|p| (p, false)));
                 for (&peer, reachable) in claims {

@@ -132,7 +132,7 @@ pub fn version_tag(incarnation: u64, seq: u64) -> u8 {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignedObservation {
     /// postcard encoding of an [`Observation`].
-    #[serde(with = "body_bytes")]
+    #[serde(with = "bytes")]
     pub body: Vec<u8>,
     /// The observer's signature over context, cluster and `body`.
     pub signature: Signature,
@@ -206,8 +206,9 @@ impl SignedObservation {
     }
 }
 
-/// Bytes in binary formats, base64 in human-readable ones (JSON for `spdu peers --json`).
-mod body_bytes {
+/// Bytes in binary formats, base64 in human-readable ones (JSON for `spdu peers --json`): the
+/// signed body here, the bitmaps of [`super::Bitmap`].
+pub(super) mod bytes {
     use base64::Engine;
     use base64::engine::general_purpose::STANDARD;
     use serde::{Deserialize, Deserializer, Serializer};

@@ -83,7 +83,7 @@ impl Roster {
 
 /// One bit per roster position, least significant bit first.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Bitmap(#[serde(with = "bytes")] pub Vec<u8>);
+pub struct Bitmap(#[serde(with = "super::observation::bytes")] pub Vec<u8>);
 
 impl Bitmap {
     /// All clear, for `len` positions.
@@ -118,44 +118,6 @@ impl Bitmap {
     pub fn fits(&self, len: usize) -> bool {
         self.0.len() == len.div_ceil(8)
             && (len.is_multiple_of(8) || self.0.last().is_none_or(|b| b >> (len % 8) == 0))
-    }
-}
-
-/// Bytes as one length-prefixed blob in binary formats, hex in human-readable ones.
-mod bytes {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        if s.is_human_readable() {
-            s.serialize_str(&bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
-        } else {
-            s.serialize_bytes(bytes)
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        if d.is_human_readable() {
-            let text = String::deserialize(d)?;
-            if text.len() % 2 != 0 || !text.is_ascii() {
-                return Err(serde::de::Error::custom("odd or non-ASCII hex"));
-            }
-            (0..text.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&text[i..i + 2], 16).map_err(serde::de::Error::custom))
-                .collect()
-        } else {
-            struct V;
-            impl serde::de::Visitor<'_> for V {
-                type Value = Vec<u8>;
-                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                    f.write_str("bytes")
-                }
-                fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
-                    Ok(v.to_vec())
-                }
-            }
-            d.deserialize_bytes(V)
-        }
     }
 }
 
