@@ -201,6 +201,13 @@ struct Entry {
     counted: bool,
 }
 
+impl Entry {
+    /// Whether something vouched for it less than `stale_after` ago.
+    fn is_fresh(&self, now: Instant, stale_after: Duration) -> bool {
+        now.saturating_duration_since(self.received_at) < stale_after
+    }
+}
+
 /// The protocol state of one node. See the module docs for its invariants.
 #[derive(Debug)]
 pub struct State {
@@ -329,7 +336,7 @@ impl State {
         self.set_timer(now + offset, Timer::Tick);
         self.set_timer(now + self.config.heartbeat, Timer::Heartbeat);
         self.publish(now);
-        self.finish(now)
+        self.finish()
     }
 
     /// Handles one input at time `now`.
@@ -351,7 +358,7 @@ impl State {
             }
             InEvent::ServiceProbe { peer, result } => self.on_service_probe(now, peer, result),
         }
-        self.finish(now)
+        self.finish()
     }
 
     /// This node's key.
@@ -397,10 +404,10 @@ impl State {
         self.out.push(OutEvent::Send { to, message });
     }
 
-    fn finish(&mut self, now: Instant) -> Vec<OutEvent> {
+    fn finish(&mut self) -> Vec<OutEvent> {
         if self.dirty {
             self.dirty = false;
-            self.recompute_answer(now);
+            self.recompute_answer();
         }
         std::mem::take(&mut self.out)
     }
@@ -507,7 +514,7 @@ impl State {
     fn sweep(&mut self, now: Instant) {
         let stale_after = self.config.stale_after;
         for entry in self.view.values_mut() {
-            if entry.counted && now.saturating_duration_since(entry.received_at) >= stale_after {
+            if entry.counted && !entry.is_fresh(now, stale_after) {
                 let i = self.roster.index(&entry.obs.observer).expect("counted observers are members");
                 self.tally.remove(i, &entry.obs.reachable);
                 entry.counted = false;
@@ -909,10 +916,10 @@ impl State {
     }
 
     fn is_fresh(&self, entry: &Entry, now: Instant) -> bool {
-        now.saturating_duration_since(entry.received_at) < self.config.stale_after
+        entry.is_fresh(now, self.config.stale_after)
     }
 
-    fn recompute_answer(&mut self, _now: Instant) {
+    fn recompute_answer(&mut self) {
         let mine = &self.view[&self.me].obs;
         let admitted = admitted_peers(
             &self.roster,
