@@ -45,17 +45,10 @@ for i in $(seq 51); do keygen "$WORK/keys" "n$i" >"$WORK/keys/n$i.pub"; done
 # roster_round TOTAL RUNNING: configs for nodes 1..TOTAL (n$i at $NET.$i), starts 1..RUNNING,
 # waits SETTLE s, prints node 1's "rss_kib hwm_kib", stops them.
 roster_round() {
-    local total=$1 running=$2 dir="$WORK/r$1" i j pids=()
+    local total=$1 running=$2 dir="$WORK/r$1" i pids=()
     mkdir -p "$dir"
-    for i in $(seq "$total"); do
-        cp "$WORK/keys/n$i.key" "$dir/"
-        spdu_config "$dir/n$i.toml" "n$i" "$NET.$i" "$DNS_PORT" "\"$NET.$i\""
-        for j in $(seq "$total"); do
-            (( j == i )) && continue
-            printf '\n[[peers]]\nname = "n%s"\nkey = "%s"\ngossip = "%s:17946"\n' \
-                "$j" "$(cat "$WORK/keys/n$j.pub")" "$NET.$j" >>"$dir/n$i.toml"
-        done
-    done
+    for i in $(seq "$total"); do cp "$WORK/keys/n$i.key" "$dir/"; done
+    mesh_configs "$dir" "$WORK/keys" "$total" "$NET" "$DNS_PORT"
     for i in $(seq "$running"); do
         "$SPDU_BIN" run --config "$dir/n$i.toml" >>"$dir/n$i.log" 2>&1 &
         pids+=($!); track $!

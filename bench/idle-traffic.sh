@@ -36,14 +36,7 @@ NET=127.0.71
 DNS_PORT=15410
 
 for i in $(seq "$NODES"); do keygen "$WORK" "n$i" >"$WORK/n$i.pub"; done
-for i in $(seq "$NODES"); do
-    spdu_config "$WORK/n$i.toml" "n$i" "$NET.$i" "$DNS_PORT" "\"$NET.$i\""
-    for j in $(seq "$NODES"); do
-        (( j == i )) && continue
-        printf '\n[[peers]]\nname = "n%s"\nkey = "%s"\ngossip = "%s:17946"\n' \
-            "$j" "$(cat "$WORK/n$j.pub")" "$NET.$j" >>"$WORK/n$i.toml"
-    done
-done
+mesh_configs "$WORK" "$WORK" "$NODES" "$NET" "$DNS_PORT"
 for i in $(seq "$NODES"); do
     "$SPDU_BIN" run --config "$WORK/n$i.toml" >>"$WORK/n$i.log" 2>&1 &
     track $!

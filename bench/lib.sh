@@ -159,3 +159,18 @@ ttl = 5
 nameservers = ["alpha.example.test", "beta.example.test"]
 TOML
 }
+
+# mesh_configs DIR KEYDIR TOTAL NET DNS_PORT: configs DIR/n1.toml .. n$TOTAL.toml, node n$i at
+# $NET.$i with every other node as a peer (public keys read from KEYDIR/n$j.pub); each config
+# names its key n$i.key next to it.
+mesh_configs() {
+    local dir=$1 keys=$2 total=$3 net=$4 port=$5 i j
+    for i in $(seq "$total"); do
+        spdu_config "$dir/n$i.toml" "n$i" "$net.$i" "$port" "\"$net.$i\""
+        for j in $(seq "$total"); do
+            (( j == i )) && continue
+            printf '\n[[peers]]\nname = "n%s"\nkey = "%s"\ngossip = "%s:17946"\n' \
+                "$j" "$(cat "$keys/n$j.pub")" "$net.$j" >>"$dir/n$i.toml"
+        done
+    done
+}
