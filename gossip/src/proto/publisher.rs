@@ -158,13 +158,14 @@ impl Publisher {
         self.beat
     }
 
-    /// A roster peer holds an observation of ours at `held`. If that is not older than ours, an
+    /// A roster peer holds an observation of ours at `held`. If that is newer than ours, an
     /// earlier run of this node got further: take the incarnation after it (the caller signs at
-    /// once) and return it. Refused, changing nothing: an older version (a late or repeated
-    /// tell), or an incarnation of `u64::MAX / 2` or more (a liar cannot pin us at the top, where
-    /// we could never rise again).
+    /// once) and return it. Refused, changing nothing: a version not newer than ours (a late or
+    /// repeated tell, or one about our own observations arriving out of order at the teller),
+    /// or an incarnation of `u64::MAX / 2` or more (a liar cannot pin us at the top, where we
+    /// could never rise again).
     pub(super) fn rise_above(&mut self, held: (u64, u64)) -> Option<u64> {
-        if held < self.version() || held.0 >= u64::MAX / 2 {
+        if held <= self.version() || held.0 >= u64::MAX / 2 {
             return None;
         }
         self.incarnation = held.0 + 1;

@@ -527,6 +527,8 @@ impl State {
 }
 
 mod exchange;
+#[cfg(test)]
+mod hostile_tests;
 mod intake;
 #[cfg(test)]
 mod tests;

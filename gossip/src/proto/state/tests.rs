@@ -3,17 +3,24 @@
 use super::*;
 use crate::proto::Quorum;
 use crate::proto::liveness::{MAX_SILENCE_FACTOR, PING_EVERY, silence};
+use crate::proto::view::RELAY_AFTER;
 use crate::sim::fixtures::{node_info, observation, public_key, roster, secret_key};
 use crate::snapshot::ViewSnapshot;
 
-fn node(i: usize, n: usize, incarnation: u64, config: Config, now: Instant) -> (State, Vec<OutEvent>) {
+pub(super) fn node(
+    i: usize,
+    n: usize,
+    incarnation: u64,
+    config: Config,
+    now: Instant,
+) -> (State, Vec<OutEvent>) {
     let mut state = State::new(node_info(i, incarnation), roster(n), config, i as u64, now);
     let out = state.drain();
     (state, out)
 }
 
 /// The observations pushed to `to` in `out`.
-fn pushed(out: &[OutEvent], to: usize) -> Vec<SignedObservation> {
+pub(super) fn pushed(out: &[OutEvent], to: usize) -> Vec<SignedObservation> {
     out.iter()
         .filter_map(|e| match e {
             OutEvent::Send { to: t, message: Message::Push(list) } if *t == public_key(to) => Some(list),
@@ -24,11 +31,16 @@ fn pushed(out: &[OutEvent], to: usize) -> Vec<SignedObservation> {
         .collect()
 }
 
-fn push(state: &mut State, now: Instant, from: usize, list: Vec<SignedObservation>) -> Vec<OutEvent> {
+pub(super) fn push(
+    state: &mut State,
+    now: Instant,
+    from: usize,
+    list: Vec<SignedObservation>,
+) -> Vec<OutEvent> {
     state.step(now, InEvent::Message { from: public_key(from), message: Message::Push(list) })
 }
 
-fn seq_of(state: &State, i: usize) -> Option<(u64, u64)> {
+pub(super) fn seq_of(state: &State, i: usize) -> Option<(u64, u64)> {
     state.observation(&public_key(i)).map(Observation::version)
 }
 
@@ -115,8 +127,56 @@ fn relayed_observation_from_an_unreachable_peer_is_used() {
     expected[1..].sort();
     assert_eq!(a.answer().members, expected);
     assert!(out.iter().any(|e| matches!(e, OutEvent::AnswerChanged(_))));
-    // And relayed on to everyone but its sender and its observer: nobody here.
-    assert!(pushed(&out, 1).is_empty() && pushed(&out, 2).is_empty());
+}
+
+/// A new observation goes on to the peers whose own observation says they cannot reach its
+/// observer, and to nobody else; only from a node that hears the observer itself for a while.
+#[test]
+fn a_new_observation_is_relayed_to_the_peers_that_cannot_reach_its_observer() {
+    let t0 = Instant::now();
+    let config = Config::default();
+    let (mut a, _) = node(0, 4, 1, config.clone(), t0);
+    let mut now = t0;
+    for peer in [1, 2, 3] {
+        bring_up(&mut a, peer, &mut now, &config);
+    }
+    // 1 and 2 reach everyone; 3 cannot reach 2.
+    push(
+        &mut a,
+        now,
+        1,
+        vec![observation(1, 4, true, &[(0, true), (2, true), (3, true)]).sign(&secret_key(1))],
+    );
+    push(
+        &mut a,
+        now,
+        2,
+        vec![observation(2, 4, true, &[(0, true), (1, true), (3, true)]).sign(&secret_key(2))],
+    );
+    push(
+        &mut a,
+        now,
+        3,
+        vec![observation(3, 4, true, &[(0, true), (1, true), (2, false)]).sign(&secret_key(3))],
+    );
+    // 2's next observation, relayed to a by 1 before a has heard 2 for long: not relayed on.
+    let mut next = observation(2, 4, true, &[(0, true), (1, true), (3, true)]);
+    next.seq = 2;
+    let out = push(&mut a, now, 1, vec![next.sign(&secret_key(2))]);
+    assert!((1..4).all(|p| pushed(&out, p).is_empty()), "relayed too early");
+    // Once a has heard 2 (and known 3's observation) for a while, the next one goes to 3 only.
+    let later = now + RELAY_AFTER;
+    while now < later {
+        now += config.probe_interval;
+        for peer in [1, 2, 3] {
+            alive(&mut a, peer, now);
+        }
+    }
+    next.seq = 3;
+    let signed = next.sign(&secret_key(2));
+    let out = push(&mut a, now, 1, vec![signed.clone()]);
+    assert_eq!(pushed(&out, 3), vec![signed], "relayed to the peer that cannot reach 2");
+    assert!(pushed(&out, 1).is_empty() && pushed(&out, 2).is_empty(), "not to the sender or the observer");
 }
 
 #[test]
@@ -167,17 +227,17 @@ fn anti_entropy_fills_in_missing_observations() {
 }
 
 /// `peer`'s periodic Alive arrives, naming the version `state` holds of it (if any).
-fn alive(state: &mut State, peer: usize, now: Instant) -> Vec<OutEvent> {
+pub(super) fn alive(state: &mut State, peer: usize, now: Instant) -> Vec<OutEvent> {
     let tag = state.observation(&public_key(peer)).map_or(0, Observation::version_tag);
     state.step(now, InEvent::Message { from: public_key(peer), message: Message::Alive(tag) })
 }
 
-fn tick(state: &mut State, now: Instant) -> Vec<OutEvent> {
+pub(super) fn tick(state: &mut State, now: Instant) -> Vec<OutEvent> {
     state.fire(now, Timer::Tick)
 }
 
 /// Makes `peer` reachable at `state`: `up_after` Alives one interval apart, from `now`.
-fn bring_up(state: &mut State, peer: usize, now: &mut Instant, config: &Config) {
+pub(super) fn bring_up(state: &mut State, peer: usize, now: &mut Instant, config: &Config) {
     for _ in 0..config.up_after {
         *now += config.probe_interval;
         alive(state, peer, *now);
@@ -185,7 +245,7 @@ fn bring_up(state: &mut State, peer: usize, now: &mut Instant, config: &Config) 
     assert!(state.sees_reachable(&public_key(peer)));
 }
 
-fn sends(out: &[OutEvent], to: usize) -> Vec<&Message> {
+pub(super) fn sends(out: &[OutEvent], to: usize) -> Vec<&Message> {
     out.iter()
         .filter_map(|e| match e {
             OutEvent::Send { to: t, message } if *t == public_key(to) => Some(message),
