@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use spdu_gossip::proto::{MAX_FRAME_BYTES, Message, OBSERVATION_CONTEXT, Observation, SignedObservation};
-use spdu_keys::{PublicKey, SecretKey, tls};
+use spdu_keys::{SecretKey, tls};
 use spdu_node::cluster::{LocalCluster, ZONE_ORIGIN};
 
 use crate::testing::{dig_pool, ips, start_cluster, wait_until};
@@ -143,11 +143,11 @@ impl Member {
     }
 }
 
-/// Sends unfinished QUIC Initials (fresh connection ids, a stranger's key) to `target` at about
-/// `per_second`, round-robin from two sockets on each of `sources`, until `stop` is set; never
-/// reads a reply. Counts what it sent in `sent`.
+/// Sends unfinished QUIC Initials (fresh connection ids, a stranger's key) to `targets` in turn
+/// at about `per_second` in all, round-robin from two sockets on each of `sources`, until `stop`
+/// is set; never reads a reply. Counts what it sent in `sent`.
 async fn flood_initials(
-    target: SocketAddr,
+    targets: Vec<SocketAddr>,
     sources: Vec<IpAddr>,
     per_second: u64,
     stop: Arc<AtomicBool>,
@@ -176,6 +176,7 @@ async fn flood_initials(
             }
             made += 1;
             let now = Instant::now();
+            let target = targets[made as usize % targets.len()];
             let Ok((_, mut conn)) = endpoint.connect(now, client.clone(), target, "spdu") else { continue };
             buf.clear();
             if let Some(t) = conn.poll_transmit(now, 1, &mut buf) {
@@ -191,22 +192,23 @@ async fn flood_initials(
 
 // ---- strangers ------------------------------------------------------------------------------
 
-/// A flood of unfinished handshakes from many sources does not keep a restarted peer out of the
-/// flooded node's answer, and is counted.
+/// A flood of unfinished handshakes from many sources, at two sites, does not keep one of them
+/// out of the other's answer after it restarts (neither can reach the other unless a handshake
+/// gets through), and is counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handshake_flood_does_not_keep_a_restarted_peer_out() {
     let mut cluster = start_cluster(3, 60, "").await;
     let all = ips(&cluster, &[0, 1, 2]);
     wait_until(CONVERGE, "all three in alpha's answer", || dig_pool(cluster.dns_addr(0)) == all);
-    let refused = || {
-        metric(&cluster, 0, "gossip_handshakes_refused_total")
-            + metric(&cluster, 0, "gossip_handshakes_retried_total")
+    let refused = |cluster: &LocalCluster| {
+        metric(cluster, 0, "gossip_handshakes_refused_total") + metric(cluster, 0, "gossip_handshakes_retried_total")
     };
-    let turned_away = refused();
+    let turned_away = refused(&cluster);
 
     let (stop, sent) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
     let sources: Vec<IpAddr> = (100..=199).map(|h| IpAddr::from([127, 0, block(&cluster), h])).collect();
-    let flood = tokio::spawn(flood_initials(cluster.gossip_addr(0), sources, 400, stop.clone(), sent.clone()));
+    let targets = vec![cluster.gossip_addr(0), cluster.gossip_addr(1)];
+    let flood = tokio::spawn(flood_initials(targets, sources, 800, stop.clone(), sent.clone()));
     let result = async {
         // The flood fills alpha's handshake slots, then beta is lost and comes back.
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -224,10 +226,10 @@ async fn a_handshake_flood_does_not_keep_a_restarted_peer_out() {
     .await;
     stop.store(true, Ordering::Relaxed);
     let sent = sent.load(Ordering::Relaxed);
-    let turned_away = refused() - turned_away;
+    let turned_away = refused(&cluster) - turned_away;
     eprintln!("{sent} Initials sent; alpha turned away or retried {turned_away}");
     assert!(sent >= 1000, "only {sent} Initials sent");
-    assert!(turned_away >= sent / 2, "{turned_away} of {sent} Initials counted as refused or retried");
+    assert!(turned_away >= sent / 4, "{turned_away} of {sent} Initials (half at alpha) counted at alpha");
     let log = std::fs::read_to_string(cluster.log_path(0)).unwrap_or_default();
     assert!(log.contains("WARN") && log.contains("handshakes under pressure"), "the refusals are logged at warn");
     result

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info};
 
-use super::conn::{self, Event, Outbox};
+use super::conn::{self, Event, Inbox, Outbox};
 use super::metrics::NetMetrics;
 use crate::proto::{AnswerSet, InEvent, Message, OutEvent, State, Timer, ViewSnapshot};
 
@@ -75,16 +75,20 @@ pub(super) struct Actor {
     pub(super) pulse: Arc<Pulse>,
     /// UDP (datagrams, bytes) sent by connections no longer held.
     pub(super) closed_udp: (u64, u64),
-    pub(super) events_tx: mpsc::Sender<Event>,
+    pub(super) inbox: Inbox,
     pub(super) tasks: TaskTracker,
     pub(super) shutdown: CancellationToken,
 }
 
 impl Actor {
+    /// Serves, in this order of priority: shutdown, urgent events (datagrams, connections), due
+    /// timers, commands, bulk events (stream frames). Timers come after urgent events so that a
+    /// silence check sees every datagram that arrived before it.
     pub(super) async fn run(
         mut self,
         mut commands: mpsc::Receiver<Command>,
-        mut events: mpsc::Receiver<Event>,
+        mut urgent: mpsc::Receiver<Event>,
+        mut bulk: mpsc::Receiver<Event>,
     ) {
         let out = self.state.start(Self::now());
         self.apply(out);
@@ -93,10 +97,12 @@ impl Actor {
             let next = self.timers.peek().map(|Reverse((at, _, _))| Instant::from_std(*at));
             let wake = next.map_or(Instant::now() + PULSE, |at| at.min(Instant::now() + PULSE));
             tokio::select! {
+                biased;
                 _ = self.shutdown.cancelled() => break,
-                Some(command) = commands.recv() => self.on_command(command),
-                Some(event) = events.recv() => self.on_event(event),
+                Some(event) = urgent.recv() => self.on_event(event),
                 () = tokio::time::sleep_until(wake) => self.fire_timers(),
+                Some(command) = commands.recv() => self.on_command(command),
+                Some(event) = bulk.recv() => self.on_event(event),
             }
         }
         for outbox in self.connections.values().flatten() {
@@ -183,7 +189,7 @@ impl Actor {
             &self.tasks,
             peer,
             conn,
-            self.events_tx.clone(),
+            self.inbox.clone(),
             self.metrics.clone(),
             self.shutdown.clone(),
         );

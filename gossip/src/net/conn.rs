@@ -7,7 +7,9 @@
 //!   ([`STREAM_READ_TIMEOUT`]); they are owned by the accepting task and end with it.
 //! - Every decoded message reaches the actor stamped with the `Instant` it arrived (a datagram
 //!   when read, a stream when its last byte was read), so time spent queued behind other work
-//!   never counts as the sender's silence.
+//!   never counts as the sender's silence. Datagrams and connection events go on the actor's
+//!   urgent channel, stream frames (bulk: pushes, digests) on another, which the actor serves
+//!   last: however much bulk a peer sends, the liveness of the others is not queued behind it.
 //! - Frames too big for a datagram wait in the connection's [`FrameQueue`] (bounded, coalescing)
 //!   and one writer task sends them one stream at a time, giving up on a frame the peer does not
 //!   take within [`STREAM_WRITE_TIMEOUT`]. No task is spawned per frame.
@@ -46,6 +48,15 @@ pub(super) enum Event {
     Closed(PublicKey, usize),
     /// A message from an authenticated peer, and when it arrived.
     Message(PublicKey, Message, std::time::Instant),
+}
+
+/// The actor's two input channels (see the module docs).
+#[derive(Clone, Debug)]
+pub(super) struct Inbox {
+    /// Datagrams, connections opened and closed.
+    pub(super) urgent: mpsc::Sender<Event>,
+    /// Stream frames.
+    pub(super) bulk: mpsc::Sender<Event>,
 }
 
 /// The sending side of one connection, held by the actor.
@@ -90,7 +101,7 @@ pub(super) fn start(
     tasks: &TaskTracker,
     peer: PublicKey,
     conn: quinn::Connection,
-    events: mpsc::Sender<Event>,
+    events: Inbox,
     metrics: Arc<NetMetrics>,
     shutdown: CancellationToken,
 ) -> Outbox {
@@ -106,7 +117,7 @@ pub(super) fn start(
 struct Reader {
     peer: PublicKey,
     conn: quinn::Connection,
-    events: mpsc::Sender<Event>,
+    events: Inbox,
     metrics: Arc<NetMetrics>,
 }
 
@@ -137,12 +148,12 @@ impl Reader {
             };
             let arrived = Instant::now();
             if let Some(event) = self.decode(&frame, arrived)
-                && self.events.send(event).await.is_err()
+                && self.events.urgent.send(event).await.is_err()
             {
                 return;
             }
         }
-        let _ = self.events.send(Event::Closed(self.peer, self.conn.stable_id())).await;
+        let _ = self.events.urgent.send(Event::Closed(self.peer, self.conn.stable_id())).await;
     }
 
     /// Accepts uni streams until the connection closes, reading up to [`STREAM_READERS`] at once.
@@ -183,7 +194,7 @@ impl Reader {
             }
         };
         if let Some(event) = self.decode(&frame, Instant::now()) {
-            let _ = self.events.send(event).await;
+            let _ = self.events.bulk.send(event).await;
         }
     }
 }

@@ -233,17 +233,19 @@ impl Bound {
     /// every task to end.
     pub async fn run(self, shutdown: CancellationToken) {
         let Bound { endpoint: quic, state, peers, commands, answers_tx, membership } = self;
-        let (events_tx, events) = mpsc::channel(1024);
+        let (urgent_tx, urgent) = mpsc::channel(1024);
+        let (bulk_tx, bulk) = mpsc::channel(64);
+        let inbox = conn::Inbox { urgent: urgent_tx, bulk: bulk_tx };
         let tasks = tokio_util::task::TaskTracker::new();
         let admission =
             endpoint::Admission::new(peers.iter().map(|p| p.addr.ip()), membership.metrics.clone());
         for peer in peers {
-            tasks.spawn(endpoint::dial(quic.clone(), peer, events_tx.clone(), shutdown.clone()));
+            tasks.spawn(endpoint::dial(quic.clone(), peer, inbox.urgent.clone(), shutdown.clone()));
         }
         tasks.spawn(endpoint::accept(
             quic.clone(),
             admission,
-            events_tx.clone(),
+            inbox.urgent.clone(),
             tasks.clone(),
             shutdown.clone(),
         ));
@@ -256,11 +258,11 @@ impl Bound {
             metrics: membership.metrics.clone(),
             pulse: membership.pulse.clone(),
             closed_udp: (0, 0),
-            events_tx,
+            inbox,
             tasks: tasks.clone(),
             shutdown: shutdown.clone(),
         };
-        actor.run(commands, events).await;
+        actor.run(commands, urgent, bulk).await;
         quic.close(0u32.into(), b"shutdown");
         tasks.close();
         let _ = tokio::time::timeout(Duration::from_secs(1), async {
