@@ -143,9 +143,13 @@ impl Member {
     }
 }
 
-/// Sends unfinished QUIC Initials (fresh connection ids, a stranger's key) to `targets` in turn
-/// at about `per_second` in all, round-robin from two sockets on each of `sources`, until `stop`
-/// is set; never reads a reply. Counts what it sent in `sent`.
+/// Initials made ahead per target: replayed in a cycle longer than a handshake may last, each is a
+/// new attempt every time round.
+const INITIALS_PER_TARGET: usize = 2800;
+
+/// Sends unfinished QUIC Initials (distinct connection ids, a stranger's key) to each of
+/// `targets` at about `per_second` each, from two sockets on each of `sources` (one socket per
+/// Initial), until `stop` is set; never reads a reply. Counts what it sent in `sent`.
 async fn flood_initials(
     targets: Vec<SocketAddr>,
     sources: Vec<IpAddr>,
@@ -159,32 +163,42 @@ async fn flood_initials(
             sockets.push(tokio::net::UdpSocket::bind(SocketAddr::new(ip, 0)).await.expect("flood socket"));
         }
     }
-    let client = tls::client_config(&SecretKey::generate(), tls::PinnedKeys::new([])).expect("client config");
-    let mut endpoint = quinn_proto::Endpoint::new(Arc::new(quinn_proto::EndpointConfig::default()), None, false, None);
-    let mut made = 0u64;
-    let mut buf = Vec::new();
+    // Made ahead: building an Initial costs far more than sending one (this is a debug build).
+    let ring_targets = targets.clone();
+    let initials = tokio::task::spawn_blocking(move || {
+        let client =
+            tls::client_config(&SecretKey::generate(), tls::PinnedKeys::new([])).expect("client config");
+        let mut initials = Vec::new();
+        for chunk in 0..INITIALS_PER_TARGET.div_ceil(500) {
+            // A fresh endpoint per chunk: each one tracks its (abandoned) connections.
+            let mut endpoint =
+                quinn_proto::Endpoint::new(Arc::new(quinn_proto::EndpointConfig::default()), None, false, None);
+            for _ in 0..500.min(INITIALS_PER_TARGET - chunk * 500) {
+                for target in &ring_targets {
+                    let now = Instant::now();
+                    let (_, mut conn) = endpoint.connect(now, client.clone(), *target, "spdu").expect("connect");
+                    let mut buf = Vec::new();
+                    let t = conn.poll_transmit(now, 1, &mut buf).expect("an Initial");
+                    buf.truncate(t.size);
+                    initials.push((*target, buf));
+                }
+            }
+        }
+        initials
+    })
+    .await
+    .expect("Initials made");
     let mut tick = tokio::time::interval(Duration::from_millis(10));
-    let per_tick = per_second.div_ceil(100);
-    let mut i = 0usize;
+    let per_tick = (per_second * targets.len() as u64).div_ceil(100) as usize;
+    let mut next = 0usize;
     while !stop.load(Ordering::Relaxed) {
         tick.tick().await;
         for _ in 0..per_tick {
-            if made % 1000 == 999 {
-                // A fresh endpoint now and then: the old one forgets its abandoned connections.
-                endpoint =
-                    quinn_proto::Endpoint::new(Arc::new(quinn_proto::EndpointConfig::default()), None, false, None);
-            }
-            made += 1;
-            let now = Instant::now();
-            let target = targets[made as usize % targets.len()];
-            let Ok((_, mut conn)) = endpoint.connect(now, client.clone(), target, "spdu") else { continue };
-            buf.clear();
-            if let Some(t) = conn.poll_transmit(now, 1, &mut buf) {
-                let socket = &sockets[i % sockets.len()];
-                i += 1;
-                if socket.send_to(&buf[..t.size], target).await.is_ok() {
-                    sent.fetch_add(1, Ordering::Relaxed);
-                }
+            let i = next % initials.len();
+            next += 1;
+            let (target, initial) = &initials[i];
+            if sockets[i % sockets.len()].send_to(initial, *target).await.is_ok() {
+                sent.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -211,6 +225,12 @@ async fn a_handshake_flood_does_not_keep_a_restarted_peer_out() {
     let flood = tokio::spawn(flood_initials(targets, sources, 800, stop.clone(), sent.clone()));
     let result = async {
         // The flood fills alpha's handshake slots, then beta is lost and comes back.
+        for _ in 0..600 {
+            if sent.load(Ordering::Relaxed) >= 400 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         tokio::time::sleep(Duration::from_secs(2)).await;
         cluster.stop(1).unwrap();
         let survivors = ips(&cluster, &[0, 2]);
