@@ -114,11 +114,17 @@ impl Config {
         Ok(key)
     }
 
-    /// The roster as the QUIC driver takes it.
-    pub fn gossip_peers(&self) -> Vec<spdu_gossip::net::Peer> {
+    /// The roster as the QUIC driver takes it: each peer's service addresses pinned to the IP
+    /// of its gossip address.
+    pub fn gossip_peers(&self) -> Vec<spdu_gossip::proto::Member> {
         self.peers
             .iter()
-            .map(|p| spdu_gossip::net::Peer { name: p.name.clone(), key: p.key, addr: p.gossip })
+            .map(|p| spdu_gossip::proto::Member {
+                name: p.name.clone(),
+                key: p.key,
+                gossip: p.gossip,
+                addresses: vec![spdu_gossip::proto::AddressPin::host(p.gossip.ip())],
+            })
             .collect()
     }
 }

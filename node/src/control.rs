@@ -22,7 +22,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use spdu_dnsfront::DnsMetrics;
 use spdu_gossip::net::Membership;
-use spdu_gossip::proto::ViewSnapshot;
+use spdu_gossip::snapshot::ViewSnapshot;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 

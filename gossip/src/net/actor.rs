@@ -6,13 +6,13 @@
 //!   time the actor got round to it;
 //! - messages go out on the newest open connection to a peer (a restarted peer is reached at
 //!   once); at most [`MAX_CONNECTIONS_PER_PEER`] are kept per peer, the oldest closed beyond;
-//! - what the node needs (answers, liveness of this loop) is pushed on watch channels and
-//!   atomics, so readers never wait on the actor;
+//! - what the node needs (answers, probe targets, incarnation, liveness of this loop) is pushed
+//!   on watch channels and atomics, so readers never wait on the actor;
+//! - the core's timers are one `Instant` ([`State::poll_timeout`]), no queue of our own;
 //! - the loop wakes at least every [`PULSE`], so [`super::Membership::is_alive`] can tell a
 //!   stalled actor from an idle one.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -27,7 +27,8 @@ use tracing::{debug, info};
 
 use super::conn::{self, Event, Inbox, Outbox};
 use super::metrics::NetMetrics;
-use crate::proto::{AnswerSet, InEvent, Message, OutEvent, State, Timer, ViewSnapshot};
+use crate::proto::{AnswerSet, InEvent, Message, OutEvent, ProbeTarget, State};
+use crate::snapshot::ViewSnapshot;
 
 /// Most connections one peer may hold at once (its dialled one, ours, and reconnects in
 /// between); the oldest beyond that is closed, so a misbehaving member cannot pile them up.
@@ -39,7 +40,14 @@ pub const PULSE: Duration = Duration::from_secs(1);
 pub(super) enum Command {
     Snapshot(oneshot::Sender<ViewSnapshot>),
     Input(InEvent),
-    Targets(oneshot::Sender<Vec<(PublicKey, std::net::IpAddr, crate::proto::ServiceCheck)>>),
+}
+
+/// Where the actor publishes what the node reads.
+#[derive(Debug)]
+pub(super) struct Outputs {
+    pub(super) answers: watch::Sender<AnswerSet>,
+    pub(super) probe_targets: watch::Sender<Vec<ProbeTarget>>,
+    pub(super) incarnation: watch::Sender<u64>,
 }
 
 /// When the actor last ran its loop, in milliseconds since `epoch`.
@@ -68,9 +76,7 @@ impl Pulse {
 pub(super) struct Actor {
     pub(super) state: State,
     pub(super) connections: BTreeMap<PublicKey, Vec<Outbox>>,
-    pub(super) timers: BinaryHeap<Reverse<(std::time::Instant, u64, Timer)>>,
-    pub(super) timer_seq: u64,
-    pub(super) answers_tx: watch::Sender<AnswerSet>,
+    pub(super) outputs: Outputs,
     pub(super) metrics: Arc<NetMetrics>,
     pub(super) pulse: Arc<Pulse>,
     /// UDP (datagrams, bytes) sent by connections no longer held.
@@ -90,11 +96,11 @@ impl Actor {
         mut urgent: mpsc::Receiver<Event>,
         mut bulk: mpsc::Receiver<Event>,
     ) {
-        let out = self.state.start(Self::now());
-        self.apply(out);
+        // The core is ready from `State::new`: its first outputs wait.
+        self.apply();
         loop {
             self.pulse.beat();
-            let next = self.timers.peek().map(|Reverse((at, _, _))| Instant::from_std(*at));
+            let next = self.state.poll_timeout().map(Instant::from_std);
             let wake = next.map_or(Instant::now() + PULSE, |at| at.min(Instant::now() + PULSE));
             tokio::select! {
                 biased;
@@ -116,16 +122,10 @@ impl Actor {
 
     fn fire_timers(&mut self) {
         let now = Self::now();
-        while let Some(Reverse((at, _, _))) = self.timers.peek() {
-            if *at > now {
-                break;
-            }
-            let Reverse((_, _, timer)) = self.timers.pop().expect("peeked");
-            if timer == Timer::Tick {
-                self.count_udp();
-            }
-            let out = self.state.handle(now, InEvent::Timer(timer));
-            self.apply(out);
+        if self.state.poll_timeout().is_some_and(|at| at <= now) {
+            self.count_udp();
+            self.state.handle_timeout(now);
+            self.apply();
         }
     }
 
@@ -151,14 +151,11 @@ impl Actor {
     fn on_command(&mut self, command: Command) {
         match command {
             Command::Snapshot(reply) => {
-                let _ = reply.send(self.state.snapshot(Self::now()));
-            }
-            Command::Targets(reply) => {
-                let _ = reply.send(self.state.service_targets());
+                let _ = reply.send(ViewSnapshot::of(&self.state, Self::now()));
             }
             Command::Input(event) => {
-                let out = self.state.handle(Self::now(), event);
-                self.apply(out);
+                self.state.handle(Self::now(), event);
+                self.apply();
             }
         }
     }
@@ -176,8 +173,8 @@ impl Actor {
                 }
             }
             Event::Message(from, message, arrived) => {
-                let out = self.state.handle(arrived, InEvent::Message { from, message });
-                self.apply(out);
+                self.state.handle(arrived, InEvent::Message { from, message });
+                self.apply();
             }
         }
     }
@@ -209,17 +206,23 @@ impl Actor {
         }
     }
 
-    fn apply(&mut self, out: Vec<OutEvent>) {
-        for event in out {
+    fn apply(&mut self) {
+        while let Some(event) = self.state.poll_event() {
             match event {
                 OutEvent::Send { to, message } => self.send(to, &message),
-                OutEvent::SetTimer { at, timer } => {
-                    self.timer_seq += 1;
-                    self.timers.push(Reverse((at, self.timer_seq, timer)));
-                }
                 OutEvent::AnswerChanged(answer) => {
                     debug!(version = answer.version, addresses = ?answer.addresses, "answer set changed");
-                    self.answers_tx.send_replace(answer);
+                    self.outputs.answers.send_replace(answer);
+                }
+                OutEvent::ProbeTargetsChanged(targets) => {
+                    self.outputs.probe_targets.send_replace(targets);
+                }
+                OutEvent::IncarnationChanged(incarnation) => {
+                    info!(
+                        incarnation,
+                        "a peer held a newer observation of this node: rose to a new incarnation"
+                    );
+                    self.outputs.incarnation.send_replace(incarnation);
                 }
             }
         }

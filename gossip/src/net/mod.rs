@@ -21,7 +21,7 @@ mod endpoint;
 mod metrics;
 mod queue;
 
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,8 +33,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::proto::{
-    self, AnswerSet, CheckResult, InEvent, Member, NodeInfo, ServiceCheck, State, ViewSnapshot,
+    self, AnswerSet, CheckResult, InEvent, Member, NodeInfo, ProbeTarget, ServiceCheck, State,
 };
+use crate::snapshot::ViewSnapshot;
 use actor::{Actor, Command, Pulse};
 pub use conn::{STREAM_READ_TIMEOUT, STREAM_READERS, STREAM_WRITE_TIMEOUT};
 pub use endpoint::{
@@ -46,17 +47,6 @@ pub use queue::{FrameQueue, MAX_QUEUED_BYTES, MAX_QUEUED_FRAMES, Pushed};
 
 /// [`Membership::is_alive`] is false once the actor has not run its loop for this long.
 pub const ALIVE_WITHIN: Duration = Duration::from_secs(5);
-
-/// A roster peer and where to reach it.
-#[derive(Clone, Debug)]
-pub struct Peer {
-    /// Its name in the local roster.
-    pub name: String,
-    /// Its key.
-    pub key: PublicKey,
-    /// Its gossip (QUIC) address.
-    pub addr: SocketAddr,
-}
 
 /// Everything the driver needs to run one node.
 #[derive(Debug)]
@@ -74,7 +64,7 @@ pub struct Settings {
     /// This site's service addresses.
     pub addresses: Vec<IpAddr>,
     /// The roster, without this node.
-    pub peers: Vec<Peer>,
+    pub peers: Vec<Member>,
     /// Protocol timing and quorum.
     pub protocol: proto::Config,
     /// The check of this site's service that peers may run, advertised in its observations.
@@ -103,6 +93,8 @@ pub enum NetError {
 pub struct Membership {
     commands: mpsc::Sender<Command>,
     answers: watch::Receiver<AnswerSet>,
+    probe_targets: watch::Receiver<Vec<ProbeTarget>>,
+    incarnation: watch::Receiver<u64>,
     metrics: Arc<NetMetrics>,
     pulse: Arc<Pulse>,
 }
@@ -112,7 +104,6 @@ impl std::fmt::Debug for Command {
         f.write_str(match self {
             Command::Snapshot(_) => "Snapshot",
             Command::Input(_) => "Input",
-            Command::Targets(_) => "Targets",
         })
     }
 }
@@ -138,12 +129,12 @@ impl Membership {
         let now = Instant::now().into_std();
         let seed = u64::from_le_bytes(settings.key.public().as_bytes()[..8].try_into().expect("8 bytes"))
             ^ settings.incarnation;
-        let roster = settings.peers.iter().map(|p| Member { name: p.name.clone(), key: p.key }).collect();
         let dialled = settings
             .peers
             .iter()
-            .map(|p| endpoint::Dialled { name: p.name.clone(), key: p.key, addr: p.addr })
+            .map(|p| endpoint::Dialled { name: p.name.clone(), key: p.key, addr: p.gossip })
             .collect();
+        let roster = settings.peers;
         let info = NodeInfo {
             key: settings.key,
             name: settings.name,
@@ -154,16 +145,35 @@ impl Membership {
         };
         let state = State::new(info, roster, settings.protocol, seed, now);
         let (answers_tx, answers) = watch::channel(state.answer().clone());
+        let (probe_targets_tx, probe_targets) = watch::channel(state.probe_targets().to_vec());
+        let (incarnation_tx, incarnation) = watch::channel(state.incarnation());
+        let outputs = actor::Outputs {
+            answers: answers_tx,
+            probe_targets: probe_targets_tx,
+            incarnation: incarnation_tx,
+        };
         let (commands_tx, commands) = mpsc::channel(64);
         let metrics = Arc::new(NetMetrics::new(pinned));
         let pulse = Arc::new(Pulse::new());
-        let membership = Membership { commands: commands_tx, answers, metrics, pulse };
-        Ok(Bound { endpoint: quic, state, peers: dialled, commands, answers_tx, membership })
+        let membership =
+            Membership { commands: commands_tx, answers, probe_targets, incarnation, metrics, pulse };
+        Ok(Bound { endpoint: quic, state, peers: dialled, commands, outputs, membership })
     }
 
     /// The answer set, updated whenever it changes.
     pub fn answers(&self) -> watch::Receiver<AnswerSet> {
         self.answers.clone()
+    }
+
+    /// The peers' services to probe, updated whenever they change.
+    pub fn probe_targets(&self) -> watch::Receiver<Vec<ProbeTarget>> {
+        self.probe_targets.clone()
+    }
+
+    /// This node's incarnation, updated whenever it rises (a peer held a newer observation of
+    /// this node): the node persists every change.
+    pub fn incarnation(&self) -> watch::Receiver<u64> {
+        self.incarnation.clone()
     }
 
     /// The current signed view; `None` once the node stopped.
@@ -190,15 +200,10 @@ impl Membership {
         let _ = self.commands.try_send(Command::Input(InEvent::ServiceProbe { peer, result }));
     }
 
-    /// The peers' services to probe now; empty once stopped.
+    /// The peers' services to probe now, as (peer, address, check): the current value of
+    /// [`Membership::probe_targets`].
     pub async fn service_targets(&self) -> Vec<(PublicKey, IpAddr, ServiceCheck)> {
-        self.snapshot_targets().await.unwrap_or_default()
-    }
-
-    async fn snapshot_targets(&self) -> Option<Vec<(PublicKey, IpAddr, ServiceCheck)>> {
-        let (tx, rx) = oneshot::channel();
-        self.commands.send(Command::Targets(tx)).await.ok()?;
-        rx.await.ok()
+        self.probe_targets.borrow().iter().map(|t| (t.peer, t.addr, t.check.clone())).collect()
     }
 
     /// Transport counters.
@@ -214,7 +219,7 @@ pub struct Bound {
     state: State,
     peers: Vec<endpoint::Dialled>,
     commands: mpsc::Receiver<Command>,
-    answers_tx: watch::Sender<AnswerSet>,
+    outputs: actor::Outputs,
     membership: Membership,
 }
 
@@ -232,7 +237,7 @@ impl Bound {
     /// Runs until `shutdown` is cancelled, then closes every connection and waits (briefly) for
     /// every task to end.
     pub async fn run(self, shutdown: CancellationToken) {
-        let Bound { endpoint: quic, state, peers, commands, answers_tx, membership } = self;
+        let Bound { endpoint: quic, state, peers, commands, outputs, membership } = self;
         let (urgent_tx, urgent) = mpsc::channel(1024);
         let (bulk_tx, bulk) = mpsc::channel(64);
         let inbox = conn::Inbox { urgent: urgent_tx, bulk: bulk_tx };
@@ -252,9 +257,7 @@ impl Bound {
         let actor = Actor {
             state,
             connections: BTreeMap::new(),
-            timers: BinaryHeap::new(),
-            timer_seq: 0,
-            answers_tx,
+            outputs,
             metrics: membership.metrics.clone(),
             pulse: membership.pulse.clone(),
             closed_udp: (0, 0),
