@@ -1036,6 +1036,32 @@ mod tests {
     }
 
     #[test]
+    fn included_by_all_is_when_the_last_observer_took_the_node_back() {
+        let mut sim = Sim::new(3, SimConfig::default());
+        let change = |at: u64, node: NodeId, members: &[NodeId]| AnswerChange {
+            at: ms(at),
+            node,
+            members: members.to_vec(),
+        };
+        sim.changes = vec![
+            change(1, 0, &[0, 2]),
+            change(2, 1, &[1]),
+            change(3, 0, &[0, 1, 2]),
+            change(4, 1, &[1, 2]),
+            change(5, 1, &[0, 1, 2]),
+            change(6, 0, &[0]),
+            change(7, 0, &[0, 2]),
+        ];
+        sim.nodes[0].answer = vec![0, 2];
+        sim.nodes[1].answer = vec![0, 1, 2];
+        // Node 0 holds 2 since 7 ms (it dropped it at 6), node 1 since 4 ms: both since 7.
+        assert_eq!(sim.included_by_all(2, &[0, 1], Duration::ZERO), Some(ms(7)));
+        assert_eq!(sim.included_by_all(2, &[1], Duration::ZERO), Some(ms(4)));
+        assert_eq!(sim.included_by_all(2, &[1], ms(10)), Some(ms(10)));
+        assert_eq!(sim.included_by_all(1, &[0, 1], Duration::ZERO), None, "node 0 lacks 1");
+    }
+
+    #[test]
     fn last_node_to_converge_is_when_the_cluster_converges() {
         let mut sim = Sim::new(5, SimConfig { seed: 3, ..SimConfig::default() });
         let at = sim.run_until_cond(Duration::from_secs(5), Sim::converged).expect("converges");

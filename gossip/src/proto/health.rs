@@ -234,60 +234,6 @@ impl Verdict {
     }
 }
 
-/// The health verdicts one node keeps: its own service's and, when it probes them, its peers'.
-#[derive(Clone, Debug, Default)]
-pub struct ServiceHealth {
-    /// This node's own check, once it reported a result.
-    own: Option<Verdict>,
-    /// Peers' services, once probed; a peer starts down until `up_after` passes.
-    peers: std::collections::BTreeMap<spdu_keys::PublicKey, Verdict>,
-}
-
-impl ServiceHealth {
-    /// Counts a result of this node's own check; returns the new verdict if it flipped.
-    pub fn on_self_check(
-        &mut self,
-        now: Instant,
-        result: CheckResult,
-        policy: &HealthPolicy,
-    ) -> Option<bool> {
-        let own = self.own.get_or_insert_with(|| Verdict::new(true));
-        own.record(now, result, policy).then(|| own.ok())
-    }
-
-    /// Counts a result of a probe of `peer`'s service; returns whether its verdict flipped.
-    pub fn on_service_probe(
-        &mut self,
-        now: Instant,
-        peer: spdu_keys::PublicKey,
-        result: CheckResult,
-        policy: &HealthPolicy,
-    ) -> bool {
-        self.peers.entry(peer).or_insert_with(|| Verdict::new(false)).record(now, result, policy)
-    }
-
-    /// This node's own check's verdict, if it ran.
-    pub fn own(&self) -> Option<&Verdict> {
-        self.own.as_ref()
-    }
-
-    /// The probing verdict on `peer`'s service, if probed.
-    pub fn peer(&self, peer: &spdu_keys::PublicKey) -> Option<&Verdict> {
-        self.peers.get(peer)
-    }
-
-    /// What this node reports on `peer`'s service: `None` when it does not probe peers or the
-    /// peer advertises no check; otherwise the verdict, down until proven.
-    pub fn service_ok(
-        &self,
-        peer: &spdu_keys::PublicKey,
-        advertises: bool,
-        policy: &HealthPolicy,
-    ) -> Option<bool> {
-        (policy.probe_peers && advertises).then(|| self.peers.get(peer).is_some_and(Verdict::ok))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
