@@ -171,9 +171,12 @@ mod tests {
             ttl: 5,
             nameservers: vec!["ns.example.test".into()],
         };
-        let pool_tx =
-            AnswerPublisher::new(&zone, PoolAnswers { serial: 100, addrs: own.clone() }, DnsMetrics::default())
-                .unwrap();
+        let pool_tx = AnswerPublisher::new(
+            &zone,
+            PoolAnswers { serial: 100, addrs: own.clone() },
+            DnsMetrics::default(),
+        )
+        .unwrap();
         let mut pool_rx = pool_tx.subscribe();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(publish_answers(answers_rx, pool_tx, own.clone(), shutdown.clone()));
