@@ -22,7 +22,6 @@ use crate::metrics::Refusal;
 /// Limits on the TCP connections a [`DnsServer`](crate::DnsServer) holds (RFC 7766 §6.2.3:
 /// servers protect their resources by limiting connections and closing idle ones).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct TcpLimits {
     /// Most TCP connections open at once, over all listen addresses. Default 256, and never
     /// more than half the process's open-file limit (so DNS alone cannot use up the file

@@ -4,6 +4,9 @@
 //! Every network wait is bounded by [`TIMEOUT`] so a broken server fails a test instead of
 //! hanging it.
 
+// Shared by several test binaries, each using a part of it.
+#![allow(dead_code)]
+
 use std::{
     net::{IpAddr, SocketAddr},
     time::Duration,
