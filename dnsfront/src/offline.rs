@@ -16,8 +16,14 @@ use std::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    AnswerPublisher, DnsMetrics, PoolAnswers, TcpLimits, ZoneConfig, ZoneError, handler::PoolHandler,
-    limits::ConnectionTable, metrics::Refusal, tcp, transport::Transport,
+    answer::PoolAnswers,
+    handler::PoolHandler,
+    limits::{ConnectionTable, TcpLimits},
+    metrics::{DnsMetrics, Refusal},
+    publish::AnswerPublisher,
+    tcp,
+    transport::Transport,
+    zone::{ZoneConfig, ZoneError},
 };
 
 /// A pool zone answering raw query bytes in memory.
