@@ -51,6 +51,8 @@ pub(crate) async fn serve(
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let connections = TaskTracker::new();
+    // Cancelled when the accept loop ends, for whatever reason: connections end with it.
+    let closing = shutdown.child_token();
     let refusals = LogLimiter::new(WARN_INTERVAL);
     let accept_errors = LogLimiter::new(WARN_INTERVAL);
     let metrics = handler.metrics().clone();
@@ -123,19 +125,19 @@ pub(crate) async fn serve(
         };
         let handler = handler.clone();
         let table = table.clone();
-        let shutdown = shutdown.clone();
+        let closing = closing.clone();
         let metrics = metrics.clone();
         connections.spawn(async move {
             metrics.tcp_connections.inc();
             let _ = stream.set_nodelay(true);
             let (reader, writer) = stream.into_split();
-            serve_stream(reader, writer, src, &handler, &table, &shutdown).await;
+            serve_stream(reader, writer, src, &handler, &table, &closing).await;
             metrics.tcp_connections.dec();
             drop(slot);
         });
     };
     connections.close();
-    // Connection tasks end on shutdown; if the listener failed, they run to their idle timeout.
+    closing.cancel();
     connections.wait().await;
     result
 }
