@@ -684,3 +684,20 @@ async fn fast_path_queries_are_counted() {
     }
     server.stop().await;
 }
+
+/// What is served for an answer set (records, encoded responses) is built when the node
+/// publishes it, once, and never on the query path.
+#[tokio::test]
+async fn answers_are_built_when_published_not_when_queried() {
+    let server = TestServer::start(zone(&["api"]), 1, pool()).await;
+    assert!(server.metrics_text().contains("dns_answer_snapshots_total 1"), "{}", server.metrics_text());
+    server.publish(2, addrs(&["192.0.2.7"]));
+    server.publish(3, addrs(&["192.0.2.8"]));
+    assert!(server.metrics_text().contains("dns_answer_snapshots_total 3"), "{}", server.metrics_text());
+    for _ in 0..3 {
+        assert_eq!(answer_ips(&udp(server.addr, &query(API, RecordType::A)).await), addrs(&["192.0.2.8"]));
+        assert_eq!(soa_of(&tcp(server.addr, &query(APEX, RecordType::SOA)).await).serial, 3);
+    }
+    assert!(server.metrics_text().contains("dns_answer_snapshots_total 3"), "{}", server.metrics_text());
+    server.stop().await;
+}
