@@ -1,19 +1,20 @@
 //! Authoritative DNS for the spdu pool zone, on hickory-server.
 //!
 //! Each site's node runs one [`DnsServer`] for the delegated pool zone (`pool.example.com`).
-//! It answers the configured pool names with whatever [`PoolAnswers`] the node last published on
-//! a `tokio::sync::watch` channel, and answers everything else the way an authoritative server
+//! It answers the configured pool names with whatever [`PoolAnswers`] the node last published
+//! through its [`AnswerPublisher`], and answers everything else the way an authoritative server
 //! must: SOA and NS at the apex, NXDOMAIN / NODATA with the SOA for negative caching, REFUSED
 //! outside the zone, NOTIMP for other opcodes, FORMERR for anything but one question, minimal
-//! RFC 8482 answers to ANY, EDNS echoed, TC when the answer does not fit (UDP payload size, or 65,535 bytes over
-//! TCP), FORMERR for a malformed COOKIE option. TCP connections are limited in total and per
-//! source ([`TcpLimits`]).
+//! RFC 8482 answers to ANY, EDNS echoed, TC when the answer does not fit (UDP payload size, or
+//! 65,535 bytes over TCP), FORMERR for a malformed COOKIE option. TCP connections are limited
+//! in total and per source ([`TcpLimits`]).
 //! This crate holds no membership logic: it is a thin layer over the node's answer snapshot.
 //!
 //! # Layout
 //!
 //! Dependencies point down this list only (no two modules import each other):
 //!
+//! - `offline`: the request path without sockets, for fuzzing.
 //! - `server`: [`DnsServer`]: binding UDP+TCP, serving until the shutdown token fires.
 //! - `udp`: one receive-and-answer loop per UDP socket.
 //! - `tcp`: the TCP accept loop and one task per connection (RFC 7766 framing, idle timeouts).
@@ -29,8 +30,8 @@
 //!   (question → outcome), unit-tested without sockets.
 //! - `zone`: [`ZoneConfig`], its validation, and the compiled zone (names, empty
 //!   non-terminals, apex records).
-//! - `metrics`: [`DnsMetrics`], prometheus-client counters; `transport`: [`Transport`].
-//! - `offline`: the request path without sockets, for fuzzing.
+//! - `metrics`: [`DnsMetrics`], prometheus-client counters.
+//! - `transport`: [`Transport`], UDP or TCP.
 //!
 //! # Example
 //!
