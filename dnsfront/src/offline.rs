@@ -1,5 +1,5 @@
 //! The request path without sockets, for fuzzing and tests: raw query bytes in, raw response
-//! bytes out, through the same [`PoolHandler::respond`] the server's listeners run; and a TCP
+//! bytes out, through the same `PoolHandler::respond` the server's listeners run; and a TCP
 //! byte stream in, the server's bytes out, through the same connection code (`tcp`).
 //!
 //! Over UDP that is exactly the served path: the fast path for the queries it takes (so a
