@@ -2,9 +2,9 @@
 //! `cargo run -p spdu-dnsfront --example serve -- 127.0.0.1:5353 192.0.2.1 2001:db8::1`.
 //! Zone `pool.example.test`, pool name `api`, TTL 5; stops on Ctrl-C.
 
-use std::{net::IpAddr, sync::Arc};
+use std::net::IpAddr;
 
-use spdu_dnsfront::{DnsMetrics, DnsServer, PoolAnswers, ZoneConfig};
+use spdu_dnsfront::{AnswerPublisher, DnsMetrics, DnsServer, PoolAnswers, ZoneConfig};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
@@ -18,8 +18,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ttl: 5,
         nameservers: vec!["alpha.example.test".into(), "beta.example.test".into()],
     };
-    let (_tx, rx) = tokio::sync::watch::channel(Arc::new(PoolAnswers { serial: 1, addrs }));
-    let server = DnsServer::bind(zone, &[listen], rx, DnsMetrics::default()).await?;
+    let answers = AnswerPublisher::new(&zone, PoolAnswers { serial: 1, addrs }, DnsMetrics::default())?;
+    let server = DnsServer::bind(&answers, &[listen]).await?;
     println!("serving on {:?}", server.local_addrs());
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();

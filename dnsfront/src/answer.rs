@@ -3,9 +3,11 @@
 //! Owns [`PoolAnswers`] (the node's published answer set), [`Snapshot`] (every record the zone
 //! can answer with for one `PoolAnswers` value, built once per version so the query path only
 //! borrows) and [`resolve`], which maps a question to an [`Outcome`] with no IO and no state.
-//! Invariants: a snapshot's RRsets hold no duplicate records; A and AAAA sets are kept apart.
+//! Invariants: a snapshot's RRsets hold no duplicate records and at most
+//! [`MAX_RECORDS_PER_RRSET`] records each (the first ones published); A and AAAA sets are kept
+//! apart.
 
-use std::{net::IpAddr, sync::Arc};
+use std::net::IpAddr;
 
 use hickory_proto::rr::{
     LowerName, RData, Record, RecordType,
@@ -13,6 +15,11 @@ use hickory_proto::rr::{
 };
 
 use crate::zone::Zone;
+
+/// Most addresses of one family a pool name answers with. No client uses more than a few; the
+/// bound keeps every answer small (128 AAAA records: about 3.6 KB over TCP) whatever the node
+/// publishes. Over UDP, an answer that does not fit the client's payload size is truncated.
+pub const MAX_RECORDS_PER_RRSET: usize = 128;
 
 /// SOA refresh: there are no secondaries, so these only need to be sane (RFC 1912 §2.2).
 const SOA_REFRESH: i32 = 3600;
@@ -41,8 +48,6 @@ pub(crate) struct PoolRecords {
 /// Every record the zone serves for one [`PoolAnswers`] value.
 #[derive(Debug)]
 pub(crate) struct Snapshot {
-    /// The value this was built from; compared by pointer to notice a new version.
-    pub(crate) source: Arc<PoolAnswers>,
     /// The SOA; its TTL equals its minimum, so it serves in answers and negative responses
     /// alike (RFC 2308 §3: negative TTL = min(SOA TTL, minimum)).
     pub(crate) soa: Record,
@@ -51,11 +56,20 @@ pub(crate) struct Snapshot {
 }
 
 impl Snapshot {
-    /// Builds the records of `zone` for `answers`.
-    pub(crate) fn build(zone: &Zone, answers: Arc<PoolAnswers>) -> Self {
-        let mut unique: Vec<IpAddr> = Vec::with_capacity(answers.addrs.len());
+    /// Builds the records of `zone` for `answers`, at most [`MAX_RECORDS_PER_RRSET`] per RRset.
+    pub(crate) fn build(zone: &Zone, answers: &PoolAnswers) -> Self {
+        Self::build_with_cap(zone, answers, MAX_RECORDS_PER_RRSET)
+    }
+
+    /// [`build`](Self::build) with another bound (tests of oversized answers).
+    pub(crate) fn build_with_cap(zone: &Zone, answers: &PoolAnswers, cap: usize) -> Self {
+        let mut unique: Vec<IpAddr> = Vec::with_capacity(answers.addrs.len().min(cap.saturating_mul(2)));
+        let mut seen = std::collections::HashSet::with_capacity(unique.capacity());
+        let (mut v4, mut v6) = (0, 0);
         for addr in &answers.addrs {
-            if !unique.contains(addr) {
+            let count = if addr.is_ipv4() { &mut v4 } else { &mut v6 };
+            if *count < cap && seen.insert(*addr) {
+                *count += 1;
                 unique.push(*addr);
             }
         }
@@ -92,7 +106,7 @@ impl Snapshot {
                 zone.ttl,
             )),
         );
-        Self { source: answers, soa, pools }
+        Self { soa, pools }
     }
 }
 
@@ -170,15 +184,17 @@ mod tests {
     #[test]
     fn lookup_table() {
         let zone = zone();
-        let answers = Arc::new(PoolAnswers {
+        let answers = &PoolAnswers {
             serial: 42,
             addrs: vec![
                 "192.0.2.1".parse().unwrap(),
                 "192.0.2.2".parse().unwrap(),
                 "192.0.2.1".parse().unwrap(),
             ],
-        });
+        };
         let snap = Snapshot::build(&zone, answers);
+        let capped = Snapshot::build_with_cap(&zone, answers, 1);
+        assert_eq!(capped.pools[0].v4.len(), 1, "the cap bounds each RRset");
         let go = |n: &str, t| resolve(&zone, &snap, &name(n), t);
 
         match go("API.pool.example.TEST.", RecordType::A) {

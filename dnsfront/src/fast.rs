@@ -1,27 +1,25 @@
 //! The UDP fast path: common queries answered from responses encoded once per answer version.
 //!
 //! Owns [`Query`], a query parsed without allocating (header, one question, at most a plain OPT),
-//! and [`Table`]: for every name of the zone and every query-type family, the response the
-//! handler gives, encoded once per [`Snapshot`] (and per rotation of a pool RRset); the REFUSED
-//! response; and the NXDOMAIN response for names in the zone that do not exist, per name length,
-//! encoded on first use. A fast response is those bytes with the ID, the RD and CD flags and the
-//! question (verbatim, so 0x20 mixed case is echoed) copied from the query, and an OPT appended
-//! when the query had one.
+//! and [`Table`]: for every name of the zone and every query-type family, the response the slow
+//! path gives, encoded once per [`Snapshot`] (and per rotation of a pool RRset); the REFUSED
+//! response; and the NXDOMAIN response for names in the zone that do not exist, per name length.
+//! The whole table is built when the node publishes an answer (`publish`), never on the query
+//! path. A fast response is those bytes with the ID, the RD and CD flags and the question
+//! (verbatim, so 0x20 mixed case is echoed) copied from the query, and an OPT appended when the
+//! query had one.
 //!
-//! Invariants: the table is made by the handler's own `plan` + `build` + `encode`, so a fast
-//! response is byte for byte what the slow path sends (tests compare them); hickory compresses
-//! no name against the question, so what follows the question depends on the question's length
-//! only, never on its case. A query the fast path is not sure of ([`Query::parse`] gives `None`),
-//! or whose response would need truncating ([`Table::answer`] gives `None`), goes to the slow
-//! path as it came.
+//! Invariants: the table is made by `response`'s own `plan` + `encode`, so a fast response is
+//! byte for byte what the slow path sends (tests compare them); hickory compresses no name
+//! against the question, so what follows the question depends on the question's length only,
+//! never on its case. A query the fast path is not sure of ([`Query::parse`] gives `None`:
+//! anything unusual, including a COOKIE option of a bad length), or whose response would need
+//! truncating ([`Table::answer`] gives `None`), goes to the slow path as it came.
 
 use std::{
     collections::HashMap,
     net::{Ipv4Addr, SocketAddr},
-    sync::{
-        OnceLock,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::atomic::{AtomicUsize, Ordering},
 };
 
 use hickory_proto::{
@@ -32,8 +30,8 @@ use hickory_server::{net::xfer::Protocol, server::Request};
 
 use crate::{
     answer::Snapshot,
-    handler::{self, MAX_UDP_PAYLOAD},
     metrics::{Qtype, Rcode},
+    response::{self, Encoding, MAX_UDP_PAYLOAD, MIN_UDP_PAYLOAD},
     zone::Zone,
 };
 
@@ -45,8 +43,6 @@ const HEADER: usize = 12;
 /// Length of the OPT we answer with: root owner, type, payload, TTL (extended RCODE 0,
 /// version 0, no flags), empty RDATA.
 const OPT_LEN: usize = 11;
-/// The largest response without EDNS (RFC 1035 §4.2.1).
-const MIN_PAYLOAD: u16 = 512;
 
 const TYPE_A: u16 = 1;
 const TYPE_NS: u16 = 2;
@@ -56,6 +52,8 @@ const TYPE_AAAA: u16 = 28;
 const TYPE_OPT: u16 = 41;
 const TYPE_ANY: u16 = 255;
 const CLASS_IN: u16 = 1;
+/// The EDNS COOKIE option (RFC 7873).
+const OPTION_COOKIE: u16 = 10;
 
 /// The query types with a response of their own; every other fast type answers like TXT (the
 /// handler gives them all NODATA, or NXDOMAIN / REFUSED by name alone).
@@ -164,6 +162,10 @@ impl<'a> Query<'a> {
                 if parsed_option(code) || options.len() < end {
                     return None;
                 }
+                if code == OPTION_COOKIE && !response::valid_cookie_len(end - 4) {
+                    // FORMERR: the slow path's to give.
+                    return None;
+                }
                 options = &options[end..];
             }
             Some(u16::from_be_bytes([opt[3], opt[4]]))
@@ -173,7 +175,7 @@ impl<'a> Query<'a> {
 
     /// The query type, as a metrics label.
     pub(crate) fn qtype_label(&self) -> Qtype {
-        handler::qtype_label(RecordType::from(self.qtype))
+        response::qtype_label(RecordType::from(self.qtype))
     }
 
     fn name(&self) -> &[u8] {
@@ -205,8 +207,8 @@ pub(crate) struct Table {
     /// REFUSED, for names outside the zone (empty tail: fits every name).
     refused: Option<Encoded>,
     /// NXDOMAIN for names in the zone that do not exist, by wire length of the name (the SOA's
-    /// compression pointers depend on it); encoded on first use.
-    nxdomain: Box<[OnceLock<Option<Encoded>>]>,
+    /// compression pointers depend on it).
+    nxdomain: Box<[Option<Encoded>]>,
 }
 
 impl Table {
@@ -225,7 +227,12 @@ impl Table {
             .collect();
         // The root is outside every zone we may serve (the origin is never the root).
         let refused = encode(zone, snapshot, &[0], TYPE_TXT).filter(|e| e.label == Rcode::refused);
-        let nxdomain = (0..=MAX_NAME).map(|_| OnceLock::new()).collect();
+        let nxdomain = (0..=MAX_NAME)
+            .map(|len| {
+                encode(zone, snapshot, &absent_name(&origin, len)?, TYPE_TXT)
+                    .filter(|e| e.label == Rcode::nxdomain)
+            })
+            .collect();
         Self { origin, names, refused, nxdomain }
     }
 
@@ -234,8 +241,6 @@ impl Table {
     /// payload size and needs truncating). Advances `rotation` as the handler does.
     pub(crate) fn answer(
         &self,
-        zone: &Zone,
-        snapshot: &Snapshot,
         query: &Query<'_>,
         rotation: &AtomicUsize,
         out: &mut Vec<u8>,
@@ -244,13 +249,7 @@ impl Table {
         let encoded = if let Some(by_kind) = self.names.get(name) {
             by_kind[kind(query.qtype)].as_ref()?
         } else if self.in_zone(name) {
-            self.nxdomain
-                .get(name.len())?
-                .get_or_init(|| {
-                    encode(zone, snapshot, &absent_name(&self.origin, name.len())?, TYPE_TXT)
-                        .filter(|e| e.label == Rcode::nxdomain)
-                })
-                .as_ref()?
+            self.nxdomain.get(name.len())?.as_ref()?
         } else {
             self.refused.as_ref()?
         };
@@ -258,9 +257,9 @@ impl Table {
         let question = query.question();
         let tail_len = encoded.tails[0].len();
         let opt_len = if query.payload.is_some() { OPT_LEN } else { 0 };
-        let payload = query.payload.map(|p| p.clamp(MIN_PAYLOAD, MAX_UDP_PAYLOAD));
+        let payload = query.payload.map(|p| p.clamp(MIN_UDP_PAYLOAD, MAX_UDP_PAYLOAD));
         let total = HEADER + question.len() + tail_len + opt_len;
-        if total > usize::from(payload.unwrap_or(MIN_PAYLOAD)) {
+        if total > usize::from(payload.unwrap_or(MIN_UDP_PAYLOAD)) {
             return None;
         }
         let tail = match encoded.tails.len() {
@@ -330,7 +329,7 @@ fn absent_name(origin: &[u8], len: usize) -> Option<Vec<u8>> {
     Some(name)
 }
 
-/// The handler's response to a query for `name` (wire form) and `qtype`, class IN, no EDNS,
+/// The slow path's response to a query for `name` (wire form) and `qtype`, class IN, no EDNS,
 /// ID 0, no flags, in every order of its answer; `None` if it could never be sent over UDP
 /// whole.
 fn encode(zone: &Zone, snapshot: &Snapshot, name: &[u8], qtype: u16) -> Option<Encoded> {
@@ -343,9 +342,11 @@ fn encode(zone: &Zone, snapshot: &Snapshot, name: &[u8], qtype: u16) -> Option<E
         query.extend_from_slice(&CLASS_IN.to_be_bytes());
         let src = SocketAddr::from((Ipv4Addr::LOCALHOST, 53));
         let request = Request::from_bytes(query, src, Protocol::Udp).ok()?;
-        let plan = handler::plan(zone, snapshot, &request, |_| rotation);
-        let response = handler::build(&request, None, &plan);
-        let (_, bytes) = handler::encode(response, u16::MAX).ok()?;
+        let plan = response::plan(zone, snapshot, &request, |_| rotation);
+        let mut bytes = Vec::new();
+        if response::encode(&request, None, &plan, MAX_UDP_PAYLOAD, &mut bytes) != Encoding::Whole {
+            return None;
+        }
         Some((bytes, plan.label, plan.rotations))
     };
 

@@ -1,33 +1,43 @@
 //! Authoritative DNS for the spdu pool zone, on hickory-server.
 //!
 //! Each site's node runs one [`DnsServer`] for the delegated pool zone (`pool.example.com`).
-//! It answers the configured pool names with whatever [`PoolAnswers`] the node last published on
-//! a `tokio::sync::watch` channel, and answers everything else the way an authoritative server
+//! It answers the configured pool names with whatever [`PoolAnswers`] the node last published
+//! through its [`AnswerPublisher`], and answers everything else the way an authoritative server
 //! must: SOA and NS at the apex, NXDOMAIN / NODATA with the SOA for negative caching, REFUSED
 //! outside the zone, NOTIMP for other opcodes, FORMERR for anything but one question, minimal
-//! RFC 8482 answers to ANY, EDNS echoed, TC over UDP when the answer does not fit.
+//! RFC 8482 answers to ANY, EDNS echoed, TC when the answer does not fit (UDP payload size, or
+//! 65,535 bytes over TCP), FORMERR for a malformed COOKIE option. TCP connections are limited
+//! in total and per source ([`TcpLimits`]).
 //! This crate holds no membership logic: it is a thin layer over the node's answer snapshot.
 //!
 //! # Layout
 //!
-//! - `zone`: [`ZoneConfig`], its validation, and the compiled zone (names, empty
-//!   non-terminals, apex records).
+//! Dependencies point down this list only (no two modules import each other):
+//!
+//! - `offline`: the request path without sockets, for fuzzing.
+//! - `server`: [`DnsServer`]: binding UDP+TCP, serving until the shutdown token fires.
+//! - `udp`: one receive-and-answer loop per UDP socket.
+//! - `tcp`: the TCP accept loop and one task per connection (RFC 7766 framing, idle timeouts).
+//! - `limits`: [`TcpLimits`] and the table of open TCP connections (total and per source).
+//! - `handler`: the request path, raw message in, raw response out, counted.
+//! - `publish`: [`AnswerPublisher`]: the node publishes [`PoolAnswers`]; everything served for
+//!   them (records, the fast path's encoded responses) is built there, not per query.
+//! - `fast`: the UDP fast path: plain queries parsed without allocating and answered from the
+//!   responses encoded at publish time.
+//! - `response`: what a response says (rcode, records, EDNS, COOKIE checks) and its encoding,
+//!   with truncation; used by the slow path and to build the fast path's table.
 //! - `answer`: [`PoolAnswers`], the per-version record snapshot, and the pure lookup
 //!   (question → outcome), unit-tested without sockets.
-//! - `handler`: the hickory `RequestHandler`: header checks, EDNS, rotation, metrics; and the
-//!   whole raw-message-to-raw-response path (fast path first over UDP).
-//! - `fast`: the UDP fast path: plain queries parsed without allocating and answered from
-//!   responses encoded once per answer version (by the handler itself).
-//! - `udp`: one receive-and-answer loop per UDP socket (hickory's listener serves TCP).
-//! - `server`: [`DnsServer`]: binding UDP+TCP, serving until the shutdown token fires.
+//! - `zone`: [`ZoneConfig`], its validation, and the compiled zone (names, empty
+//!   non-terminals, apex records).
 //! - `metrics`: [`DnsMetrics`], prometheus-client counters.
+//! - `transport`: [`Transport`], UDP or TCP.
 //!
 //! # Example
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), spdu_dnsfront::DnsError> {
-//! use std::sync::Arc;
-//! use spdu_dnsfront::{DnsMetrics, DnsServer, PoolAnswers, ZoneConfig};
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use spdu_dnsfront::{AnswerPublisher, DnsMetrics, DnsServer, PoolAnswers, ZoneConfig};
 //!
 //! let zone = ZoneConfig {
 //!     origin: "pool.example.com".into(),
@@ -35,15 +45,13 @@
 //!     ttl: 5,
 //!     nameservers: vec!["alpha.example.com".into(), "beta.example.com".into()],
 //! };
-//! let (tx, rx) = tokio::sync::watch::channel(Arc::new(PoolAnswers {
-//!     serial: 1,
-//!     addrs: vec!["192.0.2.10".parse().unwrap()],
-//! }));
-//! let server = DnsServer::bind(zone, &["127.0.0.1:0".parse().unwrap()], rx, DnsMetrics::default()).await?;
+//! let initial = PoolAnswers { serial: 1, addrs: vec!["192.0.2.10".parse().unwrap()] };
+//! let answers = AnswerPublisher::new(&zone, initial, DnsMetrics::default())?;
+//! let server = DnsServer::bind(&answers, &["127.0.0.1:0".parse().unwrap()]).await?;
 //! let shutdown = tokio_util::sync::CancellationToken::new();
 //! tokio::spawn(server.run(shutdown.clone()));
 //! // ... later, when membership changes:
-//! tx.send_replace(Arc::new(PoolAnswers { serial: 2, addrs: vec![] }));
+//! answers.publish(PoolAnswers { serial: 2, addrs: vec![] });
 //! shutdown.cancel();
 //! # Ok(()) }
 //! ```
@@ -51,14 +59,22 @@
 mod answer;
 mod fast;
 mod handler;
+mod limits;
 mod metrics;
 #[doc(hidden)]
 pub mod offline;
+mod publish;
+mod response;
 mod server;
+mod tcp;
+mod transport;
 mod udp;
 mod zone;
 
-pub use answer::PoolAnswers;
+pub use answer::{MAX_RECORDS_PER_RRSET, PoolAnswers};
+pub use limits::TcpLimits;
 pub use metrics::DnsMetrics;
-pub use server::{DnsError, DnsServer, Transport};
+pub use publish::{AnswerPublisher, ServedAnswers};
+pub use server::{DnsError, DnsServer};
+pub use transport::Transport;
 pub use zone::{ZoneConfig, ZoneError};

@@ -3,15 +3,19 @@
 //! Owns [`DnsMetrics`]. Clones share the same counters, so the node can keep one handle to
 //! register and hand another to the server. Counting never fails and never blocks the query path:
 //! [`QueryCounters`] resolves each label set to its counter once, so a response costs one atomic
-//! increment.
+//! increment. Invariant: every response sent is counted once in `queries`, under the response
+//! code it actually carries (a SERVFAIL sent because encoding failed counts as `servfail`, and in
+//! `send_errors`, never under the code that was planned).
 
 use std::sync::OnceLock;
 
 use prometheus_client::{
     encoding::{EncodeLabelSet, EncodeLabelValue},
-    metrics::{counter::Counter, family::Family},
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
+
+use crate::transport::Transport;
 
 /// Response code class of a response, as a label.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
@@ -24,6 +28,7 @@ pub(crate) enum Rcode {
     formerr,
     notimp,
     badvers,
+    servfail,
 }
 
 /// Query type family, as a label (bounded cardinality: anything unusual is `other`).
@@ -39,12 +44,19 @@ pub(crate) enum Qtype {
     none,
 }
 
-/// Transport the query came over.
+/// Why a TCP connection was closed as soon as it was accepted.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
 #[allow(non_camel_case_types)]
-pub(crate) enum Transport {
-    udp,
-    tcp,
+pub(crate) enum Refusal {
+    /// The server already holds its maximum number of TCP connections.
+    total,
+    /// The connection's source (address, or /64 for IPv6) already holds its maximum.
+    per_source,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct RefusalLabels {
+    pub(crate) reason: Refusal,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -54,7 +66,7 @@ pub(crate) struct QueryLabels {
     pub(crate) transport: Transport,
 }
 
-const RCODES: usize = 7;
+const RCODES: usize = 8;
 const QTYPES: usize = 7;
 const TRANSPORTS: usize = 2;
 
@@ -73,7 +85,11 @@ impl QueryCounters {
 
     /// Counts one response.
     pub(crate) fn inc(&self, rcode: Rcode, qtype: Qtype, transport: Transport) {
-        let index = (rcode as usize * QTYPES + qtype as usize) * TRANSPORTS + transport as usize;
+        let transport_index = match transport {
+            Transport::Udp => 0,
+            Transport::Tcp => 1,
+        };
+        let index = (rcode as usize * QTYPES + qtype as usize) * TRANSPORTS + transport_index;
         self.cells[index]
             .get_or_init(|| self.family.get_or_create_owned(&QueryLabels { rcode, qtype, transport }))
             .inc();
@@ -84,14 +100,24 @@ impl QueryCounters {
 ///
 /// Malformed packets whose header cannot be read are dropped and not counted; malformed packets
 /// with a readable header are answered FORMERR before they reach the handler (by hickory-server
-/// over TCP, by our UDP loop the same way), also uncounted. FORMERR counted here is for well-formed messages with
-/// zero or several questions.
+/// and TCP alike), also uncounted. FORMERR counted here is for well-formed messages with zero
+/// or several questions, or a malformed COOKIE option.
 #[derive(Clone, Default, Debug)]
 pub struct DnsMetrics {
     pub(crate) queries: Family<QueryLabels, Counter>,
     pub(crate) truncated: Counter,
     pub(crate) send_errors: Counter,
     pub(crate) snapshots: Counter,
+    pub(crate) tcp_refused: Family<RefusalLabels, Counter>,
+    pub(crate) tcp_accept_errors: Counter,
+    pub(crate) tcp_connections: Gauge,
+}
+
+impl DnsMetrics {
+    /// TCP connections closed at once because a connection limit was reached, by limit.
+    pub(crate) fn tcp_refused(&self, reason: Refusal) -> Counter {
+        self.tcp_refused.get_or_create_owned(&RefusalLabels { reason })
+    }
 }
 
 impl DnsMetrics {
@@ -110,7 +136,7 @@ impl DnsMetrics {
         );
         registry.register(
             "send_errors",
-            "Responses that could not be encoded or sent",
+            "Responses that could not be encoded (answered SERVFAIL instead) or sent",
             self.send_errors.clone(),
         );
         registry.register(
@@ -118,6 +144,17 @@ impl DnsMetrics {
             "Record snapshots built, one per new pool answer set",
             self.snapshots.clone(),
         );
+        registry.register(
+            "tcp_refused_connections",
+            "TCP connections closed as soon as accepted because a connection limit was reached",
+            self.tcp_refused.clone(),
+        );
+        registry.register(
+            "tcp_accept_errors",
+            "Errors accepting TCP connections (e.g. out of file descriptors), each followed by a pause",
+            self.tcp_accept_errors.clone(),
+        );
+        registry.register("tcp_connections", "TCP connections open now", self.tcp_connections.clone());
     }
 }
 
@@ -135,7 +172,7 @@ mod tests {
             .get_or_create(&QueryLabels {
                 rcode: Rcode::nxdomain,
                 qtype: Qtype::a,
-                transport: Transport::udp,
+                transport: Transport::Udp,
             })
             .inc();
         let mut text = String::new();
@@ -154,9 +191,9 @@ mod tests {
         let mut registry = Registry::default();
         metrics.register(&mut registry);
         for _ in 0..3 {
-            counters.inc(Rcode::badvers, Qtype::none, Transport::tcp);
+            counters.inc(Rcode::badvers, Qtype::none, Transport::Tcp);
         }
-        counters.inc(Rcode::noerror, Qtype::a, Transport::udp);
+        counters.inc(Rcode::noerror, Qtype::a, Transport::Udp);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         assert!(

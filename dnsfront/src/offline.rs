@@ -1,28 +1,36 @@
 //! The request path without sockets, for fuzzing and tests: raw query bytes in, raw response
-//! bytes out, through the same [`PoolHandler::respond`] the server's UDP loop runs.
+//! bytes out, through the same `PoolHandler::respond` the server's listeners run; and a TCP
+//! byte stream in, the server's bytes out, through the same connection code (`tcp`).
 //!
 //! Over UDP that is exactly the served path: the fast path for the queries it takes (so a
 //! fuzzer exercises it), else hickory's decoding (drop what has no readable header or is a
-//! response, FORMERR what does not decode) and the handler, encoded against the UDP size
-//! limit. Over TCP the same decoding and handler, encoded without limit, as hickory-server's
-//! TCP listener does. Not part of the public API.
+//! response, FORMERR what does not decode) and the slow path, encoded against the UDP size
+//! limit. Over TCP the same decoding and slow path, encoded against 65,535 bytes. Not part of
+//! the public API.
 
 use std::{
-    net::{Ipv4Addr, SocketAddr},
-    pin::pin,
-    sync::Arc,
-    task::{Context, Poll, Waker},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    sync::OnceLock,
 };
 
-use hickory_server::net::xfer::Protocol;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
-use crate::{DnsMetrics, PoolAnswers, ZoneConfig, ZoneError, handler::PoolHandler, zone::Zone};
+use crate::{
+    answer::PoolAnswers,
+    handler::PoolHandler,
+    limits::{ConnectionTable, TcpLimits},
+    metrics::{DnsMetrics, Refusal},
+    publish::AnswerPublisher,
+    tcp,
+    transport::Transport,
+    zone::{ZoneConfig, ZoneError},
+};
 
 /// A pool zone answering raw query bytes in memory.
 pub struct Responder {
     handler: PoolHandler,
-    answers: watch::Sender<Arc<PoolAnswers>>,
+    answers: AnswerPublisher,
+    runtime: OnceLock<tokio::runtime::Runtime>,
 }
 
 impl Responder {
@@ -37,28 +45,25 @@ impl Responder {
         answers: PoolAnswers,
         metrics: DnsMetrics,
     ) -> Result<Self, ZoneError> {
-        let zone = Zone::compile(zone)?;
-        let (tx, rx) = watch::channel(Arc::new(answers));
-        Ok(Self { handler: PoolHandler::new(zone, rx, metrics), answers: tx })
+        let answers = AnswerPublisher::new(zone, answers, metrics)?;
+        Ok(Self { handler: PoolHandler::new(answers.clone()), answers, runtime: OnceLock::new() })
     }
 
     /// Publishes a new answer set, as the node does.
     pub fn publish(&self, answers: PoolAnswers) {
-        self.answers.send_replace(Arc::new(answers));
+        self.answers.publish(answers);
     }
 
     /// The response the server would send to `query` over UDP (`udp`) or TCP, or `None` if it
     /// would send nothing (shorter than a header, or a response).
     pub fn answer(&self, query: &[u8], udp: bool) -> Option<Vec<u8>> {
-        let protocol = if udp { Protocol::Udp } else { Protocol::Tcp };
-        self.run(query, protocol)
+        self.run(query, udp, true)
     }
 
-    /// The response the slow path (hickory's decoding and the handler) gives, bypassing the
+    /// The response the slow path (hickory's decoding and `response`) gives, bypassing the
     /// fast path: what the fast path must reproduce.
     pub fn answer_slow(&self, query: &[u8], udp: bool) -> Option<Vec<u8>> {
-        let protocol = if udp { Protocol::Udp } else { Protocol::Tcp };
-        self.run_with(query, protocol, false)
+        self.run(query, udp, false)
     }
 
     /// Whether the fast path answers `query` over UDP. It does answer it, as a served query:
@@ -67,21 +72,95 @@ impl Responder {
         self.handler.answer_fast(query, &mut Vec::new())
     }
 
-    fn run(&self, query: &[u8], protocol: Protocol) -> Option<Vec<u8>> {
-        self.run_with(query, protocol, true)
+    /// What the server writes on a TCP connection whose peer sends `stream` and then closes
+    /// its side: the length-prefixed responses, in order, up to the point where the server
+    /// closes the connection.
+    pub fn answer_tcp_stream(&self, stream: &[u8]) -> Vec<u8> {
+        let table = ConnectionTable::new(TcpLimits::default());
+        let src = SocketAddr::from((Ipv4Addr::LOCALHOST, 5353));
+        let mut written = Vec::new();
+        self.runtime().block_on(tcp::serve_stream(
+            stream,
+            &mut written,
+            src,
+            &self.handler,
+            &table,
+            &CancellationToken::new(),
+        ));
+        written
     }
 
-    fn run_with(&self, query: &[u8], protocol: Protocol, fast: bool) -> Option<Vec<u8>> {
-        let src = SocketAddr::from((Ipv4Addr::LOCALHOST, 5353));
-        let mut out = Vec::new();
-        let future = self.handler.respond_with(query, src, protocol, fast, &mut out);
-        // Nothing on this path waits: the handler and its capturing response handler complete
-        // on the first poll.
-        let Poll::Ready(sent) = pin!(future).poll(&mut Context::from_waker(Waker::noop())) else {
-            panic!("the DNS handler waited on something");
-        };
-        sent.then_some(out)
+    fn runtime(&self) -> &tokio::runtime::Runtime {
+        self.runtime.get_or_init(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .expect("a current-thread runtime")
+        })
     }
+
+    fn run(&self, query: &[u8], udp: bool, fast: bool) -> Option<Vec<u8>> {
+        let src = SocketAddr::from((Ipv4Addr::LOCALHOST, 5353));
+        let transport = if udp { Transport::Udp } else { Transport::Tcp };
+        let mut out = Vec::new();
+        self.handler.respond_with(query, src, transport, fast, &mut out).then_some(out)
+    }
+}
+
+/// One step of a [`connection_table_run`]: open a connection from a source, or close one.
+#[derive(Clone, Copy, Debug)]
+pub enum TableStep {
+    /// Open a connection from this address.
+    Open(IpAddr),
+    /// Close the `n`th open connection (modulo the number open), if any.
+    Close(usize),
+}
+
+/// Runs `steps` against a connection table with `limits`; after each step checks that no limit
+/// is exceeded and that the counts equal the connections open, and at the end that closing
+/// everything frees every slot. Returns how many opens were refused for each limit
+/// (total, per source). Panics if an invariant breaks.
+pub fn connection_table_run(limits: TcpLimits, steps: &[TableStep]) -> (usize, usize) {
+    let table = ConnectionTable::new(limits.within(None));
+    let limits = table.limits();
+    let mut open = Vec::new();
+    let (mut total_refused, mut source_refused) = (0, 0);
+    for step in steps {
+        match *step {
+            TableStep::Open(ip) => match table.open(ip) {
+                Ok(slot) => open.push((ip, slot)),
+                Err(Refusal::total) => {
+                    assert_eq!(open.len(), limits.max_connections, "refused below the total limit");
+                    total_refused += 1;
+                }
+                Err(Refusal::per_source) => {
+                    assert!(
+                        table.open_count(ip).1 >= limits.max_per_source,
+                        "refused below the source limit"
+                    );
+                    source_refused += 1;
+                }
+            },
+            TableStep::Close(n) => {
+                if !open.is_empty() {
+                    let index = n % open.len();
+                    open.swap_remove(index);
+                }
+            }
+        }
+        assert!(open.len() <= limits.max_connections);
+        for (ip, _) in &open {
+            let (total, from_source) = table.open_count(*ip);
+            assert_eq!(total, open.len());
+            assert!(from_source <= limits.max_per_source);
+        }
+    }
+    let any = open.first().map(|(ip, _)| *ip);
+    open.clear();
+    if let Some(ip) = any {
+        assert_eq!(table.open_count(ip), (0, 0), "every slot is given back");
+    }
+    (total_refused, source_refused)
 }
 
 #[cfg(test)]

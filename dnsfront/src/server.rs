@@ -1,71 +1,42 @@
 //! Sockets and lifetime: binding UDP and TCP on every listen address and serving until shutdown.
 //!
-//! Owns [`DnsServer`] and [`DnsError`]. TCP is served by hickory-server's listener; UDP by our
-//! own loop per socket (`udp`), with the same handler behind both. Invariants: `bind` either
-//! binds every address (UDP and TCP on the same port) or returns an error naming the address and
-//! binds nothing lasting; nothing is answered before `run`; `run` returns only after every
-//! listener has stopped.
+//! Owns [`DnsServer`] and [`DnsError`]. UDP is served by one loop per socket (`udp`), TCP by our
+//! accept loop per listener (`tcp`) under one [`ConnectionTable`] for all listeners; the same
+//! handler is behind both. Invariants: `bind` either binds every address (UDP and TCP on the
+//! same port) or returns an error naming the address and binds nothing lasting; nothing is
+//! answered before `run`; `run` returns only after every listener and connection has stopped.
 
-use std::{io, net::SocketAddr, sync::Arc, time::Duration};
+use std::{io, net::SocketAddr, sync::Arc};
 
-use hickory_server::{
-    Server,
-    net::runtime::Time,
-    server::{Request, RequestHandler, ResponseHandler, ResponseInfo},
-};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::{
     net::{TcpListener, TcpSocket, UdpSocket},
-    sync::watch,
     task::JoinSet,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::{
-    answer::PoolAnswers,
     handler::PoolHandler,
-    metrics::DnsMetrics,
+    limits::{ConnectionTable, TcpLimits, open_file_limit},
+    publish::AnswerPublisher,
+    tcp,
+    transport::Transport,
     udp,
-    zone::{Zone, ZoneConfig, ZoneError},
 };
 
-/// Idle time after which a TCP connection that sends no query is closed.
-const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Responses queued per TCP connection before the connection applies back-pressure.
-const TCP_RESPONSE_BUFFER: usize = 32;
 /// Most UDP sockets opened per listen address. Each socket has one receive-and-answer task;
 /// several SO_REUSEPORT sockets let the kernel spread queries over cores.
 const MAX_UDP_SOCKETS_PER_ADDRESS: usize = 4;
 /// Attempts to find a port free for both UDP and TCP when the listen port is 0.
 const EPHEMERAL_PORT_ATTEMPTS: usize = 16;
-
-/// Transport of a socket, for error messages.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Transport {
-    /// UDP.
-    Udp,
-    /// TCP.
-    Tcp,
-}
-
-impl std::fmt::Display for Transport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Udp => "UDP",
-            Self::Tcp => "TCP",
-        })
-    }
-}
+/// Pending TCP connections the kernel queues for `accept`.
+const TCP_BACKLOG: u32 = 1024;
 
 /// Errors of [`DnsServer::bind`] and [`DnsServer::run`].
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DnsError {
-    /// The zone configuration is invalid; nothing was bound.
-    #[error("invalid zone configuration: {0}")]
-    Zone(#[from] ZoneError),
     /// No listen address was given.
     #[error("no DNS listen address configured")]
     NoListenAddress,
@@ -90,25 +61,24 @@ pub struct DnsServer {
     udp: Vec<UdpSocket>,
     tcp: Vec<TcpListener>,
     addrs: Vec<SocketAddr>,
+    tcp_limits: TcpLimits,
 }
 
 impl std::fmt::Debug for DnsServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DnsServer").field("addrs", &self.addrs).finish_non_exhaustive()
+        f.debug_struct("DnsServer")
+            .field("addrs", &self.addrs)
+            .field("tcp_limits", &self.tcp_limits)
+            .finish_non_exhaustive()
     }
 }
 
 impl DnsServer {
-    /// Validates the zone and binds UDP and TCP on every listen address (port 0 allowed: UDP
-    /// and TCP then share one ephemeral port). Errors (e.g. address in use) name the address.
-    /// Nothing is served until [`run`](Self::run).
-    pub async fn bind(
-        zone: ZoneConfig,
-        listen: &[SocketAddr],
-        answers: watch::Receiver<Arc<PoolAnswers>>,
-        metrics: DnsMetrics,
-    ) -> Result<DnsServer, DnsError> {
-        let zone = Zone::compile(&zone)?;
+    /// Binds UDP and TCP on every listen address (port 0 allowed: UDP and TCP then share one
+    /// ephemeral port) to serve what `answers` publishes, counting into its metrics, with the
+    /// default [`TcpLimits`]. Errors (e.g. address in use) name the address. Nothing is served
+    /// until [`run`](Self::run).
+    pub async fn bind(answers: &AnswerPublisher, listen: &[SocketAddr]) -> Result<DnsServer, DnsError> {
         if listen.is_empty() {
             return Err(DnsError::NoListenAddress);
         }
@@ -123,7 +93,25 @@ impl DnsServer {
             tcp.push(listener);
             addrs.push(bound);
         }
-        Ok(DnsServer { handler: PoolHandler::new(zone, answers, metrics), udp, tcp, addrs })
+        Ok(DnsServer {
+            handler: PoolHandler::new(answers.clone()),
+            udp,
+            tcp,
+            addrs,
+            tcp_limits: TcpLimits::default().within(open_file_limit()),
+        })
+    }
+
+    /// Replaces the TCP connection limits (`max_connections` is still held to half the
+    /// process's open-file limit).
+    pub fn with_tcp_limits(mut self, limits: TcpLimits) -> Self {
+        self.tcp_limits = limits.within(open_file_limit());
+        self
+    }
+
+    /// The TCP connection limits in force.
+    pub fn tcp_limits(&self) -> TcpLimits {
+        self.tcp_limits
     }
 
     /// The addresses actually bound (UDP and TCP share each one).
@@ -137,56 +125,38 @@ impl DnsServer {
     /// stopped too.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), DnsError> {
         let handler = Arc::new(self.handler);
-        let mut server = Server::new(Shared(handler.clone()));
-        for listener in self.tcp {
-            server.register_listener(listener, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
-        }
-        let stop_udp = CancellationToken::new();
-        let mut udp = JoinSet::new();
+        let table = ConnectionTable::new(self.tcp_limits);
+        let stop = shutdown.child_token();
+        let mut listeners = JoinSet::new();
         for socket in self.udp {
-            udp.spawn(udp::serve(socket, handler.clone(), stop_udp.clone()));
+            let serving = udp::serve(socket, handler.clone(), stop.clone());
+            listeners.spawn(async move { (Transport::Udp, serving.await) });
         }
-        info!(addrs = ?self.addrs, "serving DNS");
+        for listener in self.tcp {
+            let serving = tcp::serve(listener, handler.clone(), table.clone(), stop.clone());
+            listeners.spawn(async move { (Transport::Tcp, serving.await) });
+        }
+        info!(addrs = ?self.addrs, tcp_limits = ?self.tcp_limits, "serving DNS");
 
         // Every listener loops until shutdown; one returning first has failed.
         let failed = tokio::select! {
-            result = server.block_until_done() => Some(match result {
-                Ok(()) => "TCP listeners stopped unexpectedly".to_owned(),
-                Err(error) => error.to_string(),
+            Some(joined) = listeners.join_next() => Some(match joined {
+                Ok((transport, Ok(()))) => format!("{transport} listener stopped unexpectedly"),
+                Ok((transport, Err(error))) => format!("{transport}: {error}"),
+                Err(error) => format!("listener task: {error}"),
             }),
-            Some(joined) = udp.join_next() => Some(match joined {
-                Ok(Ok(())) => "UDP listener stopped unexpectedly".to_owned(),
-                Ok(Err(error)) => format!("UDP: {error}"),
-                Err(error) => format!("UDP listener task: {error}"),
-            }),
-            () = shutdown.cancelled() => None,
+            () = stop.cancelled() => None,
         };
-        stop_udp.cancel();
-        while udp.join_next().await.is_some() {}
-        let stopped = server.shutdown_gracefully().await;
-        let result = match failed {
+        stop.cancel();
+        while listeners.join_next().await.is_some() {}
+        info!(addrs = ?self.addrs, "DNS stopped");
+        match failed {
             Some(reason) => {
                 warn!(%reason, "DNS listener failed");
                 Err(DnsError::Listener(reason))
             }
-            None => stopped.map_err(|e| DnsError::Listener(e.to_string())),
-        };
-        info!(addrs = ?self.addrs, "DNS stopped");
-        result
-    }
-}
-
-/// The handler shared by hickory-server's TCP listeners and our UDP loops.
-struct Shared(Arc<PoolHandler>);
-
-#[async_trait::async_trait]
-impl RequestHandler for Shared {
-    async fn handle_request<R: ResponseHandler, T: Time>(
-        &self,
-        request: &Request,
-        response_handle: R,
-    ) -> ResponseInfo {
-        self.0.handle_request::<R, T>(request, response_handle).await
+            None => Ok(()),
+        }
     }
 }
 
@@ -244,5 +214,5 @@ fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
     };
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
-    socket.listen(1024)
+    socket.listen(TCP_BACKLOG)
 }

@@ -2,7 +2,7 @@
 //!
 //! Owns [`serve`]. Replaces hickory-server's UDP loop, which spawns a task per query and hands
 //! every response to a separate send loop over a channel. Here a datagram is answered inline
-//! (fast path, or the handler when needed: nothing on that path waits on IO) and sent before the
+//! (fast path, or the slow path when needed: nothing on that path waits on IO) and sent before the
 //! next is read, so no query waits in a queue of ours; the socket is drained with non-blocking
 //! reads before waiting for readiness again. Invariants: one receive and one reply buffer per
 //! socket, reused; a reply that cannot be sent right away is awaited (no drop, no queue); the
@@ -15,12 +15,11 @@ use std::{
     sync::Arc,
 };
 
-use hickory_server::net::xfer::Protocol;
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use crate::handler::PoolHandler;
+use crate::{handler::PoolHandler, response::MAX_UDP_PAYLOAD, transport::Transport};
 
 /// Receive buffer: the size hickory-server reads UDP messages into (larger ones are truncated
 /// to it by the kernel, as they were with hickory's loop).
@@ -35,7 +34,7 @@ pub(crate) async fn serve(
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let mut buffer = vec![0u8; RECEIVE_BUFFER];
-    let mut reply = Vec::with_capacity(usize::from(crate::handler::MAX_UDP_PAYLOAD));
+    let mut reply = Vec::with_capacity(usize::from(MAX_UDP_PAYLOAD));
     loop {
         tokio::select! {
             biased;
@@ -61,7 +60,7 @@ pub(crate) async fn serve(
                 debug!(%src, "not answering a datagram from an address that cannot be replied to");
                 continue;
             }
-            if !handler.respond(&buffer[..len], src, Protocol::Udp, &mut reply).await {
+            if !handler.respond(&buffer[..len], src, Transport::Udp, &mut reply) {
                 continue;
             }
             let sent = match socket.try_send_to(&reply, src) {

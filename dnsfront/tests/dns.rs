@@ -3,7 +3,7 @@
 
 mod testing;
 
-use std::{collections::HashSet, net::IpAddr, sync::Arc, time::Duration};
+use std::{collections::HashSet, net::IpAddr, time::Duration};
 
 use hickory_proto::{
     op::{Edns, Message, MessageType, OpCode, Query, ResponseCode},
@@ -12,7 +12,9 @@ use hickory_proto::{
         rdata::opt::{ClientSubnet, EdnsOption},
     },
 };
-use spdu_dnsfront::{DnsError, DnsMetrics, DnsServer, PoolAnswers, ZoneConfig, offline::Responder};
+use spdu_dnsfront::{
+    AnswerPublisher, DnsError, DnsMetrics, DnsServer, PoolAnswers, ZoneConfig, offline::Responder,
+};
 use testing::{TestServer, addrs, answer_ips, query, soa_of, tcp, udp, udp_raw, zone};
 use tokio_util::sync::CancellationToken;
 
@@ -334,43 +336,48 @@ async fn queries_are_counted() {
 
 #[tokio::test]
 async fn bind_errors_name_the_problem() {
-    let (_tx, rx) = tokio::sync::watch::channel(Arc::new(PoolAnswers { serial: 1, addrs: pool() }));
+    let answers = AnswerPublisher::new(
+        &zone(&["api"]),
+        PoolAnswers { serial: 1, addrs: pool() },
+        DnsMetrics::default(),
+    )
+    .unwrap();
     let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap();
-    let error =
-        DnsServer::bind(zone(&["api"]), &[addr], rx.clone(), DnsMetrics::default()).await.unwrap_err();
+    let error = DnsServer::bind(&answers, &[addr]).await.unwrap_err();
     assert!(matches!(error, DnsError::Bind { .. }), "{error}");
     assert!(error.to_string().contains(&addr.to_string()), "{error}");
 
     // A second server on an address a running one holds is refused, although our UDP sockets
     // use SO_REUSEPORT: the TCP listener guards the address.
-    let first =
-        DnsServer::bind(zone(&["api"]), &["127.0.0.1:0".parse().unwrap()], rx.clone(), DnsMetrics::default())
-            .await
-            .unwrap();
+    let first = DnsServer::bind(&answers, &["127.0.0.1:0".parse().unwrap()]).await.unwrap();
     let held = first.local_addrs()[0];
-    let error =
-        DnsServer::bind(zone(&["api"]), &[held], rx.clone(), DnsMetrics::default()).await.unwrap_err();
+    let error = DnsServer::bind(&answers, &[held]).await.unwrap_err();
     assert!(error.to_string().contains(&held.to_string()), "{error}");
     drop(first);
 
-    let error = DnsServer::bind(zone(&["api"]), &[], rx.clone(), DnsMetrics::default()).await.unwrap_err();
+    let error = DnsServer::bind(&answers, &[]).await.unwrap_err();
     assert!(matches!(error, DnsError::NoListenAddress), "{error}");
 
+    // The zone is checked when answers are first published.
     let bad = ZoneConfig { names: vec!["bad name".into()], ..zone(&["api"]) };
-    let error =
-        DnsServer::bind(bad, &["127.0.0.1:0".parse().unwrap()], rx, DnsMetrics::default()).await.unwrap_err();
-    assert!(matches!(error, DnsError::Zone(_)), "{error}");
+    let error = AnswerPublisher::new(&bad, PoolAnswers { serial: 1, addrs: pool() }, DnsMetrics::default())
+        .unwrap_err();
     assert!(error.to_string().contains("bad name"), "{error}");
 }
 
 #[tokio::test]
 async fn several_listen_addresses_and_clean_shutdown() {
-    let (_tx, rx) = tokio::sync::watch::channel(Arc::new(PoolAnswers { serial: 1, addrs: pool() }));
+    let answers = AnswerPublisher::new(
+        &zone(&["api"]),
+        PoolAnswers { serial: 1, addrs: pool() },
+        DnsMetrics::default(),
+    )
+    .unwrap();
     let listen = ["127.0.0.1:0".parse().unwrap(), "[::1]:0".parse().unwrap()];
     let v6 = std::net::UdpSocket::bind("[::1]:0").is_ok();
     let listen = if v6 { &listen[..] } else { &listen[..1] };
-    let server = DnsServer::bind(zone(&["api"]), listen, rx, DnsMetrics::default()).await.unwrap();
+    let server = DnsServer::bind(&answers, listen).await.unwrap();
     let bound = server.local_addrs();
     assert_eq!(bound.len(), listen.len());
     assert!(bound.iter().all(|a| a.port() != 0));
@@ -675,5 +682,22 @@ async fn fast_path_queries_are_counted() {
     ] {
         assert!(text.contains(line), "missing {line} in\n{text}");
     }
+    server.stop().await;
+}
+
+/// What is served for an answer set (records, encoded responses) is built when the node
+/// publishes it, once, and never on the query path.
+#[tokio::test]
+async fn answers_are_built_when_published_not_when_queried() {
+    let server = TestServer::start(zone(&["api"]), 1, pool()).await;
+    assert!(server.metrics_text().contains("dns_answer_snapshots_total 1"), "{}", server.metrics_text());
+    server.publish(2, addrs(&["192.0.2.7"]));
+    server.publish(3, addrs(&["192.0.2.8"]));
+    assert!(server.metrics_text().contains("dns_answer_snapshots_total 3"), "{}", server.metrics_text());
+    for _ in 0..3 {
+        assert_eq!(answer_ips(&udp(server.addr, &query(API, RecordType::A)).await), addrs(&["192.0.2.8"]));
+        assert_eq!(soa_of(&tcp(server.addr, &query(APEX, RecordType::SOA)).await).serial, 3);
+    }
+    assert!(server.metrics_text().contains("dns_answer_snapshots_total 3"), "{}", server.metrics_text());
     server.stop().await;
 }

@@ -8,10 +8,9 @@
 
 use std::net::IpAddr;
 use std::path::Path;
-use std::sync::Arc;
 
 use anyhow::Context;
-use spdu_dnsfront::{DnsMetrics, DnsServer, PoolAnswers};
+use spdu_dnsfront::{AnswerPublisher, DnsMetrics, DnsServer, PoolAnswers};
 use spdu_gossip::net::{Membership, Settings};
 use spdu_gossip::proto::AnswerSet;
 use tokio::sync::watch;
@@ -51,11 +50,9 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
 
     let answers = membership.answers();
     let initial = pool_answers(&answers.borrow(), &config.node.addresses, initial_serial());
-    let (pool_tx, pool_rx) = watch::channel(Arc::new(initial));
     let dns_metrics = DnsMetrics::default();
-    let dns = DnsServer::bind(config.zone.clone(), &config.node.dns, pool_rx, dns_metrics.clone())
-        .await
-        .context("node.dns")?;
+    let pool = AnswerPublisher::new(&config.zone, initial, dns_metrics.clone()).context("zone")?;
+    let dns = DnsServer::bind(&pool, &config.node.dns).await.context("node.dns")?;
 
     let control_listener = tokio::net::TcpListener::bind(config.node.control)
         .await
@@ -77,7 +74,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         control::serve(control_listener, membership.clone(), dns_metrics, shutdown.clone()),
     ));
     tasks.spawn(crate::health::run(membership.clone(), config.health.clone(), shutdown.clone()));
-    tasks.spawn(publish_answers(answers, pool_tx, config.node.addresses.clone(), shutdown.clone()));
+    tasks.spawn(publish_answers(answers, pool, config.node.addresses.clone(), shutdown.clone()));
     tasks.close();
 
     tokio::select! {
@@ -139,11 +136,11 @@ fn pool_answers(answer: &AnswerSet, own: &[IpAddr], serial: u32) -> PoolAnswers 
 /// Forwards membership's answer set to DNS; the serial grows by one whenever the addresses change.
 async fn publish_answers(
     mut answers: watch::Receiver<AnswerSet>,
-    pool: watch::Sender<Arc<PoolAnswers>>,
+    pool: AnswerPublisher,
     own: Vec<IpAddr>,
     shutdown: CancellationToken,
 ) {
-    let mut current = pool.borrow().clone();
+    let mut current = pool.current();
     tracing::info!("answer: {:?}", current.addrs);
     loop {
         tokio::select! {
@@ -153,8 +150,8 @@ async fn publish_answers(
         let next = pool_answers(&answers.borrow_and_update(), &own, current.serial.wrapping_add(1));
         if next.addrs != current.addrs {
             tracing::info!("answer changed: {:?}", next.addrs);
-            current = Arc::new(next);
-            pool.send_replace(current.clone());
+            pool.publish(next);
+            current = pool.current();
         }
     }
 }
@@ -168,8 +165,19 @@ mod tests {
         let own: Vec<IpAddr> = vec!["192.0.2.1".parse().unwrap()];
         let peer: IpAddr = "192.0.2.2".parse().unwrap();
         let (answers_tx, answers_rx) = watch::channel(AnswerSet::default());
-        let (pool_tx, mut pool_rx) =
-            watch::channel(Arc::new(PoolAnswers { serial: 100, addrs: own.clone() }));
+        let zone = spdu_dnsfront::ZoneConfig {
+            origin: "pool.example.test".into(),
+            names: vec!["api".into()],
+            ttl: 5,
+            nameservers: vec!["ns.example.test".into()],
+        };
+        let pool_tx = AnswerPublisher::new(
+            &zone,
+            PoolAnswers { serial: 100, addrs: own.clone() },
+            DnsMetrics::default(),
+        )
+        .unwrap();
+        let mut pool_rx = pool_tx.subscribe();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(publish_answers(answers_rx, pool_tx, own.clone(), shutdown.clone()));
 

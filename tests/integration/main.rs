@@ -9,6 +9,7 @@ mod bad_config;
 mod cli;
 mod cluster;
 mod health;
+mod hostile_dns;
 mod hostile_gossip;
 mod netns;
 mod testing;

@@ -4,9 +4,11 @@
 //! Every network wait is bounded by [`TIMEOUT`] so a broken server fails a test instead of
 //! hanging it.
 
+// Shared by several test binaries, each using a part of it.
+#![allow(dead_code)]
+
 use std::{
     net::{IpAddr, SocketAddr},
-    sync::Arc,
     time::Duration,
 };
 
@@ -15,11 +17,10 @@ use hickory_proto::{
     rr::{Name, RData, RecordType, rdata::SOA},
 };
 use prometheus_client::registry::Registry;
-use spdu_dnsfront::{DnsError, DnsMetrics, DnsServer, PoolAnswers, ZoneConfig};
+use spdu_dnsfront::{AnswerPublisher, DnsError, DnsMetrics, DnsServer, PoolAnswers, ZoneConfig};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpStream, UdpSocket},
-    sync::watch,
     task::JoinHandle,
     time::timeout,
 };
@@ -46,7 +47,7 @@ pub fn addrs(list: &[&str]) -> Vec<IpAddr> {
 /// A running server and the handles a test needs.
 pub struct TestServer {
     pub addr: SocketAddr,
-    answers: watch::Sender<Arc<PoolAnswers>>,
+    answers: AnswerPublisher,
     shutdown: CancellationToken,
     task: JoinHandle<Result<(), DnsError>>,
     registry: Registry,
@@ -55,12 +56,22 @@ pub struct TestServer {
 impl TestServer {
     /// Binds on 127.0.0.1:0 and serves `zone` with the given pool.
     pub async fn start(zone: ZoneConfig, serial: u32, addrs: Vec<IpAddr>) -> Self {
-        let (answers, rx) = watch::channel(Arc::new(PoolAnswers { serial, addrs }));
+        Self::start_with(zone, serial, addrs, |server| server).await
+    }
+
+    /// [`start`](Self::start), with `configure` applied to the bound server before it runs.
+    pub async fn start_with(
+        zone: ZoneConfig,
+        serial: u32,
+        addrs: Vec<IpAddr>,
+        configure: impl FnOnce(DnsServer) -> DnsServer,
+    ) -> Self {
         let metrics = DnsMetrics::default();
         let mut registry = Registry::default();
         metrics.register(&mut registry);
-        let server =
-            DnsServer::bind(zone, &["127.0.0.1:0".parse().unwrap()], rx, metrics).await.expect("bind");
+        let answers = AnswerPublisher::new(&zone, PoolAnswers { serial, addrs }, metrics).expect("zone");
+        let server = DnsServer::bind(&answers, &["127.0.0.1:0".parse().unwrap()]).await.expect("bind");
+        let server = configure(server);
         let addr = server.local_addrs()[0];
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(server.run(shutdown.clone()));
@@ -69,7 +80,7 @@ impl TestServer {
 
     /// Publishes a new answer set, as the node does.
     pub fn publish(&self, serial: u32, addrs: Vec<IpAddr>) {
-        self.answers.send_replace(Arc::new(PoolAnswers { serial, addrs }));
+        self.answers.publish(PoolAnswers { serial, addrs });
     }
 
     /// The metrics in Prometheus text format.

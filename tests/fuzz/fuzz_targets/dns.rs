@@ -1,12 +1,18 @@
 //! The DNS request path: query packets through the same handler the server runs
-//! (`spdu_dnsfront::offline::Responder`), over UDP and TCP. Half the inputs are raw bytes; the
-//! other half are well-formed queries built from structured input (any name near the zone, any
-//! type, class, opcode, EDNS version and size, any number of questions) so the fuzzer spends its
-//! time past the header parser.
+//! (`spdu_dnsfront::offline::Responder`), over UDP and TCP; TCP byte streams through the
+//! server's connection code (RFC 7766 framing); and open/close sequences through the TCP
+//! connection table. The first byte picks the mode: raw query bytes; a well-formed query built
+//! from structured input (any name near the zone, any type, class, opcode, EDNS version, size
+//! and COOKIE option, any number of questions) so the fuzzer spends its time past the header
+//! parser; a TCP stream; or a connection-table run.
 //!
-//! Checks: nothing panics; every response decodes, is a response to this query (same id,
-//! QR set), never SERVFAIL (our handler has no reason to fail); over UDP it never exceeds 512
-//! bytes without EDNS, nor the smaller of the client's EDNS size and 1232 with it.
+//! Checks: nothing panics; every response decodes as exactly one message (no trailing bytes),
+//! is a response to this query (same id, QR set), never SERVFAIL (our handler has no reason to
+//! fail); over UDP it never exceeds 512 bytes without EDNS, nor the smaller of the client's
+//! EDNS size and 1232 with it; a COOKIE option of a bad length (not 8, not 16 to 40) is
+//! FORMERR. On a TCP stream, the responses answer the stream's messages in order, one each, up
+//! to where the server closed it. In the connection table, no limit is ever exceeded and every
+//! slot is given back (asserted inside `connection_table_run`).
 #![no_main]
 
 use std::net::IpAddr;
@@ -14,10 +20,12 @@ use std::sync::OnceLock;
 
 use arbitrary::{Arbitrary, Unstructured};
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::opt::EdnsOption;
 use hickory_proto::rr::{DNSClass, Name, RecordType};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use libfuzzer_sys::fuzz_target;
-use spdu_dnsfront::offline::Responder;
-use spdu_dnsfront::{PoolAnswers, ZoneConfig};
+use spdu_dnsfront::offline::{Responder, TableStep, connection_table_run};
+use spdu_dnsfront::{PoolAnswers, TcpLimits, ZoneConfig};
 
 fn responder() -> &'static Responder {
     static R: OnceLock<Responder> = OnceLock::new();
@@ -41,6 +49,7 @@ struct Structured {
     opcode: u8,
     questions: Vec<(u8, Vec<u8>, u16, u16)>,
     edns: Option<(u16, u8, bool)>,
+    cookie: Option<Vec<u8>>,
     udp: bool,
 }
 
@@ -74,14 +83,74 @@ fn build(s: &Structured) -> Vec<u8> {
         edns.set_max_payload(size);
         edns.set_version(version);
         edns.set_dnssec_ok(dnssec_ok);
+        if let Some(cookie) = &s.cookie {
+            edns.options_mut().insert(EdnsOption::Unknown(10, cookie.iter().copied().take(64).collect()));
+        }
         msg.set_edns(edns);
     }
     msg.to_vec().unwrap_or_default()
 }
 
+/// Decodes `raw` as exactly one message.
+fn decode_whole(raw: &[u8]) -> Message {
+    let mut decoder = BinDecoder::new(raw);
+    let message = Message::read(&mut decoder).expect("response does not decode");
+    assert_eq!(decoder.len(), 0, "bytes after the response");
+    message
+}
+
+/// A TCP stream: the responses are length-prefixed, each answers the next message of the
+/// stream (same id), and there are never more responses than messages.
+fn check_stream(stream: &[u8]) {
+    let written = responder().answer_tcp_stream(stream);
+    let mut queries = stream;
+    let mut responses = written.as_slice();
+    while !responses.is_empty() {
+        let (len, rest) = responses.split_at_checked(2).expect("a length prefix");
+        let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
+        let (response, rest) = rest.split_at_checked(len).expect("a whole response");
+        responses = rest;
+        let (qlen, qrest) = queries.split_at_checked(2).expect("a response without a query");
+        let qlen = usize::from(u16::from_be_bytes([qlen[0], qlen[1]]));
+        let (query, qrest) = qrest.split_at_checked(qlen).expect("a response to half a query");
+        queries = qrest;
+        let parsed = decode_whole(response);
+        assert_eq!(parsed.metadata.id, u16::from_be_bytes([query[0], query[1]]), "answered out of order");
+        assert_eq!(parsed.metadata.message_type, MessageType::Response);
+    }
+}
+
+/// A connection-table run: limits from the first two bytes, then one step per byte pair.
+fn check_table(data: &[u8]) {
+    let Some((&[total, per_source], steps)) = data.split_first_chunk::<2>() else { return };
+    let limits = TcpLimits {
+        max_connections: usize::from(total % 16) + 1,
+        max_per_source: usize::from(per_source % 8) + 1,
+        ..TcpLimits::default()
+    };
+    let steps: Vec<TableStep> = steps
+        .chunks_exact(2)
+        .map(|pair| match pair[0] % 3 {
+            0 => TableStep::Close(usize::from(pair[1])),
+            1 => TableStep::Open(IpAddr::from([127, 0, 0, pair[1] % 8])),
+            _ => TableStep::Open(IpAddr::from([
+                0x2001,
+                0xdb8,
+                0,
+                u16::from(pair[1] % 4),
+                0,
+                0,
+                0,
+                u16::from(pair[1]),
+            ])),
+        })
+        .collect();
+    connection_table_run(limits, &steps);
+}
+
 fn check(query: &[u8], udp: bool) {
     let Some(response) = responder().answer(query, udp) else { return };
-    let parsed = Message::from_vec(&response).expect("response does not decode");
+    let parsed = decode_whole(&response);
     assert_eq!(parsed.metadata.id, u16::from_be_bytes([query[0], query[1]]), "wrong id");
     assert_eq!(parsed.metadata.message_type, MessageType::Response);
     assert_ne!(parsed.metadata.response_code, ResponseCode::ServFail, "SERVFAIL: encoding failed");
@@ -96,12 +165,26 @@ fn check(query: &[u8], udp: bool) {
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else { return };
-    if mode & 1 == 0 {
-        check(rest, mode & 2 == 0);
-    } else if let Ok(s) = Structured::arbitrary(&mut Unstructured::new(rest)) {
-        let query = build(&s);
-        if query.len() >= 12 {
-            check(&query, s.udp);
+    match mode % 8 {
+        0..=2 => check(rest, mode & 1 == 0),
+        3..=5 => {
+            if let Ok(s) = Structured::arbitrary(&mut Unstructured::new(rest)) {
+                let query = build(&s);
+                if query.len() >= 12 {
+                    check(&query, s.udp);
+                    let bad_cookie = s.edns.is_some_and(|(_, version, _)| version == 0)
+                        && s.cookie.as_ref().is_some_and(|c| {
+                            let len = c.len().min(64);
+                            len != 8 && !(16..=40).contains(&len)
+                        });
+                    if bad_cookie && let Some(response) = responder().answer(&query, s.udp) {
+                        let rcode = decode_whole(&response).metadata.response_code;
+                        assert_eq!(rcode, ResponseCode::FormErr, "COOKIE of a bad length");
+                    }
+                }
+            }
         }
+        6 => check_stream(rest),
+        _ => check_table(rest),
     }
 });

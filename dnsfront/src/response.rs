@@ -1,0 +1,351 @@
+//! Building responses: what a response says ([`plan`]) and its bytes ([`encode`]).
+//!
+//! Owns [`Plan`] (rcode, flags and the records of one response, borrowed from the zone and the
+//! answer snapshot), the EDNS rules (version, payload size, COOKIE length), and encoding with
+//! truncation. The slow path (`handler`) and the fast path's precomputed responses (`fast`) both
+//! come from here, so they cannot drift apart (as hickory keeps response building apart from its
+//! `Catalog` and `ZoneHandler`).
+//!
+//! Invariants: every response [`encode`] writes is one valid DNS message of at most the given
+//! size, with no bytes after its last record; a response that does not fit is sent with TC set,
+//! its question and OPT and no records (whole records only, and nothing for an amplifier to
+//! gain); a response that cannot be encoded at all becomes a bare SERVFAIL header and says so
+//! ([`Encoding::Failed`]), so it is counted as what was sent.
+
+use std::{iter, sync::LazyLock};
+
+use hickory_proto::{
+    op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode},
+    rr::{DNSClass, Record, RecordType, rdata::opt::EdnsCode},
+    serialize::binary::{BinDecoder, BinEncodable, BinEncoder},
+};
+use hickory_server::{
+    server::Request,
+    zone_handler::{MessageResponse, MessageResponseBuilder, Queries},
+};
+
+use crate::{
+    answer::{Outcome, Snapshot, resolve},
+    metrics::{Qtype, Rcode},
+    transport::Transport,
+    zone::Zone,
+};
+
+/// The UDP payload size we advertise and never exceed (DNS flag day 2020: avoids IP
+/// fragmentation on any usual path).
+pub(crate) const MAX_UDP_PAYLOAD: u16 = 1232;
+/// The largest UDP response to a query without EDNS (RFC 1035 §4.2.1), and the smallest
+/// payload size an EDNS client may announce (RFC 6891 §6.2.5).
+pub(crate) const MIN_UDP_PAYLOAD: u16 = 512;
+/// The EDNS version we speak.
+const EDNS_VERSION: u8 = 0;
+/// Length of a client cookie, the only length of a COOKIE option without a server cookie
+/// (RFC 7873 §4).
+const CLIENT_COOKIE_LEN: usize = 8;
+/// Lengths of a COOKIE option with a server cookie: the client cookie plus 8 to 32 bytes.
+const FULL_COOKIE_LENS: std::ops::RangeInclusive<usize> = 16..=40;
+
+/// Whether a COOKIE option of `len` bytes is well-formed (RFC 7873 §5.2.2: otherwise FORMERR).
+pub(crate) fn valid_cookie_len(len: usize) -> bool {
+    len == CLIENT_COOKIE_LEN || FULL_COOKIE_LENS.contains(&len)
+}
+
+/// The response to send, before encoding.
+pub(crate) struct Plan<'a> {
+    rcode: ResponseCode,
+    authoritative: bool,
+    answers: &'a [Record],
+    /// Where the rotated answer order starts.
+    rotate_by: usize,
+    /// How many orders the answer rotates through (1: not rotated).
+    pub(crate) rotations: usize,
+    soa: Option<&'a Record>,
+    /// Set when the full response did not fit: TC, no records.
+    truncated: bool,
+    pub(crate) label: Rcode,
+}
+
+impl<'a> Plan<'a> {
+    fn error(rcode: ResponseCode, label: Rcode) -> Self {
+        Self {
+            rcode,
+            authoritative: false,
+            answers: &[],
+            rotate_by: 0,
+            rotations: 1,
+            soa: None,
+            truncated: false,
+            label,
+        }
+    }
+
+    fn negative(rcode: ResponseCode, soa: &'a Record, label: Rcode) -> Self {
+        Self { authoritative: true, soa: Some(soa), ..Self::error(rcode, label) }
+    }
+
+    /// The same response without its records and with TC set.
+    fn truncated(&self) -> Plan<'a> {
+        Self { answers: &[], rotate_by: 0, soa: None, truncated: true, ..Self::error(self.rcode, self.label) }
+            .with_authoritative(self.authoritative)
+    }
+
+    fn with_authoritative(mut self, authoritative: bool) -> Self {
+        self.authoritative = authoritative;
+        self
+    }
+}
+
+/// The query type family of `qtype`, as a metrics label.
+pub(crate) fn qtype_label(qtype: RecordType) -> Qtype {
+    match qtype {
+        RecordType::A => Qtype::a,
+        RecordType::AAAA => Qtype::aaaa,
+        RecordType::SOA => Qtype::soa,
+        RecordType::NS => Qtype::ns,
+        RecordType::ANY => Qtype::any,
+        _ => Qtype::other,
+    }
+}
+
+/// Decides the response to `request`. `rotate_by` is asked, given the RRset's size, where a
+/// rotated answer starts; it is called only for pool RRsets of more than one record.
+pub(crate) fn plan<'a>(
+    zone: &'a Zone,
+    snapshot: &'a Snapshot,
+    request: &Request,
+    rotate_by: impl FnOnce(usize) -> usize,
+) -> Plan<'a> {
+    let queries = request.queries.queries();
+    if request.edns.as_ref().is_some_and(|e| e.version() > EDNS_VERSION) {
+        Plan::error(ResponseCode::BADVERS, Rcode::badvers)
+    } else if request.edns.as_ref().is_some_and(|edns| {
+        edns.options()
+            .get_all(EdnsCode::Cookie)
+            .iter()
+            .any(|cookie| !valid_cookie_len(usize::from(cookie.len())))
+    }) {
+        Plan::error(ResponseCode::FormErr, Rcode::formerr)
+    } else if request.metadata.op_code != OpCode::Query {
+        Plan::error(ResponseCode::NotImp, Rcode::notimp)
+    } else if queries.len() != 1 {
+        Plan::error(ResponseCode::FormErr, Rcode::formerr)
+    } else if !matches!(queries[0].query_class(), DNSClass::IN | DNSClass::ANY) {
+        // QCLASS * matches IN (RFC 1035 §3.2.5); CH/HS/NONE are not served here.
+        Plan::error(ResponseCode::Refused, Rcode::refused)
+    } else {
+        let query = &queries[0];
+        match resolve(zone, snapshot, query.name(), query.query_type()) {
+            Outcome::Refused => Plan::error(ResponseCode::Refused, Rcode::refused),
+            Outcome::Answer { records, rotate } => {
+                let rotations = if rotate && records.len() > 1 { records.len() } else { 1 };
+                Plan {
+                    rcode: ResponseCode::NoError,
+                    authoritative: true,
+                    answers: records,
+                    rotate_by: if rotations > 1 { rotate_by(rotations) % rotations } else { 0 },
+                    rotations,
+                    soa: None,
+                    truncated: false,
+                    label: Rcode::noerror,
+                }
+            }
+            Outcome::NoData => Plan::negative(ResponseCode::NoError, &snapshot.soa, Rcode::nodata),
+            Outcome::NxDomain => Plan::negative(ResponseCode::NXDomain, &snapshot.soa, Rcode::nxdomain),
+        }
+    }
+}
+
+/// The OPT to answer `request`'s OPT with (RFC 6891 §6.1.1), if it has one. The payload we put
+/// in it is also the limit the UDP response is encoded against, so it is the smaller of the
+/// client's buffer (at least 512) and ours.
+pub(crate) fn response_edns(request: &Request) -> Option<Edns> {
+    request.edns.as_ref().map(|edns| {
+        let mut ours = Edns::new();
+        ours.set_max_payload(edns.max_payload().clamp(MIN_UDP_PAYLOAD, MAX_UDP_PAYLOAD));
+        ours.set_version(EDNS_VERSION);
+        ours
+    })
+}
+
+/// The largest response to send over `transport` with `edns` (ours, from [`response_edns`]).
+pub(crate) fn size_limit(transport: Transport, edns: Option<&Edns>) -> u16 {
+    match (transport, edns) {
+        (Transport::Udp, Some(edns)) => edns.max_payload(),
+        (Transport::Udp, None) => MIN_UDP_PAYLOAD,
+        (Transport::Tcp, _) => u16::MAX,
+    }
+}
+
+/// How [`encode`] went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Encoding {
+    /// The planned response, whole.
+    Whole,
+    /// The planned response did not fit: TC set, question and OPT only.
+    Truncated,
+    /// The response could not be encoded: a bare SERVFAIL header was written instead.
+    Failed,
+}
+
+/// Encodes the response `plan` describes to `request`, with `edns` echoed, into `out` (cleared
+/// first) in at most `max` bytes.
+pub(crate) fn encode(
+    request: &Request,
+    edns: Option<&Edns>,
+    plan: &Plan<'_>,
+    max: u16,
+    out: &mut Vec<u8>,
+) -> Encoding {
+    match emit(build(request, edns, plan), max, out) {
+        Ok(false) => return Encoding::Whole,
+        Ok(true) => {
+            // TC is set in this one whether or not something else was left out: nothing is.
+            if emit(build(request, edns, &plan.truncated()), max, out).is_ok() {
+                return Encoding::Truncated;
+            }
+        }
+        Err(()) => {}
+    }
+    servfail(request.metadata.id, out);
+    Encoding::Failed
+}
+
+/// The response `plan` describes, to `request`, with `edns` echoed.
+fn build<'q, 'a>(
+    request: &'q Request,
+    edns: Option<&'q Edns>,
+    plan: &Plan<'a>,
+) -> MessageResponse<
+    'q,
+    'a,
+    impl Iterator<Item = &'a Record> + Send + 'a,
+    impl Iterator<Item = &'a Record> + Send + 'a,
+    impl Iterator<Item = &'a Record> + Send + 'a,
+    impl Iterator<Item = &'a Record> + Send + 'a,
+> {
+    let mut metadata = Metadata::response_from_request(&request.metadata);
+    metadata.response_code = plan.rcode;
+    metadata.authoritative = plan.authoritative;
+    metadata.truncation = plan.truncated;
+    // The question is echoed only when there is exactly one: more are never answered (FORMERR,
+    // NOTIMP, BADVERS), and echoing them all may not fit in 512 bytes, which fails encoding and
+    // turns the intended code into SERVFAIL (found by tests/fuzz `dns`).
+    static NO_QUERIES: LazyLock<Queries> =
+        LazyLock::new(|| Queries::read(&mut BinDecoder::new(&[]), 0).expect("zero questions read"));
+    let queries = if request.queries.len() == 1 { &request.queries } else { &*NO_QUERIES };
+    let mut builder = MessageResponseBuilder::new(queries, None);
+    if let Some(edns) = edns {
+        builder.edns(edns);
+    }
+    let (head, tail) = plan.answers.split_at(plan.rotate_by);
+    builder.build(metadata, tail.iter().chain(head.iter()), iter::empty(), plan.soa, iter::empty())
+}
+
+/// Emits `response` into `out` (cleared first) in at most `max` bytes; `Ok(true)` if a record
+/// did not fit (or TC was set already). hickory's encoder rolls back a record that does not fit but leaves its bytes
+/// in the buffer: they are cut off here, so no junk follows the message.
+fn emit<'a>(
+    response: MessageResponse<
+        '_,
+        'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+    >,
+    max: u16,
+    out: &mut Vec<u8>,
+) -> Result<bool, ()> {
+    out.clear();
+    let mut encoder = BinEncoder::new(out);
+    encoder.set_max_size(max);
+    let emitted = response.destructive_emit(&mut encoder);
+    let end = encoder.offset();
+    out.truncate(end);
+    emitted.map(|info| info.truncation).map_err(drop)
+}
+
+/// Writes a bare SERVFAIL header with `id` into `out` (cleared first).
+fn servfail(id: u16, out: &mut Vec<u8>) {
+    out.clear();
+    let mut metadata = Metadata::new(id, MessageType::Response, OpCode::Query);
+    metadata.response_code = ResponseCode::ServFail;
+    let header = Header { metadata, counts: HeaderCounts::default() };
+    // A 12-byte header always fits an unlimited encoder.
+    let _ = header.emit(&mut BinEncoder::new(out));
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use hickory_proto::{
+        op::{Message, Query},
+        rr::Name,
+    };
+
+    use super::*;
+    use crate::{answer::PoolAnswers, zone::ZoneConfig};
+
+    fn zone() -> Zone {
+        Zone::compile(&ZoneConfig {
+            origin: "pool.example.test".into(),
+            names: vec!["api".into()],
+            ttl: 5,
+            nameservers: vec!["alpha.example.test".into()],
+        })
+        .unwrap()
+    }
+
+    fn request(message: &Message) -> Request {
+        let src: SocketAddr = "127.0.0.1:5353".parse().unwrap();
+        Request::from_bytes(message.to_vec().unwrap(), src, hickory_server::net::xfer::Protocol::Udp).unwrap()
+    }
+
+    #[test]
+    fn cookie_lengths() {
+        for len in 0..=48 {
+            assert_eq!(valid_cookie_len(len), len == 8 || (16..=40).contains(&len), "{len}");
+        }
+    }
+
+    /// Thousands of AAAA records: over TCP the response is one valid message of at most
+    /// 65,535 bytes with TC set and no records, with nothing after it.
+    #[test]
+    fn oversized_answers_truncate_to_a_valid_message() {
+        let zone = zone();
+        let addrs = (0..5000u16).map(|i| std::net::IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 1, i])).collect();
+        let snapshot = Snapshot::build_with_cap(&zone, &PoolAnswers { serial: 1, addrs }, usize::MAX);
+        let mut query = Message::query();
+        query.add_query(Query::query(Name::from_ascii("api.pool.example.test.").unwrap(), RecordType::AAAA));
+        let request = request(&query);
+        let plan = plan(&zone, &snapshot, &request, |_| 0);
+        let mut out = Vec::new();
+        for max in [512, 1232, u16::MAX] {
+            assert_eq!(encode(&request, None, &plan, max, &mut out), Encoding::Truncated);
+            assert!(out.len() <= usize::from(max));
+            let parsed = Message::from_vec(&out).unwrap();
+            assert!(parsed.metadata.truncation);
+            assert!(parsed.answers.is_empty());
+            assert_eq!(parsed.to_vec().unwrap(), out, "no trailing bytes");
+        }
+    }
+
+    /// A response that cannot be encoded at all says so, and its bytes are a SERVFAIL.
+    #[test]
+    fn encode_failure_is_reported() {
+        let zone = zone();
+        let snapshot = Snapshot::build(&zone, &PoolAnswers { serial: 1, addrs: vec![] });
+        let mut query = Message::query();
+        query.metadata.id = 77;
+        query.add_query(Query::query(Name::from_ascii("api.pool.example.test.").unwrap(), RecordType::A));
+        let request = request(&query);
+        let plan = plan(&zone, &snapshot, &request, |_| 0);
+        let mut out = Vec::new();
+        // Not even the question fits.
+        assert_eq!(encode(&request, None, &plan, 20, &mut out), Encoding::Failed);
+        let parsed = Message::from_vec(&out).unwrap();
+        assert_eq!(parsed.metadata.response_code, ResponseCode::ServFail);
+        assert_eq!(parsed.metadata.id, 77);
+    }
+}
