@@ -9,5 +9,6 @@ mod bad_config;
 mod cli;
 mod cluster;
 mod health;
+mod hostile_node;
 mod netns;
 mod testing;
