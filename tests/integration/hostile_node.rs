@@ -414,3 +414,47 @@ async fn claimed_addresses_are_never_served() {
         assert!(!out.contains("2001:db8"), "{transport}: {out}");
     }
 }
+
+// ---- process limits ---------------------------------------------------------------------------
+
+/// Started with a soft open-files limit of 256 (as a service manager might), `spdu run` raises it
+/// to the hard limit before it opens anything, and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_open_files_limit_is_raised_to_the_hard_limit() {
+    if std::process::Command::new("prlimit").arg("--version").output().is_err() {
+        panic!("prlimit is needed for this test (apt-get install util-linux)");
+    }
+    let cluster =
+        LocalCluster::create(spdu(), 1, Ipv4Addr::new(127, 0, 75, 11), spdu_cluster::Ports::default(), "")
+            .unwrap();
+    let log = std::fs::File::create(cluster.dir().join("limited.log")).unwrap();
+    let mut child = std::process::Command::new("prlimit")
+        .arg("--nofile=256:4096")
+        .arg(spdu())
+        .args(["run", "--config", cluster.config_path(0).to_str().unwrap()])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    // prlimit execs spdu: same pid.
+    let pid = child.id();
+    let limits = || std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap_or_default();
+    let open_files = |text: &str| {
+        text.lines()
+            .find(|l| l.starts_with("Max open files"))
+            .map(|l| l.split_whitespace().skip(3).take(2).collect::<Vec<_>>().join(" "))
+            .unwrap_or_default()
+    };
+    let ready = Instant::now();
+    while tokio::net::TcpStream::connect(cluster.control_addr(0)).await.is_err() {
+        assert!(ready.elapsed() < Duration::from_secs(20), "the node did not start");
+        assert!(child.try_wait().unwrap().is_none(), "the node exited");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let seen = open_files(&limits());
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = std::fs::read_to_string(cluster.dir().join("limited.log")).unwrap();
+    assert_eq!(seen, "4096 4096", "soft and hard open-files limits of the running node");
+    assert!(log.contains("raised the open-files limit"), "{log}");
+}
