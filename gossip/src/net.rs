@@ -1,5 +1,5 @@
-//! The QUIC driver: one actor task owns the protocol core, the endpoint, the connections and
-//! the timer queue.
+//! The QUIC driver: one actor task owns the protocol core, the endpoint and the connections,
+//! and sleeps until the core's next timeout.
 //!
 //! - Every node dials every roster peer (a task per peer, reconnecting with backoff) and accepts
 //!   connections from them; the TLS handshake pins both sides to roster keys
@@ -12,8 +12,7 @@
 //!
 //! Everything stops when the shutdown token is cancelled.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,8 +28,9 @@ use tracing::{debug, info};
 
 use crate::proto::{
     self, AnswerSet, CheckResult, InEvent, MAX_FRAME_BYTES, Member, Message, NodeInfo, OutEvent,
-    ServiceCheck, State, Timer, ViewSnapshot,
+    ServiceCheck, State,
 };
+use crate::snapshot::ViewSnapshot;
 
 /// Longest silence on a connection before QUIC drops it. Probes keep healthy connections busy.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -43,17 +43,6 @@ const MAX_HANDSHAKES: usize = 64;
 /// Most connections one peer may hold at once (its dialled one, ours, and reconnects in
 /// between); the oldest beyond that is closed, so a misbehaving member cannot pile them up.
 const MAX_CONNECTIONS_PER_PEER: usize = 4;
-
-/// A roster peer and where to reach it.
-#[derive(Clone, Debug)]
-pub struct Peer {
-    /// Its name in the local roster.
-    pub name: String,
-    /// Its key.
-    pub key: PublicKey,
-    /// Its gossip (QUIC) address.
-    pub addr: SocketAddr,
-}
 
 /// Everything the driver needs to run one node.
 #[derive(Debug)]
@@ -71,7 +60,7 @@ pub struct Settings {
     /// This site's service addresses.
     pub addresses: Vec<IpAddr>,
     /// The roster, without this node.
-    pub peers: Vec<Peer>,
+    pub peers: Vec<Member>,
     /// Protocol timing and quorum.
     pub protocol: proto::Config,
     /// The check of this site's service that peers may run, advertised in its observations.
@@ -146,7 +135,6 @@ impl NetMetrics {
 
 enum Command {
     Snapshot(oneshot::Sender<ViewSnapshot>),
-    SetHealthy(bool),
     Health(InEvent),
     ServiceTargets(oneshot::Sender<Vec<(PublicKey, IpAddr, ServiceCheck)>>),
 }
@@ -187,7 +175,7 @@ impl Membership {
         let now = Instant::now().into_std();
         let seed = u64::from_le_bytes(settings.key.public().as_bytes()[..8].try_into().expect("8 bytes"))
             ^ settings.incarnation;
-        let roster = settings.peers.iter().map(|p| Member { name: p.name.clone(), key: p.key }).collect();
+        let roster = settings.peers.clone();
         let info = NodeInfo {
             key: settings.key,
             name: settings.name,
@@ -225,12 +213,6 @@ impl Membership {
         rx.await.ok()
     }
 
-    /// Reports this node's own service health (withdraws it from answers when false).
-    pub fn set_healthy(&self, healthy: bool) {
-        // A full queue means the actor is far behind; the next health report will get through.
-        let _ = self.commands.try_send(Command::SetHealthy(healthy));
-    }
-
     /// Reports one result of this node's own service check (counted with hysteresis).
     pub fn report_self_check(&self, result: CheckResult) {
         // A full queue means the actor is far behind; dropping one result only delays a verdict.
@@ -242,7 +224,7 @@ impl Membership {
         let _ = self.commands.try_send(Command::Health(InEvent::ServiceProbe { peer, result }));
     }
 
-    /// The peers' services to probe now (see [`State::service_targets`]); empty once stopped.
+    /// The peers' services to probe now (see [`State::probe_targets`]); empty once stopped.
     pub async fn service_targets(&self) -> Vec<(PublicKey, IpAddr, ServiceCheck)> {
         let (tx, rx) = oneshot::channel();
         if self.commands.send(Command::ServiceTargets(tx)).await.is_err() {
@@ -271,7 +253,7 @@ fn transport_config() -> quinn::TransportConfig {
 pub struct Bound {
     endpoint: quinn::Endpoint,
     state: State,
-    peers: Vec<Peer>,
+    peers: Vec<Member>,
     commands: mpsc::Receiver<Command>,
     answers_tx: watch::Sender<AnswerSet>,
     membership: Membership,
@@ -300,8 +282,6 @@ impl Bound {
         let actor = Actor {
             state,
             connections: BTreeMap::new(),
-            timers: BinaryHeap::new(),
-            timer_seq: 0,
             answers_tx,
             metrics: membership.metrics.clone(),
             closed_udp: (0, 0),
@@ -323,8 +303,6 @@ impl Bound {
 struct Actor {
     state: State,
     connections: BTreeMap<PublicKey, Vec<quinn::Connection>>,
-    timers: BinaryHeap<Reverse<(std::time::Instant, u64, Timer)>>,
-    timer_seq: u64,
     answers_tx: watch::Sender<AnswerSet>,
     metrics: Arc<NetMetrics>,
     /// UDP (datagrams, bytes) sent by connections no longer held.
@@ -336,10 +314,9 @@ struct Actor {
 
 impl Actor {
     async fn run(mut self, mut commands: mpsc::Receiver<Command>, mut events: mpsc::Receiver<Event>) {
-        let out = self.state.start(Instant::now().into_std());
-        self.apply(out);
+        self.apply();
         loop {
-            let next = self.timers.peek().map(|Reverse((at, _, _))| Instant::from_std(*at));
+            let next = self.state.poll_timeout().map(Instant::from_std);
             let sleep = async {
                 match next {
                     Some(at) => tokio::time::sleep_until(at).await,
@@ -360,18 +337,9 @@ impl Actor {
     }
 
     fn fire_timers(&mut self) {
-        let now = Self::now();
-        while let Some(Reverse((at, _, _))) = self.timers.peek() {
-            if *at > now {
-                break;
-            }
-            let Reverse((_, _, timer)) = self.timers.pop().expect("peeked");
-            if timer == Timer::Tick {
-                self.count_udp();
-            }
-            let out = self.state.handle(now, InEvent::Timer(timer));
-            self.apply(out);
-        }
+        self.count_udp();
+        self.state.handle_timeout(Self::now());
+        self.apply();
     }
 
     /// Publishes what QUIC sent on all connections, held and closed.
@@ -396,18 +364,15 @@ impl Actor {
     fn on_command(&mut self, command: Command) {
         match command {
             Command::Snapshot(reply) => {
-                let _ = reply.send(self.state.snapshot(Self::now()));
-            }
-            Command::SetHealthy(healthy) => {
-                let out = self.state.handle(Self::now(), InEvent::SetHealthy(healthy));
-                self.apply(out);
+                let _ = reply.send(ViewSnapshot::of(&self.state, Self::now()));
             }
             Command::Health(event) => {
-                let out = self.state.handle(Self::now(), event);
-                self.apply(out);
+                self.state.handle(Self::now(), event);
+                self.apply();
             }
             Command::ServiceTargets(reply) => {
-                let _ = reply.send(self.state.service_targets());
+                let targets = self.state.probe_targets().iter().map(|t| (t.peer, t.addr, t.check.clone()));
+                let _ = reply.send(targets.collect());
             }
         }
     }
@@ -449,23 +414,27 @@ impl Actor {
                 }
             }
             Event::Message(from, message) => {
-                let out = self.state.handle(Self::now(), InEvent::Message { from, message });
-                self.apply(out);
+                self.state.handle(Self::now(), InEvent::Message { from, message });
+                self.apply();
             }
         }
     }
 
-    fn apply(&mut self, out: Vec<OutEvent>) {
-        for event in out {
+    fn apply(&mut self) {
+        while let Some(event) = self.state.poll_event() {
             match event {
                 OutEvent::Send { to, message } => self.send(to, message),
-                OutEvent::SetTimer { at, timer } => {
-                    self.timer_seq += 1;
-                    self.timers.push(Reverse((at, self.timer_seq, timer)));
-                }
                 OutEvent::AnswerChanged(answer) => {
                     debug!(version = answer.version, addresses = ?answer.addresses, "answer set changed");
                     self.answers_tx.send_replace(answer);
+                }
+                // Read on demand through `Membership::service_targets`.
+                OutEvent::ProbeTargetsChanged(_) => {}
+                OutEvent::IncarnationChanged(incarnation) => {
+                    info!(
+                        incarnation,
+                        "a peer held a newer observation of this node: rose to a new incarnation"
+                    );
                 }
             }
         }
@@ -506,7 +475,7 @@ impl Actor {
 /// Keeps one outgoing connection to `peer` open, reconnecting with backoff.
 async fn dial(
     endpoint: quinn::Endpoint,
-    peer: Peer,
+    peer: Member,
     events: mpsc::Sender<Event>,
     shutdown: CancellationToken,
 ) {
@@ -516,7 +485,7 @@ async fn dial(
     loop {
         let attempt = async {
             let conn = endpoint
-                .connect(peer.addr, "spdu")
+                .connect(peer.gossip, "spdu")
                 .map_err(|e| e.to_string())?
                 .await
                 .map_err(|e| e.to_string())?;
@@ -524,7 +493,11 @@ async fn dial(
                 Some(key) if key == peer.key => Ok(conn),
                 other => {
                     conn.close(1u32.into(), b"unexpected key");
-                    Err(format!("{} presented key {other:?}, expected {}", peer.addr, peer.key.fingerprint()))
+                    Err(format!(
+                        "{} presented key {other:?}, expected {}",
+                        peer.gossip,
+                        peer.key.fingerprint()
+                    ))
                 }
             }
         };

@@ -8,9 +8,11 @@
 //!
 //! Invariants: the same [`SimConfig`] and the same calls give the same run bit for bit (one
 //! seeded [`StdRng`]; the queue's order is total, and no map's iteration order ever decides
-//! anything; [`Sim::trace_hash`] summarises a run). A crashed node receives nothing and its
-//! pending timers and in-flight inbound messages are dropped; a restarted node is a new
-//! [`State`] with the same key and a higher incarnation.
+//! anything; [`Sim::trace_hash`] summarises a run). Each node has at most one timer event that
+//! counts: the one at its core's [`State::poll_timeout`] (an event left from an earlier due time
+//! is skipped). A crashed node receives nothing and its pending timer and in-flight inbound
+//! messages are dropped; a restarted node is a new [`State`] with the same key and a higher
+//! incarnation (or one chosen by the test, [`Sim::restart_with_incarnation`]).
 //!
 //! Everything a test may ask afterwards is recorded: every node's answer set over time
 //! ([`Sim::changes`], [`Sim::removals`]) and per-node traffic ([`Sim::traffic`]).
@@ -30,7 +32,7 @@ use rand::{RngExt, SeedableRng};
 use spdu_keys::{PublicKey, SecretKey};
 
 use crate::proto::{
-    CheckResult, Config, InEvent, Member, Message, OutEvent, ServiceCheck, SignedObservation, State, Timer,
+    CheckResult, Config, InEvent, Member, Message, OutEvent, ServiceCheck, SignedObservation, State, Verdict,
 };
 
 /// A node in the simulation: its index, `0..n`.
@@ -95,7 +97,8 @@ pub enum Action {
     Partition(Vec<Vec<NodeId>>),
     /// Remove any partition.
     Heal,
-    /// Tell a node its own health check verdict.
+    /// Feed a node's own health check results until its verdict is this (as many in a row as
+    /// its thresholds need).
     SetHealthy(NodeId, bool),
     /// Start or stop a node's service (its node keeps running); needs [`SimConfig::services`].
     SetService(NodeId, bool),
@@ -183,10 +186,10 @@ enum Event {
         generation: Small,
         frame: Box<[u8]>,
     },
+    /// Node `node`'s core may have a timeout due (it has, if this is still its armed time).
     Timer {
         node: Small,
         generation: Small,
-        timer: Timer,
     },
     /// Node `node` runs its own service check and probes every peer's service.
     Checks {
@@ -353,6 +356,8 @@ struct Node {
     incarnation: u64,
     /// Bumped on every crash: timers and messages addressed to an older generation are dropped.
     generation: Small,
+    /// When its core's next timeout is due, as queued (the one timer event that counts).
+    timeout: Option<Duration>,
     lie: Option<Lie>,
     answer: Vec<NodeId>,
     traffic: Traffic,
@@ -395,6 +400,7 @@ impl Sim {
                     state: None,
                     incarnation: 0,
                     generation: 0,
+                    timeout: None,
                     lie: None,
                     answer: Vec::new(),
                     traffic: Traffic::default(),
@@ -422,7 +428,7 @@ impl Sim {
             trace: TRACE_START,
         };
         for i in 0..n {
-            sim.boot(i);
+            sim.boot(i, 1);
         }
         sim
     }
@@ -563,7 +569,8 @@ impl Sim {
             if !self.nodes[o].answer.contains(&x) {
                 return None;
             }
-            let last_without = self
+            // The change that began its current run of answers holding `x`.
+            let included_at = self
                 .changes
                 .iter()
                 .rev()
@@ -571,7 +578,7 @@ impl Sim {
                 .take_while(|c| c.members.contains(&x))
                 .last()
                 .map(|c| c.at);
-            latest = latest.max(last_without.unwrap_or(since));
+            latest = latest.max(included_at.unwrap_or(since));
         }
         Some(latest)
     }
@@ -624,9 +631,19 @@ impl Sim {
                 }
             }
             Action::SetHealthy(i, healthy) => {
-                if let Some(state) = self.nodes[i].state.as_mut() {
-                    let out = state.handle(self.base + self.now, InEvent::SetHealthy(healthy));
-                    self.process(i, out);
+                let policy = &self.config.protocol.health;
+                let result = if healthy {
+                    CheckResult::pass(Duration::from_millis(1))
+                } else {
+                    CheckResult::fail("set unhealthy")
+                };
+                for _ in 0..policy.down_after.max(policy.up_after) {
+                    let Some(state) = self.nodes[i].state.as_mut() else { return };
+                    if state.own_health().is_none_or(Verdict::ok) == healthy {
+                        break;
+                    }
+                    state.handle(self.base + self.now, InEvent::SelfCheck(result.clone()));
+                    self.process(i);
                 }
             }
         }
@@ -639,15 +656,23 @@ impl Sim {
             return;
         }
         node.generation += 1;
+        node.timeout = None;
         node.answer.clear();
         self.changes.push(AnswerChange { at: self.now, node: i, members: Vec::new() });
-        self.mix(&[3, i as u64]);
+        self.mix(&[Trace::Crash as u64, i as u64]);
     }
 
     /// Starts a crashed node `i` again: same key, higher incarnation, empty view.
     pub fn restart(&mut self, i: NodeId) {
+        let incarnation = self.nodes[i].incarnation + 1;
+        self.restart_with_incarnation(i, incarnation);
+    }
+
+    /// Starts a crashed node `i` again with the given incarnation (lower than its last one plays
+    /// a node that lost its incarnation file, or whose clock is behind).
+    pub fn restart_with_incarnation(&mut self, i: NodeId, incarnation: u64) {
         if self.nodes[i].state.is_none() {
-            self.boot(i);
+            self.boot(i, incarnation);
         }
     }
 
@@ -671,13 +696,16 @@ impl Sim {
             Event::Deliver { from, to, generation, frame } => {
                 self.deliver(from as NodeId, to as NodeId, generation, &frame)
             }
-            Event::Timer { node, generation, timer } => {
-                let node = node as NodeId;
-                if self.nodes[node].generation == generation
-                    && let Some(state) = self.nodes[node].state.as_mut()
+            Event::Timer { node, generation } => {
+                let i = node as NodeId;
+                let node = &mut self.nodes[i];
+                if node.generation == generation
+                    && node.timeout == Some(self.now)
+                    && let Some(state) = node.state.as_mut()
                 {
-                    let out = state.handle(self.base + self.now, InEvent::Timer(timer));
-                    self.process(node, out);
+                    node.timeout = None;
+                    state.handle_timeout(self.base + self.now);
+                    self.process(i);
                 }
             }
             Event::Checks { node, generation } => self.run_checks(node as NodeId, generation),
@@ -706,7 +734,12 @@ impl Sim {
         }
         let now = self.base + self.now;
         let latency = Some(Duration::from_millis(1));
-        let result = |ok: bool| CheckResult { ok, latency, error: (!ok).then(|| "refused".to_owned()) };
+        let result = |ok: bool| CheckResult {
+            ok,
+            latency,
+            error: (!ok).then(|| "refused".to_owned()),
+            unknown: false,
+        };
         let mut inputs = vec![InEvent::SelfCheck(result(self.nodes[i].service_up))];
         for j in (0..self.nodes.len()).filter(|j| *j != i) {
             let peer = self.nodes[j].public;
@@ -714,8 +747,8 @@ impl Sim {
         }
         for input in inputs {
             let Some(state) = self.nodes[i].state.as_mut() else { return };
-            let out = state.handle(now, input);
-            self.process(i, out);
+            state.handle(now, input);
+            self.process(i);
         }
         self.push(self.now + interval, Event::Checks { node: i as Small, generation });
     }
@@ -755,21 +788,19 @@ impl Sim {
         self.queue.peek_at().map(Duration::from_nanos)
     }
 
-    fn boot(&mut self, i: NodeId) {
+    fn boot(&mut self, i: NodeId, incarnation: u64) {
         let seed = self.rng.random();
         let node = &mut self.nodes[i];
-        node.incarnation += 1;
+        node.incarnation = incarnation;
         let now = self.base + self.now;
         let mut info = fixtures::node_info(i, node.incarnation);
         if self.config.services.is_some() {
             info.service_check = Some(ServiceCheck::Tcp { port: 80 });
         }
-        let mut state = State::new(info, self.roster.clone(), self.config.protocol.clone(), seed, now);
-        let out = state.start(now);
-        node.state = Some(state);
-        let (incarnation, generation) = (node.incarnation, node.generation);
-        self.mix(&[4, i as u64, incarnation]);
-        self.process(i, out);
+        node.state = Some(State::new(info, self.roster.clone(), self.config.protocol.clone(), seed, now));
+        let generation = node.generation;
+        self.mix(&[Trace::Boot as u64, i as u64, incarnation]);
+        self.process(i);
         if let Some(interval) = self.config.services {
             // Spread the nodes' checks over the interval.
             let offset = Duration::from_micros(self.rng.random_range(0..interval.as_micros().max(1) as u64));
@@ -786,11 +817,22 @@ impl Sim {
         let Some(state) = node.state.as_mut() else { return };
         node.traffic.received.add(frame.len());
         let message = Message::decode(frame).expect("the simulator only sends encoded messages");
-        let out = state.handle(self.base + self.now, InEvent::Message { from: sender, message });
-        self.process(to, out);
+        state.handle(self.base + self.now, InEvent::Message { from: sender, message });
+        self.process(to);
     }
 
-    fn process(&mut self, i: NodeId, out: Vec<OutEvent>) {
+    /// Carries out node `i`'s pending outputs and queues its next timeout if that moved.
+    fn process(&mut self, i: NodeId) {
+        let Some(state) = self.nodes[i].state.as_mut() else { return };
+        let out: Vec<OutEvent> = std::iter::from_fn(|| state.poll_event()).collect();
+        let timeout = state.poll_timeout().map(|at| at.saturating_duration_since(self.base).max(self.now));
+        if timeout != self.nodes[i].timeout {
+            self.nodes[i].timeout = timeout;
+            if let Some(at) = timeout {
+                let generation = self.nodes[i].generation;
+                self.push(at, Event::Timer { node: i as Small, generation });
+            }
+        }
         for event in out {
             match event {
                 OutEvent::Send { to, message } => {
@@ -798,10 +840,10 @@ impl Sim {
                     let message = self.falsify(i, message);
                     self.send(i, to, &message);
                 }
-                OutEvent::SetTimer { at, timer } => {
-                    let at = at.saturating_duration_since(self.base);
-                    let generation = self.nodes[i].generation;
-                    self.push(at, Event::Timer { node: i as Small, generation, timer });
+                OutEvent::ProbeTargetsChanged(_) => {}
+                OutEvent::IncarnationChanged(incarnation) => {
+                    self.nodes[i].incarnation = incarnation;
+                    self.mix(&[Trace::Incarnation as u64, i as u64, incarnation]);
                 }
                 OutEvent::AnswerChanged(set) => {
                     let mut members: Vec<NodeId> = set.members.iter().map(|k| self.index[k]).collect();
@@ -810,7 +852,7 @@ impl Sim {
                     for dropped in old.into_iter().filter(|m| !members.contains(m)) {
                         self.removals.push(Removal { at: self.now, node: i, dropped });
                     }
-                    let mut words = vec![5, i as u64, self.now.as_nanos() as u64];
+                    let mut words = vec![Trace::Answer as u64, i as u64, self.now.as_nanos() as u64];
                     words.extend(members.iter().map(|m| *m as u64));
                     self.mix(&words);
                     self.changes.push(AnswerChange { at: self.now, node: i, members });
@@ -869,13 +911,13 @@ impl Sim {
 
     fn push(&mut self, at: Duration, event: Event) {
         let at = u64::try_from(at.as_nanos()).expect("simulated time fits 584 years");
-        let tag = match &event {
-            Event::Deliver { from, to, .. } => [0, u64::from(*from), u64::from(*to)],
-            Event::Timer { node, .. } => [1, u64::from(*node), 0],
-            Event::Action(_) => [2, 0, 0],
-            Event::Checks { node, .. } => [5, u64::from(*node), 0],
+        let (kind, a, b) = match &event {
+            Event::Deliver { from, to, .. } => (Trace::Deliver, u64::from(*from), u64::from(*to)),
+            Event::Timer { node, .. } => (Trace::Timer, u64::from(*node), 0),
+            Event::Action(_) => (Trace::Action, 0, 0),
+            Event::Checks { node, .. } => (Trace::Checks, u64::from(*node), 0),
         };
-        self.mix(&[at, tag[0], tag[1], tag[2]]);
+        self.mix(&[at, kind as u64, a, b]);
         self.seq += 1;
         self.queue.push(Queued { at, seq: self.seq, event });
     }
@@ -897,6 +939,21 @@ fn holds_all(set: &[NodeId], wanted: &[NodeId]) -> bool {
     }
     let mut rest = set.iter();
     wanted.iter().all(|w| rest.any(|s| s == w))
+}
+
+/// What a word sequence folded into the trace hash records: one tag per kind, so two kinds of
+/// event can never hash alike (a discriminant given twice does not compile).
+#[derive(Clone, Copy)]
+#[repr(u64)]
+enum Trace {
+    Deliver = 0,
+    Timer = 1,
+    Action = 2,
+    Crash = 3,
+    Boot = 4,
+    Answer = 5,
+    Checks = 6,
+    Incarnation = 7,
 }
 
 const TRACE_START: u64 = 0xcbf2_9ce4_8422_2325;

@@ -4,7 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use spdu_gossip::net::{Bound, Membership, Peer, Settings};
+use spdu_gossip::net::{Bound, Membership, Settings};
 use spdu_gossip::proto::{self, AnswerSet};
 use spdu_keys::{PublicKey, SecretKey};
 use tokio_util::sync::CancellationToken;
@@ -17,6 +17,12 @@ fn service_addr(i: u8) -> IpAddr {
     IpAddr::from([192, 0, 2, i + 1])
 }
 
+/// Node `j`'s roster entry, gossiping at `gossip`, its service address pinned.
+fn member(j: u8, gossip: SocketAddr) -> proto::Member {
+    let addresses = vec![proto::AddressPin::host(service_addr(j))];
+    proto::Member { name: format!("n{j}"), key: key(j).public(), gossip, addresses }
+}
+
 /// Binds nodes `0..n` on 127.0.0.1 port 0, each trusting `roster` (indexes).
 fn bind_nodes(n: u8, roster: &[u8]) -> Vec<Bound> {
     // Bind first to learn the ports, then rebuild with the full roster.
@@ -27,7 +33,7 @@ fn bind_nodes(n: u8, roster: &[u8]) -> Vec<Bound> {
             let peers = roster
                 .iter()
                 .filter(|j| **j != i && **j < n)
-                .map(|j| Peer { name: format!("n{j}"), key: key(*j).public(), addr: probe[*j as usize] })
+                .map(|j| member(*j, probe[*j as usize]))
                 .collect();
             Membership::bind(Settings {
                 key: key(i),
@@ -107,9 +113,7 @@ async fn a_stranger_is_refused_and_never_appears() {
         incarnation: 1,
         listen: "127.0.0.1:0".parse().unwrap(),
         addresses: vec![service_addr(2)],
-        peers: (0..2u8)
-            .map(|j| Peer { name: format!("n{j}"), key: key(j).public(), addr: addrs[j as usize] })
-            .collect(),
+        peers: (0..2u8).map(|j| member(j, addrs[j as usize])).collect(),
         protocol: proto::Config::default(),
         service_check: None,
     })

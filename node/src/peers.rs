@@ -2,7 +2,7 @@
 //! as received (`--json`) or as a table for operators.
 //!
 //! The table is rendered from the JSON alone (the types here mirror the fields of
-//! `spdu_gossip::proto::ViewSnapshot` that it shows), so it works against any node that serves
+//! `spdu_gossip::snapshot::ViewSnapshot` that it shows), so it works against any node that serves
 //! `/v1/peers`, and unknown fields are ignored.
 
 use std::collections::BTreeMap;
@@ -256,7 +256,7 @@ struct Node {
     health: Option<Health>,
 }
 
-/// This node's service check verdict on a node (`spdu_gossip::proto::HealthView`).
+/// This node's service check verdict on a node (`spdu_gossip::snapshot::HealthView`).
 #[derive(Deserialize)]
 struct Health {
     streak: i64,

@@ -299,7 +299,7 @@ fn hostile_and_absurd_values_are_refused() {
                 "control = \"127.0.36.3:17947\"",
                 "control = \"0.0.0.0:17947\"\ncontrol_allow = [\"10.0.0.0/40\"]",
             ),
-            vec!["node.control_allow[0]", "prefix length"],
+            vec!["node.control_allow[0]", "prefix length must be 0-32"],
         ),
     ];
     for (case, text, expected) in &cases {

@@ -13,9 +13,9 @@ use crate::sim::fixtures::{node_info, public_key, roster};
 fn want_with_repeated_keys_pushes_each_observation_once() {
     let now = Instant::now();
     let mut state = State::new(node_info(0, 3), roster(4), Config::default(), 7, now);
-    state.start(now);
+    state.drain();
     let who = vec![public_key(0), public_key(3), public_key(0)];
-    let out = state.handle(now, InEvent::Message { from: public_key(3), message: Message::Want(who) });
+    let out = state.step(now, InEvent::Message { from: public_key(3), message: Message::Want(who) });
     let pushes: Vec<_> = out
         .iter()
         .filter_map(|e| match e {
@@ -26,7 +26,7 @@ fn want_with_repeated_keys_pushes_each_observation_once() {
     assert_eq!(pushes, vec![1], "one push with our one observation");
 
     let many = vec![public_key(0); super::MAX_ENTRIES];
-    let out = state.handle(now, InEvent::Message { from: public_key(3), message: Message::Want(many) });
+    let out = state.step(now, InEvent::Message { from: public_key(3), message: Message::Want(many) });
     let sent: usize = out
         .iter()
         .map(|e| match e {

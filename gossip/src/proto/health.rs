@@ -122,17 +122,26 @@ pub struct CheckResult {
     pub latency: Option<Duration>,
     /// Why it failed.
     pub error: Option<String>,
+    /// The check could not be run for a local reason (out of file descriptors, memory or
+    /// buffers on the checking side): neither a pass nor a failure, so it leaves the verdict and
+    /// its streaks alone. `ok` is false.
+    pub unknown: bool,
 }
 
 impl CheckResult {
     /// A pass that took `latency`.
     pub fn pass(latency: Duration) -> Self {
-        Self { ok: true, latency: Some(latency), error: None }
+        Self { ok: true, latency: Some(latency), error: None, unknown: false }
     }
 
     /// A failure, with why.
     pub fn fail(error: impl Into<String>) -> Self {
-        Self { ok: false, latency: None, error: Some(error.into()) }
+        Self { ok: false, latency: None, error: Some(error.into()), unknown: false }
+    }
+
+    /// No verdict: the check could not run here, for `error`.
+    pub fn unknown(error: impl Into<String>) -> Self {
+        Self { ok: false, latency: None, error: Some(error.into()), unknown: true }
     }
 }
 
@@ -197,10 +206,14 @@ impl Verdict {
 
     /// Counts one result; returns whether the verdict flipped. A flip that the thresholds allow
     /// but `min_change_interval` does not is held until a later result finds the interval passed
-    /// (the streak keeps counting meanwhile).
+    /// (the streak keeps counting meanwhile). An unknown result is kept as the latest and
+    /// changes nothing else.
     pub fn record(&mut self, now: Instant, result: CheckResult, policy: &HealthPolicy) -> bool {
-        let ok = result.ok;
+        let (ok, unknown) = (result.ok, result.unknown);
         self.last = Some((now, result));
+        if unknown {
+            return false;
+        }
         let wants_flip = if ok {
             self.ok_streak = self.ok_streak.saturating_add(1);
             self.fail_streak = 0;
@@ -218,44 +231,6 @@ impl Verdict {
             return true;
         }
         false
-    }
-}
-
-/// A verdict as `spdu peers` shows it.
-#[derive(Clone, Debug, Serialize)]
-pub struct HealthView {
-    /// The verdict.
-    pub ok: bool,
-    /// What is checked (the peer's advertised check; `None` for this node's own check).
-    pub check: Option<String>,
-    /// Consecutive passes (positive) or failures (negative).
-    pub streak: i64,
-    /// For how long the verdict has held (since start if it never flipped).
-    pub for_ms: Option<u64>,
-    /// Whether the latest result passed.
-    pub last_ok: Option<bool>,
-    /// The latest result's latency.
-    pub latency_us: Option<u64>,
-    /// The latest result's error.
-    pub error: Option<String>,
-    /// Age of the latest result.
-    pub age_ms: Option<u64>,
-}
-
-impl HealthView {
-    /// Describes `verdict` as of `now`.
-    pub fn of(verdict: &Verdict, check: Option<&ServiceCheck>, now: Instant) -> Self {
-        let last = verdict.last();
-        Self {
-            ok: verdict.ok(),
-            check: check.map(ServiceCheck::describe),
-            streak: verdict.streak(),
-            for_ms: verdict.changed_at().map(|t| now.saturating_duration_since(t).as_millis() as u64),
-            last_ok: last.map(|(_, r)| r.ok),
-            latency_us: last.and_then(|(_, r)| r.latency).map(|d| d.as_micros() as u64),
-            error: last.and_then(|(_, r)| r.error.clone()),
-            age_ms: last.map(|(t, _)| now.saturating_duration_since(*t).as_millis() as u64),
-        }
     }
 }
 
@@ -352,6 +327,25 @@ mod tests {
     }
 
     #[test]
+    fn unknown_results_neither_pass_nor_fail() {
+        let policy = HealthPolicy::default();
+        let t0 = Instant::now();
+        let unknown = || CheckResult::unknown("too many open files");
+        let mut v = Verdict::new(true);
+        assert!(!v.record(t0, fail(), &policy));
+        for _ in 0..10 {
+            assert!(!v.record(t0, unknown(), &policy));
+        }
+        assert!(v.ok() && v.streak() == -1, "the failure streak is kept, not extended");
+        assert!(v.record(t0, fail(), &policy), "the next real failure is the second in a row");
+        for _ in 0..10 {
+            assert!(!v.record(t0, unknown(), &policy));
+        }
+        assert!(!v.ok());
+        assert!(v.last().unwrap().1.unknown && !v.last().unwrap().1.ok);
+    }
+
+    #[test]
     fn peers_start_down_until_proven() {
         let policy = HealthPolicy::default();
         let t0 = Instant::now();
@@ -389,8 +383,9 @@ mod tests {
 
     mod with_state {
         use super::*;
-        use crate::proto::{Config, InEvent, Message, OutEvent, State, Timer};
+        use crate::proto::{Config, InEvent, Message, OutEvent, ProbeTarget, State, Timer};
         use crate::sim::fixtures::{address, node_info, observation, public_key, roster, secret_key};
+        use crate::snapshot::ViewSnapshot;
 
         const STEP: Duration = Duration::from_millis(200);
 
@@ -406,7 +401,7 @@ mod tests {
                 config.health.probe_peers = probe_peers;
                 let now = Instant::now();
                 let mut state = State::new(node_info(0, 1), roster(2), config, 0, now);
-                state.start(now);
+                state.drain();
                 let mut node = Node { state, now };
                 let mut peer = observation(1, 2, true, &[(0, true)]);
                 peer.service_check = check;
@@ -422,9 +417,9 @@ mod tests {
 
             fn handle(&mut self, event: InEvent) -> Vec<OutEvent> {
                 self.now += STEP;
-                // Coalesced publications fire first, as the driver's timer queue would.
-                self.state.handle(self.now, InEvent::Timer(Timer::Publish));
-                self.state.handle(self.now, event)
+                // Coalesced publications fire first, as the driver would fire a due timer.
+                self.state.fire(self.now, Timer::Publish);
+                self.state.step(self.now, event)
             }
 
             /// Node 1's periodic liveness message arrives.
@@ -445,7 +440,7 @@ mod tests {
             /// Node indices in the answer, after any pending publication.
             fn answer(&mut self) -> Vec<usize> {
                 self.now += STEP;
-                self.state.handle(self.now, InEvent::Timer(Timer::Publish));
+                self.state.fire(self.now, Timer::Publish);
                 let members = &self.state.answer().members;
                 (0..2).filter(|i| members.contains(&public_key(*i))).collect()
             }
@@ -465,7 +460,7 @@ mod tests {
             node.self_check(false);
             assert_eq!(node.answer(), [1]);
             assert!(!node.state.observation(&public_key(0)).unwrap().healthy, "signed as unhealthy");
-            let view = node.state.snapshot(node.now);
+            let view = ViewSnapshot::of(&node.state, node.now);
             let health = view.nodes[0].health.as_ref().expect("own verdict shown");
             assert_eq!((health.ok, health.streak, health.error.as_deref()), (false, -2, Some("refused")));
             node.self_check(true);
@@ -479,7 +474,8 @@ mod tests {
         fn advertised_service_gates_reachability() {
             let check = ServiceCheck::Tcp { port: 8080 };
             let mut node = Node::new(true, Some(check.clone()));
-            assert_eq!(node.state.service_targets(), vec![(public_key(1), address(1), check)]);
+            let target = ProbeTarget { peer: public_key(1), name: "n1".into(), addr: address(1), check };
+            assert_eq!(node.state.probe_targets(), [target]);
             // QUIC-reachable, but its service is not proven yet.
             assert!(node.state.sees_reachable(&public_key(1)));
             node.service(true);
@@ -490,14 +486,15 @@ mod tests {
             assert_eq!(node.answer(), [0, 1]);
             let report = node.report();
             assert_eq!((report.reachable, report.service_ok), (true, Some(true)));
-            let latency = node.state.snapshot(node.now).nodes[1].health.as_ref().and_then(|h| h.latency_us);
+            let latency =
+                ViewSnapshot::of(&node.state, node.now).nodes[1].health.as_ref().and_then(|h| h.latency_us);
             assert_eq!(latency, Some(1000));
             node.service(false);
             assert_eq!(node.answer(), [0, 1]);
             node.service(false);
             assert_eq!(node.answer(), [0]);
             assert_eq!((node.report().reachable, node.report().service_ok), (false, Some(false)));
-            let view = node.state.snapshot(node.now);
+            let view = ViewSnapshot::of(&node.state, node.now);
             let health = view.nodes[1].health.as_ref().expect("peer verdict shown");
             assert_eq!(health.check.as_deref(), Some("tcp:8080"));
             assert!(!health.ok);
@@ -506,11 +503,11 @@ mod tests {
         #[test]
         fn peers_without_a_check_or_nodes_not_probing_are_unaffected() {
             let mut node = Node::new(true, None);
-            assert!(node.state.service_targets().is_empty());
+            assert!(node.state.probe_targets().is_empty());
             assert_eq!(node.answer(), [0, 1]);
             assert_eq!(node.report().service_ok, None);
             let mut node = Node::new(false, Some(ServiceCheck::Tcp { port: 8080 }));
-            assert!(node.state.service_targets().is_empty());
+            assert!(node.state.probe_targets().is_empty());
             assert_eq!(node.answer(), [0, 1]);
         }
     }

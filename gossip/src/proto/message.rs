@@ -49,6 +49,15 @@ pub enum Message {
     /// A hash of the versions the sender holds ([`Message::Digest`] in eight bytes): a receiver
     /// whose own hash differs answers with its full digest.
     Summary(u64),
+    /// The sender holds an observation of the receiver at this version, newer than the one the
+    /// receiver just sent or named: the receiver restarted with a lower incarnation, and rises
+    /// above it. (Last variant: older variants keep their encodings.)
+    Superseded {
+        /// The incarnation the sender holds for the receiver.
+        incarnation: u64,
+        /// The seq the sender holds for the receiver.
+        seq: u64,
+    },
 }
 
 /// Why a frame was refused.

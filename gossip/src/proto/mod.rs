@@ -1,10 +1,13 @@
 //! The membership protocol core: no IO, no clock, no tokio.
 //!
-//! [`State`] is fed `now`, received [`Message`]s and [`Timer`] events through
-//! [`State::handle`], and returns [`OutEvent`]s: messages to send, timers to set, and a new
-//! [`AnswerSet`] whenever it changes. Randomness comes from a seed given at construction, and all
+//! [`State`] is fed `now` and received [`Message`]s and check results through [`State::handle`],
+//! and the passing of time through [`State::handle_timeout`] whenever [`State::poll_timeout`]
+//! comes due (one slot per kind of timer, as quinn-proto does it). Its outputs wait in
+//! [`State::poll_event`]: messages to send, a new [`AnswerSet`] whenever it changes, new service
+//! probe targets, a new incarnation. Randomness comes from a seed given at construction, and all
 //! maps are ordered, so the same inputs give the same outputs bit for bit (the simulator relies on
-//! it). The QUIC driver in [`crate::net`] and the simulator in [`crate::sim`] are the only callers.
+//! it). The QUIC driver in [`crate::net`], the simulator in [`crate::sim`] and the fuzz targets
+//! are the only callers.
 
 mod answer;
 mod beat;
@@ -20,17 +23,18 @@ use std::time::Duration;
 
 pub use answer::{Quorum, Tally, Votes, admitted_peers, answer_members, members_of, votes};
 pub use beat::{BEAT_CONTEXT, Beat, SignedBeat};
-pub use health::{CheckResult, HealthPolicy, HealthView, MAX_CHECK_FIELD, ServiceCheck, Verdict};
+pub use health::{CheckResult, HealthPolicy, MAX_CHECK_FIELD, ServiceCheck, Verdict};
 pub use message::{FrameError, MAX_ENTRIES, MAX_FRAME_BYTES, Message};
 pub use observation::{
     MAX_OBSERVATION_BYTES, OBSERVATION_CONTEXT, Observation, PeerReport, Rejection, SignedObservation,
     version_tag,
 };
-pub use roster::{Bitmap, Roster, RosterId};
-pub use state::{
-    AnswerSet, InEvent, NodeInfo, NodeView, ObservationView, OutEvent, ProbeView, State, Stats, Timer,
-    ViewSnapshot,
+pub use roster::{
+    AddressPin, Bitmap, MAX_SERVICE_ADDRESSES, Member, PinError, Roster, RosterId, is_special_purpose,
 };
+#[cfg(test)]
+pub(crate) use state::Timer;
+pub use state::{AnswerSet, InEvent, LinkStatus, NodeInfo, OutEvent, ProbeTarget, State, Stats};
 
 /// Protocol timing and quorum. Defaults detect a lost peer in under a second and ride out heavy
 /// packet loss: a peer is dropped only after eight probe intervals in which not one of its
@@ -70,13 +74,4 @@ impl Default for Config {
             health: HealthPolicy::default(),
         }
     }
-}
-
-/// A roster entry as the protocol sees it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Member {
-    /// The operator's name for the node.
-    pub name: String,
-    /// Its key.
-    pub key: spdu_keys::PublicKey,
 }

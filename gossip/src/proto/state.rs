@@ -19,7 +19,7 @@
 //!   are replaced and go stale (checked every probe interval), so the answer costs O(members);
 //!   [`OutEvent::AnswerChanged`] is emitted only when the answer really changed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -30,9 +30,11 @@ use sha2::{Digest, Sha256};
 use spdu_keys::{PublicKey, SecretKey};
 
 use super::health::ServiceHealth;
+use super::health::Verdict;
 use super::{
-    Beat, Bitmap, CheckResult, Config, HealthView, MAX_ENTRIES, Member, Message, Observation, PeerReport,
-    Rejection, Roster, ServiceCheck, SignedBeat, SignedObservation, Tally, admitted_peers, members_of, votes,
+    Beat, Bitmap, CheckResult, Config, MAX_ENTRIES, MAX_SERVICE_ADDRESSES, Member, Message, Observation,
+    Rejection, Roster, ServiceCheck, SignedBeat, SignedObservation, Tally, admitted_peers,
+    is_special_purpose, members_of,
 };
 
 /// One probe interval in this many, a peer gets a round-trip [`Message::Ping`] instead of an
@@ -67,12 +69,8 @@ pub enum InEvent {
         /// What it sent.
         message: Message,
     },
-    /// A timer set through [`OutEvent::SetTimer`] fired.
-    Timer(Timer),
-    /// This node's own service health check changed its verdict.
-    SetHealthy(bool),
-    /// One result of this node's own service check (counted with hysteresis, then as
-    /// [`InEvent::SetHealthy`]).
+    /// One result of this node's own service check (counted with hysteresis; the verdict is the
+    /// `healthy` flag of this node's observation).
     SelfCheck(CheckResult),
     /// One result of probing `peer`'s advertised service (counted with hysteresis; a peer is
     /// reported reachable only while both its liveness and this verdict pass).
@@ -84,9 +82,9 @@ pub enum InEvent {
     },
 }
 
-/// Timers the protocol asks for.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Timer {
+/// The core's timers: one slot each (see [`State::poll_timeout`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Timer {
     /// Time to send every peer its Alive (or Ping), and to check who fell silent.
     Tick,
     /// Time to sign a beat (if anyone needs one) and run anti-entropy.
@@ -105,15 +103,28 @@ pub enum OutEvent {
         /// What to send.
         message: Message,
     },
-    /// Fire `timer` at `at` (in addition to any other timers pending).
-    SetTimer {
-        /// When.
-        at: Instant,
-        /// Which.
-        timer: Timer,
-    },
     /// The answer set changed.
     AnswerChanged(AnswerSet),
+    /// The peers' services to probe changed (see [`State::probe_targets`]).
+    ProbeTargetsChanged(Vec<ProbeTarget>),
+    /// This node rose to a new incarnation (a peer held a newer observation of it than it had:
+    /// it restarted with a lower one). The node stores it so that the next start goes higher.
+    IncarnationChanged(u64),
+}
+
+/// A peer's advertised service check and the one address it is run against: the peer's first
+/// exact pin, else the first address of its observation inside its pins. Never an address the
+/// peer alone chose.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProbeTarget {
+    /// The peer.
+    pub peer: PublicKey,
+    /// Its name in the local roster.
+    pub name: String,
+    /// Where to connect.
+    pub addr: IpAddr,
+    /// What to run (its `host` is only a Host header or TLS name, never where to connect).
+    pub check: ServiceCheck,
 }
 
 /// The nodes and addresses this node answers with.
@@ -185,6 +196,8 @@ struct Probe {
     ping: Option<(u32, Instant)>,
     /// When we last asked the peer for the observation its Alive named.
     wanted_at: Option<Instant>,
+    /// When we last told the peer we hold a newer observation of it than it sent.
+    told_superseded_at: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -221,12 +234,15 @@ pub struct State {
     beat: u64,
     started_at: Instant,
     last_publish: Option<Instant>,
-    publish_pending: bool,
+    /// Timer slots: the next tick, the next heartbeat, a coalesced publication if one waits.
+    tick_at: Instant,
+    heartbeat_at: Instant,
+    publish_at: Option<Instant>,
     healthy: bool,
     addresses: Vec<IpAddr>,
     service_check: Option<ServiceCheck>,
     health: ServiceHealth,
-    members: BTreeMap<PublicKey, String>,
+    members: BTreeMap<PublicKey, Member>,
     roster: Roster,
     my_index: usize,
     probes: BTreeMap<PublicKey, Probe>,
@@ -239,12 +255,25 @@ pub struct State {
     admitted: Option<(Bitmap, bool)>,
     summary: Option<u64>,
     answer: AnswerSet,
+    probe_targets: Vec<ProbeTarget>,
     ticks: u64,
     next_nonce: u32,
     rng: StdRng,
     stats: Stats,
     dirty: bool,
-    out: Vec<OutEvent>,
+    targets_dirty: bool,
+    out: VecDeque<OutEvent>,
+}
+
+/// This node's probing verdict on one peer (see [`State::link`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkStatus {
+    /// Reachable from here.
+    pub reachable: bool,
+    /// Smoothed round-trip time, once a ping was answered.
+    pub rtt: Option<Duration>,
+    /// When the verdict last changed (or the node started).
+    pub since: Instant,
 }
 
 /// Identity and settings of the node that owns a [`State`].
@@ -265,13 +294,14 @@ pub struct NodeInfo {
 }
 
 impl State {
-    /// A node that has not heard anyone yet: every peer starts unreachable.
-    ///
-    /// Call [`State::start`] once before handling events.
+    /// A node that has not heard anyone yet: every peer starts unreachable. Ready at once: its
+    /// first observation is published (the pushes wait in [`State::poll_event`]), the first tick
+    /// is due at a random point of one interval (so nodes do not tick in step) and the first
+    /// heartbeat one heartbeat from now.
     pub fn new(info: NodeInfo, roster: Vec<Member>, config: Config, seed: u64, now: Instant) -> Self {
         let me = info.key.public();
         let members: BTreeMap<_, _> =
-            roster.into_iter().filter(|m| m.key != me).map(|m| (m.key, m.name)).collect();
+            roster.into_iter().filter(|m| m.key != me).map(|m| (m.key, m)).collect();
         let full = Roster::new(members.keys().copied().chain([me]));
         let probes = members
             .keys()
@@ -288,12 +318,17 @@ impl State {
                     rtt: None,
                     ping: None,
                     wanted_at: None,
+                    told_superseded_at: None,
                 };
                 (*k, probe)
             })
             .collect();
         let mut rng = StdRng::seed_from_u64(seed);
-        Self {
+        let next_nonce = rng.random();
+        let interval = config.probe_interval.as_micros().max(1) as u64;
+        let tick_at = now + Duration::from_micros(rng.random_range(0..interval));
+        let heartbeat_at = now + config.heartbeat;
+        let mut state = Self {
             me,
             key: info.key,
             name: info.name,
@@ -304,7 +339,9 @@ impl State {
             beat: 0,
             started_at: now,
             last_publish: None,
-            publish_pending: false,
+            tick_at,
+            heartbeat_at,
+            publish_at: None,
             healthy: true,
             addresses: info.addresses,
             service_check: info.service_check,
@@ -319,38 +356,25 @@ impl State {
             view: BTreeMap::new(),
             summary: None,
             answer: AnswerSet::default(),
+            probe_targets: Vec::new(),
             ticks: 0,
-            next_nonce: rng.random(),
+            next_nonce,
             rng,
             stats: Stats::default(),
             dirty: true,
-            out: Vec::new(),
-        }
+            targets_dirty: false,
+            out: VecDeque::new(),
+        };
+        state.publish(now);
+        state.finish();
+        state
     }
 
-    /// Publishes the first observation and schedules the first tick (at a random point of one
-    /// interval, so nodes do not tick in step) and the heartbeat.
-    pub fn start(&mut self, now: Instant) -> Vec<OutEvent> {
-        let interval = self.config.probe_interval.as_micros().max(1) as u64;
-        let offset = Duration::from_micros(self.rng.random_range(0..interval));
-        self.set_timer(now + offset, Timer::Tick);
-        self.set_timer(now + self.config.heartbeat, Timer::Heartbeat);
-        self.publish(now);
-        self.finish()
-    }
-
-    /// Handles one input at time `now`.
-    pub fn handle(&mut self, now: Instant, event: InEvent) -> Vec<OutEvent> {
+    /// Handles one input at time `now`. `now` may be a little earlier than an earlier call's
+    /// (the driver stamps messages with their arrival time): nothing goes back in time.
+    pub fn handle(&mut self, now: Instant, event: InEvent) {
         match event {
             InEvent::Message { from, message } => self.on_message(now, from, message),
-            InEvent::Timer(Timer::Tick) => self.on_tick(now),
-            InEvent::Timer(Timer::Heartbeat) => self.on_heartbeat(now),
-            InEvent::Timer(Timer::Publish) => {
-                if self.publish_pending {
-                    self.publish(now);
-                }
-            }
-            InEvent::SetHealthy(healthy) => self.set_healthy(now, healthy),
             InEvent::SelfCheck(result) => {
                 if let Some(healthy) = self.health.on_self_check(now, result, &self.config.health) {
                     self.set_healthy(now, healthy);
@@ -358,7 +382,86 @@ impl State {
             }
             InEvent::ServiceProbe { peer, result } => self.on_service_probe(now, peer, result),
         }
-        self.finish()
+        self.finish();
+    }
+
+    /// Fires every timer due at `now`, earliest first.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some((at, timer)) = self.next_timer().filter(|(at, _)| *at <= now) {
+            // A slot is handled at the time it was due for, not later: the driver may be late.
+            self.fire_timer(now.max(at), timer);
+        }
+        self.finish();
+    }
+
+    /// When [`State::handle_timeout`] must be called next: the earliest timer slot.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.next_timer().map(|(at, _)| at)
+    }
+
+    /// The next output, if any: call until `None` after every input.
+    pub fn poll_event(&mut self) -> Option<OutEvent> {
+        self.out.pop_front()
+    }
+
+    fn next_timer(&self) -> Option<(Instant, Timer)> {
+        let publish = self.publish_at.map(|at| (at, Timer::Publish));
+        [Some((self.tick_at, Timer::Tick)), Some((self.heartbeat_at, Timer::Heartbeat)), publish]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    fn fire_timer(&mut self, now: Instant, timer: Timer) {
+        match timer {
+            Timer::Tick => self.on_tick(now),
+            Timer::Heartbeat => self.on_heartbeat(now),
+            Timer::Publish => {
+                self.publish_at = None;
+                self.publish(now);
+            }
+        }
+    }
+
+    /// Runs one timer's work now, whether due or not, and returns the outputs (tests drive the
+    /// timers by hand).
+    #[cfg(test)]
+    pub(crate) fn fire(&mut self, now: Instant, timer: Timer) -> Vec<OutEvent> {
+        match timer {
+            Timer::Publish if self.publish_at.is_none() => {}
+            timer => self.fire_timer(now, timer),
+        }
+        self.finish();
+        self.out.drain(..).collect()
+    }
+
+    /// Handles `event` and returns the outputs (for tests).
+    #[cfg(test)]
+    pub(crate) fn step(&mut self, now: Instant, event: InEvent) -> Vec<OutEvent> {
+        self.handle(now, event);
+        self.out.drain(..).collect()
+    }
+
+    /// Feeds own check results until the verdict is `healthy` (as many as the thresholds need)
+    /// and returns the outputs (for tests).
+    #[cfg(test)]
+    pub(crate) fn force_own_health(&mut self, now: Instant, healthy: bool) -> Vec<OutEvent> {
+        let result =
+            if healthy { CheckResult::pass(Duration::from_millis(1)) } else { CheckResult::fail("down") };
+        let mut out = Vec::new();
+        for _ in 0..self.config.health.down_after.max(self.config.health.up_after) {
+            if self.healthy == healthy {
+                break;
+            }
+            out.extend(self.step(now, InEvent::SelfCheck(result.clone())));
+        }
+        out
+    }
+
+    /// The outputs waiting (for tests).
+    #[cfg(test)]
+    pub(crate) fn drain(&mut self) -> Vec<OutEvent> {
+        self.out.drain(..).collect()
     }
 
     /// This node's key.
@@ -381,6 +484,56 @@ impl State {
         &self.stats
     }
 
+    /// This node's incarnation (it rises when a peer shows it held a newer one).
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    /// This node's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The cluster id.
+    pub fn cluster(&self) -> &str {
+        &self.cluster
+    }
+
+    /// The roster peers (this node excluded), in key order.
+    pub fn members(&self) -> impl Iterator<Item = &Member> {
+        self.members.values()
+    }
+
+    /// The peers' services to probe (empty unless the config probes peers), in key order.
+    pub fn probe_targets(&self) -> &[ProbeTarget] {
+        &self.probe_targets
+    }
+
+    /// This node's probing of `peer`: reachable, smoothed RTT, and since when the verdict holds.
+    pub fn link(&self, peer: &PublicKey) -> Option<LinkStatus> {
+        self.probes.get(peer).map(|p| LinkStatus { reachable: p.reachable, rtt: p.rtt, since: p.changed_at })
+    }
+
+    /// When something last vouched that `observer`'s observation in the view is current.
+    pub fn vouched_at(&self, observer: &PublicKey) -> Option<Instant> {
+        self.view.get(observer).map(|e| e.received_at)
+    }
+
+    /// Whether `observer`'s observation in the view is fresh (counts) as of `now`.
+    pub fn is_fresh(&self, observer: &PublicKey, now: Instant) -> bool {
+        self.view.get(observer).is_some_and(|e| e.is_fresh(now, self.config.stale_after))
+    }
+
+    /// The verdict of this node's own service check, once it reported a result.
+    pub fn own_health(&self) -> Option<&Verdict> {
+        self.health.own()
+    }
+
+    /// This node's verdict on `peer`'s advertised service, once probed.
+    pub fn peer_health(&self, peer: &PublicKey) -> Option<&Verdict> {
+        self.health.peer(peer)
+    }
+
     /// Whether this node's probing currently sees `peer` reachable.
     pub fn sees_reachable(&self, peer: &PublicKey) -> bool {
         self.probes.get(peer).is_some_and(|p| p.reachable)
@@ -396,20 +549,23 @@ impl State {
         self.view.get(observer).map(|e| &e.signed)
     }
 
-    fn set_timer(&mut self, at: Instant, timer: Timer) {
-        self.out.push(OutEvent::SetTimer { at, timer });
-    }
-
     fn send(&mut self, to: PublicKey, message: Message) {
-        self.out.push(OutEvent::Send { to, message });
+        self.out.push_back(OutEvent::Send { to, message });
     }
 
-    fn finish(&mut self) -> Vec<OutEvent> {
+    fn finish(&mut self) {
         if self.dirty {
             self.dirty = false;
             self.recompute_answer();
         }
-        std::mem::take(&mut self.out)
+        if self.targets_dirty {
+            self.targets_dirty = false;
+            let targets = self.compute_probe_targets();
+            if targets != self.probe_targets {
+                self.probe_targets = targets.clone();
+                self.out.push_back(OutEvent::ProbeTargetsChanged(targets));
+            }
+        }
     }
 
     fn on_message(&mut self, now: Instant, from: PublicKey, message: Message) {
@@ -427,6 +583,7 @@ impl State {
             Message::Digest { versions, reply } => self.on_digest(from, versions, reply),
             Message::Beat(beats) => self.on_beat(now, from, beats),
             Message::Want(observers) => self.on_want(from, observers),
+            Message::Superseded { incarnation, seq } => self.on_superseded(now, incarnation, seq),
             Message::Summary(hash) => {
                 if hash != self.summary() {
                     let versions = self.versions();
@@ -444,7 +601,8 @@ impl State {
         let up_after = self.config.up_after;
         let Some(probe) = self.probes.get_mut(&peer) else { return };
         let gap = probe.last_heard.map(|t| now.saturating_duration_since(t));
-        probe.last_heard = Some(now);
+        // Arrival stamps may come a little out of order: the latest one stands.
+        probe.last_heard = Some(probe.last_heard.map_or(now, |t| t.max(now)));
         if gap.is_none_or(|gap| gap > 2 * interval) {
             probe.streak = 0;
             probe.last_counted = None;
@@ -478,7 +636,7 @@ impl State {
 
     fn on_tick(&mut self, now: Instant) {
         let interval = self.config.probe_interval;
-        self.set_timer(now + interval, Timer::Tick);
+        self.tick_at = now + interval;
         self.ticks += 1;
         let down_after = self.config.down_after;
         let tag = self.view.get(&self.me).map_or(0, |e| e.obs.version_tag());
@@ -492,7 +650,7 @@ impl State {
             } else {
                 Message::Alive(tag)
             };
-            self.out.push(OutEvent::Send { to: *key, message });
+            self.out.push_back(OutEvent::Send { to: *key, message });
             let quiet = interval * silence(down_after, probe.loss);
             if probe.reachable && probe.last_heard.is_none_or(|t| now.saturating_duration_since(t) >= quiet) {
                 probe.reachable = false;
@@ -592,22 +750,41 @@ impl State {
     }
 
     /// The peers' services to probe: each roster peer whose latest observation advertises a
-    /// check, with its first service address. Empty unless the config probes peers.
-    pub fn service_targets(&self) -> Vec<(PublicKey, IpAddr, ServiceCheck)> {
+    /// check, at its first exact pin or else the first address of its observation inside its
+    /// pins (none: not probed). Empty unless the config probes peers.
+    fn compute_probe_targets(&self) -> Vec<ProbeTarget> {
         if !self.config.health.probe_peers {
             return Vec::new();
         }
         self.members
-            .keys()
-            .filter_map(|k| {
-                let obs = self.observation(k)?;
-                Some((*k, *obs.addresses.first()?, obs.service_check.clone()?))
+            .values()
+            .filter_map(|m| {
+                let obs = self.observation(&m.key)?;
+                let check = obs.service_check.clone()?;
+                let addr = m.addresses.iter().find_map(|p| p.exact()).or_else(|| {
+                    obs.addresses
+                        .iter()
+                        .copied()
+                        .find(|a| !is_special_purpose(*a) && m.addresses.iter().any(|p| p.contains(*a)))
+                })?;
+                Some(ProbeTarget { peer: m.key, name: m.name.clone(), addr, check })
             })
             .collect()
     }
 
+    /// The addresses of `member`'s observation that this node serves: inside one of its pins
+    /// and not special-purpose.
+    fn served_addresses<'a>(&'a self, obs: &'a Observation) -> impl Iterator<Item = IpAddr> + 'a {
+        let pins = self.members.get(&obs.observer).map(|m| &m.addresses[..]);
+        obs.addresses.iter().copied().filter(move |a| match pins {
+            // This node's own addresses come from its own configuration.
+            None => true,
+            Some(pins) => !is_special_purpose(*a) && pins.iter().any(|p| p.contains(*a)),
+        })
+    }
+
     fn on_heartbeat(&mut self, now: Instant) {
-        self.set_timer(now + self.config.heartbeat, Timer::Heartbeat);
+        self.heartbeat_at = now + self.config.heartbeat;
         debug_assert_eq!(
             self.tally,
             Tally::of(&self.roster, self.view.values().filter(|e| e.counted).map(|e| &e.obs)),
@@ -653,9 +830,8 @@ impl State {
     fn request_publish(&mut self, now: Instant) {
         match self.last_publish {
             Some(last) if now < last + self.config.probe_interval => {
-                if !self.publish_pending {
-                    self.publish_pending = true;
-                    self.set_timer(last + self.config.probe_interval, Timer::Publish);
+                if self.publish_at.is_none() {
+                    self.publish_at = Some(last + self.config.probe_interval);
                 }
             }
             _ => self.publish(now),
@@ -665,7 +841,7 @@ impl State {
     /// Re-signs this node's observation with the next seq, stores it, and pushes it to every peer.
     fn publish(&mut self, now: Instant) {
         self.seq += 1;
-        self.publish_pending = false;
+        self.publish_at = None;
         self.last_publish = Some(now);
         let n = self.roster.len();
         let (mut reachable, mut service_probed, mut service_ok) =
@@ -718,8 +894,14 @@ impl State {
             (None, false) => {}
         }
         self.members_healthy.set(i, obs.healthy);
-        if old.is_none_or(|o| o.obs.addresses != obs.addresses) {
+        if old.as_ref().is_none_or(|o| o.obs.addresses != obs.addresses) {
             self.admitted = None;
+        }
+        if old
+            .as_ref()
+            .is_none_or(|o| o.obs.addresses != obs.addresses || o.obs.service_check != obs.service_check)
+        {
+            self.targets_dirty = true;
         }
         self.view.insert(observer, Entry { signed, obs, received_at: now, beat, since, counted: counts });
         self.summary = None;
@@ -729,7 +911,7 @@ impl State {
     fn on_push(&mut self, now: Instant, from: PublicKey, list: Vec<SignedObservation>) {
         let mut relay = Vec::new();
         for signed in list {
-            match self.accept(now, signed) {
+            match self.accept(now, from, signed) {
                 Ok(observer) => relay.push(observer),
                 Err(rejection) => self.stats.count(&rejection),
             }
@@ -834,12 +1016,24 @@ impl State {
         }
     }
 
-    fn accept(&mut self, now: Instant, signed: SignedObservation) -> Result<PublicKey, Rejection> {
+    fn accept(
+        &mut self,
+        now: Instant,
+        from: PublicKey,
+        signed: SignedObservation,
+    ) -> Result<PublicKey, Rejection> {
         // Relays deliver each observation once per peer: refuse what is not newer before paying
         // for the signature check. Only refusals take this shortcut; all that is kept is verified.
         if let Some((observer, version)) = signed.claimed_version(&self.cluster)
-            && self.view.get(&observer).is_some_and(|e| version <= e.obs.version())
+            && let Some(held) = self.view.get(&observer).filter(|e| version <= e.obs.version())
         {
+            // The sender's own observation, older than (or, at an equal version, other than)
+            // the one held: it restarted with a lower incarnation. Tell it.
+            if observer == *from.as_bytes()
+                && (version < held.obs.version() || held.signed.body != signed.body)
+            {
+                self.tell_superseded(now, from);
+            }
             return Err(Rejection::Replay);
         }
         let me = self.me;
@@ -858,6 +1052,9 @@ impl State {
         {
             return Err(Rejection::Replay);
         }
+        if obs.addresses.len() > MAX_SERVICE_ADDRESSES {
+            return Err(Rejection::Malformed);
+        }
         if obs.is_over(&self.roster) {
             // Canonical form: one encoding per set of reports (votes are read by position).
             if !obs.is_canonical(&self.roster) {
@@ -870,6 +1067,35 @@ impl State {
         self.store(now, signed, obs, 0);
         self.stats.accepted += 1;
         Ok(observer)
+    }
+
+    /// Sends `peer` the version we hold of its observation (at most once per heartbeat per
+    /// peer: a peer cannot make us repeat it faster).
+    fn tell_superseded(&mut self, now: Instant, peer: PublicKey) {
+        let heartbeat = self.config.heartbeat;
+        let Some(held) = self.view.get(&peer).map(|e| e.obs.version()) else { return };
+        let Some(probe) = self.probes.get_mut(&peer) else { return };
+        if probe.told_superseded_at.is_some_and(|t| now.saturating_duration_since(t) < heartbeat) {
+            return;
+        }
+        probe.told_superseded_at = Some(now);
+        let (incarnation, seq) = held;
+        self.send(peer, Message::Superseded { incarnation, seq });
+    }
+
+    /// A roster peer holds an observation of ours at (`incarnation`, `seq`). If that is not older
+    /// than ours, we restarted with a lower incarnation than an earlier run: rise above it,
+    /// publish at once and tell the node. Refused, changing nothing: an older version (a late or
+    /// repeated tell), or an incarnation of `u64::MAX / 2` or more (a liar cannot pin us at the
+    /// top, where we could never rise again).
+    fn on_superseded(&mut self, now: Instant, incarnation: u64, seq: u64) {
+        if (incarnation, seq) < (self.incarnation, self.seq) || incarnation >= u64::MAX / 2 {
+            return;
+        }
+        self.incarnation = incarnation + 1;
+        self.seq = 0;
+        self.out.push_back(OutEvent::IncarnationChanged(self.incarnation));
+        self.publish(now);
     }
 
     fn versions(&self) -> Vec<(PublicKey, u64, u64)> {
@@ -915,10 +1141,6 @@ impl State {
         }
     }
 
-    fn is_fresh(&self, entry: &Entry, now: Instant) -> bool {
-        entry.is_fresh(now, self.config.stale_after)
-    }
-
     fn recompute_answer(&mut self) {
         let mine = &self.view[&self.me].obs;
         let admitted = admitted_peers(
@@ -939,60 +1161,11 @@ impl State {
         let addresses: Vec<IpAddr> = members
             .iter()
             .filter_map(|k| self.observation(k))
-            .flat_map(|o| o.addresses.iter().copied())
+            .flat_map(|o| self.served_addresses(o))
             .collect();
         if members != self.answer.members || addresses != self.answer.addresses {
             self.answer = AnswerSet { version: self.answer.version + 1, members, addresses };
-            self.out.push(OutEvent::AnswerChanged(self.answer.clone()));
-        }
-    }
-
-    /// Everything `spdu peers` shows, as of `now`.
-    pub fn snapshot(&self, now: Instant) -> ViewSnapshot {
-        let live: Vec<&Observation> =
-            self.view.values().filter(|e| self.is_fresh(e, now)).map(|e| &e.obs).collect();
-        let all = std::iter::once((self.me, self.name.clone()))
-            .chain(self.members.iter().map(|(k, n)| (*k, n.clone())));
-        let nodes = all
-            .map(|(key, name)| {
-                let v = votes(&self.roster, &key, live.iter().copied());
-                NodeView {
-                    key,
-                    fingerprint: key.fingerprint(),
-                    name,
-                    is_self: key == self.me,
-                    probe: self.probes.get(&key).map(|p| ProbeView {
-                        reachable: p.reachable,
-                        rtt_us: p.rtt.map(|d| d.as_micros() as u64),
-                        for_ms: now.saturating_duration_since(p.changed_at).as_millis() as u64,
-                    }),
-                    seen_reachable_by: v.yes,
-                    voters: v.voters,
-                    in_answer: self.answer.members.contains(&key),
-                    health: if key == self.me {
-                        self.health.own().map(|v| HealthView::of(v, None, now))
-                    } else {
-                        let check = self.observation(&key).and_then(|o| o.service_check.as_ref());
-                        self.health.peer(&key).map(|v| HealthView::of(v, check, now))
-                    },
-                    observation: self.view.get(&key).map(|e| ObservationView {
-                        age_ms: now.saturating_duration_since(e.received_at).as_millis() as u64,
-                        fresh: self.is_fresh(e, now),
-                        same_roster: e.obs.is_over(&self.roster),
-                        reports: e.obs.reports(&self.roster),
-                        observation: e.obs.clone(),
-                        signed: e.signed.clone(),
-                    }),
-                }
-            })
-            .collect();
-        ViewSnapshot {
-            me: self.me,
-            name: self.name.clone(),
-            cluster: self.cluster.clone(),
-            answer: self.answer.clone(),
-            nodes,
-            stats: self.stats.clone(),
+            self.out.push_back(OutEvent::AnswerChanged(self.answer.clone()));
         }
     }
 }
@@ -1012,86 +1185,16 @@ fn silence(down_after: u32, loss: f64) -> u32 {
     (needed.ceil() as u32).clamp(down_after, down_after.saturating_mul(MAX_SILENCE_FACTOR))
 }
 
-/// The signed view as one node sees it (what `spdu peers` prints).
-#[derive(Clone, Debug, Serialize)]
-pub struct ViewSnapshot {
-    /// This node.
-    pub me: PublicKey,
-    /// Its name.
-    pub name: String,
-    /// The cluster id.
-    pub cluster: String,
-    /// What this node answers with.
-    pub answer: AnswerSet,
-    /// This node first, then every roster peer.
-    pub nodes: Vec<NodeView>,
-    /// Counters of accepted and refused observations.
-    pub stats: Stats,
-}
-
-/// One node in a [`ViewSnapshot`].
-#[derive(Clone, Debug, Serialize)]
-pub struct NodeView {
-    /// Its key.
-    pub key: PublicKey,
-    /// Short form of the key.
-    pub fingerprint: String,
-    /// The local roster's name for it.
-    pub name: String,
-    /// Whether this is the node that made the snapshot.
-    pub is_self: bool,
-    /// This node's own probing of it (none for itself).
-    pub probe: Option<ProbeView>,
-    /// Live observers other than it that see it reachable.
-    pub seen_reachable_by: Vec<PublicKey>,
-    /// Live observers other than it that report on it.
-    pub voters: Vec<PublicKey>,
-    /// Whether it is in this node's DNS answer.
-    pub in_answer: bool,
-    /// This node's service check verdict on it (its own check for itself, the probing of its
-    /// advertised service for a peer), with the latest result; none before the first result.
-    pub health: Option<HealthView>,
-    /// Its newest observation in the view.
-    pub observation: Option<ObservationView>,
-}
-
-/// This node's probing verdict on a peer.
-#[derive(Clone, Debug, Serialize)]
-pub struct ProbeView {
-    /// Reachable from here.
-    pub reachable: bool,
-    /// Smoothed round-trip time.
-    pub rtt_us: Option<u64>,
-    /// For how long the verdict has held.
-    pub for_ms: u64,
-}
-
-/// A view entry: the observation, decoded and as signed.
-#[derive(Clone, Debug, Serialize)]
-pub struct ObservationView {
-    /// Time since it arrived (receiver's clock).
-    pub age_ms: u64,
-    /// Whether it still counts as live.
-    pub fresh: bool,
-    /// Whether its bitmaps are over this node's roster (if not, it has no vote).
-    pub same_roster: bool,
-    /// Its reports, read with this node's roster (empty if `same_roster` is false).
-    pub reports: Vec<PeerReport>,
-    /// Decoded.
-    pub observation: Observation,
-    /// As signed (verifiable with the observer's key, context and cluster id).
-    pub signed: SignedObservation,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::proto::Quorum;
     use crate::sim::fixtures::{node_info, observation, public_key, roster, secret_key};
+    use crate::snapshot::ViewSnapshot;
 
     fn node(i: usize, n: usize, incarnation: u64, config: Config, now: Instant) -> (State, Vec<OutEvent>) {
         let mut state = State::new(node_info(i, incarnation), roster(n), config, i as u64, now);
-        let out = state.start(now);
+        let out = state.drain();
         (state, out)
     }
 
@@ -1108,7 +1211,7 @@ mod tests {
     }
 
     fn push(state: &mut State, now: Instant, from: usize, list: Vec<SignedObservation>) -> Vec<OutEvent> {
-        state.handle(now, InEvent::Message { from: public_key(from), message: Message::Push(list) })
+        state.step(now, InEvent::Message { from: public_key(from), message: Message::Push(list) })
     }
 
     fn seq_of(state: &State, i: usize) -> Option<(u64, u64)> {
@@ -1127,11 +1230,11 @@ mod tests {
         push(&mut a, t0, 1, first.clone());
         assert_eq!((a.stats().accepted, a.stats().replayed), (1, 1));
         // A change of content (here: health) is published with the next seq.
-        let out = b.handle(t0 + Duration::from_secs(1), InEvent::SetHealthy(false));
+        let out = b.force_own_health(t0 + Duration::from_secs(1), false);
         push(&mut a, t0, 1, pushed(&out, 0));
         assert_eq!(seq_of(&a, 1), Some((1, 2)));
         // Older: a replay. The view keeps the newer one.
-        let before = a.snapshot(t0).nodes[1].observation.clone().unwrap().signed;
+        let before = ViewSnapshot::of(&a, t0).nodes[1].observation.clone().unwrap().signed;
         push(&mut a, t0, 1, first);
         assert_eq!((a.stats().accepted, a.stats().replayed), (2, 2));
         assert_eq!(a.signed_observation(&public_key(1)), Some(&before));
@@ -1151,7 +1254,7 @@ mod tests {
         let (mut old, _) = node(1, 2, 1, Config::default(), t0);
         let mut late = Vec::new();
         for k in 1..=5 {
-            late = pushed(&old.handle(t0 + Duration::from_secs(k), InEvent::SetHealthy(k % 2 == 0)), 0);
+            late = pushed(&old.force_own_health(t0 + Duration::from_secs(k), k % 2 == 0), 0);
             if k < 5 {
                 push(&mut a, t0, 1, late.clone());
             }
@@ -1214,20 +1317,20 @@ mod tests {
         let mut now = t0;
         let summary = loop {
             now += Duration::from_secs(1);
-            let out = a.handle(now, InEvent::Timer(Timer::Heartbeat));
+            let out = a.fire(now, Timer::Heartbeat);
             if let [m @ Message::Summary(_)] = sends(&out, 1)[..] {
                 break m.clone();
             }
         };
         // b holds something else: it answers with its digest.
-        let out = b.handle(now, InEvent::Message { from: public_key(0), message: summary.clone() });
+        let out = b.step(now, InEvent::Message { from: public_key(0), message: summary.clone() });
         let Some(digest) =
             sends(&out, 0).into_iter().find(|m| matches!(m, Message::Digest { reply: false, .. }))
         else {
             panic!("a digest in answer to a differing summary")
         };
         // a pushes what b lacks and, since b holds what a lacks, replies with its own digest.
-        let out = a.handle(now, InEvent::Message { from: public_key(1), message: digest.clone() });
+        let out = a.step(now, InEvent::Message { from: public_key(1), message: digest.clone() });
         push(&mut b, now, 0, pushed(&out, 1));
         assert_eq!(b.signed_observation(&public_key(2)), Some(&from_2));
         let reply = sends(&out, 1)
@@ -1235,30 +1338,30 @@ mod tests {
             .find(|m| matches!(m, Message::Digest { reply: true, .. }))
             .expect("a reply digest")
             .clone();
-        let out = b.handle(now, InEvent::Message { from: public_key(0), message: reply });
+        let out = b.step(now, InEvent::Message { from: public_key(0), message: reply });
         // A reply is never answered with another digest.
         assert!(out.iter().all(|e| !matches!(e, OutEvent::Send { message: Message::Digest { .. }, .. })));
         push(&mut a, now, 1, pushed(&out, 0));
         assert!(a.observation(&public_key(1)).is_some());
         // Now both hold the same versions: a summary from one is answered with nothing.
-        let out = a.handle(now, InEvent::Timer(Timer::Heartbeat));
+        let out = a.fire(now, Timer::Heartbeat);
         let hash = out.iter().find_map(|e| match e {
             OutEvent::Send { message: Message::Summary(h), .. } => Some(*h),
             _ => None,
         });
         let out =
-            b.handle(now, InEvent::Message { from: public_key(0), message: Message::Summary(hash.unwrap()) });
+            b.step(now, InEvent::Message { from: public_key(0), message: Message::Summary(hash.unwrap()) });
         assert!(sends(&out, 0).is_empty(), "equal views: nothing to exchange");
     }
 
     /// `peer`'s periodic Alive arrives, naming the version `state` holds of it (if any).
     fn alive(state: &mut State, peer: usize, now: Instant) -> Vec<OutEvent> {
         let tag = state.observation(&public_key(peer)).map_or(0, Observation::version_tag);
-        state.handle(now, InEvent::Message { from: public_key(peer), message: Message::Alive(tag) })
+        state.step(now, InEvent::Message { from: public_key(peer), message: Message::Alive(tag) })
     }
 
     fn tick(state: &mut State, now: Instant) -> Vec<OutEvent> {
-        state.handle(now, InEvent::Timer(Timer::Tick))
+        state.fire(now, Timer::Tick)
     }
 
     /// Makes `peer` reachable at `state`: `up_after` Alives one interval apart, from `now`.
@@ -1346,7 +1449,7 @@ mod tests {
         assert_eq!((a.stats().accepted, a.stats().other_roster), (2, 1));
         assert!(a.observation(&public_key(2)).is_some(), "kept (and shown)");
         assert_eq!(a.answer().members, vec![public_key(0)], "its yes on 1 does not count");
-        let view = a.snapshot(now);
+        let view = ViewSnapshot::of(&a, now);
         let shown = view.nodes.iter().find(|n| n.key == public_key(2)).unwrap().observation.as_ref().unwrap();
         assert!(!shown.same_roster && shown.reports.is_empty());
         // The same report over a's roster counts.
@@ -1406,13 +1509,13 @@ mod tests {
         let mut now = t0;
         for _ in 0..2 * config.up_after {
             now += config.probe_interval;
-            a.handle(now, InEvent::Message { from: b, message: Message::Summary(7) });
+            a.step(now, InEvent::Message { from: b, message: Message::Summary(7) });
         }
         assert!(!a.sees_reachable(&b), "anti-entropy traffic alone does not bring a peer up");
         bring_up(&mut a, 1, &mut now, &config);
         for _ in 0..3 * config.down_after {
             now += config.probe_interval;
-            a.handle(now, InEvent::Message { from: b, message: Message::Summary(7) });
+            a.step(now, InEvent::Message { from: b, message: Message::Summary(7) });
             tick(&mut a, now);
         }
         assert!(a.sees_reachable(&b));
@@ -1443,9 +1546,8 @@ mod tests {
         // A pong within the timeout gives the RTT that `spdu peers` shows.
         let (peer, nonce) = pings[1];
         let later = now + Duration::from_millis(30);
-        a.handle(later, InEvent::Message { from: public_key(peer), message: Message::Pong { nonce } });
-        let rtt = a
-            .snapshot(later)
+        a.step(later, InEvent::Message { from: public_key(peer), message: Message::Pong { nonce } });
+        let rtt = ViewSnapshot::of(&a, later)
             .nodes
             .iter()
             .find(|n| n.key == public_key(peer))
@@ -1456,8 +1558,7 @@ mod tests {
             .rtt_us;
         assert!(rtt.is_some(), "pong measured");
         // And the receiving side answers a ping with a pong of the same nonce.
-        let out =
-            a.handle(now, InEvent::Message { from: public_key(1), message: Message::Ping { nonce: 99 } });
+        let out = a.step(now, InEvent::Message { from: public_key(1), message: Message::Ping { nonce: 99 } });
         assert!(matches!(sends(&out, 1)[..], [Message::Pong { nonce: 99 }]));
     }
 
@@ -1483,25 +1584,25 @@ mod tests {
         }
         assert!(a.answer().members.contains(&public_key(1)));
         // 1 publishes a new observation that a misses: 1's Alives now name another version.
-        let out = b.handle(now, InEvent::SetHealthy(false));
+        let out = b.force_own_health(now, false);
         let newer = pushed(&out, 0);
         let tag = b.observation(&public_key(1)).unwrap().version_tag();
         let from_1 = |message| InEvent::Message { from: public_key(1), message };
-        let out = a.handle(now, from_1(Message::Alive(tag)));
+        let out = a.step(now, from_1(Message::Alive(tag)));
         assert!(matches!(sends(&out, 1)[..], [Message::Want(k)] if k == &vec![public_key(1)]));
         // Asked once, not on every Alive while the observation is on its way...
         now += config.probe_interval;
-        assert!(sends(&a.handle(now, from_1(Message::Alive(tag))), 1).is_empty());
+        assert!(sends(&a.step(now, from_1(Message::Alive(tag))), 1).is_empty());
         // ...and it does not keep the older one fresh.
         let stale_at = now + config.stale_after;
         while now < stale_at {
             now += config.probe_interval;
-            a.handle(now, from_1(Message::Alive(tag)));
+            a.step(now, from_1(Message::Alive(tag)));
             alive(&mut a, 2, now);
             tick(&mut a, now);
         }
         let fresh = |a: &State, now| {
-            let view = a.snapshot(now);
+            let view = ViewSnapshot::of(a, now);
             let node = view.nodes.iter().find(|n| n.key == public_key(1)).unwrap();
             node.observation.as_ref().unwrap().fresh
         };
@@ -1517,7 +1618,7 @@ mod tests {
         let config = Config::default();
         let (mut a, _) = node(0, 3, 1, config.clone(), t0);
         let heartbeat = |a: &mut State, now: Instant| {
-            let out = a.handle(now, InEvent::Timer(Timer::Heartbeat));
+            let out = a.fire(now, Timer::Heartbeat);
             out.iter().filter(|e| matches!(e, OutEvent::Send { message: Message::Beat(_), .. })).count()
         };
         let mut now = t0 + RELAY_AFTER;
@@ -1535,7 +1636,7 @@ mod tests {
     fn messages_from_outside_the_roster_are_dropped() {
         let t0 = Instant::now();
         let (mut a, _) = node(0, 2, 1, Config::default(), t0);
-        let out = a.handle(t0, InEvent::Message { from: public_key(9), message: Message::Alive(1) });
+        let out = a.step(t0, InEvent::Message { from: public_key(9), message: Message::Alive(1) });
         assert!(out.is_empty());
         assert_eq!(a.stats().unknown_sender, 1);
     }

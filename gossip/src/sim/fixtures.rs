@@ -1,11 +1,11 @@
 //! Deterministic identities and observations for tests and simulations: node `i` always has the
 //! same key, name and address, so runs and failures reproduce.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use spdu_keys::{PublicKey, SecretKey};
 
-use crate::proto::{Bitmap, Member, NodeInfo, Observation, Roster};
+use crate::proto::{AddressPin, Bitmap, Member, NodeInfo, Observation, Roster};
 
 /// The cluster id every fixture uses.
 pub const CLUSTER: &str = "spdu-sim";
@@ -32,9 +32,19 @@ pub fn address(i: usize) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(10, (i >> 16) as u8, (i >> 8) as u8, i as u8))
 }
 
+/// Node `i`'s roster entry: its gossip address is on its service address, which is its one pin.
+pub fn member(i: usize) -> Member {
+    Member {
+        name: name(i),
+        key: public_key(i),
+        gossip: SocketAddr::new(address(i), 7946),
+        addresses: vec![AddressPin::host(address(i))],
+    }
+}
+
 /// The roster of nodes `0..n`.
 pub fn roster(n: usize) -> Vec<Member> {
-    (0..n).map(|i| Member { name: name(i), key: public_key(i) }).collect()
+    (0..n).map(member).collect()
 }
 
 /// Identity and settings of node `i` at `incarnation`.

@@ -9,7 +9,10 @@
 //! - [`validate`]: field checks and their bounds, `[node]`, `[timing]`.
 //! - [`peers`]: `[[peers]]` and each peer's pinned service addresses.
 //! - [`health`]: the `[health]` section.
-//! - [`address`]: address pins and special-purpose addresses.
+//!
+//! Address pins ([`AddressPin`]) and the special-purpose rule are the protocol core's
+//! (`spdu_gossip::proto`): the config builds the roster ([`spdu_gossip::proto::Member`]) the
+//! driver and the core take.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -23,16 +26,15 @@ use spdu_gossip::proto;
 use spdu_keys::SecretKey;
 use toml::Spanned;
 
-pub mod address;
 mod health;
 mod peers;
 #[cfg(test)]
 mod tests;
 mod validate;
 
-pub use address::AddressPin;
 pub use health::{HealthConfig, SelfCheck};
 pub use peers::PeerConfig;
+pub use spdu_gossip::proto::AddressPin;
 pub use validate::{COUNT, STALE_AFTER_MS, TIMER_MS};
 use validate::{RawNode, RawTiming, bounded_count, bounded_ms, name, socket_addr};
 
@@ -119,11 +121,16 @@ impl Config {
         Ok(key)
     }
 
-    /// The roster as the QUIC driver takes it.
-    pub fn gossip_peers(&self) -> Vec<spdu_gossip::net::Peer> {
+    /// The roster as the driver and the core take it.
+    pub fn gossip_peers(&self) -> Vec<spdu_gossip::proto::Member> {
         self.peers
             .iter()
-            .map(|p| spdu_gossip::net::Peer { name: p.name.clone(), key: p.key, addr: p.gossip })
+            .map(|p| spdu_gossip::proto::Member {
+                name: p.name.clone(),
+                key: p.key,
+                gossip: p.gossip,
+                addresses: p.addresses.clone(),
+            })
             .collect()
     }
 }

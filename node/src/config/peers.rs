@@ -13,9 +13,9 @@ use serde::Deserialize;
 use spdu_keys::PublicKey;
 use toml::Spanned;
 
-use super::address::{AddressPin, MAX_SERVICE_ADDRESSES, is_special_purpose};
 use super::validate::{name, pin, remote_addr};
 use super::{Checked, FieldError, NodeConfig};
+use spdu_gossip::proto::{AddressPin, MAX_SERVICE_ADDRESSES, is_special_purpose};
 
 /// One `[[peers]]` entry.
 #[derive(Clone, Debug)]
@@ -90,7 +90,7 @@ pub(super) fn validate(raw: &[RawPeer], node: &NodeConfig) -> Checked<Vec<PeerCo
             ));
         }
         let addresses = match &raw.addresses {
-            None => vec![AddressPin::exact_address(gossip.ip())],
+            None => vec![AddressPin::host(gossip.ip())],
             Some(list) => pins(&format!("peers[{i}].addresses"), list)?,
         };
         peers.push(PeerConfig { name: peer_name, key, gossip, addresses });
@@ -115,7 +115,7 @@ fn pins(field: &str, list: &Spanned<Vec<Spanned<String>>>) -> Checked<Vec<Addres
     for (j, value) in list.get_ref().iter().enumerate() {
         let at = format!("{field}[{j}]");
         let p = pin(&at, value)?;
-        if is_special_purpose(p.network()) {
+        if is_special_purpose(p.addr()) {
             return Err(FieldError::at(
                 value,
                 format!(

@@ -198,7 +198,7 @@ fn control_off_loopback_needs_control_allow() {
     let e = error(&open.replace("[zone]", "control_allow = []\n\n[zone]"));
     assert!(e.contains("node.control_allow: needs at least one network"), "{e}");
     let e = error(&open.replace("[zone]", "control_allow = [\"10.1.0.0/8\"]\n\n[zone]"));
-    assert!(e.contains("node.control_allow[0]: \"10.1.0.0/8\": bits set past the prefix length"), "{e}");
+    assert!(e.contains("node.control_allow[0]: \"10.1.0.0/8\" has bits set past the prefix"), "{e}");
 }
 
 #[test]

@@ -15,8 +15,8 @@ use serde::Deserialize;
 use spdu_gossip::proto::{self, Quorum};
 use toml::Spanned;
 
-use super::address::{AddressPin, MAX_SERVICE_ADDRESSES, is_special_purpose};
 use super::{Checked, FieldError, NodeConfig};
+use spdu_gossip::proto::{AddressPin, MAX_SERVICE_ADDRESSES, is_special_purpose};
 
 /// `timing.probe_interval_ms`, `probe_timeout_ms`, `heartbeat_ms`: 10 ms to 1 min.
 pub const TIMER_MS: RangeInclusive<u64> = 10..=60_000;
@@ -129,7 +129,10 @@ pub(super) fn service_ip(field: &str, value: &Spanned<String>) -> Checked<IpAddr
 
 /// An address pin (`192.0.2.10`, `2001:db8::/48`).
 pub(super) fn pin(field: &str, value: &Spanned<String>) -> Checked<AddressPin> {
-    value.get_ref().parse().map_err(|e| FieldError::at(value, format!("{field}: {e}")))
+    value
+        .get_ref()
+        .parse()
+        .map_err(|e: spdu_gossip::proto::PinError| FieldError::at(value, format!("{field}: {e}")))
 }
 
 /// A name or id: not empty, no whitespace, control or invisible characters.

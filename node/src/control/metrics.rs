@@ -5,7 +5,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use spdu_gossip::proto::ViewSnapshot;
+use spdu_gossip::snapshot::ViewSnapshot;
 
 use super::Shared;
 

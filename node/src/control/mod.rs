@@ -24,7 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use spdu_dnsfront::DnsMetrics;
 use spdu_gossip::net::Membership;
-use spdu_gossip::proto::ViewSnapshot;
+use spdu_gossip::snapshot::ViewSnapshot;
 
 mod metrics;
 mod serve;

@@ -7,7 +7,8 @@
 //! and nowhere else: an HTTP check's `host` is only the Host header and the TLS name, never
 //! resolved or parsed as a destination (a peer's advertised check must not make this node fetch
 //! from any other host). An error of this machine (out of file descriptors, memory or buffers,
-//! no local address) is no verdict on the service: [`Check::run`] returns `None` for it.
+//! no local address) is no verdict on the service: [`Check::run`] returns
+//! [`CheckResult::unknown`] for it, which counts neither as a pass nor as a failure.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -162,20 +163,17 @@ impl Check {
         }
     }
 
-    /// Runs the check once, for at most `timeout`. `None` when this machine could not run it
-    /// (out of file descriptors, memory, buffers or local addresses): no verdict on the service.
-    pub async fn run(&self, timeout: Duration) -> Option<CheckResult> {
+    /// Runs the check once, for at most `timeout`. [`CheckResult::unknown`] when this machine
+    /// could not run it (out of file descriptors, memory, buffers or local addresses).
+    pub async fn run(&self, timeout: Duration) -> CheckResult {
         let start = Instant::now();
         match tokio::time::timeout(timeout, self.attempt()).await {
-            Ok(Ok(())) => Some(CheckResult::pass(start.elapsed())),
+            Ok(Ok(())) => CheckResult::pass(start.elapsed()),
             Ok(Err(Failure::Service(e))) => {
-                Some(CheckResult { latency: Some(start.elapsed()), ..CheckResult::fail(e) })
+                CheckResult { latency: Some(start.elapsed()), ..CheckResult::fail(e) }
             }
-            Ok(Err(Failure::Local(e))) => {
-                tracing::debug!("check not run: {e}");
-                None
-            }
-            Err(_) => Some(CheckResult::fail(format!("timed out after {} ms", timeout.as_millis()))),
+            Ok(Err(Failure::Local(e))) => CheckResult::unknown(format!("not run here: {e}")),
+            Err(_) => CheckResult::fail(format!("timed out after {} ms", timeout.as_millis())),
         }
     }
 
@@ -319,7 +317,7 @@ mod tests {
     }
 
     async fn run(check: &ServiceCheck, addr: SocketAddr) -> CheckResult {
-        Check::service(check, addr, TIMEOUT).unwrap().run(TIMEOUT).await.expect("a verdict")
+        Check::service(check, addr, TIMEOUT).unwrap().run(TIMEOUT).await
     }
 
     #[tokio::test]
@@ -390,18 +388,18 @@ mod tests {
     #[tokio::test]
     async fn command_exit_status_output_and_timeout() {
         let sh = |script: &str| Check::Command(vec!["sh".into(), "-c".into(), script.into()]);
-        assert!(sh("exit 0").run(TIMEOUT).await.unwrap().ok);
-        let r = sh("echo 'backend gone' >&2; exit 3").run(TIMEOUT).await.unwrap();
+        assert!(sh("exit 0").run(TIMEOUT).await.ok);
+        let r = sh("echo 'backend gone' >&2; exit 3").run(TIMEOUT).await;
         assert!(!r.ok && r.error.as_deref().unwrap().contains("exit status: 3: backend gone"), "{r:?}");
         let dir = tempfile::tempdir().unwrap();
         let marker = dir.path().join("survived");
         let start = std::time::Instant::now();
-        let r = sh(&format!("sleep 2; touch {}", marker.display())).run(TIMEOUT).await.unwrap();
+        let r = sh(&format!("sleep 2; touch {}", marker.display())).run(TIMEOUT).await;
         assert!(r.error.as_deref().unwrap().contains("timed out"), "{r:?}");
         assert!(start.elapsed() < Duration::from_millis(1500));
         tokio::time::sleep(Duration::from_millis(2000)).await;
         assert!(!marker.exists(), "the timed-out command was killed");
-        let r = Check::Command(vec!["/nonexistent/check".into()]).run(TIMEOUT).await.unwrap();
+        let r = Check::Command(vec!["/nonexistent/check".into()]).run(TIMEOUT).await;
         assert!(!r.ok, "{r:?}");
     }
 

@@ -4,8 +4,9 @@
 //!
 //! Peer probes start at a random offset within the interval (no thundering herd) and at most
 //! `max_concurrent_probes` run at once; a probe that cannot start within one interval is skipped
-//! (no result: overload here says nothing about the peer), and so is one that this machine could
-//! not run (out of file descriptors and the like; logged at most once a minute). A peer's check
+//! (no result: overload here says nothing about the peer); one that this machine could not run
+//! (out of file descriptors and the like) is reported as unknown, neither a pass nor a failure,
+//! and logged at most once a minute. A peer's check
 //! only ever connects to the address membership gives for that peer; a command is never run for
 //! a peer.
 
@@ -68,11 +69,11 @@ pub async fn run(membership: Membership, config: HealthConfig, shutdown: Cancell
         if let Some(check) = &own {
             let (check, membership, timeout) = (check.clone(), membership.clone(), config.timeout);
             tasks.spawn(until(shutdown.clone(), async move {
-                if let Some(result) = check.run(timeout).await {
-                    membership.report_self_check(result);
-                } else {
+                let result = check.run(timeout).await;
+                if result.unknown {
                     warn_local_shortage();
                 }
+                membership.report_self_check(result);
             }));
         }
         let targets = membership.service_targets().await;
@@ -105,10 +106,11 @@ pub async fn run(membership: Membership, config: HealthConfig, shutdown: Cancell
                     tracing::debug!(peer = %peer.fingerprint(), "too many service probes running; skipping one");
                     return;
                 };
-                match check.run(timeout).await {
-                    Some(result) => membership.report_service_probe(peer, result),
-                    None => warn_local_shortage(),
+                let result = check.run(timeout).await;
+                if result.unknown {
+                    warn_local_shortage();
                 }
+                membership.report_service_probe(peer, result);
             }));
         }
     }

@@ -1,16 +1,18 @@
 //! The protocol core under arbitrary input: message sequences from any roster member (and from
 //! outsiders), forged, replayed, wrong-cluster and garbage observations and beats, spurious and
-//! real timers, health changes, and the passing of time, into one `proto::State`.
+//! timeouts, health checks, and the passing of time (the harness keeps no timers: it fires the
+//! core's timeout whenever `poll_timeout` comes due), into one `proto::State`.
 //!
 //! Checks after every event: nothing panics; the view holds only observations that verify, one
 //! per roster member, never going back in version; outsiders change nothing; messages go only
 //! to roster peers, stay within the frame limits and relay only valid observations; the answer
 //! set follows the answer rule's hard guarantees (never empty, only roster members, only peers
-//! this node itself sees reachable, addresses those of the members' observations).
+//! this node's own current observation reports reachable — a peer its probing dropped since
+//! stays at most one probe interval, until the coalesced publication — and addresses those of
+//! the members' observations inside their pins).
 #![no_main]
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
@@ -19,7 +21,7 @@ use libfuzzer_sys::fuzz_target;
 use spdu_fuzz::{KEYS, ROSTER, check_observation, keys, roster_has};
 use spdu_gossip::proto::{
     AnswerSet, BEAT_CONTEXT, Beat, CheckResult, Config, InEvent, MAX_ENTRIES, MAX_FRAME_BYTES, Message,
-    OBSERVATION_CONTEXT, OutEvent, SignedBeat, SignedObservation, State, Timer,
+    OBSERVATION_CONTEXT, OutEvent, SignedBeat, SignedObservation, State, is_special_purpose,
 };
 use spdu_gossip::sim::fixtures::{CLUSTER, node_info, observation, roster, secret_key};
 use spdu_keys::PublicKey;
@@ -30,9 +32,11 @@ const INCARNATION: u64 = 3;
 #[derive(Arbitrary, Debug)]
 enum Op {
     Advance(u16),
-    Fire(TimerSpec),
-    Healthy(bool),
+    /// Calls `handle_timeout` now, due or not (nothing not due may fire).
+    Timeout,
     SelfCheck(bool),
+    /// A check that could not run (neither pass nor fail).
+    SelfCheckUnknown,
     ServiceProbe {
         peer: u8,
         ok: bool,
@@ -76,13 +80,6 @@ enum Op {
         from: u8,
         hash: u64,
     },
-}
-
-#[derive(Arbitrary, Debug)]
-enum TimerSpec {
-    Tick,
-    Heartbeat,
-    Publish,
 }
 
 #[derive(Arbitrary, Debug)]
@@ -169,8 +166,6 @@ struct Harness {
     state: State,
     me: PublicKey,
     now: Instant,
-    timers: BinaryHeap<Reverse<(Instant, u64, Timer)>>,
-    timer_seq: u64,
     pings: BTreeMap<PublicKey, Vec<u32>>,
     seen: Vec<SignedObservation>,
     versions: BTreeMap<PublicKey, (u64, u64)>,
@@ -181,21 +176,18 @@ impl Harness {
     fn new() -> Self {
         let now = Instant::now();
         let config = Config::default();
-        let mut state = State::new(node_info(0, INCARNATION), roster(ROSTER), config, 7, now);
+        let state = State::new(node_info(0, INCARNATION), roster(ROSTER), config, 7, now);
         let me = state.key();
-        let out = state.start(now);
         let mut h = Harness {
             state,
             me,
             now,
-            timers: BinaryHeap::new(),
-            timer_seq: 0,
             pings: BTreeMap::new(),
             seen: Vec::new(),
             versions: BTreeMap::new(),
             answer: AnswerSet::default(),
         };
-        h.apply(out, false);
+        h.apply();
         h
     }
 
@@ -205,30 +197,41 @@ impl Harness {
             _ => false,
         };
         let before = self.state.stats().clone();
-        let out = self.state.handle(self.now, event);
+        let timeout = self.state.poll_timeout();
+        self.state.handle(self.now, event);
         if from_outsider {
+            let out: Vec<OutEvent> = std::iter::from_fn(|| self.state.poll_event()).collect();
             assert!(out.is_empty(), "a message from a non-member had effects: {out:?}");
-            let after = self.state.stats();
-            assert_eq!(after.accepted, before.accepted);
+            assert_eq!(self.state.stats().accepted, before.accepted);
+            assert_eq!(self.state.poll_timeout(), timeout, "a message from a non-member moved a timer");
         }
-        self.apply(out, from_outsider);
+        self.apply();
     }
 
-    fn apply(&mut self, out: Vec<OutEvent>, _from_outsider: bool) {
-        for event in out {
+    fn apply(&mut self) {
+        while let Some(event) = self.state.poll_event() {
             match event {
                 OutEvent::Send { to, message } => self.check_send(to, message),
-                OutEvent::SetTimer { at, timer } => {
-                    assert!(at >= self.now, "timer set in the past");
-                    self.timer_seq += 1;
-                    self.timers.push(Reverse((at, self.timer_seq, timer)));
-                }
                 OutEvent::AnswerChanged(answer) => {
                     assert!(answer.version > self.answer.version, "answer version went back");
                     self.answer = answer;
                 }
+                OutEvent::ProbeTargetsChanged(targets) => {
+                    assert_eq!(self.state.probe_targets(), &targets[..]);
+                    for t in &targets {
+                        assert!(roster_has(&t.peer) && t.peer != self.me, "probe target not a peer");
+                        assert!(!is_special_purpose(t.addr), "probe target at a special-purpose address");
+                    }
+                }
+                OutEvent::IncarnationChanged(incarnation) => {
+                    assert!(incarnation > INCARNATION && incarnation < u64::MAX / 2);
+                }
             }
         }
+        assert!(
+            self.state.poll_timeout().is_some_and(|at| at > self.now),
+            "no timeout armed, or one left overdue"
+        );
         self.check_state();
     }
 
@@ -278,7 +281,7 @@ impl Harness {
             assert_eq!(obs.observer, *k, "view entry under the wrong key");
             assert_eq!(Some(&obs), state.observation(k));
             if *k == self.me {
-                assert_eq!(obs.incarnation, INCARNATION, "own observation replaced");
+                assert_eq!(obs.incarnation, state.incarnation(), "own observation replaced");
             }
             let last = self.versions.entry(*k).or_insert(obs.version());
             assert!(obs.version() >= *last, "view went back in version for node {i}");
@@ -291,9 +294,22 @@ impl Harness {
         unique.sort();
         unique.dedup();
         assert_eq!(unique.len(), answer.members.len(), "a member twice in the answer");
+        let mine = state.observation(&self.me).expect("own observation");
+        let interval = Config::default().probe_interval;
         for m in &answer.members {
             assert!(roster_has(m), "non-member in the answer");
-            assert!(*m == self.me || state.sees_reachable(m), "answer has a peer this node does not reach");
+            if *m == self.me {
+                continue;
+            }
+            // The answer follows this node's published observation, which follows its probing
+            // within one probe interval (changes are coalesced into one publication).
+            let report = mine.report(state.roster(), m).expect("a report on every peer");
+            assert!(report.reachable, "answer has a peer this node's observation does not report reachable");
+            let link = state.link(m).expect("a peer");
+            assert!(
+                link.reachable || self.now < link.since + interval,
+                "answer still has a peer this node dropped more than one interval ago"
+            );
         }
         if state.observation(&self.me).is_some_and(|o| o.healthy) {
             assert_eq!(answer.members[0], self.me, "healthy node left out of its own answer");
@@ -302,20 +318,26 @@ impl Harness {
             .members
             .iter()
             .filter_map(|k| state.observation(k))
-            .flat_map(|o| o.addresses.iter().copied())
+            .flat_map(|o| {
+                let pins = state.members().find(|m| m.key == o.observer).map(|m| m.addresses.clone());
+                o.addresses.iter().copied().filter(move |a| match &pins {
+                    None => true,
+                    Some(pins) => !is_special_purpose(*a) && pins.iter().any(|p| p.contains(*a)),
+                })
+            })
             .collect();
-        assert_eq!(answer.addresses, addresses, "answer addresses do not match the members");
+        assert_eq!(answer.addresses, addresses, "answer addresses do not match the members' pinned ones");
     }
 
+    /// Lets time pass, firing the core's timeouts as they come due (each at its own time).
     fn advance(&mut self, ms: u16) {
-        self.now += Duration::from_millis(u64::from(ms % 3000));
-        while let Some(Reverse((at, _, _))) = self.timers.peek() {
-            if *at > self.now {
-                break;
-            }
-            let Reverse((_, _, timer)) = self.timers.pop().expect("peeked");
-            self.handle(InEvent::Timer(timer));
+        let until = self.now + Duration::from_millis(u64::from(ms % 3000));
+        while let Some(at) = self.state.poll_timeout().filter(|at| *at <= until) {
+            self.now = self.now.max(at);
+            self.state.handle_timeout(self.now);
+            self.apply();
         }
+        self.now = until;
     }
 
     fn message(&mut self, from: u8, message: Message) {
@@ -325,16 +347,14 @@ impl Harness {
     fn op(&mut self, op: Op) {
         match op {
             Op::Advance(ms) => self.advance(ms),
-            Op::Fire(spec) => {
-                let timer = match spec {
-                    TimerSpec::Tick => Timer::Tick,
-                    TimerSpec::Heartbeat => Timer::Heartbeat,
-                    TimerSpec::Publish => Timer::Publish,
-                };
-                self.handle(InEvent::Timer(timer));
+            Op::Timeout => {
+                let due = self.state.poll_timeout();
+                self.state.handle_timeout(self.now);
+                assert_eq!(self.state.poll_timeout(), due, "a timeout fired before it was due");
+                self.apply();
             }
-            Op::Healthy(h) => self.handle(InEvent::SetHealthy(h)),
             Op::SelfCheck(ok) => self.handle(InEvent::SelfCheck(check(ok))),
+            Op::SelfCheckUnknown => self.handle(InEvent::SelfCheck(CheckResult::unknown("EMFILE"))),
             Op::ServiceProbe { peer, ok } => {
                 self.handle(InEvent::ServiceProbe { peer: key(peer), result: check(ok) })
             }
