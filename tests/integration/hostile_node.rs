@@ -256,7 +256,14 @@ impl Member {
         change(&mut obs);
         let frame = Message::Push(vec![sign_as(&obs, &self.key, CLUSTER)]).encode();
         for link in &self.links {
-            link.stream(&frame).await;
+            // A site that was stopped meanwhile takes nothing: its link is dead.
+            let push = async {
+                let mut stream = link.conn.open_uni().await?;
+                stream.write_all(&frame).await?;
+                stream.finish()?;
+                anyhow::Ok(())
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(1), push).await;
         }
         let alive = Message::Alive(obs.version_tag()).encode();
         let start = Instant::now();
