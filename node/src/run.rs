@@ -82,6 +82,12 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         ),
     ));
     tasks.spawn(crate::health::run(membership.clone(), config.health.clone(), shutdown.clone()));
+    tasks.spawn(crate::incarnation::persist_changes(
+        membership.incarnation(),
+        config.node.key.clone(),
+        incarnation,
+        shutdown.clone(),
+    ));
     tasks.spawn(publish_answers(answers, pool_tx, config.node.addresses.clone(), shutdown.clone()));
     tasks.close();
 

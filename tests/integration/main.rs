@@ -9,6 +9,7 @@ mod bad_config;
 mod cli;
 mod cluster;
 mod health;
+mod hostile_gossip;
 mod hostile_node;
 mod netns;
 mod testing;

@@ -31,8 +31,28 @@ pub(super) fn registry(shared: &Shared, snapshot: Option<&ViewSnapshot>) -> Regi
     let gossip = registry.sub_registry_with_prefix("gossip");
     gossip.register(
         "handshakes_refused",
-        "QUIC handshakes refused: key not in the roster",
+        "QUIC handshakes refused: key not in the roster, or no handshake slot for the source",
         counter(net.handshakes_refused()),
+    );
+    gossip.register(
+        "handshakes_retried",
+        "QUIC handshakes asked to validate their address first (Retry, under pressure)",
+        counter(net.handshakes_retried()),
+    );
+    gossip.register(
+        "send_queue_dropped",
+        "Gossip stream frames dropped: send queue full, or not taken by the peer in time",
+        counter(net.send_queue_dropped()),
+    );
+    gossip.register(
+        "send_coalesced",
+        "Gossip stream frames not queued: an identical or superseding one was waiting",
+        counter(net.send_coalesced()),
+    );
+    gossip.register(
+        "streams_timed_out",
+        "Incoming gossip streams dropped: not delivered in time",
+        counter(net.streams_timed_out()),
     );
     gossip.register(
         "malformed_frames",

@@ -7,8 +7,9 @@
 //! (no result: overload here says nothing about the peer); one that this machine could not run
 //! (out of file descriptors and the like) is reported as unknown, neither a pass nor a failure,
 //! and logged at most once a minute. A peer's check
-//! only ever connects to the address membership gives for that peer; a command is never run for
-//! a peer.
+//! only ever connects to the address membership gives for that peer (its pinned address: see
+//! [`ProbeTarget`]), read from membership's watch channel every round; a command is never run
+//! for a peer.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -18,7 +19,7 @@ use std::time::Duration;
 
 use rand::RngExt;
 use spdu_gossip::net::Membership;
-use spdu_gossip::proto::{CheckResult, ServiceCheck};
+use spdu_gossip::proto::{CheckResult, ProbeTarget, ServiceCheck};
 use spdu_keys::PublicKey;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -57,6 +58,7 @@ pub async fn run(membership: Membership, config: HealthConfig, shutdown: Cancell
         None => None,
     };
     let permits = Arc::new(Semaphore::new(config.max_concurrent_probes));
+    let probe_targets = membership.probe_targets();
     let tasks = TaskTracker::new();
     let mut remote: BTreeMap<PublicKey, (IpAddr, ServiceCheck, Arc<Check>)> = BTreeMap::new();
     let mut ticker = tokio::time::interval(config.interval);
@@ -76,9 +78,10 @@ pub async fn run(membership: Membership, config: HealthConfig, shutdown: Cancell
                 membership.report_self_check(result);
             }));
         }
-        let targets = membership.service_targets().await;
-        remote.retain(|k, _| targets.iter().any(|(t, _, _)| t == k));
-        for (peer, ip, service) in targets {
+        // The driver keeps the targets current; each round reads the latest.
+        let targets = probe_targets.borrow().clone();
+        remote.retain(|k, _| targets.iter().any(|t| t.peer == *k));
+        for ProbeTarget { peer, addr: ip, check: service, .. } in targets {
             let current = remote.get(&peer).filter(|(i, s, _)| *i == ip && *s == service);
             let check = match current {
                 Some((_, _, check)) => check.clone(),

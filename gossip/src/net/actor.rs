@@ -1,0 +1,244 @@
+//! The actor: the one task that owns the protocol core ([`State`]), the connections' outboxes and
+//! the core's timers. Everything else talks to it through channels, so the core needs no locks.
+//!
+//! Invariants:
+//! - each message is handled with the `Instant` it arrived at (stamped by the reader), never the
+//!   time the actor got round to it;
+//! - messages go out on the newest open connection to a peer (a restarted peer is reached at
+//!   once); at most [`MAX_CONNECTIONS_PER_PEER`] are kept per peer, the oldest closed beyond;
+//! - what the node needs (answers, probe targets, incarnation, liveness of this loop) is pushed
+//!   on watch channels and atomics, so readers never wait on the actor;
+//! - the core's timers are one `Instant` ([`State::poll_timeout`]), no queue of our own;
+//! - the loop wakes at least every [`PULSE`], so [`super::Membership::is_alive`] can tell a
+//!   stalled actor from an idle one.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use spdu_keys::PublicKey;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info};
+
+use super::conn::{self, Event, Inbox, Outbox};
+use super::metrics::NetMetrics;
+use crate::proto::{AnswerSet, InEvent, Message, OutEvent, ProbeTarget, State};
+use crate::snapshot::ViewSnapshot;
+
+/// Most connections one peer may hold at once (its dialled one, ours, and reconnects in
+/// between); the oldest beyond that is closed, so a misbehaving member cannot pile them up.
+pub const MAX_CONNECTIONS_PER_PEER: usize = 4;
+/// Longest the loop sleeps without work.
+pub const PULSE: Duration = Duration::from_secs(1);
+
+/// What the rest of the node asks of the actor.
+pub(super) enum Command {
+    Snapshot(oneshot::Sender<ViewSnapshot>),
+    Input(InEvent),
+}
+
+/// Where the actor publishes what the node reads.
+#[derive(Debug)]
+pub(super) struct Outputs {
+    pub(super) answers: watch::Sender<AnswerSet>,
+    pub(super) probe_targets: watch::Sender<Vec<ProbeTarget>>,
+    pub(super) incarnation: watch::Sender<u64>,
+}
+
+/// When the actor last ran its loop, in milliseconds since `epoch`.
+#[derive(Debug)]
+pub(super) struct Pulse {
+    pub(super) epoch: Instant,
+    pub(super) last_ms: AtomicU64,
+}
+
+impl Pulse {
+    pub(super) fn new() -> Self {
+        Self { epoch: Instant::now(), last_ms: AtomicU64::new(0) }
+    }
+
+    fn beat(&self) {
+        self.last_ms.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Time since the actor last ran its loop.
+    pub(super) fn since(&self) -> Duration {
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        self.epoch.elapsed().saturating_sub(last)
+    }
+}
+
+pub(super) struct Actor {
+    pub(super) state: State,
+    pub(super) connections: BTreeMap<PublicKey, Vec<Outbox>>,
+    pub(super) outputs: Outputs,
+    pub(super) metrics: Arc<NetMetrics>,
+    pub(super) pulse: Arc<Pulse>,
+    /// UDP (datagrams, bytes) sent by connections no longer held.
+    pub(super) closed_udp: (u64, u64),
+    pub(super) inbox: Inbox,
+    pub(super) tasks: TaskTracker,
+    pub(super) shutdown: CancellationToken,
+}
+
+impl Actor {
+    /// Serves, in this order of priority: shutdown, urgent events (datagrams, connections), due
+    /// timers, commands, bulk events (stream frames). Timers come after urgent events so that a
+    /// silence check sees every datagram that arrived before it.
+    pub(super) async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut urgent: mpsc::Receiver<Event>,
+        mut bulk: mpsc::Receiver<Event>,
+    ) {
+        // The core is ready from `State::new`: its first outputs wait.
+        self.apply();
+        loop {
+            self.pulse.beat();
+            let next = self.state.poll_timeout().map(Instant::from_std);
+            let wake = next.map_or(Instant::now() + PULSE, |at| at.min(Instant::now() + PULSE));
+            tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => break,
+                Some(event) = urgent.recv() => self.on_event(event),
+                () = tokio::time::sleep_until(wake) => self.fire_timers(),
+                Some(command) = commands.recv() => self.on_command(command),
+                Some(event) = bulk.recv() => self.on_event(event),
+            }
+        }
+        for outbox in self.connections.values().flatten() {
+            outbox.conn.close(0u32.into(), b"shutdown");
+        }
+    }
+
+    fn now() -> std::time::Instant {
+        Instant::now().into_std()
+    }
+
+    fn fire_timers(&mut self) {
+        let now = Self::now();
+        if self.state.poll_timeout().is_some_and(|at| at <= now) {
+            self.count_udp();
+            self.state.handle_timeout(now);
+            self.apply();
+        }
+    }
+
+    /// Publishes what QUIC sent on all connections, held and closed.
+    fn count_udp(&mut self) {
+        let (mut datagrams, mut bytes) = self.closed_udp;
+        for outbox in self.connections.values().flatten() {
+            let tx = outbox.conn.stats().udp_tx;
+            datagrams += tx.datagrams;
+            bytes += tx.bytes;
+        }
+        self.metrics.udp_datagrams_sent.store(datagrams, Ordering::Relaxed);
+        self.metrics.udp_bytes_sent.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Remembers what a connection that is let go of sent.
+    fn forget(&mut self, conn: &quinn::Connection) {
+        let tx = conn.stats().udp_tx;
+        self.closed_udp.0 += tx.datagrams;
+        self.closed_udp.1 += tx.bytes;
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Snapshot(reply) => {
+                let _ = reply.send(ViewSnapshot::of(&self.state, Self::now()));
+            }
+            Command::Input(event) => {
+                self.state.handle(Self::now(), event);
+                self.apply();
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Connected(peer, conn) => self.on_connected(peer, conn),
+            Event::Closed(peer, id) => {
+                self.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
+                if let Some(outboxes) = self.connections.get_mut(&peer)
+                    && let Some(i) = outboxes.iter().position(|o| o.conn.stable_id() == id)
+                {
+                    let gone = outboxes.remove(i);
+                    self.forget(&gone.conn);
+                }
+            }
+            Event::Message(from, message, arrived) => {
+                self.state.handle(arrived, InEvent::Message { from, message });
+                self.apply();
+            }
+        }
+    }
+
+    fn on_connected(&mut self, peer: PublicKey, conn: quinn::Connection) {
+        info!(peer = %peer.fingerprint(), remote = %conn.remote_address(), "connected");
+        self.metrics.connections_open.fetch_add(1, Ordering::Relaxed);
+        let outbox = conn::start(
+            &self.tasks,
+            peer,
+            conn,
+            self.inbox.clone(),
+            self.metrics.clone(),
+            self.shutdown.clone(),
+        );
+        let outboxes = self.connections.entry(peer).or_default();
+        let (closed, open): (Vec<_>, Vec<_>) =
+            std::mem::take(outboxes).into_iter().partition(|o| o.conn.close_reason().is_some());
+        *outboxes = open;
+        outboxes.push(outbox);
+        let excess = outboxes.len().saturating_sub(MAX_CONNECTIONS_PER_PEER);
+        let oldest: Vec<Outbox> = outboxes.drain(..excess).collect();
+        for old in &oldest {
+            debug!(peer = %peer.fingerprint(), "too many connections; closing the oldest");
+            old.conn.close(2u32.into(), b"too many connections");
+        }
+        for gone in closed.iter().chain(&oldest) {
+            self.forget(&gone.conn);
+        }
+    }
+
+    fn apply(&mut self) {
+        while let Some(event) = self.state.poll_event() {
+            match event {
+                OutEvent::Send { to, message } => self.send(to, &message),
+                OutEvent::AnswerChanged(answer) => {
+                    debug!(version = answer.version, addresses = ?answer.addresses, "answer set changed");
+                    self.outputs.answers.send_replace(answer);
+                }
+                OutEvent::ProbeTargetsChanged(targets) => {
+                    self.outputs.probe_targets.send_replace(targets);
+                }
+                OutEvent::IncarnationChanged(incarnation) => {
+                    info!(
+                        incarnation,
+                        "a peer held a newer observation of this node: rose to a new incarnation"
+                    );
+                    self.outputs.incarnation.send_replace(incarnation);
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, to: PublicKey, message: &Message) {
+        let Some(outbox) =
+            self.connections.get(&to).and_then(|o| o.iter().rev().find(|o| o.conn.close_reason().is_none()))
+        else {
+            return;
+        };
+        let frame = Bytes::from(message.encode());
+        self.metrics.frames_sent.fetch_add(1, Ordering::Relaxed);
+        self.metrics.bytes_sent.fetch_add(frame.len() as u64, Ordering::Relaxed);
+        // A full digest states everything the sender holds: a newer one makes a waiting one moot.
+        let supersedes = matches!(message, Message::Digest { .. });
+        outbox.send(frame, supersedes);
+    }
+}
