@@ -205,6 +205,17 @@ impl LocalCluster {
 
     /// Starts site `i` (it must not be running).
     pub fn start_site(&mut self, i: usize) -> anyhow::Result<()> {
+        self.start_site_under(i, &[], &[])
+    }
+
+    /// Starts site `i` as `wrapper… <binary> run --config …` with `env` added, e.g. under
+    /// `faketime -f -1d` to give it a clock a day behind (it must not be running).
+    pub fn start_site_under(
+        &mut self,
+        i: usize,
+        wrapper: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<()> {
         let binary = self.binary.clone();
         let site = &mut self.sites[i];
         if site.child.is_some() {
@@ -215,10 +226,19 @@ impl LocalCluster {
             .append(true)
             .open(&site.log)
             .with_context(|| format!("opening {}", site.log.display()))?;
-        let child = Command::new(&binary)
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(&binary);
+                command
+            }
+            None => Command::new(&binary),
+        };
+        let child = command
             .arg("run")
             .arg("--config")
             .arg(&site.config)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

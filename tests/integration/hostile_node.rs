@@ -465,3 +465,84 @@ async fn the_open_files_limit_is_raised_to_the_hard_limit() {
     assert_eq!(seen, "4096 4096", "soft and hard open-files limits of the running node");
     assert!(log.contains("raised the open-files limit"), "{log}");
 }
+
+// ---- incarnation rollback -----------------------------------------------------------------------
+
+/// The incarnation site `by` holds for node `name`, and whether that observation is current.
+fn observation_seen(cluster: &LocalCluster, by: usize, name: &str) -> Option<(u64, bool)> {
+    let view = view(cluster, by);
+    let node = view["nodes"].as_array()?.iter().find(|n| n["name"] == name)?.clone();
+    Some((
+        node["observation"]["observation"]["incarnation"].as_u64()?,
+        node["observation"]["fresh"].as_bool()?,
+    ))
+}
+
+/// A site restored with its key but without its incarnation file, on a clock a day behind (no
+/// battery-backed clock, before NTP), starts below the incarnation its peers hold for it. Within
+/// a few seconds the peers' replies raise it above that: they show its new observation current,
+/// answer with it, and withdraw it as soon as its own check fails; the raised value is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_restored_with_its_clock_behind_is_a_full_member_within_seconds() {
+    if std::process::Command::new("faketime").arg("--version").output().is_err() {
+        panic!("faketime is needed for this test (apt-get install faketime)");
+    }
+    let mut cluster =
+        LocalCluster::create(spdu(), 3, Ipv4Addr::new(127, 0, 76, 11), spdu_cluster::Ports::default(), "")
+            .unwrap();
+    // gamma's own check: healthy while the marker file exists; peers do not probe it, so only
+    // gamma's own signed word can withdraw it.
+    let marker = cluster.dir().join("gamma-healthy");
+    std::fs::write(&marker, "").unwrap();
+    let path = cluster.config_path(2).to_owned();
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(&format!(
+        "\n[health]\ncheck = \"command\"\ncommand = [\"test\", \"-e\", \"{}\"]\ninterval_ms = 200\n",
+        marker.display()
+    ));
+    std::fs::write(&path, text).unwrap();
+    for i in 0..3 {
+        cluster.start_site(i).unwrap();
+    }
+    cluster.wait_ready(Duration::from_secs(20)).await.unwrap();
+    let all = ips(&cluster, &[0, 1, 2]);
+    wait_until(CONVERGE, "all three in every answer", || {
+        (0..3).all(|i| dig_pool(cluster.dns_addr(i)) == all)
+    });
+    let (old, _) = observation_seen(&cluster, 0, "gamma").expect("alpha holds gamma's observation");
+
+    // Restored: same key, no incarnation file, the wall clock a day behind.
+    cluster.stop(2).unwrap();
+    let file = cluster.dir().join("gamma.key.incarnation");
+    std::fs::remove_file(&file).unwrap();
+    cluster
+        .start_site_under(2, &["faketime", "-f", "-1d"], &[("FAKETIME_DONT_FAKE_MONOTONIC", "1")])
+        .unwrap();
+    cluster.wait_site_ready(2, Duration::from_secs(20)).await.unwrap();
+    let started: u64 = std::fs::read_to_string(&file).unwrap().trim().parse().unwrap();
+    assert!(started < old, "the faked clock starts gamma below its old incarnation ({started} vs {old})");
+
+    let took = wait_until(
+        Duration::from_secs(10),
+        "alpha and beta to hold gamma's new observation, current",
+        || {
+            (0..2).all(|i| {
+                observation_seen(&cluster, i, "gamma").is_some_and(|(inc, fresh)| inc > old && fresh)
+            })
+        },
+    );
+    eprintln!("gamma is a full member again {took:?} after it was ready");
+    wait_until(Duration::from_secs(10), "every site to answer with gamma", || {
+        (0..3).all(|i| dig_pool(cluster.dns_addr(i)) == all)
+    });
+    // Its own verdict counts again: its check fails, everyone withdraws it.
+    std::fs::remove_file(&marker).unwrap();
+    let survivors = ips(&cluster, &[0, 1]);
+    let withdrawn =
+        wait_until(Duration::from_secs(10), "alpha and beta to withdraw the unhealthy gamma", || {
+            (0..2).all(|i| dig_pool(cluster.dns_addr(i)) == survivors)
+        });
+    eprintln!("gamma's self-withdrawal reached its peers after {withdrawn:?}");
+    let stored: u64 = std::fs::read_to_string(&file).unwrap().trim().parse().unwrap();
+    assert!(stored > old, "the raised incarnation is stored ({stored} vs {old})");
+}
