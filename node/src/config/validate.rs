@@ -154,6 +154,24 @@ pub(super) fn name(field: &str, value: &Spanned<String>) -> Checked<String> {
     Ok(text.clone())
 }
 
+/// A number within `range` (`unit` names it in the error), or `default`.
+fn bounded<T: PartialOrd + Copy + std::fmt::Display>(
+    field: &str,
+    value: &Option<Spanned<T>>,
+    default: T,
+    range: &RangeInclusive<T>,
+    unit: &str,
+) -> Checked<T> {
+    match value {
+        None => Ok(default),
+        Some(v) if !range.contains(v.get_ref()) => Err(FieldError::at(
+            v,
+            format!("{field}: {} is out of bounds ({} to {}{unit})", v.get_ref(), range.start(), range.end()),
+        )),
+        Some(v) => Ok(*v.get_ref()),
+    }
+}
+
 /// A duration in milliseconds within `range`, or `default`.
 pub(super) fn bounded_ms(
     field: &str,
@@ -161,14 +179,8 @@ pub(super) fn bounded_ms(
     default: Duration,
     range: RangeInclusive<u64>,
 ) -> Checked<Duration> {
-    match value {
-        None => Ok(default),
-        Some(v) if !range.contains(v.get_ref()) => Err(FieldError::at(
-            v,
-            format!("{field}: {} is out of bounds ({} to {} ms)", v.get_ref(), range.start(), range.end()),
-        )),
-        Some(v) => Ok(Duration::from_millis(*v.get_ref())),
-    }
+    let default_ms = u64::try_from(default.as_millis()).unwrap_or(u64::MAX);
+    bounded(field, value, default_ms, &range, " ms").map(Duration::from_millis)
 }
 
 /// A count within `range`, or `default`.
@@ -178,14 +190,7 @@ pub(super) fn bounded_count(
     default: u32,
     range: RangeInclusive<u32>,
 ) -> Checked<u32> {
-    match value {
-        None => Ok(default),
-        Some(v) if !range.contains(v.get_ref()) => Err(FieldError::at(
-            v,
-            format!("{field}: {} is out of bounds ({} to {})", v.get_ref(), range.start(), range.end()),
-        )),
-        Some(v) => Ok(*v.get_ref()),
-    }
+    bounded(field, value, default, &range, "")
 }
 
 /// Service addresses: at least one, at most [`MAX_SERVICE_ADDRESSES`], each once, none special.
