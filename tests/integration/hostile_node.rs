@@ -5,7 +5,7 @@
 //!
 //! The member is played by this test holding a real site's key (as in `adversarial`): the site
 //! is stopped, and a quinn client with its key pushes observations signed with it and sends the
-//! liveness datagrams that keep it reachable. Blocks 127.0.70–79.
+//! liveness datagrams that keep it reachable. Blocks 127.0.80–89 (the benchmarks use 70 and 71).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -72,11 +72,11 @@ fn healthz(control: SocketAddr) -> anyhow::Result<String> {
 /// serving DNS and, once they are gone, the control endpoint again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_endpoint_closes_slow_idle_and_excess_connections() {
-    let cluster = start_cluster(1, 70, "").await;
+    let cluster = start_cluster(1, 80, "").await;
     let control = cluster.control_addr(0);
     let own = ips(&cluster, &[0]);
     assert_eq!(healthz(control).unwrap(), "ok\n");
-    let source = |host: u8| Ipv4Addr::new(127, 0, 70, host);
+    let source = |host: u8| Ipv4Addr::new(127, 0, 80, host);
     // Well past the node's timeouts (seconds), far below "minutes".
     let bound = Duration::from_secs(12);
 
@@ -145,14 +145,14 @@ async fn control_endpoint_closes_slow_idle_and_excess_connections() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_endpoint_serves_only_allowed_networks() {
     let mut cluster =
-        LocalCluster::create(spdu(), 1, Ipv4Addr::new(127, 0, 71, 11), spdu_cluster::Ports::default(), "")
+        LocalCluster::create(spdu(), 1, Ipv4Addr::new(127, 0, 81, 11), spdu_cluster::Ports::default(), "")
             .unwrap();
     let path = cluster.config_path(0).to_owned();
     let text = std::fs::read_to_string(&path).unwrap();
     let control = cluster.control_addr(0);
     let text = text.replace(
         &format!("control = \"{control}\""),
-        &format!("control = \"{control}\"\ncontrol_allow = [\"127.0.71.200/30\"]"),
+        &format!("control = \"{control}\"\ncontrol_allow = [\"127.0.81.200/30\"]"),
     );
     std::fs::write(&path, text).unwrap();
     let check = run_spdu(&["check", "--config", path.to_str().unwrap()]);
@@ -160,9 +160,9 @@ async fn control_endpoint_serves_only_allowed_networks() {
     cluster.start_site(0).unwrap();
     cluster.wait_ready(Duration::from_secs(20)).await.unwrap();
 
-    let mut allowed = connect_from(Ipv4Addr::new(127, 0, 71, 201), control).await;
+    let mut allowed = connect_from(Ipv4Addr::new(127, 0, 81, 201), control).await;
     assert!(get_keep_alive(&mut allowed, "/healthz").await.contains("200"));
-    for stranger in [Ipv4Addr::new(127, 0, 71, 50), Ipv4Addr::new(127, 0, 71, 204), Ipv4Addr::LOCALHOST] {
+    for stranger in [Ipv4Addr::new(127, 0, 81, 50), Ipv4Addr::new(127, 0, 81, 204), Ipv4Addr::LOCALHOST] {
         let mut conn = connect_from(stranger, control).await;
         let _ = conn.write_all(b"GET /v1/peers HTTP/1.1\r\nHost: spdu\r\n\r\n").await;
         let mut answer = Vec::new();
@@ -299,15 +299,15 @@ fn peers_table(cluster: &LocalCluster, i: usize) -> String {
 /// member names only its own address.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_advertised_check_host_is_never_a_destination() {
-    let mut cluster = start_cluster(3, 72, "").await;
+    let mut cluster = start_cluster(3, 82, "").await;
     let all = ips(&cluster, &[0, 1, 2]);
     wait_until(CONVERGE, "all three in alpha's answer", || dig_pool(cluster.dns_addr(0)) == all);
-    let internal: SocketAddr = "127.0.72.50:18090".parse().unwrap();
+    let internal: SocketAddr = "127.0.82.50:18090".parse().unwrap();
     let recorder = Recorder::start(internal).await;
     let beta_ip = cluster.ip(1);
     let mut beta = Member::take_over(&mut cluster, 1).await;
 
-    for (i, host) in ["127.0.72.50", "127.0.72.50:18090", "[::ffff:127.0.72.50]", "::ffff:7f00:4832"]
+    for (i, host) in ["127.0.82.50", "127.0.82.50:18090", "[::ffff:127.0.82.50]", "::ffff:7f00:4832"]
         .into_iter()
         .enumerate()
     {
@@ -326,7 +326,7 @@ async fn an_advertised_check_host_is_never_a_destination() {
         let error = node["health"]["error"].as_str().unwrap_or_default().to_owned();
         assert!(error.contains(&beta_ip.to_string()), "site {i} probed beta elsewhere: {node}");
         let table = peers_table(&cluster, i);
-        assert!(!table.contains("127.0.72.50") && !table.contains("secret-content"), "site {i}:\n{table}");
+        assert!(!table.contains("127.0.82.50") && !table.contains("secret-content"), "site {i}:\n{table}");
     }
     assert_eq!(recorder.hits(), 0);
 }
@@ -335,10 +335,10 @@ async fn an_advertised_check_host_is_never_a_destination() {
 /// probe it only at the address pinned for it in their rosters.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_is_probed_only_at_its_pinned_address() {
-    let mut cluster = start_cluster(3, 73, "").await;
+    let mut cluster = start_cluster(3, 83, "").await;
     let all = ips(&cluster, &[0, 1, 2]);
     wait_until(CONVERGE, "all three in alpha's answer", || dig_pool(cluster.dns_addr(0)) == all);
-    let internal: SocketAddr = "127.0.73.50:18090".parse().unwrap();
+    let internal: SocketAddr = "127.0.83.50:18090".parse().unwrap();
     let recorder = Recorder::start(internal).await;
     let beta_ip = cluster.ip(1);
     let mut beta = Member::take_over(&mut cluster, 1).await;
@@ -358,7 +358,7 @@ async fn a_member_is_probed_only_at_its_pinned_address() {
     }
     for i in [0, 2] {
         let table = peers_table(&cluster, i);
-        assert!(!table.contains("127.0.73.50"), "site {i}:\n{table}");
+        assert!(!table.contains("127.0.83.50"), "site {i}:\n{table}");
     }
 }
 
@@ -369,7 +369,7 @@ async fn a_member_is_probed_only_at_its_pinned_address() {
 /// not answered through the liar.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claimed_addresses_are_never_served() {
-    let mut cluster = start_cluster(3, 74, "").await;
+    let mut cluster = start_cluster(3, 84, "").await;
     let all = ips(&cluster, &[0, 1, 2]);
     wait_until(CONVERGE, "all three in every answer", || {
         (0..3).all(|i| dig_pool(cluster.dns_addr(i)) == all)
@@ -432,7 +432,7 @@ async fn the_open_files_limit_is_raised_to_the_hard_limit() {
         panic!("prlimit is needed for this test (apt-get install util-linux)");
     }
     let cluster =
-        LocalCluster::create(spdu(), 1, Ipv4Addr::new(127, 0, 75, 11), spdu_cluster::Ports::default(), "")
+        LocalCluster::create(spdu(), 1, Ipv4Addr::new(127, 0, 85, 11), spdu_cluster::Ports::default(), "")
             .unwrap();
     let log = std::fs::File::create(cluster.dir().join("limited.log")).unwrap();
     let mut child = std::process::Command::new("prlimit")
@@ -488,7 +488,7 @@ async fn a_site_restored_with_its_clock_behind_is_a_full_member_within_seconds()
         panic!("faketime is needed for this test (apt-get install faketime)");
     }
     let mut cluster =
-        LocalCluster::create(spdu(), 3, Ipv4Addr::new(127, 0, 76, 11), spdu_cluster::Ports::default(), "")
+        LocalCluster::create(spdu(), 3, Ipv4Addr::new(127, 0, 86, 11), spdu_cluster::Ports::default(), "")
             .unwrap();
     // gamma's own check: healthy while the marker file exists; peers do not probe it, so only
     // gamma's own signed word can withdraw it.
