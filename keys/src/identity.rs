@@ -1,11 +1,12 @@
 //! Keys and key files.
 //!
 //! Invariants: a key file is only ever created with `O_EXCL` and mode 0600, and a key file that
-//! group or others can read is refused at load time. The public-key token is `ed25519:` followed by
+//! others can read or replace (see [`crate::private_file`]) is refused at load time. The public-key token is `ed25519:` followed by
 //! the 32 key bytes in unpadded URL-safe base64; parsing accepts nothing else.
 
 use std::fmt;
 use std::fs;
+use std::io::Read;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -15,6 +16,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey, KeypairBytes};
 use ed25519_dalek::{SigningKey, VerifyingKey};
+
+use crate::private_file::{OpenError, UnsafeFile, open_private};
 
 const TOKEN_PREFIX: &str = "ed25519:";
 
@@ -33,18 +36,17 @@ pub enum KeyError {
         /// What the OS said.
         source: std::io::Error,
     },
-    /// The key file is readable by group or others.
-    #[error(
-        "{}: key file is readable by group or others (mode {mode:o}); run `chmod 600 {}`",
-        path.display(),
-        path.display()
-    )]
-    Permissions {
+    /// The key file is not safe to use: others can read or replace it, or it is a link.
+    #[error("{}: {source}", path.display())]
+    Unsafe {
         /// The key file.
         path: PathBuf,
-        /// Its permission bits.
-        mode: u32,
+        /// What is wrong with it.
+        source: UnsafeFile,
     },
+    /// `keygen` was given a directory.
+    #[error("{}: is a directory; give the path of the key file to create, e.g. {}", .0.display(), .0.join("node.key").display())]
+    IsDirectory(PathBuf),
     /// The key file is not an ed25519 PKCS#8 PEM private key.
     #[error("{}: not an ed25519 PKCS#8 PEM private key: {reason}", path.display())]
     Malformed {
@@ -100,6 +102,9 @@ impl SecretKey {
     pub fn generate_file(path: &Path) -> Result<Self, KeyError> {
         let key = Self::generate();
         let io = |source| KeyError::Io { path: path.to_owned(), source };
+        if path.is_dir() {
+            return Err(KeyError::IsDirectory(path.to_owned()));
+        }
         let mut file = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(
             |e| match e.kind() {
                 std::io::ErrorKind::AlreadyExists => KeyError::Exists(path.to_owned()),
@@ -113,15 +118,16 @@ impl SecretKey {
         Ok(key)
     }
 
-    /// Loads a key file, refusing one that group or others can read.
+    /// Loads a key file, refusing one that others can read or replace, or a link (see
+    /// [`crate::private_file`]).
     pub fn load_file(path: &Path) -> Result<Self, KeyError> {
         let io = |source| KeyError::Io { path: path.to_owned(), source };
-        let meta = fs::metadata(path).map_err(io)?;
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(KeyError::Permissions { path: path.to_owned(), mode });
-        }
-        let text = fs::read_to_string(path).map_err(io)?;
+        let mut file = open_private(path).map_err(|e| match e {
+            OpenError::Io(e) => io(e),
+            OpenError::Unsafe(source) => KeyError::Unsafe { path: path.to_owned(), source },
+        })?;
+        let mut text = String::new();
+        file.read_to_string(&mut text).map_err(io)?;
         let malformed = |reason: String| KeyError::Malformed { path: path.to_owned(), reason };
         let inner = SigningKey::from_pkcs8_pem(&text).map_err(|e| malformed(e.to_string()))?;
         Ok(Self { inner })
@@ -272,9 +278,17 @@ mod tests {
         for mode in [0o640, 0o604, 0o644] {
             fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
             let err = SecretKey::load_file(&path).unwrap_err();
-            assert!(matches!(err, KeyError::Permissions { .. }), "{err}");
-            assert!(err.to_string().contains("node.key"), "{err}");
+            assert!(matches!(err, KeyError::Unsafe { source: UnsafeFile::Permissions { .. }, .. }), "{err}");
+            assert!(err.to_string().contains("node.key: UNPROTECTED PRIVATE KEY FILE"), "{err}");
         }
+    }
+
+    #[test]
+    fn keygen_into_a_directory_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = SecretKey::generate_file(dir.path()).unwrap_err();
+        assert!(matches!(err, KeyError::IsDirectory(_)), "{err}");
+        assert!(err.to_string().contains("is a directory"), "{err}");
     }
 
     #[test]

@@ -8,20 +8,24 @@
 //!   node's observations supersede its old ones.
 //! - [`run`]: `spdu run`: binds QUIC, DNS and the control endpoint, then runs them under one
 //!   cancellation token until SIGINT/SIGTERM; bridges the membership answer set into DNS.
-//! - [`health`]: runs this site's service check and probes the peers' advertised services.
+//! - [`health`]: runs this site's service check ([`health::check`]) and schedules the probes of
+//!   the peers' advertised services ([`health::schedule`]).
+//! - [`dns_client`]: the one DNS client (the `dns` check; the local-cluster harness).
 //! - [`control`]: the local HTTP control endpoint (`/v1/peers`, `/metrics`, `/healthz`).
 //! - [`peers`]: `spdu peers`: fetches and prints the signed view.
-//! - [`cluster`]: [`cluster::LocalCluster`], real `spdu run` processes on 127.0.0.x, for the
-//!   demo and the integration tests.
-//! - [`demo`]: `spdu demo`: a site loss and recovery, live.
+//! - [`limits`]: raises the open-files limit at start.
+//! - [`text`]: escaping peer-supplied text for the terminal.
 //!
-//! The binary (`main.rs`) only parses the command line and calls into these modules.
+//! The binary (`main.rs`) only parses the command line and calls into these modules. The
+//! local-cluster harness and the demo live in the `spdu-cluster` crate, never linked into
+//! `spdu run`.
 
-pub mod cluster;
 pub mod config;
 pub mod control;
-pub mod demo;
+pub mod dns_client;
 pub mod health;
 pub mod incarnation;
+pub mod limits;
 pub mod peers;
 pub mod run;
+pub mod text;

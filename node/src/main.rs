@@ -9,7 +9,6 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use spdu_keys::SecretKey;
 use spdu_node::config::{Config, load_control_address};
-use spdu_node::demo::{DemoOptions, run_demo};
 
 /// Multi-site DNS failover: each site's node probes its peers, gossips signed observations and
 /// serves the pool zone's DNS.
@@ -58,15 +57,6 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
-    /// Run a local cluster on 127.0.0.x, lose a site and bring it back, live.
-    Demo {
-        /// Number of sites.
-        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(2..=9))]
-        sites: u8,
-        /// Leave the sites running after the demo, until Ctrl-C.
-        #[arg(long)]
-        keep_running: bool,
-    },
 }
 
 fn main() -> ExitCode {
@@ -74,7 +64,7 @@ fn main() -> ExitCode {
     match execute(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", spdu_node::text::error_chain(&e));
             ExitCode::FAILURE
         }
     }
@@ -93,6 +83,7 @@ fn execute(command: Command) -> anyhow::Result<()> {
         }
         Command::Run { config } => {
             init_logging();
+            spdu_node::limits::raise_open_files();
             runtime()?.block_on(spdu_node::run::run(&config))
         }
         Command::Peers { config, control, json } => {
@@ -101,14 +92,13 @@ fn execute(command: Command) -> anyhow::Result<()> {
                 (None, Some(config)) => load_control_address(&config)?,
                 (None, None) => unreachable!("clap requires --config or --control"),
             };
-            spdu_node::peers::print_view(control, json)
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the tokio runtime")?
+                .block_on(spdu_node::peers::print_view(control, json))
         }
         Command::Check { config } => check(&config),
-        Command::Demo { sites, keep_running } => {
-            let binary = std::env::current_exe().context("finding the spdu executable")?;
-            let options = DemoOptions { sites: sites.into(), keep_running, ..DemoOptions::default() };
-            runtime()?.block_on(run_demo(&binary, &options))
-        }
     }
 }
 

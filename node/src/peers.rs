@@ -13,28 +13,39 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Deserialize;
 
+use crate::text::escape;
+
 /// How long `spdu peers` waits for the node.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Fetches `/v1/peers` from the control endpoint at `control` and returns the JSON text.
-/// Blocking; call it from a blocking context.
-pub fn fetch_view(control: SocketAddr) -> anyhow::Result<String> {
+pub async fn fetch_view(control: SocketAddr) -> anyhow::Result<String> {
     let url = format!("http://{control}/v1/peers");
-    let agent: ureq::Agent = ureq::Agent::config_builder().timeout_global(Some(FETCH_TIMEOUT)).build().into();
-    let mut response = agent.get(&url).call().map_err(|e| match e {
-        ureq::Error::StatusCode(code) => anyhow::anyhow!("{url} answered HTTP {code}"),
-        e => anyhow::Error::new(e)
-            .context(format!("cannot reach spdu control endpoint at {control}: is `spdu run` running?")),
+    let client = reqwest::Client::builder()
+        .timeout(FETCH_TIMEOUT)
+        .no_proxy()
+        .build()
+        .context("building the HTTP client")?;
+    let response = client.get(&url).send().await.map_err(|e| {
+        anyhow::Error::new(e)
+            .context(format!("cannot reach spdu control endpoint at {control}: is `spdu run` running?"))
     })?;
-    response.body_mut().read_to_string().with_context(|| format!("reading the answer of {url}"))
+    let status = response.status();
+    if !status.is_success() {
+        anyhow::bail!("{url} answered HTTP {}", status.as_u16());
+    }
+    response.text().await.with_context(|| format!("reading the answer of {url}"))
 }
 
-/// `spdu peers`: prints the view of the node whose control endpoint is `control`.
-pub fn print_view(control: SocketAddr, json: bool) -> anyhow::Result<()> {
-    let text = fetch_view(control)?;
+/// `spdu peers`: prints the view of the node whose control endpoint is `control`. Peer-supplied
+/// text is escaped in the table ([`crate::text::escape`]); `--json` is JSON, whose strings
+/// escape control characters by themselves.
+pub async fn print_view(control: SocketAddr, json: bool) -> anyhow::Result<()> {
+    let text = fetch_view(control).await?;
     if json {
-        serde_json::from_str::<serde_json::Value>(&text).context("the node sent invalid JSON")?;
-        print!("{text}");
+        let value: serde_json::Value = serde_json::from_str(&text).context("the node sent invalid JSON")?;
+        // Re-encoded: what reaches the terminal is what serde_json writes, never raw bytes.
+        println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         print!("{}", render_table(&text)?);
     }
@@ -75,10 +86,10 @@ pub fn render_table(json: &str) -> anyhow::Result<String> {
             None => ("-".to_owned(), "-".to_owned(), "-".to_owned()),
         };
         rows.push([
-            node.name.clone(),
-            node.fingerprint.clone(),
+            escape(&node.name),
+            escape(&node.fingerprint),
             from_here,
-            seen_by.trim_end().to_owned(),
+            escape(seen_by.trim_end()),
             yes_no(node.in_answer).to_owned(),
             age,
             version,
@@ -92,7 +103,7 @@ pub fn render_table(json: &str) -> anyhow::Result<String> {
             *width = (*width).max(cell.chars().count());
         }
     }
-    let mut out = format!("node {} in cluster {}\n", view.name, view.cluster);
+    let mut out = format!("node {} in cluster {}\n", escape(&view.name), escape(&view.cluster));
     for row in &rows {
         let mut line = String::new();
         for (cell, width) in row.iter().zip(widths) {
@@ -108,7 +119,7 @@ pub fn render_table(json: &str) -> anyhow::Result<String> {
         .stats
         .iter()
         .filter(|(name, _)| !matches!(name.as_str(), "accepted" | "other_roster"))
-        .map(|(name, value)| format!("{name} {value}"))
+        .map(|(name, value)| format!("{} {value}", escape(name)))
         .collect();
     let _ = writeln!(
         out,
@@ -137,9 +148,10 @@ fn render_health(out: &mut String, view: &View) {
         "service health (own check; probes by each observer):
 ",
     );
-    let width = view.nodes.iter().map(|n| n.name.chars().count()).max().unwrap_or(0);
+    // Names, checks and errors come from peers: each is escaped where it is written.
+    let width = view.nodes.iter().map(|n| escape(&n.name).chars().count()).max().unwrap_or(0);
     for node in &view.nodes {
-        let mut line = format!("{:width$}  self: ", node.name);
+        let mut line = format!("{:width$}  self: ", escape(&node.name));
         match node.observation.as_ref().map(|o| o.observation.healthy) {
             Some(true) => line.push_str("healthy"),
             Some(false) => line.push_str("unhealthy"),
@@ -148,10 +160,10 @@ fn render_health(out: &mut String, view: &View) {
         if node.is_self
             && let Some(h) = &node.health
         {
-            let _ = write!(line, " ({})", describe_result(h));
+            let _ = write!(line, " ({})", escape(&describe_result(h)));
         }
         if let Some(check) = node.observation.as_ref().and_then(|o| o.observation.service_check.as_ref()) {
-            let _ = write!(line, "  [advertises {}]", describe_check(check));
+            let _ = write!(line, "  [advertises {}]", escape(&describe_check(check)));
         }
         for observer in view.nodes.iter().filter(|o| o.key != node.key) {
             let report =
@@ -166,12 +178,12 @@ fn render_health(out: &mut String, view: &View) {
                 Some(false) => "down".to_owned(),
                 None => "-".to_owned(),
             };
-            let _ = write!(line, "  {}: {verdict}", observer.name);
+            let _ = write!(line, "  {}: {verdict}", escape(&observer.name));
             if observer.is_self
                 && let Some(h) = &node.health
                 && !h.last_ok.unwrap_or(true)
             {
-                let _ = write!(line, " ({})", describe_result(h));
+                let _ = write!(line, " ({})", escape(&describe_result(h)));
             }
         }
         out.push_str(line.trim_end());
@@ -320,11 +332,37 @@ mod tests {
     }
 
     #[test]
-    fn unreachable_node_gets_a_clear_error() {
+    fn peer_supplied_text_is_escaped() {
+        let json = r#"{
+          "me": "ed25519:A", "name": "alpha", "cluster": "pool\u001b]0;owned\u0007",
+          "answer": {"version": 1, "members": [], "addresses": []},
+          "nodes": [
+            {"key": "ed25519:A", "fingerprint": "aaaa", "name": "alpha", "is_self": true, "probe": null,
+             "in_answer": true, "observation": null},
+            {"key": "ed25519:B", "fingerprint": "bb\u202ebb", "name": "be\u001b[2Jta", "is_self": false,
+             "probe": null, "in_answer": false,
+             "health": {"streak": -1, "last_ok": false, "latency_us": null, "age_ms": 5,
+                        "error": "http://x/\u001b[31mred\r\nfake line"},
+             "observation": {"age_ms": 1, "fresh": true, "signed": {},
+               "observation": {"incarnation": 1, "seq": 1, "healthy": true,
+                 "service_check": {"Http": {"tls": false, "port": 80, "path": "/\u001b[1mx"}}}}}
+          ],
+          "stats": {"accepted": 1}
+        }"#;
+        let table = render_table(json).unwrap();
+        assert!(!table.chars().any(|c| c != '\n' && crate::text::is_invisible(c)), "{table:?}");
+        assert!(table.contains("be\\u{1b}[2Jta"), "{table}");
+        assert!(table.contains("\\u{1b}[31mred\\u{d}\\u{a}fake line"), "{table}");
+        assert!(table.contains("bb\\u{202e}bb"), "{table}");
+        assert!(table.contains("pool\\u{1b}]0;owned\\u{7}"), "{table}");
+    }
+
+    #[tokio::test]
+    async fn unreachable_node_gets_a_clear_error() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         drop(listener);
-        let e = format!("{:#}", fetch_view(addr).unwrap_err());
+        let e = format!("{:#}", fetch_view(addr).await.unwrap_err());
         assert!(
             e.contains(&format!("cannot reach spdu control endpoint at {addr}: is `spdu run` running?")),
             "{e}"

@@ -71,9 +71,20 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let dns_task = tasks.spawn(cancel_on_exit(shutdown.clone(), dns.run(shutdown.clone())));
     let control_task = tasks.spawn(cancel_on_exit(
         shutdown.clone(),
-        control::serve(control_listener, membership.clone(), dns_metrics, shutdown.clone()),
+        control::serve(
+            control_listener,
+            control::router(membership.clone(), dns_metrics),
+            control::Limits::new(config.node.control_allow.clone()),
+            shutdown.clone(),
+        ),
     ));
     tasks.spawn(crate::health::run(membership.clone(), config.health.clone(), shutdown.clone()));
+    tasks.spawn(crate::incarnation::persist_changes(
+        membership.incarnation(),
+        config.node.key.clone(),
+        incarnation,
+        shutdown.clone(),
+    ));
     tasks.spawn(publish_answers(answers, pool, config.node.addresses.clone(), shutdown.clone()));
     tasks.close();
 
@@ -110,7 +121,7 @@ async fn cancel_on_exit<T, E: std::fmt::Display>(
 }
 
 /// Resolves with the signal's name on the first SIGINT or SIGTERM.
-pub(crate) async fn shutdown_signal() -> anyhow::Result<&'static str> {
+pub async fn shutdown_signal() -> anyhow::Result<&'static str> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;

@@ -14,23 +14,23 @@ use std::time::Duration;
 
 use hickory_proto::op::{Edns, Message as DnsMessage, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
+use spdu_cluster::{LocalCluster, POOL_NAME, ZONE_ORIGIN};
 use spdu_gossip::proto::{MAX_FRAME_BYTES, Message, OBSERVATION_CONTEXT, Observation, SignedObservation};
 use spdu_keys::{PublicKey, SecretKey, tls};
-use spdu_node::cluster::{LocalCluster, POOL_NAME, ZONE_ORIGIN};
 use tokio::net::UdpSocket;
 
 use crate::testing::{dig_pool, ips, start_cluster, wait_until};
 
 const CONVERGE: Duration = Duration::from_secs(15);
 /// The cluster id of a local cluster: the zone origin (no `[cluster] id` set).
-const CLUSTER: &str = ZONE_ORIGIN;
+pub(crate) const CLUSTER: &str = ZONE_ORIGIN;
 
 // ---- fixtures ----------------------------------------------------------------------------
 
 /// The current value of `series` (a full OpenMetrics line prefix, labels included) on site `i`.
-fn metric(cluster: &LocalCluster, i: usize, series: &str) -> u64 {
+pub(crate) fn metric(cluster: &LocalCluster, i: usize, series: &str) -> u64 {
     let url = format!("http://{}/metrics", cluster.control_addr(i));
-    let text = ureq::get(&url).call().expect("metrics").body_mut().read_to_string().expect("metrics text");
+    let text = spdu_cluster::http_get(&url).expect("metrics");
     text.lines()
         .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
         .map_or(0, |v| v.trim().parse::<f64>().expect("a number") as u64)
@@ -41,36 +41,36 @@ fn rejected(cluster: &LocalCluster, i: usize, reason: &str) -> u64 {
 }
 
 /// Site `i`'s view as `spdu peers --json` prints it.
-fn view(cluster: &LocalCluster, i: usize) -> serde_json::Value {
-    let text = spdu_node::peers::fetch_view(cluster.control_addr(i)).expect("view");
+pub(crate) fn view(cluster: &LocalCluster, i: usize) -> serde_json::Value {
+    let text = spdu_cluster::fetch_view(cluster.control_addr(i)).expect("view");
     serde_json::from_str(&text).expect("json")
 }
 
 /// The signed observation of node `name` in site `i`'s view.
-fn signed_of(cluster: &LocalCluster, i: usize, name: &str) -> SignedObservation {
+pub(crate) fn signed_of(cluster: &LocalCluster, i: usize, name: &str) -> SignedObservation {
     let view = view(cluster, i);
     let node = view["nodes"].as_array().unwrap().iter().find(|n| n["name"] == name).expect("node in view");
     serde_json::from_value(node["observation"]["signed"].clone()).expect("a signed observation")
 }
 
-fn decode(signed: &SignedObservation) -> Observation {
+pub(crate) fn decode(signed: &SignedObservation) -> Observation {
     signed.verify(CLUSTER, |_| true).expect("a valid observation")
 }
 
-fn key_of(cluster: &LocalCluster, i: usize) -> SecretKey {
+pub(crate) fn key_of(cluster: &LocalCluster, i: usize) -> SecretKey {
     SecretKey::load_file(&cluster.dir().join(format!("{}.key", cluster.name(i)))).expect("site key")
 }
 
 /// Signs `obs` with `key` whoever it claims to be from (`Observation::sign` refuses to forge).
-fn sign_as(obs: &Observation, key: &SecretKey, cluster: &str) -> SignedObservation {
+pub(crate) fn sign_as(obs: &Observation, key: &SecretKey, cluster: &str) -> SignedObservation {
     let body = postcard::to_stdvec(obs).unwrap();
     SignedObservation { signature: key.sign(OBSERVATION_CONTEXT, cluster, &body), body }
 }
 
 /// A QUIC client holding `key`, connected to site `to`'s gossip port.
-struct Impostor {
+pub(crate) struct Impostor {
     _endpoint: quinn::Endpoint,
-    conn: quinn::Connection,
+    pub(crate) conn: quinn::Connection,
 }
 
 impl Impostor {
@@ -87,7 +87,7 @@ impl Impostor {
         Ok(Self { _endpoint: endpoint, conn })
     }
 
-    async fn as_site(cluster: &LocalCluster, site: usize, to: usize) -> Self {
+    pub(crate) async fn as_site(cluster: &LocalCluster, site: usize, to: usize) -> Self {
         let from = IpAddr::from([127, 0, ip_block(cluster), 99]);
         let server = key_of(cluster, to).public();
         Self::connect(&key_of(cluster, site), server, cluster.gossip_addr(to), from)
@@ -95,11 +95,11 @@ impl Impostor {
             .expect("roster key is accepted")
     }
 
-    fn datagram(&self, frame: Vec<u8>) {
+    pub(crate) fn datagram(&self, frame: Vec<u8>) {
         self.conn.send_datagram(frame.into()).expect("datagram");
     }
 
-    async fn stream(&self, frame: &[u8]) {
+    pub(crate) async fn stream(&self, frame: &[u8]) {
         let mut stream = self.conn.open_uni().await.expect("stream");
         // The node may stop reading an oversize frame early: that is the point.
         let _ = stream.write_all(frame).await;

@@ -198,6 +198,222 @@ fn address_in_use_fails_the_start_cleanly() {
     }
 }
 
+/// Input hygiene: every mistake an operator (or a copy-paste) makes in addresses, ids and
+/// numbers is refused with the field named, before anything starts.
+#[test]
+fn hostile_and_absurd_values_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    keygen(&dir.path().join("node.key"));
+    let beta = keygen(&dir.path().join("beta.key"));
+    let gamma = keygen(&dir.path().join("gamma.key"));
+    let d = dir.path();
+    let ok = config(3, "node.key", "", "", &peer("beta", &beta, ""));
+    let two = |a: &str, b: &str| {
+        config(
+            3,
+            "node.key",
+            "",
+            "",
+            &format!(
+                "{}{}",
+                peer("beta", &beta, "").replace("127.0.36.200:17946", a),
+                peer("gamma", &gamma, "").replace("127.0.36.200:17946", b)
+            ),
+        )
+    };
+    let cases: Vec<(&str, String, Vec<&str>)> = vec![
+        (
+            "peer-is-self",
+            ok.replace("127.0.36.200:17946", "127.0.36.3:17946"),
+            vec!["peers[0].gossip", "own gossip address"],
+        ),
+        (
+            "two-peers-one-address",
+            two("127.0.36.201:17946", "127.0.36.201:17946"),
+            vec!["peers[1].gossip", "also peers[0].gossip"],
+        ),
+        (
+            "peer-port-0",
+            ok.replace("127.0.36.200:17946", "127.0.36.200:0"),
+            vec!["peers[0].gossip", "port 0"],
+        ),
+        ("dns-port-0", ok.replace("127.0.36.3:15353", "127.0.36.3:0"), vec!["node.dns[0]", "port 0"]),
+        (
+            "peer-unspecified",
+            ok.replace("127.0.36.200:17946", "0.0.0.0:17946"),
+            vec!["peers[0].gossip", "0.0.0.0", "special-purpose"],
+        ),
+        (
+            "service-unspecified",
+            ok.replace("addresses = [\"127.0.36.3\"]", "addresses = [\"0.0.0.0\"]"),
+            vec!["node.addresses[0]", "special-purpose"],
+        ),
+        (
+            "service-broadcast",
+            ok.replace("addresses = [\"127.0.36.3\"]", "addresses = [\"255.255.255.255\"]"),
+            vec!["node.addresses[0]", "special-purpose"],
+        ),
+        (
+            "service-v6-unspecified",
+            ok.replace("addresses = [\"127.0.36.3\"]", "addresses = [\"::\"]"),
+            vec!["node.addresses[0]", "special-purpose"],
+        ),
+        (
+            "service-multicast",
+            ok.replace("addresses = [\"127.0.36.3\"]", "addresses = [\"224.0.0.251\"]"),
+            vec!["node.addresses[0]", "special-purpose"],
+        ),
+        (
+            "peer-pin-multicast",
+            config(3, "node.key", "", "", &peer("beta", &beta, "addresses = [\"ff02::1\"]\n")),
+            vec!["peers[0].addresses[0]", "special-purpose"],
+        ),
+        (
+            "cluster-id-invisible",
+            format!("{ok}\n[cluster]\nid = \"prod\u{200b}\"\n"),
+            vec!["cluster.id", "invisible", "U+200B"],
+        ),
+        (
+            "cluster-id-control",
+            format!("{ok}\n[cluster]\nid = \"prod\\u001b[2J\"\n"),
+            vec!["cluster.id", "U+001B"],
+        ),
+        (
+            "health-interval-1",
+            format!("{ok}\n[health]\ninterval_ms = 1\n"),
+            vec!["health.interval_ms", "out of bounds", "50 to"],
+        ),
+        (
+            "probe-interval-max",
+            format!("{ok}\n[timing]\nprobe_interval_ms = 18446744073709551615\n"),
+            vec!["timing.probe_interval_ms", "out of bounds"],
+        ),
+        (
+            "control-everywhere",
+            ok.replace("control = \"127.0.36.3:17947\"", "control = \"0.0.0.0:17947\""),
+            vec!["node.control", "0.0.0.0:17947", "not a loopback address", "control_allow"],
+        ),
+        (
+            "control-allow-bad",
+            ok.replace(
+                "control = \"127.0.36.3:17947\"",
+                "control = \"0.0.0.0:17947\"\ncontrol_allow = [\"10.0.0.0/40\"]",
+            ),
+            vec!["node.control_allow[0]", "prefix length must be 0-32"],
+        ),
+    ];
+    for (case, text, expected) in &cases {
+        refused(d, case, "check", text, expected);
+    }
+    // Each message once: the text of the field's error is not repeated by its cause.
+    let path = d.join("peer-is-self.toml");
+    let err = stderr(&run_spdu(&["check", "--config", path.to_str().unwrap()]));
+    assert_eq!(err.matches("own gossip address").count(), 1, "{err}");
+    // Not loopback but allowed networks named: accepted.
+    let allowed = ok.replace(
+        "control = \"127.0.36.3:17947\"",
+        "control = \"0.0.0.0:17947\"\ncontrol_allow = [\"127.0.0.0/8\", \"10.0.0.0/8\"]",
+    );
+    let path = d.join("allowed.toml");
+    std::fs::write(&path, allowed).unwrap();
+    let out = run_spdu(&["check", "--config", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// Key files as OpenSSH judges private keys: others' access, another owner, a symlink, a
+/// directory others may write; and keygen into a directory.
+#[test]
+fn unprotected_key_files_are_refused_like_openssh_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let beta = keygen(&dir.path().join("beta.key"));
+    let d = dir.path();
+    let text = |key: &str| config(4, key, "", "", &peer("beta", &beta, ""));
+
+    let loose = d.join("loose.key");
+    keygen(&loose);
+    std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o640)).unwrap();
+    refused(
+        d,
+        "group-readable",
+        "check",
+        &text("loose.key"),
+        &["loose.key", "UNPROTECTED PRIVATE KEY FILE", "0640", "chmod 600"],
+    );
+
+    let real = d.join("real.key");
+    keygen(&real);
+    std::os::unix::fs::symlink(&real, d.join("link.key")).unwrap();
+    refused(d, "symlink", "check", &text("link.key"), &["link.key", "symbolic link"]);
+    refused(d, "symlink-run", "run", &text("link.key"), &["link.key", "symbolic link"]);
+    let out = run_spdu(&["pubkey", "--key", d.join("link.key").to_str().unwrap()]);
+    assert!(!out.status.success() && stderr(&out).contains("symbolic link"), "{}", stderr(&out));
+
+    let open = d.join("open");
+    std::fs::create_dir(&open).unwrap();
+    keygen(&open.join("node.key"));
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    refused(
+        d,
+        "open-dir",
+        "check",
+        &text("open/node.key"),
+        &["open/node.key", "writable by others without the sticky bit", "0777"],
+    );
+
+    let out = run_spdu(&["keygen", "--out", d.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("is a directory"), "{}", stderr(&out));
+
+    if std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m)).unwrap_or(1) == 0 {
+        let theirs = d.join("theirs.key");
+        keygen(&theirs);
+        std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+        refused(
+            d,
+            "other-owner",
+            "check",
+            &text("theirs.key"),
+            &["theirs.key", "owned by uid 65534", "uid 0"],
+        );
+    } else {
+        eprintln!("SKIPPED the other-owner case: changing a file's owner needs root");
+    }
+}
+
+/// An address in use is reported with its error text once.
+#[test]
+fn an_error_and_its_cause_are_printed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    keygen(&dir.path().join("node.key"));
+    let beta = keygen(&dir.path().join("beta.key"));
+    let text = config(5, "node.key", "", "", &peer("beta", &beta, ""));
+    let path = dir.path().join("node.toml");
+    std::fs::write(&path, &text).unwrap();
+    for (field, addr) in [
+        ("node.gossip", "127.0.36.5:17946"),
+        ("DNS", "127.0.36.5:15353"),
+        ("node.control", "127.0.36.5:17947"),
+    ] {
+        let addr: SocketAddr = addr.parse().unwrap();
+        let udp = (field != "node.control").then(|| UdpSocket::bind(addr).unwrap());
+        let tcp = (field != "node.gossip").then(|| TcpListener::bind(addr).unwrap());
+        let mut child = std::process::Command::new(spdu())
+            .args(["run", "--config", path.to_str().unwrap()])
+            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_exit(&mut child, Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("{field} in use: still running"));
+        let mut err = String::new();
+        std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+        let last =
+            err.lines().rev().find(|l| l.starts_with("error:")).unwrap_or_else(|| panic!("{field}: {err}"));
+        assert_eq!(last.matches("Address already in use").count(), 1, "{field}: {last}");
+        drop((udp, tcp));
+    }
+}
+
 fn wait_exit(child: &mut std::process::Child, timeout: Duration) -> Option<std::process::ExitStatus> {
     let deadline = std::time::Instant::now() + timeout;
     while std::time::Instant::now() < deadline {

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
+use spdu_cluster::{POOL_NAME, ZONE_ORIGIN};
 use spdu_gossip::proto::SignedObservation;
 use spdu_keys::PublicKey;
-use spdu_node::cluster::{POOL_NAME, ZONE_ORIGIN};
 
 use crate::testing::{dig, dig_pool, ips, run_spdu, spdu, start_cluster, wait_until};
 
@@ -162,12 +162,7 @@ async fn a_key_outside_the_roster_gets_nothing_in() {
 
     // Let it knock for a while, then look at what the members say.
     std::thread::sleep(Duration::from_secs(3));
-    let metrics = ureq::get(&format!("http://{}/metrics", cluster.control_addr(0)))
-        .call()
-        .unwrap()
-        .into_body()
-        .read_to_string()
-        .unwrap();
+    let metrics = spdu_cluster::http_get(&format!("http://{}/metrics", cluster.control_addr(0))).unwrap();
     let _ = stranger.kill();
     let _ = stranger.wait();
     let refused: f64 = metrics

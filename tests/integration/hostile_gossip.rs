@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use spdu_cluster::{LocalCluster, ZONE_ORIGIN};
 use spdu_gossip::proto::{MAX_FRAME_BYTES, Message, OBSERVATION_CONTEXT, Observation, SignedObservation};
 use spdu_keys::{SecretKey, tls};
-use spdu_node::cluster::{LocalCluster, ZONE_ORIGIN};
 
 use crate::testing::{dig_pool, ips, start_cluster, wait_until};
 
@@ -29,7 +29,7 @@ const CLUSTER: &str = ZONE_ORIGIN;
 /// The current value of `series` (a full OpenMetrics line prefix) on site `i`.
 fn metric(cluster: &LocalCluster, i: usize, series: &str) -> u64 {
     let url = format!("http://{}/metrics", cluster.control_addr(i));
-    let text = ureq::get(&url).call().expect("metrics").body_mut().read_to_string().expect("metrics text");
+    let text = spdu_cluster::http_get(&url).expect("metrics");
     text.lines()
         .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
         .map_or(0, |v| v.trim().parse::<f64>().expect("a number") as u64)
@@ -37,7 +37,7 @@ fn metric(cluster: &LocalCluster, i: usize, series: &str) -> u64 {
 
 /// Site `i`'s view as `spdu peers --json` prints it.
 fn view(cluster: &LocalCluster, i: usize) -> serde_json::Value {
-    let text = spdu_node::peers::fetch_view(cluster.control_addr(i)).expect("view");
+    let text = spdu_cluster::fetch_view(cluster.control_addr(i)).expect("view");
     serde_json::from_str(&text).expect("json")
 }
 
@@ -370,10 +370,9 @@ async fn bogus_pushes_do_not_drop_a_live_site_or_stall_the_node() {
     while started.elapsed() < Duration::from_secs(8) {
         assert_eq!(dig_pool(cluster.dns_addr(0)), survivors, "gamma stays in alpha's answer");
         let asked = Instant::now();
-        let agent: ureq::Agent =
-            ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(5))).build().into();
         let url = format!("http://{}/v1/peers", cluster.control_addr(0));
-        agent.get(&url).call().expect("the control endpoint answers within 5 s under the flood");
+        // http_get gives up after 5 s.
+        spdu_cluster::http_get(&url).expect("the control endpoint answers within 5 s under the flood");
         slowest = slowest.max(asked.elapsed());
         std::thread::sleep(Duration::from_millis(200));
     }

@@ -11,5 +11,6 @@ mod cluster;
 mod health;
 mod hostile_dns;
 mod hostile_gossip;
+mod hostile_node;
 mod netns;
 mod testing;

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use spdu_node::cluster::{LocalCluster, POOL_NAME, Ports};
+use spdu_cluster::{LocalCluster, POOL_NAME, Ports};
 
 /// The `spdu` binary built for this test run.
 pub fn spdu() -> &'static Path {

@@ -12,7 +12,7 @@ use spdu_dnsfront::ZoneConfig;
 use spdu_gossip::proto::{HealthPolicy, ServiceCheck};
 use toml::Spanned;
 
-use super::{Checked, FieldError, NodeConfig, positive_count, positive_ms, socket_addr};
+use super::{COUNT, Checked, FieldError, NodeConfig, bounded_count, bounded_ms, socket_addr};
 
 /// Default time between two runs of a check.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(500);
@@ -20,6 +20,14 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(500);
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(1000);
 /// Default bound on peer probes running at once.
 pub const DEFAULT_MAX_CONCURRENT_PROBES: usize = 16;
+/// `health.interval_ms`: 50 ms to 1 h.
+pub const INTERVAL_MS: std::ops::RangeInclusive<u64> = 50..=3_600_000;
+/// `health.timeout_ms`: 10 ms to 1 min.
+pub const TIMEOUT_MS: std::ops::RangeInclusive<u64> = 10..=60_000;
+/// `health.min_change_interval_ms`: up to a day.
+pub const MIN_CHANGE_INTERVAL_MS: std::ops::RangeInclusive<u64> = 0..=86_400_000;
+/// `health.max_concurrent_probes`: 1 to 1024.
+pub const MAX_CONCURRENT_PROBES: std::ops::RangeInclusive<u32> = 1..=1024;
 
 /// `[health]`, validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -82,7 +90,7 @@ pub(super) struct RawHealth {
     timeout_ms: Option<Spanned<u64>>,
     down_after: Option<Spanned<u32>>,
     up_after: Option<Spanned<u32>>,
-    min_change_interval_ms: Option<u64>,
+    min_change_interval_ms: Option<Spanned<u64>>,
     max_concurrent_probes: Option<Spanned<u32>>,
     remote: Option<RawSpec>,
 }
@@ -208,21 +216,25 @@ impl RawHealth {
             query_type: self.query_type,
         };
         let default = HealthPolicy::default();
-        let interval = positive_ms("health.interval_ms", &self.interval_ms, DEFAULT_INTERVAL)?;
-        let timeout = positive_ms("health.timeout_ms", &self.timeout_ms, DEFAULT_TIMEOUT)?;
+        let interval = bounded_ms("health.interval_ms", &self.interval_ms, DEFAULT_INTERVAL, INTERVAL_MS)?;
+        let timeout = bounded_ms("health.timeout_ms", &self.timeout_ms, DEFAULT_TIMEOUT, TIMEOUT_MS)?;
         let policy = HealthPolicy {
-            down_after: positive_count("health.down_after", &self.down_after, default.down_after)?,
-            up_after: positive_count("health.up_after", &self.up_after, default.up_after)?,
-            min_change_interval: Duration::from_millis(self.min_change_interval_ms.unwrap_or(0)),
+            down_after: bounded_count("health.down_after", &self.down_after, default.down_after, COUNT)?,
+            up_after: bounded_count("health.up_after", &self.up_after, default.up_after, COUNT)?,
+            min_change_interval: bounded_ms(
+                "health.min_change_interval_ms",
+                &self.min_change_interval_ms,
+                Duration::ZERO,
+                MIN_CHANGE_INTERVAL_MS,
+            )?,
             probe_peers: self.probe_peers.unwrap_or(true),
         };
-        let max_concurrent_probes = match &self.max_concurrent_probes {
-            None => DEFAULT_MAX_CONCURRENT_PROBES,
-            Some(m) if *m.get_ref() == 0 => {
-                return Err(FieldError::at(m, "health.max_concurrent_probes: must be at least 1"));
-            }
-            Some(m) => *m.get_ref() as usize,
-        };
+        let max_concurrent_probes = bounded_count(
+            "health.max_concurrent_probes",
+            &self.max_concurrent_probes,
+            DEFAULT_MAX_CONCURRENT_PROBES as u32,
+            MAX_CONCURRENT_PROBES,
+        )? as usize;
 
         let check = match &spec.check {
             None => {
@@ -378,7 +390,11 @@ mod tests {
         let e = error("[health]\ncheck = \"dns\"\nquery_type = \"BOGUS\"");
         assert!(e.contains("health.query_type: unknown record type"), "{e}");
         let e = error("[health]\ncheck = \"tcp\"\nport = 1\ntimeout_ms = 0");
-        assert!(e.contains("health.timeout_ms: must be at least 1"), "{e}");
+        assert!(e.contains("health.timeout_ms: 0 is out of bounds (10 to 60000 ms)"), "{e}");
+        let e = error("[health]\ninterval_ms = 1");
+        assert!(e.contains("health.interval_ms: 1 is out of bounds (50 to 3600000 ms)"), "{e}");
+        let e = error("[health]\nmax_concurrent_probes = 0");
+        assert!(e.contains("health.max_concurrent_probes: 0 is out of bounds"), "{e}");
         let e = error("[health]\nport = 1");
         assert!(e.contains("health.check: needed"), "{e}");
         let e = error("[health]\ncheck = \"tcp\"\nport = 1\n\n[health.remote]\ncheck = \"command\"");

@@ -1,4 +1,4 @@
-//! `spdu demo`: a site loss and recovery, live, on one machine, without root.
+//! The demo (`spdu-demo`): a site loss and recovery, live, on one machine, without root.
 //!
 //! Starts a [`LocalCluster`] (alpha, beta, gamma on 127.0.0.11-13 by default), shows what each
 //! site's DNS answers and alpha's signed view, kills the last site with SIGKILL, prints the
@@ -12,16 +12,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 
-use crate::cluster::{LocalCluster, POOL_NAME, Ports, query_addresses};
-use crate::peers::{fetch_view, render_table};
-use crate::run::shutdown_signal;
+use spdu_node::peers::{fetch_view, render_table};
+use spdu_node::run::shutdown_signal;
+
+use crate::{LocalCluster, POOL_NAME, Ports, query_addresses};
 
 /// How often the demo asks every site.
 const TICK: Duration = Duration::from_millis(250);
 /// How long a phase may take before the demo gives up.
 const PHASE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Options of `spdu demo`.
+/// Options of `spdu-demo`.
 #[derive(Clone, Debug)]
 pub struct DemoOptions {
     /// Number of sites (1..=9).
@@ -178,11 +179,8 @@ fn show(answer: &anyhow::Result<Vec<IpAddr>>) -> String {
 }
 
 async fn print_peers(control: SocketAddr) {
-    let table =
-        tokio::task::spawn_blocking(move || fetch_view(control).and_then(|json| render_table(&json))).await;
-    match table {
-        Ok(Ok(table)) => print!("{table}"),
-        Ok(Err(e)) => println!("  (cannot show peers: {e:#})"),
-        Err(e) => println!("  (cannot show peers: {e})"),
+    match fetch_view(control).await.and_then(|json| render_table(&json)) {
+        Ok(table) => print!("{table}"),
+        Err(e) => println!("  (cannot show peers: {e:#})"),
     }
 }

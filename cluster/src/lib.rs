@@ -1,4 +1,5 @@
-//! A cluster of real `spdu run` processes on one machine, for the demo and integration tests.
+//! A cluster of real `spdu run` processes on one machine, for the demo (`spdu-demo`) and the
+//! integration tests. A crate of its own so that `spdu run` never links it (nor `tempfile`).
 //!
 //! [`LocalCluster`] gives site `i` its own loopback address (`base_ip + i`, e.g. 127.0.0.11,
 //! .12, .13: Linux routes all of 127/8 to `lo`, no root needed), so every site uses the same
@@ -11,12 +12,12 @@
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
-//! use spdu_node::cluster::{LocalCluster, Ports};
+//! use spdu_cluster::{LocalCluster, Ports};
 //! // In an integration test: env!("CARGO_BIN_EXE_spdu").
 //! let binary = std::path::PathBuf::from("target/debug/spdu");
 //! let mut cluster = LocalCluster::start(&binary, 3, "127.0.0.11".parse()?, Ports::default())?;
 //! cluster.wait_ready(std::time::Duration::from_secs(10)).await?;
-//! let answer = spdu_node::cluster::query_addresses(cluster.dns_addr(0), "api.pool.example.test").await?;
+//! let answer = spdu_cluster::query_addresses(cluster.dns_addr(0), "api.pool.example.test").await?;
 //! cluster.stop(2)?;
 //! cluster.restart(2)?;
 //! # Ok(()) }
@@ -29,9 +30,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use hickory_proto::op::{Message, Query, ResponseCode};
+use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{Name, RData, RecordType};
 use spdu_keys::SecretKey;
+
+pub mod demo;
 
 /// Names given to the sites, in order; at most this many sites.
 pub const SITE_NAMES: [&str; 9] =
@@ -202,6 +205,17 @@ impl LocalCluster {
 
     /// Starts site `i` (it must not be running).
     pub fn start_site(&mut self, i: usize) -> anyhow::Result<()> {
+        self.start_site_under(i, &[], &[])
+    }
+
+    /// Starts site `i` as `wrapper… <binary> run --config …` with `env` added, e.g. under
+    /// `faketime -f -1d` to give it a clock a day behind (it must not be running).
+    pub fn start_site_under(
+        &mut self,
+        i: usize,
+        wrapper: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<()> {
         let binary = self.binary.clone();
         let site = &mut self.sites[i];
         if site.child.is_some() {
@@ -212,10 +226,19 @@ impl LocalCluster {
             .append(true)
             .open(&site.log)
             .with_context(|| format!("opening {}", site.log.display()))?;
-        let child = Command::new(&binary)
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(&binary);
+                command
+            }
+            None => Command::new(&binary),
+        };
+        let child = command
             .arg("run")
             .arg("--config")
             .arg(&site.config)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -305,37 +328,55 @@ impl Drop for LocalCluster {
 
 /// Asks the DNS server at `server` for the A records of `name` (UDP) and returns them sorted.
 pub async fn query_addresses(server: SocketAddr, name: &str) -> anyhow::Result<Vec<IpAddr>> {
-    let mut query = Message::query();
-    query
-        .add_query(Query::query(Name::from_ascii(name).with_context(|| format!("{name:?}"))?, RecordType::A));
-    let bytes = query.to_vec().context("encoding the DNS query")?;
-    let bind: SocketAddr = if server.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().expect("literal");
-    let socket = tokio::net::UdpSocket::bind(bind).await?;
-    socket.connect(server).await?;
-    socket.send(&bytes).await?;
-    let mut buffer = vec![0; 4096];
-    let deadline = tokio::time::Instant::now() + QUERY_TIMEOUT;
-    loop {
-        let len = tokio::time::timeout_at(deadline, socket.recv(&mut buffer))
+    let name = Name::from_ascii(name).with_context(|| format!("{name:?}"))?;
+    let response =
+        tokio::time::timeout(QUERY_TIMEOUT, spdu_node::dns_client::ask(server, &name, RecordType::A))
             .await
             .map_err(|_| anyhow::anyhow!("no DNS answer from {server}"))??;
-        let Ok(response) = Message::from_vec(&buffer[..len]) else { continue };
-        if response.metadata.id != query.metadata.id {
-            continue;
-        }
-        if response.metadata.response_code != ResponseCode::NoError {
-            bail!("{server} answered {}", response.metadata.response_code);
-        }
-        let mut addrs: Vec<IpAddr> = response
-            .answers
-            .iter()
-            .filter_map(|r| match &r.data {
-                RData::A(a) => Some(IpAddr::V4(a.0)),
-                RData::AAAA(a) => Some(IpAddr::V6(a.0)),
-                _ => None,
-            })
-            .collect();
-        addrs.sort();
-        return Ok(addrs);
+    if response.metadata.response_code != ResponseCode::NoError {
+        bail!("{server} answered {}", response.metadata.response_code);
     }
+    let mut addrs: Vec<IpAddr> = response
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(IpAddr::V4(a.0)),
+            RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+            _ => None,
+        })
+        .collect();
+    addrs.sort();
+    Ok(addrs)
+}
+
+/// GETs `url` and returns the body of a 2xx answer; usable from any context, async tests
+/// included (it runs its own runtime on its own thread). For tests and the demo.
+pub fn http_get(url: &str) -> anyhow::Result<String> {
+    let url = url.to_owned();
+    on_own_runtime(async move {
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).no_proxy().build()?;
+        let response = client.get(&url).send().await.with_context(|| format!("GET {url}"))?;
+        let status = response.status();
+        let text = response.text().await.with_context(|| format!("reading {url}"))?;
+        if !status.is_success() {
+            bail!("{url} answered HTTP {}: {text}", status.as_u16());
+        }
+        Ok(text)
+    })
+}
+
+/// The view of the node whose control endpoint is `control`, as `spdu peers --json` gets it;
+/// usable from any context, like [`http_get`].
+pub fn fetch_view(control: SocketAddr) -> anyhow::Result<String> {
+    on_own_runtime(spdu_node::peers::fetch_view(control))
+}
+
+fn on_own_runtime<T: Send + 'static>(
+    task: impl Future<Output = anyhow::Result<T>> + Send + 'static,
+) -> anyhow::Result<T> {
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(task)
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the HTTP client thread panicked"))?
 }

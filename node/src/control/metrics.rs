@@ -1,92 +1,13 @@
-//! The local control endpoint (HTTP on `node.control`): what `spdu peers` and monitoring read.
-//!
-//! - `GET /v1/peers`: the node's signed view ([`ViewSnapshot`] as JSON). Keys are tokens and
-//!   every observation carries its signed body (base64) and signature, so it can be verified
-//!   independently of this node.
-//! - `GET /metrics`: Prometheus / OpenMetrics text: DNS counters, gossip counters, transport
-//!   counters. A registry is built per scrape from the live counters.
-//! - `GET /healthz`: `ok` while the membership actor runs.
-//!
-//! It only reads; nothing here changes the node's state. Bind it to loopback unless the
-//! network in front of it is trusted: the view is not secret, but it is not for everyone.
+//! `/metrics`: the Prometheus / OpenMetrics registry, built per scrape from the live counters
+//! and the cached view.
 
-use std::sync::Arc;
-
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use spdu_dnsfront::DnsMetrics;
-use spdu_gossip::net::Membership;
 use spdu_gossip::snapshot::ViewSnapshot;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
-/// What the handlers read.
-#[derive(Clone)]
-struct Shared {
-    membership: Membership,
-    dns_metrics: DnsMetrics,
-}
-
-/// The HTTP router for the control endpoint.
-pub fn router(membership: Membership, dns_metrics: DnsMetrics) -> axum::Router {
-    axum::Router::new()
-        .route("/v1/peers", get(peers))
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(healthz))
-        .with_state(Arc::new(Shared { membership, dns_metrics }))
-}
-
-/// Serves the control endpoint on an already bound listener until `shutdown` fires.
-pub async fn serve(
-    listener: TcpListener,
-    membership: Membership,
-    dns_metrics: DnsMetrics,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    axum::serve(listener, router(membership, dns_metrics))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
-}
-
-fn stopped() -> Response {
-    (StatusCode::SERVICE_UNAVAILABLE, "membership stopped\n").into_response()
-}
-
-async fn peers(State(shared): State<Arc<Shared>>) -> Response {
-    let Some(snapshot) = shared.membership.snapshot().await else { return stopped() };
-    // Pretty, so that `spdu peers --json` and curl can show it as sent.
-    match serde_json::to_string_pretty(&snapshot) {
-        Ok(mut json) => {
-            json.push('\n');
-            ([(header::CONTENT_TYPE, "application/json")], json).into_response()
-        }
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("encoding the view: {e}\n")).into_response(),
-    }
-}
-
-async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
-    match shared.membership.snapshot().await {
-        Some(_) => "ok\n".into_response(),
-        None => stopped(),
-    }
-}
-
-async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
-    let snapshot = shared.membership.snapshot().await;
-    let registry = registry(&shared, snapshot.as_ref());
-    let mut text = String::new();
-    if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &registry) {
-        return (StatusCode::INTERNAL_SERVER_ERROR, format!("encoding metrics: {e}\n")).into_response();
-    }
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
-        .into_response()
-}
+use super::Shared;
 
 fn counter(value: u64) -> Counter {
     let c = Counter::default();
@@ -102,7 +23,7 @@ fn gauge(value: u64) -> Gauge {
 
 type Labels = Vec<(&'static str, &'static str)>;
 
-fn registry(shared: &Shared, snapshot: Option<&ViewSnapshot>) -> Registry {
+pub(super) fn registry(shared: &Shared, snapshot: Option<&ViewSnapshot>) -> Registry {
     let mut registry = Registry::default();
     shared.dns_metrics.register(&mut registry);
 

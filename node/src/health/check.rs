@@ -1,37 +1,26 @@
-//! Service checks: runs this site's own check and probes every peer's advertised service, and
-//! feeds each result to membership, whose core turns results into verdicts (hysteresis, damping)
-//! and verdicts into signed observations and answers.
+//! Running one check: TCP connect, HTTP(S) GET (Host header and SNI for the service name,
+//! expected status and body substring, fetch time recorded), a DNS question over UDP, or a
+//! command (exit 0 is healthy, killed on timeout). Every run is bounded by the timeout; a timeout
+//! is a failure.
 //!
-//! - [`Check`]: one runnable check — TCP connect, HTTP(S) GET (Host header and SNI for the
-//!   service name, expected status and body substring, fetch time recorded), a DNS question over
-//!   UDP, or a command (exit 0 is healthy, killed on timeout). Every run is bounded by the timeout;
-//!   a timeout is a failure.
-//! - [`run`]: every interval, runs the own check and one probe of each peer's service. Peer
-//!   probes start at a random offset within the interval (no thundering herd) and at most
-//!   `max_concurrent_probes` run at once; a probe that cannot start within one interval is skipped
-//!   (no result: overload here says nothing about the peer).
-//!
-//! Peers' checks come from their signed observations and only ever connect to the peer's own
-//! first service address; a command is never run for a peer.
+//! Invariants: a check built for a peer ([`Check::service`]) connects to the address it is given
+//! and nowhere else: an HTTP check's `host` is only the Host header and the TLS name, never
+//! resolved or parsed as a destination (a peer's advertised check must not make this node fetch
+//! from any other host). An error of this machine (out of file descriptors, memory or buffers,
+//! no local address) is no verdict on the service: [`Check::run`] returns
+//! [`CheckResult::unknown`] for it, which counts neither as a pass nor as a failure.
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::time::Duration;
 
-use hickory_proto::op::{Message, Query, ResponseCode};
+use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{Name, RecordType};
-use rand::RngExt;
-use spdu_gossip::net::Membership;
+use reqwest::header::{HOST, HeaderValue};
 use spdu_gossip::proto::{CheckResult, ServiceCheck};
-use spdu_keys::PublicKey;
 use tokio::io::AsyncReadExt;
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-use crate::config::{HealthConfig, SelfCheck};
+use crate::config::SelfCheck;
 
 /// Most body bytes read from an HTTP answer (the expected substring must be within them).
 const MAX_BODY: usize = 64 * 1024;
@@ -43,12 +32,16 @@ const MAX_ERROR_OUTPUT: usize = 200;
 pub enum Check {
     /// Connect to this address.
     Tcp(SocketAddr),
-    /// GET `url` (its host resolved to a fixed address) and compare the answer.
+    /// GET `url` from a fixed address and compare the answer.
     Http {
-        /// Resolves the URL's host to the service address; holds the connection pool.
+        /// Connects only to the service address (the URL's name is pinned to it); holds the
+        /// connection pool.
         client: reqwest::Client,
-        /// `http(s)://host:port/path`.
+        /// `http(s)://name:port/path`, or `http(s)://address/path` when the advertised host is an
+        /// IP address (the Host header then carries it).
         url: String,
+        /// The Host header, when the URL does not carry the advertised host.
+        host_header: Option<HeaderValue>,
         /// The expected status.
         expect_status: u16,
         /// A substring the body must contain.
@@ -67,31 +60,92 @@ pub enum Check {
     Command(Vec<String>),
 }
 
+/// Why one attempt did not pass.
+#[derive(Debug)]
+enum Failure {
+    /// The service failed the check.
+    Service(String),
+    /// This machine could not run the check (see [`is_local_resource_error`]).
+    Local(String),
+}
+
+impl From<String> for Failure {
+    fn from(e: String) -> Self {
+        Failure::Service(e)
+    }
+}
+
+/// Whether `e` is a shortage of this machine (file descriptors, memory, buffers, a local
+/// address), which says nothing about the service checked.
+pub fn is_local_resource_error(e: &std::io::Error) -> bool {
+    use rustix::io::Errno;
+    let Some(code) = e.raw_os_error() else { return false };
+    [Errno::MFILE, Errno::NFILE, Errno::NOMEM, Errno::NOBUFS, Errno::ADDRNOTAVAIL]
+        .iter()
+        .any(|local| local.raw_os_error() == code)
+}
+
+/// Classifies an I/O error of an attempt: local shortage or the service's failure.
+fn io_failure(e: &std::io::Error, what: impl std::fmt::Display) -> Failure {
+    let text = format!("{what}: {e}");
+    if is_local_resource_error(e) { Failure::Local(text) } else { Failure::Service(text) }
+}
+
+/// The host part of a URL for `host` (IPv6 literals in brackets).
+fn url_host(host: &IpAddr) -> String {
+    match host {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("[{v6}]"),
+    }
+}
+
 impl Check {
-    /// The check `check` against `address`, each run bounded by `timeout`.
+    /// The check `check` against `address` (and only `address`), each run bounded by `timeout`.
     pub fn service(check: &ServiceCheck, address: SocketAddr, timeout: Duration) -> Result<Self, String> {
         check.validate()?;
         Ok(match check {
             ServiceCheck::Tcp { .. } => Check::Tcp(address),
             ServiceCheck::Http { tls, host, path, expect_status, expect_body, .. } => {
                 let scheme = if *tls { "https" } else { "http" };
-                let url_host = match host.parse::<IpAddr>() {
-                    Ok(IpAddr::V6(ip)) => format!("[{ip}]"),
-                    _ => host.clone(),
-                };
-                let url = format!("{scheme}://{url_host}:{}{path}", address.port());
-                let mut builder = reqwest::Client::builder()
+                let builder = reqwest::Client::builder()
                     .timeout(timeout)
                     .connect_timeout(timeout)
                     .redirect(reqwest::redirect::Policy::none())
                     .no_proxy()
                     .user_agent(concat!("spdu-health/", env!("CARGO_PKG_VERSION")))
                     .pool_max_idle_per_host(1);
-                if host.parse::<IpAddr>().is_err() {
-                    builder = builder.resolve(host, address);
-                }
+                let literal = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>();
+                let (builder, url, host_header) = match literal {
+                    // An address as host: the URL names the service address itself, so the
+                    // connection goes there; the advertised address only travels as Host.
+                    Ok(ip) => {
+                        let value = match address.port() {
+                            80 if !tls => url_host(&ip),
+                            443 if *tls => url_host(&ip),
+                            port => format!("{}:{port}", url_host(&ip)),
+                        };
+                        let header =
+                            HeaderValue::from_str(&value).map_err(|e| format!("host {host:?}: {e}"))?;
+                        (builder, format!("{scheme}://{}{path}", url_host_port(address)), Some(header))
+                    }
+                    Err(_) if host.contains(':') => {
+                        return Err(format!("host {host:?}: a name or an address, without a port"));
+                    }
+                    // A name: pinned to the service address, never looked up.
+                    Err(_) => (
+                        builder.resolve(host, address),
+                        format!("{scheme}://{host}:{}{path}", address.port()),
+                        None,
+                    ),
+                };
                 let client = builder.build().map_err(|e| format!("building the HTTP client: {e}"))?;
-                Check::Http { client, url, expect_status: *expect_status, expect_body: expect_body.clone() }
+                Check::Http {
+                    client,
+                    url,
+                    host_header,
+                    expect_status: *expect_status,
+                    expect_body: expect_body.clone(),
+                }
             }
             ServiceCheck::Dns { name, record_type, .. } => Check::Dns {
                 server: address,
@@ -109,27 +163,37 @@ impl Check {
         }
     }
 
-    /// Runs the check once, for at most `timeout`.
+    /// Runs the check once, for at most `timeout`. [`CheckResult::unknown`] when this machine
+    /// could not run it (out of file descriptors, memory, buffers or local addresses).
     pub async fn run(&self, timeout: Duration) -> CheckResult {
         let start = Instant::now();
         match tokio::time::timeout(timeout, self.attempt()).await {
             Ok(Ok(())) => CheckResult::pass(start.elapsed()),
-            Ok(Err(e)) => CheckResult { latency: Some(start.elapsed()), ..CheckResult::fail(e) },
+            Ok(Err(Failure::Service(e))) => {
+                CheckResult { latency: Some(start.elapsed()), ..CheckResult::fail(e) }
+            }
+            Ok(Err(Failure::Local(e))) => CheckResult::unknown(format!("not run here: {e}")),
             Err(_) => CheckResult::fail(format!("timed out after {} ms", timeout.as_millis())),
         }
     }
 
-    async fn attempt(&self) -> Result<(), String> {
+    async fn attempt(&self) -> Result<(), Failure> {
         match self {
             Check::Tcp(addr) => {
-                tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
+                tokio::net::TcpStream::connect(addr)
+                    .await
+                    .map_err(|e| io_failure(&e, format!("connect {addr}")))?;
                 Ok(())
             }
-            Check::Http { client, url, expect_status, expect_body } => {
-                let mut response = client.get(url).send().await.map_err(|e| http_error(url, &e))?;
+            Check::Http { client, url, host_header, expect_status, expect_body } => {
+                let mut request = client.get(url);
+                if let Some(host) = host_header {
+                    request = request.header(HOST, host.clone());
+                }
+                let mut response = request.send().await.map_err(|e| http_error(url, &e))?;
                 let status = response.status().as_u16();
                 if status != *expect_status {
-                    return Err(format!("{url}: HTTP {status}, expected {expect_status}"));
+                    return Err(format!("{url}: HTTP {status}, expected {expect_status}").into());
                 }
                 let Some(expected) = expect_body else { return Ok(()) };
                 let mut body = Vec::new();
@@ -141,148 +205,76 @@ impl Check {
                 if String::from_utf8_lossy(&body).contains(expected.as_str()) {
                     Ok(())
                 } else {
-                    Err(format!("{url}: body does not contain {expected:?}"))
+                    Err(format!("{url}: body does not contain {expected:?}").into())
                 }
             }
             Check::Dns { server, name, record_type } => dns_check(*server, name, *record_type).await,
-            Check::Command(argv) => {
-                let mut child = tokio::process::Command::new(&argv[0])
-                    .args(&argv[1..])
-                    .stdin(std::process::Stdio::null())
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::piped())
-                    // Dropped on timeout: the command is killed, and tokio reaps it.
-                    .kill_on_drop(true)
-                    .spawn()
-                    .map_err(|e| format!("{}: {e}", argv[0]))?;
-                let mut stderr = Vec::new();
-                if let Some(mut pipe) = child.stderr.take() {
-                    let _ = (&mut pipe).take(4096).read_to_end(&mut stderr).await;
-                }
-                let status = child.wait().await.map_err(|e| format!("{}: {e}", argv[0]))?;
-                if status.success() {
-                    return Ok(());
-                }
-                let output = String::from_utf8_lossy(&stderr);
-                let last = output.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
-                let last: String = last.chars().take(MAX_ERROR_OUTPUT).collect();
-                Err(format!("{}: {status}{}{last}", argv[0], if last.is_empty() { "" } else { ": " }))
-            }
+            Check::Command(argv) => run_command(argv).await.map_err(Failure::Service),
         }
     }
 }
 
-fn http_error(url: &str, e: &reqwest::Error) -> String {
+/// `address` as a URL's host and port.
+fn url_host_port(address: SocketAddr) -> String {
+    format!("{}:{}", url_host(&address.ip()), address.port())
+}
+
+async fn run_command(argv: &[String]) -> Result<(), String> {
+    let mut child = tokio::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        // Dropped on timeout: the command is killed, and tokio reaps it.
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("{}: {e}", argv[0]))?;
+    let mut stderr = Vec::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = (&mut pipe).take(4096).read_to_end(&mut stderr).await;
+    }
+    let status = child.wait().await.map_err(|e| format!("{}: {e}", argv[0]))?;
+    if status.success() {
+        return Ok(());
+    }
+    let output = String::from_utf8_lossy(&stderr);
+    let last = output.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let last: String = last.chars().take(MAX_ERROR_OUTPUT).collect();
+    Err(format!("{}: {status}{}{last}", argv[0], if last.is_empty() { "" } else { ": " }))
+}
+
+fn http_error(url: &str, e: &reqwest::Error) -> Failure {
     // reqwest's Display only repeats the URL; the cause (refused, reset, TLS) is in the chain.
     let mut causes = Vec::new();
+    let mut local = false;
     let mut source = std::error::Error::source(e);
     while let Some(cause) = source {
         causes.push(cause.to_string());
+        local |= cause.downcast_ref::<std::io::Error>().is_some_and(is_local_resource_error);
         source = cause.source();
     }
-    if causes.is_empty() { format!("{url}: {e}") } else { format!("{url}: {}", causes.join(": ")) }
+    let text =
+        if causes.is_empty() { format!("{url}: {e}") } else { format!("{url}: {}", causes.join(": ")) };
+    if local { Failure::Local(text) } else { Failure::Service(text) }
 }
 
-async fn dns_check(server: SocketAddr, name: &Name, record_type: RecordType) -> Result<(), String> {
-    let mut query = Message::query();
-    query.metadata.id = rand::rng().random();
-    query.add_query(Query::query(name.clone(), record_type));
-    let bytes = query.to_vec().map_err(|e| format!("encoding the query: {e}"))?;
-    let bind: SocketAddr = if server.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().expect("literal");
-    let socket = tokio::net::UdpSocket::bind(bind).await.map_err(|e| format!("UDP socket: {e}"))?;
-    socket.connect(server).await.map_err(|e| format!("{server}: {e}"))?;
-    socket.send(&bytes).await.map_err(|e| format!("{server}: {e}"))?;
-    let mut buffer = vec![0; 4096];
-    loop {
-        let len = socket.recv(&mut buffer).await.map_err(|e| format!("{server}: {e}"))?;
-        let Ok(response) = Message::from_vec(&buffer[..len]) else { continue };
-        if response.metadata.id != query.metadata.id {
-            continue;
-        }
-        if response.metadata.response_code != ResponseCode::NoError {
-            return Err(format!("{server}: {name} {record_type}: {}", response.metadata.response_code));
-        }
-        return match response.answers.iter().any(|r| r.record_type() == record_type) {
-            true => Ok(()),
-            false => Err(format!("{server}: {name} {record_type}: no answer")),
-        };
+async fn dns_check(server: SocketAddr, name: &Name, record_type: RecordType) -> Result<(), Failure> {
+    let response =
+        crate::dns_client::ask(server, name, record_type).await.map_err(|e| io_failure(&e, server))?;
+    if response.metadata.response_code != ResponseCode::NoError {
+        return Err(format!("{server}: {name} {record_type}: {}", response.metadata.response_code).into());
     }
-}
-
-/// Runs this node's own check and the probes of its peers' services until `shutdown`.
-pub async fn run(membership: Membership, config: HealthConfig, shutdown: CancellationToken) {
-    let own = match config.check.as_ref().map(|c| Check::own(c, config.timeout)) {
-        Some(Ok(check)) => Some(Arc::new(check)),
-        Some(Err(e)) => {
-            // The config was validated; this is a client that cannot be built at all.
-            tracing::error!("health check disabled: {e}");
-            None
-        }
-        None => None,
-    };
-    let permits = Arc::new(Semaphore::new(config.max_concurrent_probes));
-    let tasks = TaskTracker::new();
-    let mut remote: BTreeMap<PublicKey, (IpAddr, ServiceCheck, Arc<Check>)> = BTreeMap::new();
-    let mut ticker = tokio::time::interval(config.interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => break,
-            _ = ticker.tick() => {}
-        }
-        if let Some(check) = &own {
-            let (check, membership, timeout) = (check.clone(), membership.clone(), config.timeout);
-            tasks.spawn(until(shutdown.clone(), async move {
-                membership.report_self_check(check.run(timeout).await);
-            }));
-        }
-        let targets = membership.service_targets().await;
-        remote.retain(|k, _| targets.iter().any(|(t, _, _)| t == k));
-        for (peer, ip, service) in targets {
-            let current = remote.get(&peer).filter(|(i, s, _)| *i == ip && *s == service);
-            let check = match current {
-                Some((_, _, check)) => check.clone(),
-                None => match Check::service(&service, SocketAddr::new(ip, service.port()), config.timeout) {
-                    Ok(check) => {
-                        let check = Arc::new(check);
-                        remote.insert(peer, (ip, service, check.clone()));
-                        check
-                    }
-                    Err(e) => {
-                        membership.report_service_probe(
-                            peer,
-                            CheckResult::fail(format!("advertised check refused: {e}")),
-                        );
-                        continue;
-                    }
-                },
-            };
-            let offset = config.interval.mul_f64(rand::rng().random_range(0.0..1.0));
-            let (membership, permits, interval, timeout) =
-                (membership.clone(), permits.clone(), config.interval, config.timeout);
-            tasks.spawn(until(shutdown.clone(), async move {
-                tokio::time::sleep(offset).await;
-                let Ok(Ok(_permit)) = tokio::time::timeout(interval, permits.acquire_owned()).await else {
-                    tracing::debug!(peer = %peer.fingerprint(), "too many service probes running; skipping one");
-                    return;
-                };
-                membership.report_service_probe(peer, check.run(timeout).await);
-            }));
-        }
-    }
-    tasks.close();
-    tasks.wait().await;
-}
-
-async fn until(shutdown: CancellationToken, task: impl Future<Output = ()>) {
-    tokio::select! {
-        () = shutdown.cancelled() => {}
-        () = task => {}
+    match response.answers.iter().any(|r| r.record_type() == record_type) {
+        true => Ok(()),
+        false => Err(format!("{server}: {name} {record_type}: no answer").into()),
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use hickory_proto::op::Message;
+    use tokio_util::sync::CancellationToken;
+
     use super::*;
 
     const TIMEOUT: Duration = Duration::from_millis(500);
@@ -446,5 +438,67 @@ mod tests {
         assert!(r.error.as_deref().unwrap().contains("no answer"), "{r:?}");
         let r = run(&dns("other.example.test", "A"), addr).await;
         assert!(r.error.as_deref().unwrap().contains("Non-Existent Domain"), "{r:?}");
+    }
+
+    /// An HTTP server on `ip` that counts the requests it gets.
+    async fn counting_server(ip: &str) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let hits = std::sync::Arc::new(AtomicUsize::new(0));
+        let counter = hits.clone();
+        let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async move { format!("secret; host {:?}", headers.get("host")) }
+        });
+        let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (addr, hits)
+    }
+
+    #[tokio::test]
+    async fn an_address_as_host_is_only_the_host_header() {
+        use std::sync::atomic::Ordering;
+        // The "internal" server a peer would like us to fetch from, and the peer's service.
+        let (internal, internal_hits) = counting_server("127.0.0.1").await;
+        let (service, service_hits) = counting_server("127.0.0.2").await;
+        for host in ["127.0.0.1", "[::1]", "::1", "localhost"] {
+            let mut check = http(internal.port(), "/", Some("secret"));
+            if let ServiceCheck::Http { host: h, .. } = &mut check {
+                *h = host.into();
+            }
+            let target = SocketAddr::new(service.ip(), internal.port());
+            let r = run(&check, target).await;
+            assert!(!r.ok, "{host}: the check went elsewhere: {r:?}");
+        }
+        assert_eq!(internal_hits.load(Ordering::SeqCst), 0, "the check connected to the host named");
+        // Pointed at the service itself, an address as host works, and travels as Host.
+        let mut check = http(service.port(), "/", Some("host Some(\"127.0.0.1:"));
+        if let ServiceCheck::Http { host, .. } = &mut check {
+            *host = "127.0.0.1".into();
+        }
+        let r = run(&check, service).await;
+        assert!(r.ok, "{r:?}");
+        assert_eq!(service_hits.load(Ordering::SeqCst), 1);
+        // A host with a port is refused before anything runs.
+        let mut check = http(internal.port(), "/", None);
+        if let ServiceCheck::Http { host, .. } = &mut check {
+            *host = format!("127.0.0.1:{}", internal.port());
+        }
+        assert!(Check::service(&check, service, TIMEOUT).unwrap_err().contains("without a port"));
+        assert_eq!(internal_hits.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn shortages_of_this_machine_are_no_verdict() {
+        use rustix::io::Errno;
+        for errno in [Errno::MFILE, Errno::NFILE, Errno::NOMEM, Errno::NOBUFS, Errno::ADDRNOTAVAIL] {
+            let e = std::io::Error::from_raw_os_error(errno.raw_os_error());
+            assert!(is_local_resource_error(&e), "{e}");
+            assert!(matches!(io_failure(&e, "x"), Failure::Local(_)));
+        }
+        for errno in [Errno::CONNREFUSED, Errno::HOSTUNREACH, Errno::CONNRESET, Errno::TIMEDOUT] {
+            let e = std::io::Error::from_raw_os_error(errno.raw_os_error());
+            assert!(!is_local_resource_error(&e), "{e}");
+        }
     }
 }

@@ -1,0 +1,239 @@
+//! The node's TOML config: parsing, defaults and validation.
+//!
+//! [`Config::load`] reads and checks everything that can be checked without the private key
+//! (every error names the file and the field, TOML mistakes also the line); [`Config::load_key`]
+//! then loads the key file and refuses a roster that lists this node's own key. Nothing is
+//! started before both succeed. Field names are part of the user interface (README's config
+//! reference).
+//!
+//! - [`validate`]: field checks and their bounds, `[node]`, `[timing]`.
+//! - [`peers`]: `[[peers]]` and each peer's pinned service addresses.
+//! - [`health`]: the `[health]` section.
+//!
+//! Address pins ([`AddressPin`]) and the special-purpose rule are the protocol core's
+//! (`spdu_gossip::proto`): the config builds the roster ([`spdu_gossip::proto::Member`]) the
+//! driver and the core take.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use spdu_dnsfront::ZoneConfig;
+use spdu_gossip::proto;
+use spdu_keys::SecretKey;
+use toml::Spanned;
+
+mod health;
+mod peers;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+pub use health::{HealthConfig, SelfCheck};
+pub use peers::PeerConfig;
+pub use spdu_gossip::proto::AddressPin;
+pub use validate::{COUNT, STALE_AFTER_MS, TIMER_MS};
+use validate::{RawNode, RawTiming, bounded_count, bounded_ms, name, socket_addr};
+
+/// A validated config.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// `[node]`: this site.
+    pub node: NodeConfig,
+    /// `[zone]`: the pool zone this node serves.
+    pub zone: ZoneConfig,
+    /// `[[peers]]`: the roster, without this node.
+    pub peers: Vec<PeerConfig>,
+    /// `[cluster] id`: mixed into every signature; defaults to the zone origin.
+    pub cluster: String,
+    /// `[timing]` and `quorum`, as the protocol core takes them (with `[health]`'s thresholds).
+    pub protocol: proto::Config,
+    /// `[health]`: this site's service check, what peers may check, how checks are run.
+    pub health: HealthConfig,
+}
+
+/// `[node]`: this site.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// `node.name`: this node's name in every roster.
+    pub name: String,
+    /// `node.key`: the private-key file (relative paths are relative to the config file).
+    pub key: PathBuf,
+    /// `node.gossip`: the QUIC (UDP) listen address.
+    pub gossip: SocketAddr,
+    /// `node.dns`: DNS listen addresses (UDP and TCP).
+    pub dns: Vec<SocketAddr>,
+    /// `node.control`: the local HTTP control endpoint (`spdu peers`, metrics).
+    pub control: SocketAddr,
+    /// `node.control_allow`: the networks that may connect to the control endpoint; empty when
+    /// it is on loopback and the field is not set (then only loopback sources are served).
+    pub control_allow: Vec<AddressPin>,
+    /// `node.addresses`: this site's service addresses.
+    pub addresses: Vec<IpAddr>,
+}
+
+impl Config {
+    /// Reads and validates `path` (everything but the key file).
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        Config::parse(path, &text)
+    }
+
+    /// Parses and validates config text; `path` names the file in errors and anchors a relative
+    /// `node.key`.
+    pub fn parse(path: &Path, text: &str) -> anyhow::Result<Config> {
+        let located = |span: Option<Range<usize>>| match span {
+            Some(span) => {
+                let (line, column) = line_column(text, span.start);
+                format!("{}:{line}:{column}", path.display())
+            }
+            None => path.display().to_string(),
+        };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let message = e.message().trim().replace('\n', " ");
+            anyhow::anyhow!("{}: {message}", located(e.span()))
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut config =
+            raw.validate(base).map_err(|e| anyhow::anyhow!("{}: {}", located(e.span), e.message))?;
+        config.path = path.to_owned();
+        Ok(config)
+    }
+
+    /// Loads `node.key` and checks that the roster does not list this node's own key.
+    pub fn load_key(&self) -> anyhow::Result<SecretKey> {
+        let key = SecretKey::load_file(&self.node.key).context("node.key")?;
+        let public = key.public();
+        if let Some(i) = self.peers.iter().position(|p| p.key == public) {
+            bail!(
+                "{}: peers[{i}].key: is this node's own public key (from node.key {}); \
+                 the roster lists only the other nodes",
+                self.path.display(),
+                self.node.key.display()
+            );
+        }
+        Ok(key)
+    }
+
+    /// The roster as the driver and the core take it.
+    pub fn gossip_peers(&self) -> Vec<spdu_gossip::proto::Member> {
+        self.peers
+            .iter()
+            .map(|p| spdu_gossip::proto::Member {
+                name: p.name.clone(),
+                key: p.key,
+                gossip: p.gossip,
+                addresses: p.addresses.clone(),
+            })
+            .collect()
+    }
+}
+
+/// Reads only `node.control` from a config file, so that `spdu peers` needs neither the key nor
+/// a config that the current version fully accepts.
+pub fn load_control_address(path: &Path) -> anyhow::Result<SocketAddr> {
+    #[derive(Deserialize)]
+    struct File {
+        node: Node,
+    }
+    #[derive(Deserialize)]
+    struct Node {
+        control: Spanned<String>,
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    let file: File = toml::from_str(&text).map_err(|e| {
+        let at = e.span().map(|s| line_column(&text, s.start));
+        let at = at.map(|(l, c)| format!(":{l}:{c}")).unwrap_or_default();
+        anyhow::anyhow!("{}{at}: {}", path.display(), e.message().trim().replace('\n', " "))
+    })?;
+    socket_addr("node.control", &file.node.control)
+        .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.message))
+}
+
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, column)
+}
+
+/// A validation error: the message names the field, the span points into the file.
+#[derive(Debug)]
+struct FieldError {
+    span: Option<Range<usize>>,
+    message: String,
+}
+
+impl FieldError {
+    fn at<T>(value: &Spanned<T>, message: impl fmt::Display) -> Self {
+        Self { span: Some(value.span()), message: message.to_string() }
+    }
+
+    fn field(message: impl fmt::Display) -> Self {
+        Self { span: None, message: message.to_string() }
+    }
+}
+
+type Checked<T> = Result<T, FieldError>;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    node: RawNode,
+    zone: RawZone,
+    #[serde(default)]
+    peers: Vec<peers::RawPeer>,
+    #[serde(default)]
+    cluster: RawCluster,
+    #[serde(default)]
+    timing: RawTiming,
+    #[serde(default)]
+    health: health::RawHealth,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawZone {
+    origin: String,
+    names: Vec<String>,
+    ttl: u32,
+    nameservers: Vec<String>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    id: Option<Spanned<String>>,
+}
+
+impl RawConfig {
+    fn validate(self, base: &Path) -> Checked<Config> {
+        let node = self.node.validate(base)?;
+        let peers = peers::validate(&self.peers, &node)?;
+
+        let zone = ZoneConfig {
+            origin: self.zone.origin,
+            names: self.zone.names,
+            ttl: self.zone.ttl,
+            nameservers: self.zone.nameservers,
+        };
+        zone.validate().map_err(FieldError::field)?;
+
+        let cluster = match &self.cluster.id {
+            Some(id) => name("cluster.id", id)?,
+            None => zone.origin.trim_end_matches('.').to_ascii_lowercase(),
+        };
+
+        let mut protocol = self.timing.validate(peers.len() + 1)?;
+        let (health, policy) = self.health.validate(&node, &zone)?;
+        protocol.health = policy;
+        Ok(Config { path: PathBuf::new(), node, zone, peers, cluster, protocol, health })
+    }
+}

@@ -1,0 +1,111 @@
+//! The local control endpoint (HTTP on `node.control`): what `spdu peers` and monitoring read.
+//!
+//! - `GET /v1/peers`: the node's signed view ([`ViewSnapshot`] as JSON). Keys are tokens and
+//!   every observation carries its signed body (base64) and signature, so it can be verified
+//!   independently of this node.
+//! - `GET /metrics`: Prometheus / OpenMetrics text: DNS counters, gossip counters, transport
+//!   counters. A registry is built per scrape from the live counters.
+//! - `GET /healthz`: `ok` while the membership actor runs (O(1), no view built).
+//!
+//! It only reads; nothing here changes the node's state. The view is not secret, but it is not
+//! for everyone: off loopback, only the networks in `node.control_allow` are served
+//! ([`serve`]). Every request is answered from one cached view, rebuilt at most every
+//! [`VIEW_MAX_AGE`]: a burst of requests costs the membership actor one snapshot.
+//!
+//! - [`serve`]: the listener (allow-list, connection caps, header-read and idle timeouts).
+//! - [`metrics`]: the `/metrics` registry.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use spdu_dnsfront::DnsMetrics;
+use spdu_gossip::net::Membership;
+use spdu_gossip::snapshot::ViewSnapshot;
+
+mod metrics;
+mod serve;
+
+pub use serve::{Limits, serve};
+
+/// How old a cached view may be when a request is answered from it.
+pub const VIEW_MAX_AGE: Duration = Duration::from_millis(250);
+
+/// One view, encoded once for every request that reads it.
+struct CachedView {
+    /// When it was taken.
+    taken: Instant,
+    /// `None` once membership has stopped.
+    snapshot: Option<ViewSnapshot>,
+    /// `/v1/peers`'s body (pretty JSON, so that `spdu peers --json` and curl show it as sent).
+    json: Result<String, String>,
+}
+
+/// What the handlers read.
+struct Shared {
+    membership: Membership,
+    dns_metrics: DnsMetrics,
+    /// The newest view; requests that find it too old wait on this lock while one of them
+    /// rebuilds it, then all share the result.
+    view: tokio::sync::Mutex<Option<Arc<CachedView>>>,
+}
+
+impl Shared {
+    async fn view(&self) -> Arc<CachedView> {
+        let mut cached = self.view.lock().await;
+        if let Some(view) = cached.as_ref().filter(|v| v.taken.elapsed() < VIEW_MAX_AGE) {
+            return view.clone();
+        }
+        let snapshot = self.membership.snapshot().await;
+        let json = match &snapshot {
+            Some(s) => serde_json::to_string_pretty(s).map(|j| j + "\n").map_err(|e| e.to_string()),
+            None => Err("membership stopped".to_owned()),
+        };
+        let view = Arc::new(CachedView { taken: Instant::now(), snapshot, json });
+        *cached = Some(view.clone());
+        view
+    }
+}
+
+/// The HTTP router for the control endpoint.
+pub fn router(membership: Membership, dns_metrics: DnsMetrics) -> axum::Router {
+    axum::Router::new()
+        .route("/v1/peers", get(peers))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .with_state(Arc::new(Shared { membership, dns_metrics, view: tokio::sync::Mutex::new(None) }))
+}
+
+fn stopped() -> Response {
+    (StatusCode::SERVICE_UNAVAILABLE, "membership stopped\n").into_response()
+}
+
+async fn peers(State(shared): State<Arc<Shared>>) -> Response {
+    let view = shared.view().await;
+    match (&view.snapshot, &view.json) {
+        (None, _) => stopped(),
+        (Some(_), Ok(json)) => ([(header::CONTENT_TYPE, "application/json")], json.clone()).into_response(),
+        (Some(_), Err(e)) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, format!("encoding the view: {e}\n")).into_response()
+        }
+    }
+}
+
+async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
+    // O(1): the actor ran its loop lately; no view is built.
+    if shared.membership.is_alive() { "ok\n".into_response() } else { stopped() }
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    let view = shared.view().await;
+    let registry = metrics::registry(&shared, view.snapshot.as_ref());
+    let mut text = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &registry) {
+        return (StatusCode::INTERNAL_SERVER_ERROR, format!("encoding metrics: {e}\n")).into_response();
+    }
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
+        .into_response()
+}
