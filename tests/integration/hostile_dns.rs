@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::{Edns, Message, Query, ResponseCode};
 use hickory_proto::rr::rdata::opt::EdnsOption;
 use hickory_proto::rr::{Name, RecordType};
-use spdu_node::cluster::{LocalCluster, POOL_NAME, Ports};
+use spdu_cluster::{LocalCluster, POOL_NAME, Ports};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 
