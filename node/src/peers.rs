@@ -38,18 +38,33 @@ pub async fn fetch_view(control: SocketAddr) -> anyhow::Result<String> {
 }
 
 /// `spdu peers`: prints the view of the node whose control endpoint is `control`. Peer-supplied
-/// text is escaped in the table ([`crate::text::escape`]); `--json` is JSON, whose strings
-/// escape control characters by themselves.
+/// text is escaped in the table ([`crate::text::escape`]); `--json` prints the node's JSON as
+/// sent (its field order is what scripts read), with the control characters that JSON allows
+/// raw inside strings (DEL and C1) escaped too.
 pub async fn print_view(control: SocketAddr, json: bool) -> anyhow::Result<()> {
     let text = fetch_view(control).await?;
     if json {
-        let value: serde_json::Value = serde_json::from_str(&text).context("the node sent invalid JSON")?;
-        // Re-encoded: what reaches the terminal is what serde_json writes, never raw bytes.
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        serde_json::from_str::<serde::de::IgnoredAny>(&text).context("the node sent invalid JSON")?;
+        print!("{}", escape_json_controls(&text));
     } else {
         print!("{}", render_table(&text)?);
     }
     Ok(())
+}
+
+/// `json` with DEL and the C1 controls written as `\u00XX` escapes. serde_json escapes C0
+/// controls itself; these it leaves raw, and some terminals act on them (U+009B is CSI). In
+/// valid JSON they can only stand inside strings, where the escape means the same character.
+fn escape_json_controls(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        if c == '\u{7f}' || ('\u{80}'..='\u{9f}').contains(&c) {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Renders the `/v1/peers` JSON as the operator's table.
@@ -300,6 +315,18 @@ struct Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_keeps_its_text_and_order_but_escapes_del_and_c1_controls() {
+        let raw = serde_json::json!({ "name": "s\u{9b}31m\u{7f}x", "incarnation": 7 }).to_string();
+        assert!(raw.contains('\u{9b}'), "serde_json leaves C1 controls raw: {raw:?}");
+        let printed = escape_json_controls(&raw);
+        assert_eq!(printed, r#"{"incarnation":7,"name":"s\u009b31m\u007fx"}"#);
+        let back: serde_json::Value = serde_json::from_str(&printed).unwrap();
+        assert_eq!(back["name"], "s\u{9b}31m\u{7f}x");
+        let ordered = r#"{"name":"s3","incarnation":5}"#;
+        assert_eq!(escape_json_controls(ordered), ordered, "field order is kept for scripts");
+    }
 
     #[test]
     fn table_shows_every_node_and_the_answer() {
