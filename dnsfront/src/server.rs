@@ -126,7 +126,8 @@ impl DnsServer {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), DnsError> {
         let handler = Arc::new(self.handler);
         let table = ConnectionTable::new(self.tcp_limits);
-        let stop = shutdown.child_token();
+        // Not a child of `shutdown`: a listener that returns before `stop` is cancelled failed.
+        let stop = CancellationToken::new();
         let mut listeners = JoinSet::new();
         for socket in self.udp {
             let serving = udp::serve(socket, handler.clone(), stop.clone());
@@ -145,7 +146,7 @@ impl DnsServer {
                 Ok((transport, Err(error))) => format!("{transport}: {error}"),
                 Err(error) => format!("listener task: {error}"),
             }),
-            () = stop.cancelled() => None,
+            () = shutdown.cancelled() => None,
         };
         stop.cancel();
         while listeners.join_next().await.is_some() {}
