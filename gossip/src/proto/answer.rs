@@ -12,9 +12,11 @@
 //! observation costs one pass over its bitmap), so the answer costs O(members) however many
 //! observers there are. Observers whose bitmaps are over another roster have no vote.
 
+use std::net::IpAddr;
+
 use spdu_keys::PublicKey;
 
-use super::{Bitmap, Observation, Roster};
+use super::{AnswerSet, Bitmap, Observation, Roster};
 
 /// How many live observers (other than the peer itself) must see a peer reachable.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -137,7 +139,8 @@ impl Tally {
         }
     }
 
-    /// Whether the observer at `observer` is counted.
+    /// Whether the observer at `observer` is counted (the one record of it: view entries keep
+    /// no flag of their own).
     pub fn counts(&self, observer: usize) -> bool {
         self.counted[observer]
     }
@@ -175,18 +178,6 @@ pub fn admitted_peers(
     admitted
 }
 
-/// The nodes whose addresses node `mine.observer` answers with, itself first, peers in key order:
-/// rule 1, the peers of [`admitted_peers`], and rule 3.
-pub fn answer_members(
-    roster: &Roster,
-    mine: &Observation,
-    tally: &Tally,
-    healthy: impl Fn(usize) -> bool,
-    quorum: Quorum,
-) -> Vec<PublicKey> {
-    members_of(roster, mine, &admitted_peers(roster, mine, tally, healthy, quorum))
-}
-
 /// Rules 1 and 3 around the admitted peers.
 pub fn members_of(roster: &Roster, mine: &Observation, admitted: &Bitmap) -> Vec<PublicKey> {
     let mut members = Vec::new();
@@ -200,9 +191,71 @@ pub fn members_of(roster: &Roster, mine: &Observation, admitted: &Bitmap) -> Vec
     members
 }
 
+/// The answer set and what it was built from. At hundreds of nodes the answer is recomputed
+/// for every arriving observation: it compares the admitted peers (a bitmap) and own health, and
+/// builds the member and address lists only when these or an address changed.
+#[derive(Debug, Default)]
+pub(super) struct AnswerCache {
+    /// The peers admitted to the current answer and whether this node was healthy then; none
+    /// after an address changed.
+    admitted: Option<(Bitmap, bool)>,
+    answer: AnswerSet,
+}
+
+impl AnswerCache {
+    /// The current answer.
+    pub(super) fn answer(&self) -> &AnswerSet {
+        &self.answer
+    }
+
+    /// Some member's service addresses changed: the next [`AnswerCache::update`] rebuilds.
+    pub(super) fn addresses_changed(&mut self) {
+        self.admitted = None;
+    }
+
+    /// Applies the answer rule to `mine` and the votes in `tally`; returns the new answer set if
+    /// it changed. `healthy(j)` tells whether the latest observation of the member at `j` says
+    /// it is healthy; `addresses(key)` gives the addresses served for a member.
+    pub(super) fn update<I: IntoIterator<Item = IpAddr>>(
+        &mut self,
+        roster: &Roster,
+        mine: &Observation,
+        tally: &Tally,
+        healthy: impl Fn(usize) -> bool,
+        quorum: Quorum,
+        addresses: impl Fn(&PublicKey) -> I,
+    ) -> Option<AnswerSet> {
+        let key = (admitted_peers(roster, mine, tally, healthy, quorum), mine.healthy);
+        if self.admitted.as_ref() == Some(&key) {
+            return None;
+        }
+        let members = members_of(roster, mine, &key.0);
+        self.admitted = Some(key);
+        let addresses: Vec<IpAddr> = members.iter().flat_map(addresses).collect();
+        if members == self.answer.members && addresses == self.answer.addresses {
+            return None;
+        }
+        self.answer = AnswerSet { version: self.answer.version + 1, members, addresses };
+        Some(self.answer.clone())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The nodes whose addresses node `mine.observer` answers with, itself first, peers in key order:
+    /// rule 1, the peers of [`admitted_peers`], and rule 3.
+    fn answer_members(
+        roster: &Roster,
+        mine: &Observation,
+        tally: &Tally,
+        healthy: impl Fn(usize) -> bool,
+        quorum: Quorum,
+    ) -> Vec<PublicKey> {
+        members_of(roster, mine, &admitted_peers(roster, mine, tally, healthy, quorum))
+    }
+
     use crate::sim::fixtures::{observation, public_key, roster_of};
 
     /// Node `i`'s healthy observation in a full mesh of `n`, seeing everyone but `unreachable`.

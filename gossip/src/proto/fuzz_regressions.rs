@@ -25,6 +25,8 @@ fn want_with_repeated_keys_pushes_each_observation_once() {
         .collect();
     assert_eq!(pushes, vec![1], "one push with our one observation");
 
+    // One probe interval later (Wants are answered at most once per interval and sender).
+    let now = now + Config::default().probe_interval;
     let many = vec![public_key(0); super::MAX_ENTRIES];
     let out = state.step(now, InEvent::Message { from: public_key(3), message: Message::Want(many) });
     let sent: usize = out

@@ -5,13 +5,15 @@
 //! [`super::InEvent::SelfCheck`] or [`super::InEvent::ServiceProbe`]); here are only the pure
 //! parts:
 //! - [`ServiceCheck`]: the check a node advertises in its signed observation, so that its peers
-//!   can probe its service on its own service addresses. Never a command: peers only connect.
+//!   can probe its service at the addresses their own configuration pins for it. Never a
+//!   command, never an address: peers only connect where they chose to.
 //! - [`Verdict`]: consecutive-failure / consecutive-success thresholds plus a minimum time between
 //!   two flips, from [`HealthPolicy`].
 //!
 //! Invariants: a verdict flips only after `down_after` consecutive failures (or `up_after`
 //! consecutive successes) *and* at least `min_change_interval` after its previous flip; results
-//! are counted in arrival order; nothing here reads a clock.
+//! are counted in arrival order; an unknown result (the check could not run here) is neither a
+//! pass nor a failure and changes no streak; nothing here reads a clock.
 
 use std::time::{Duration, Instant};
 
@@ -21,7 +23,7 @@ use serde::{Deserialize, Serialize};
 pub const MAX_CHECK_FIELD: usize = 512;
 
 /// A check of a site's service, as advertised to peers in the site's signed observation. Peers
-/// run it against the site's first service address.
+/// run it against the address they pin for the site (see [`super::ProbeTarget`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ServiceCheck {
     /// A TCP connection to `port` is accepted.
@@ -231,60 +233,6 @@ impl Verdict {
             return true;
         }
         false
-    }
-}
-
-/// The health verdicts one node keeps: its own service's and, when it probes them, its peers'.
-#[derive(Clone, Debug, Default)]
-pub struct ServiceHealth {
-    /// This node's own check, once it reported a result.
-    own: Option<Verdict>,
-    /// Peers' services, once probed; a peer starts down until `up_after` passes.
-    peers: std::collections::BTreeMap<spdu_keys::PublicKey, Verdict>,
-}
-
-impl ServiceHealth {
-    /// Counts a result of this node's own check; returns the new verdict if it flipped.
-    pub fn on_self_check(
-        &mut self,
-        now: Instant,
-        result: CheckResult,
-        policy: &HealthPolicy,
-    ) -> Option<bool> {
-        let own = self.own.get_or_insert_with(|| Verdict::new(true));
-        own.record(now, result, policy).then(|| own.ok())
-    }
-
-    /// Counts a result of a probe of `peer`'s service; returns whether its verdict flipped.
-    pub fn on_service_probe(
-        &mut self,
-        now: Instant,
-        peer: spdu_keys::PublicKey,
-        result: CheckResult,
-        policy: &HealthPolicy,
-    ) -> bool {
-        self.peers.entry(peer).or_insert_with(|| Verdict::new(false)).record(now, result, policy)
-    }
-
-    /// This node's own check's verdict, if it ran.
-    pub fn own(&self) -> Option<&Verdict> {
-        self.own.as_ref()
-    }
-
-    /// The probing verdict on `peer`'s service, if probed.
-    pub fn peer(&self, peer: &spdu_keys::PublicKey) -> Option<&Verdict> {
-        self.peers.get(peer)
-    }
-
-    /// What this node reports on `peer`'s service: `None` when it does not probe peers or the
-    /// peer advertises no check; otherwise the verdict, down until proven.
-    pub fn service_ok(
-        &self,
-        peer: &spdu_keys::PublicKey,
-        advertises: bool,
-        policy: &HealthPolicy,
-    ) -> Option<bool> {
-        (policy.probe_peers && advertises).then(|| self.peers.get(peer).is_some_and(Verdict::ok))
     }
 }
 

@@ -11,19 +11,26 @@
 
 mod answer;
 mod beat;
+mod events;
 #[cfg(test)]
 mod fuzz_regressions;
 mod health;
+mod limits;
+mod liveness;
 mod message;
 mod observation;
+mod publisher;
 mod roster;
 mod state;
+mod view;
 
 use std::time::Duration;
 
-pub use answer::{Quorum, Tally, Votes, admitted_peers, answer_members, members_of, votes};
+pub use answer::{Quorum, Tally, Votes, admitted_peers, members_of, votes};
 pub use beat::{BEAT_CONTEXT, Beat, SignedBeat};
+pub use events::{AnswerSet, InEvent, LinkStatus, NodeInfo, OutEvent, ProbeTarget, Stats};
 pub use health::{CheckResult, HealthPolicy, MAX_CHECK_FIELD, ServiceCheck, Verdict};
+pub use limits::{VERIFY_BURST_ROSTERS, VERIFY_ROSTERS_PER_SEC};
 pub use message::{FrameError, MAX_ENTRIES, MAX_FRAME_BYTES, Message};
 pub use observation::{
     MAX_OBSERVATION_BYTES, OBSERVATION_CONTEXT, Observation, PeerReport, Rejection, SignedObservation,
@@ -32,9 +39,9 @@ pub use observation::{
 pub use roster::{
     AddressPin, Bitmap, MAX_SERVICE_ADDRESSES, Member, PinError, Roster, RosterId, is_special_purpose,
 };
+pub use state::State;
 #[cfg(test)]
 pub(crate) use state::Timer;
-pub use state::{AnswerSet, InEvent, LinkStatus, NodeInfo, OutEvent, ProbeTarget, State, Stats};
 
 /// Protocol timing and quorum. Defaults detect a lost peer in under a second and ride out heavy
 /// packet loss: a peer is dropped only after eight probe intervals in which not one of its

@@ -253,6 +253,12 @@ impl Roster {
         self.keys.binary_search(key).ok()
     }
 
+    /// The position of the key with these bytes, if it is a member (for keys read from the wire
+    /// unchecked: no point decompression).
+    pub fn index_of_bytes(&self, key: &[u8; 32]) -> Option<usize> {
+        self.keys.binary_search_by(|k| k.as_bytes().cmp(key)).ok()
+    }
+
     /// The key at position `i`.
     pub fn key(&self, i: usize) -> PublicKey {
         self.keys[i]

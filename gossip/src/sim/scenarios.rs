@@ -376,3 +376,45 @@ fn a_service_one_observer_cannot_reach_stays_in_the_others_answers() {
         converge(&mut sim, secs(5));
     }
 }
+
+#[test]
+fn a_node_restarted_with_a_lower_incarnation_is_a_full_member_again() {
+    for n in sizes() {
+        let mut sim = Sim::new(n, with_seed(120 + n as u64));
+        converge(&mut sim, secs(5));
+        // x runs at incarnation 7 for a while, then comes back at 1: its incarnation file was
+        // lost and its clock is behind.
+        let x = n - 1;
+        sim.crash(x);
+        sim.restart_with_incarnation(x, 7);
+        converge(&mut sim, secs(10));
+        sim.run_for(secs(2));
+        sim.crash(x);
+        sim.run_for(secs(1));
+        let restart_at = sim.now();
+        sim.restart_with_incarnation(x, 1);
+        // Every peer holds x's current observation, fresh (so its votes and its health count).
+        let current = |s: &Sim| {
+            let Some(own) = s.state(x) else { return false };
+            let mine = own.observation(&s.key(x)).map(crate::proto::Observation::version);
+            let now = s.base + s.now;
+            all_but(n, &[x]).iter().all(|&j| {
+                let peer = s.state(j).expect("running");
+                peer.observation(&s.key(x)).map(crate::proto::Observation::version) == mine
+                    && peer.is_fresh(&s.key(x), now)
+            })
+        };
+        let deadline = restart_at + secs(5);
+        while !current(&sim) && sim.now() < deadline {
+            sim.run_for(ms(100));
+        }
+        let took = sim.now() - restart_at;
+        eprintln!("{n} nodes: a node restarted at a lower incarnation is current everywhere after {took:?}");
+        assert!(current(&sim), "{n} nodes: not current after {took:?}");
+        let incarnation = sim.state(x).unwrap().incarnation();
+        assert!(incarnation > 7, "{n} nodes: rose above its old incarnation, to {incarnation}");
+        sim.run_for(secs(5));
+        assert!(current(&sim), "{n} nodes: stays current");
+        assert!(sim.converged());
+    }
+}
