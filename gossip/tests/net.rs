@@ -1,5 +1,6 @@
 //! The QUIC driver on real loopback sockets: nodes pinned by key find each other, answer sets
-//! converge, a stopped node is dropped, and a stranger's key gets nothing in.
+//! converge, a stopped node is dropped, a stranger's key gets nothing in, what the node needs is
+//! pushed on watch channels, and shutdown ends every task.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -25,6 +26,11 @@ fn member(j: u8, gossip: SocketAddr) -> proto::Member {
 
 /// Binds nodes `0..n` on 127.0.0.1 port 0, each trusting `roster` (indexes).
 fn bind_nodes(n: u8, roster: &[u8]) -> Vec<Bound> {
+    bind_nodes_with(n, roster, |_| None)
+}
+
+/// [`bind_nodes`], node `i` advertising `check(i)`.
+fn bind_nodes_with(n: u8, roster: &[u8], check: impl Fn(u8) -> Option<proto::ServiceCheck>) -> Vec<Bound> {
     // Bind first to learn the ports, then rebuild with the full roster.
     let probe: Vec<SocketAddr> =
         (0..n).map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap()).collect();
@@ -44,7 +50,7 @@ fn bind_nodes(n: u8, roster: &[u8]) -> Vec<Bound> {
                 addresses: vec![service_addr(i)],
                 peers,
                 protocol: proto::Config::default(),
-                service_check: None,
+                service_check: check(i),
             })
             .unwrap()
         })
@@ -143,4 +149,29 @@ async fn a_stranger_is_refused_and_never_appears() {
     for t in tasks {
         t.await.unwrap();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_targets_incarnation_and_liveness_are_pushed_and_shutdown_ends_every_task() {
+    let nodes = bind_nodes_with(2, &[0, 1], |i| (i == 1).then_some(proto::ServiceCheck::Tcp { port: 9 }));
+    let handles: Vec<Membership> = nodes.iter().map(Bound::membership).collect();
+    assert!(!handles[0].is_alive(), "not running yet");
+    let token = CancellationToken::new();
+    let tasks: Vec<_> = nodes.into_iter().map(|n| tokio::spawn(n.run(token.clone()))).collect();
+
+    // Node 1 advertises a check: node 0 is told to probe it at its pinned address, unasked (and
+    // answers with it only once a probe passes, which nothing runs here).
+    let mut targets = handles[0].probe_targets();
+    let wait = targets.wait_for(|t| t.iter().any(|t| t.peer == key(1).public() && t.addr == service_addr(1)));
+    tokio::time::timeout(Duration::from_secs(10), wait).await.expect("probe target pushed").unwrap();
+    assert!(handles[1].probe_targets().borrow().is_empty(), "node 0 advertises nothing");
+    assert_eq!(*handles[0].incarnation().borrow(), 1);
+    assert!(handles.iter().all(Membership::is_alive));
+
+    // Shutdown: every task (dialers, acceptor, handshakes, readers, writers) ends promptly.
+    token.cancel();
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(5), t).await.expect("run ends after shutdown").unwrap();
+    }
+    assert!(handles.iter().all(|m| !m.is_alive()), "a stopped node is not alive");
 }

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/../.."
 seconds="${1:-60}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(frame observation state dns)
+[ ${#targets[@]} -gt 0 ] || targets=(frame observation state dns send_queue)
 export RUSTC_BOOTSTRAP=1
 cargo fuzz build --fuzz-dir tests/fuzz
 status=0

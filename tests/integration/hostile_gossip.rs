@@ -112,16 +112,17 @@ impl Member {
         to: usize,
         transport: Option<quinn::TransportConfig>,
     ) -> Self {
-        let mut config = tls::client_config(&key_of(cluster, site), tls::PinnedKeys::new([key_of(cluster, to)
-            .public()]))
-        .expect("client config");
+        let mut config =
+            tls::client_config(&key_of(cluster, site), tls::PinnedKeys::new([key_of(cluster, to).public()]))
+                .expect("client config");
         if let Some(t) = transport {
             config.transport_config(Arc::new(t));
         }
         let from = SocketAddr::new(IpAddr::from([127, 0, block(cluster), 99]), 0);
         let mut endpoint = quinn::Endpoint::client(from).expect("client endpoint");
         endpoint.set_default_client_config(config);
-        let conn = endpoint.connect(cluster.gossip_addr(to), "spdu").expect("connect").await.expect("handshake");
+        let conn =
+            endpoint.connect(cluster.gossip_addr(to), "spdu").expect("connect").await.expect("handshake");
         Self { _endpoint: endpoint, conn }
     }
 
@@ -171,12 +172,17 @@ async fn flood_initials(
         let mut initials = Vec::new();
         for chunk in 0..INITIALS_PER_TARGET.div_ceil(500) {
             // A fresh endpoint per chunk: each one tracks its (abandoned) connections.
-            let mut endpoint =
-                quinn_proto::Endpoint::new(Arc::new(quinn_proto::EndpointConfig::default()), None, false, None);
+            let mut endpoint = quinn_proto::Endpoint::new(
+                Arc::new(quinn_proto::EndpointConfig::default()),
+                None,
+                false,
+                None,
+            );
             for _ in 0..500.min(INITIALS_PER_TARGET - chunk * 500) {
                 for target in &ring_targets {
                     let now = Instant::now();
-                    let (_, mut conn) = endpoint.connect(now, client.clone(), *target, "spdu").expect("connect");
+                    let (_, mut conn) =
+                        endpoint.connect(now, client.clone(), *target, "spdu").expect("connect");
                     let mut buf = Vec::new();
                     let t = conn.poll_transmit(now, 1, &mut buf).expect("an Initial");
                     buf.truncate(t.size);
@@ -215,7 +221,8 @@ async fn a_handshake_flood_does_not_keep_a_restarted_peer_out() {
     let all = ips(&cluster, &[0, 1, 2]);
     wait_until(CONVERGE, "all three in alpha's answer", || dig_pool(cluster.dns_addr(0)) == all);
     let refused = |cluster: &LocalCluster| {
-        metric(cluster, 0, "gossip_handshakes_refused_total") + metric(cluster, 0, "gossip_handshakes_retried_total")
+        metric(cluster, 0, "gossip_handshakes_refused_total")
+            + metric(cluster, 0, "gossip_handshakes_retried_total")
     };
     let turned_away = refused(&cluster);
 
@@ -237,9 +244,10 @@ async fn a_handshake_flood_does_not_keep_a_restarted_peer_out() {
         wait_until(CONVERGE, "alpha to drop beta", || dig_pool(cluster.dns_addr(0)) == survivors);
         cluster.start_site(1).unwrap();
         cluster.wait_site_ready(1, Duration::from_secs(20)).await.unwrap();
-        let back = wait_until(Duration::from_secs(12), "beta back in alpha's answer during the flood", || {
-            dig_pool(cluster.dns_addr(0)) == all
-        });
+        let back =
+            wait_until(Duration::from_secs(12), "beta back in alpha's answer during the flood", || {
+                dig_pool(cluster.dns_addr(0)) == all
+            });
         eprintln!("beta back in alpha's answer {back:?} after its restart, under the flood");
         assert!(!flood.is_finished(), "the flood ran throughout");
     }
@@ -251,7 +259,10 @@ async fn a_handshake_flood_does_not_keep_a_restarted_peer_out() {
     assert!(sent >= 1000, "only {sent} Initials sent");
     assert!(turned_away >= sent / 4, "{turned_away} of {sent} Initials (half at alpha) counted at alpha");
     let log = std::fs::read_to_string(cluster.log_path(0)).unwrap_or_default();
-    assert!(log.contains("WARN") && log.contains("handshakes under pressure"), "the refusals are logged at warn");
+    assert!(
+        log.contains("WARN") && log.contains("handshakes under pressure"),
+        "the refusals are logged at warn"
+    );
     result
 }
 
@@ -287,7 +298,8 @@ async fn a_want_flood_without_stream_credit_keeps_memory_bounded() {
     let pid = pid_of(&cluster, 0);
     let before = rss_kib(pid);
     let dropped = || {
-        metric(&cluster, 0, "gossip_send_queue_dropped_total") + metric(&cluster, 0, "gossip_send_coalesced_total")
+        metric(&cluster, 0, "gossip_send_queue_dropped_total")
+            + metric(&cluster, 0, "gossip_send_coalesced_total")
     };
     let dropped_before = dropped();
     let want = Message::Want(vec![beta_key.public()]).encode();
@@ -305,7 +317,9 @@ async fn a_want_flood_without_stream_credit_keeps_memory_bounded() {
         peak = peak.max(rss_kib(pid));
     }
     let dropped = dropped() - dropped_before;
-    eprintln!("alpha RSS {before} KiB before 4,000 Wants, peak {peak} KiB; {dropped} replies dropped or coalesced");
+    eprintln!(
+        "alpha RSS {before} KiB before 4,000 Wants, peak {peak} KiB; {dropped} replies dropped or coalesced"
+    );
     assert!(peak - before < GROWTH_LIMIT_KIB, "alpha grew from {before} KiB to {peak} KiB");
     assert!(dropped > 0, "the replies that could not be sent were counted");
     // And alpha still serves gamma and itself.
@@ -364,7 +378,10 @@ async fn bogus_pushes_do_not_drop_a_live_site_or_stall_the_node() {
     }
     stop.store(true, Ordering::Relaxed);
     let _ = pusher.await;
-    eprintln!("{} bogus pushes of 4,096 entries; slowest /v1/peers {slowest:?}", pushes.load(Ordering::Relaxed));
+    eprintln!(
+        "{} bogus pushes of 4,096 entries; slowest /v1/peers {slowest:?}",
+        pushes.load(Ordering::Relaxed)
+    );
     assert!(pushes.load(Ordering::Relaxed) >= 5, "the pushes went out");
     assert!(sees_reachable(&cluster, 0, "gamma"));
 }

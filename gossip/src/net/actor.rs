@@ -58,18 +58,22 @@ pub(super) struct Pulse {
 }
 
 impl Pulse {
+    const NEVER: u64 = u64::MAX;
+
     pub(super) fn new() -> Self {
-        Self { epoch: Instant::now(), last_ms: AtomicU64::new(0) }
+        Self { epoch: Instant::now(), last_ms: AtomicU64::new(Self::NEVER) }
     }
 
     fn beat(&self) {
         self.last_ms.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 
-    /// Time since the actor last ran its loop.
+    /// Time since the actor last ran its loop (`Duration::MAX` before it first did).
     pub(super) fn since(&self) -> Duration {
-        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-        self.epoch.elapsed().saturating_sub(last)
+        match self.last_ms.load(Ordering::Relaxed) {
+            Self::NEVER => Duration::MAX,
+            last => self.epoch.elapsed().saturating_sub(Duration::from_millis(last)),
+        }
     }
 }
 
