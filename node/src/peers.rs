@@ -38,18 +38,36 @@ pub async fn fetch_view(control: SocketAddr) -> anyhow::Result<String> {
 }
 
 /// `spdu peers`: prints the view of the node whose control endpoint is `control`. Peer-supplied
-/// text is escaped in the table ([`crate::text::escape`]); `--json` is JSON, whose strings
-/// escape control characters by themselves.
+/// text is escaped in the table ([`crate::text::escape`]); `--json` prints the text as sent once
+/// it parses as JSON, with [`escape_json`].
 pub async fn print_view(control: SocketAddr, json: bool) -> anyhow::Result<()> {
     let text = fetch_view(control).await?;
     if json {
-        let value: serde_json::Value = serde_json::from_str(&text).context("the node sent invalid JSON")?;
-        // Re-encoded: what reaches the terminal is what serde_json writes, never raw bytes.
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        serde_json::from_str::<serde_json::Value>(&text).context("the node sent invalid JSON")?;
+        print!("{}", escape_json(&text));
     } else {
         print!("{}", render_table(&text)?);
     }
     Ok(())
+}
+
+/// Valid JSON `text` with every invisible character inside its strings written as a `\uXXXX`
+/// escape: the same JSON value, safe for a terminal. JSON already forbids raw U+0000-U+001F in
+/// strings, but allows DEL, C1 controls and bidirectional overrides; between tokens only
+/// spaces, tabs and line breaks may stand, and those are kept.
+pub fn escape_json(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if crate::text::is_invisible(c) && !matches!(c, '\n' | '\r' | '\t') {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Renders the `/v1/peers` JSON as the operator's table.
@@ -329,6 +347,17 @@ mod tests {
         assert!(table.contains("replayed 2"), "{table}");
         let gamma = table.lines().find(|l| l.starts_with("gamma")).unwrap();
         assert!(gamma.contains(" no "), "{gamma}");
+    }
+
+    #[test]
+    fn json_keeps_its_value_and_loses_its_invisible_characters() {
+        let text = "{\"name\": \"be\u{9b}ta\u{202e}\", \"e\": \"\\u001b\", \"far\": \"\u{e0041}\"}\n";
+        let escaped = escape_json(text);
+        assert!(!escaped.trim_end().chars().any(crate::text::is_invisible), "{escaped:?}");
+        let (a, b): (serde_json::Value, serde_json::Value) =
+            (serde_json::from_str(text).unwrap(), serde_json::from_str(&escaped).unwrap());
+        assert_eq!(a, b);
+        assert!(escaped.ends_with('\n'));
     }
 
     #[test]
