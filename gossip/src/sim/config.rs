@@ -13,7 +13,7 @@ pub struct SimConfig {
     pub seed: u64,
     /// The protocol settings of every node.
     pub protocol: Config,
-    /// Every link's initial settings (see [`Sim::set_link`] to change one).
+    /// Every link's initial settings (see [`super::Sim::set_link`] to change one).
     pub link: Link,
     /// When set, every node advertises a service check, checks its own service and probes every
     /// peer's this often (see [`Action::SetService`] and [`Action::BlockService`]).
@@ -45,7 +45,7 @@ impl Default for Link {
     }
 }
 
-/// Something the simulation does to itself at a scheduled time (see [`Sim::schedule`]).
+/// Something the simulation does to itself at a scheduled time (see [`super::Sim::schedule`]).
 #[derive(Clone, Debug)]
 pub enum Action {
     /// Stop the node.
