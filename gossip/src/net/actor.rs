@@ -35,6 +35,8 @@ use crate::snapshot::ViewSnapshot;
 pub const MAX_CONNECTIONS_PER_PEER: usize = 4;
 /// Longest the loop sleeps without work.
 pub const PULSE: Duration = Duration::from_secs(1);
+/// Most urgent events handled in one go before timers or after a stream frame.
+pub const URGENT_BATCH: usize = 256;
 
 /// What the rest of the node asks of the actor.
 pub(super) enum Command {
@@ -91,9 +93,12 @@ pub(super) struct Actor {
 }
 
 impl Actor {
-    /// Serves, in this order of priority: shutdown, urgent events (datagrams, connections), due
-    /// timers, commands, bulk events (stream frames). Timers come after urgent events so that a
-    /// silence check sees every datagram that arrived before it.
+    /// Serves shutdown first, then due timers (after the datagrams already waiting, up to
+    /// [`URGENT_BATCH`], so a silence check sees what arrived before it), then one input picked
+    /// at random among urgent events, commands and bulk events; each bulk event is followed by
+    /// the urgent events waiting (up to [`URGENT_BATCH`]). So no input kind starves another, the
+    /// timers run on time whatever floods in, and datagrams never wait behind more than one
+    /// stream frame.
     pub(super) async fn run(
         mut self,
         mut commands: mpsc::Receiver<Command>,
@@ -102,21 +107,37 @@ impl Actor {
     ) {
         // The core is ready from `State::new`: its first outputs wait.
         self.apply();
-        loop {
+        while !self.shutdown.is_cancelled() {
             self.pulse.beat();
+            if self.state.poll_timeout().is_some_and(|at| at <= Self::now()) {
+                self.drain(&mut urgent);
+                self.fire_timers();
+            }
             let next = self.state.poll_timeout().map(Instant::from_std);
             let wake = next.map_or(Instant::now() + PULSE, |at| at.min(Instant::now() + PULSE));
             tokio::select! {
-                biased;
                 _ = self.shutdown.cancelled() => break,
+                () = tokio::time::sleep_until(wake) => {}
                 Some(event) = urgent.recv() => self.on_event(event),
-                () = tokio::time::sleep_until(wake) => self.fire_timers(),
                 Some(command) = commands.recv() => self.on_command(command),
-                Some(event) = bulk.recv() => self.on_event(event),
+                Some(event) = bulk.recv() => {
+                    self.on_event(event);
+                    self.drain(&mut urgent);
+                }
             }
         }
         for outbox in self.connections.values().flatten() {
             outbox.conn.close(0u32.into(), b"shutdown");
+        }
+    }
+
+    /// Handles the urgent events already waiting, at most [`URGENT_BATCH`].
+    fn drain(&mut self, urgent: &mut mpsc::Receiver<Event>) {
+        for _ in 0..URGENT_BATCH {
+            match urgent.try_recv() {
+                Ok(event) => self.on_event(event),
+                Err(_) => break,
+            }
         }
     }
 

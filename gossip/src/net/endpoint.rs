@@ -6,10 +6,12 @@
 //! - at most [`MAX_HANDSHAKES`] handshakes are in progress at once, each for at most
 //!   [`HANDSHAKE_TIMEOUT`]; the last [`RESERVED_FOR_PEERS`] slots are only for sources at a
 //!   roster peer's gossip IP;
-//! - at most [`MAX_HANDSHAKES_PER_SOURCE`] in progress per source IP;
-//! - once more than a quarter of the slots are in use, a source whose address QUIC has not
-//!   validated is sent a Retry (stateless: it takes no slot) and gets a slot only when it comes
-//!   back with the token, so spoofed or unfinished Initials cannot hold slots;
+//! - at most [`MAX_HANDSHAKES_PER_SOURCE`] in progress per source IP, except for a validated
+//!   roster peer address (spoofed Initials from a peer's address cannot lock the peer out);
+//! - once more than a quarter of the slots are in use, or its source is at its limit, a source
+//!   whose address QUIC has not validated is sent a Retry (stateless: it takes no slot) and gets
+//!   a slot only when it comes back with the token, so spoofed or unfinished Initials cannot
+//!   hold slots;
 //! - every attempt turned away is counted ([`super::NetMetrics::handshakes_refused`],
 //!   [`super::NetMetrics::handshakes_retried`]) and logged at warn, at most once per
 //!   [`WARN_EVERY`], with the counts since the previous line.
@@ -249,7 +251,9 @@ impl Admission {
     /// source address (it came back with a Retry token); `may_retry`: a Retry is still possible.
     pub(super) fn admit(self: &Arc<Self>, source: IpAddr, validated: bool, may_retry: bool) -> Verdict {
         let mut slots = self.lock();
-        if !validated && may_retry && slots.in_use >= RETRY_ABOVE {
+        let from_source = slots.per_source.get(&source).copied().unwrap_or(0);
+        let source_full = from_source >= MAX_HANDSHAKES_PER_SOURCE;
+        if !validated && may_retry && (slots.in_use >= RETRY_ABOVE || source_full) {
             NetMetrics::add(&self.metrics.handshakes_retried, 1);
             slots.unreported.1 += 1;
             self.warn_if_due(&mut slots);
@@ -257,8 +261,10 @@ impl Admission {
         }
         let from_peer = self.peer_ips.contains(&source);
         let limit = if from_peer { MAX_HANDSHAKES } else { MAX_HANDSHAKES - RESERVED_FOR_PEERS };
-        let from_source = slots.per_source.get(&source).copied().unwrap_or(0);
-        if from_source >= MAX_HANDSHAKES_PER_SOURCE || slots.in_use >= limit {
+        // A validated roster address is not held to the per-source limit: unvalidated Initials
+        // spoofing its address must not lock the real peer out.
+        let source_limited = source_full && !(validated && from_peer);
+        if source_limited || slots.in_use >= limit {
             NetMetrics::add(&self.metrics.handshakes_dropped, 1);
             slots.unreported.0 += 1;
             debug!(%source, in_use = slots.in_use, from_source, "handshake refused: no slot");
@@ -305,6 +311,23 @@ mod tests {
     }
 
     #[test]
+    fn a_source_at_its_limit_is_retried_first_then_refused() {
+        let a = admission(&[]);
+        let source = ip(1, 1);
+        let held: Vec<Slot> = (0..MAX_HANDSHAKES_PER_SOURCE)
+            .map(|_| match a.admit(source, false, true) {
+                Verdict::Admit(slot) => slot,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert!(matches!(a.admit(source, false, true), Verdict::Retry));
+        assert!(matches!(a.admit(source, true, false), Verdict::Refuse));
+        assert!(matches!(a.admit(ip(2, 1), false, true), Verdict::Admit(_)), "another source gets in");
+        drop(held);
+        assert!(matches!(a.admit(source, false, true), Verdict::Admit(_)));
+    }
+
+    #[test]
     fn unvalidated_sources_are_retried_under_pressure_and_peers_keep_their_slots() {
         let peer = ip(12, 0);
         let a = admission(&[peer]);
@@ -338,10 +361,15 @@ mod tests {
         }
         assert_eq!(held.len(), MAX_HANDSHAKES - RESERVED_FOR_PEERS);
         assert!(a.metrics.handshakes_refused() > 0);
-        // The roster peer still gets in.
-        let Verdict::Admit(peer_slot) = a.admit(peer, true, false) else { panic!("peer refused") };
+        // The roster peer still gets in, even past the per-source limit (spoofed attempts from its
+        // address may hold those).
+        let mut peer_slots = Vec::new();
+        for _ in 0..MAX_HANDSHAKES_PER_SOURCE + 1 {
+            let Verdict::Admit(slot) = a.admit(peer, true, false) else { panic!("peer refused") };
+            peer_slots.push(slot);
+        }
         held.clear();
-        drop(peer_slot);
+        peer_slots.clear();
         assert_eq!(a.lock().in_use, 0);
         assert!(a.lock().per_source.is_empty());
     }

@@ -45,6 +45,12 @@ pub use endpoint::{
 pub use metrics::NetMetrics;
 pub use queue::{FrameQueue, MAX_QUEUED_BYTES, MAX_QUEUED_FRAMES, Pushed};
 
+/// Stream frames (up to 1 MiB each) decoded and waiting for the actor, all peers together;
+/// readers wait when it is full. Datagrams have their own, larger, backlog.
+pub const BULK_BACKLOG: usize = 16;
+/// Datagrams and connection events waiting for the actor.
+pub const URGENT_BACKLOG: usize = 1024;
+
 /// [`Membership::is_alive`] is false once the actor has not run its loop for this long.
 pub const ALIVE_WITHIN: Duration = Duration::from_secs(5);
 
@@ -238,8 +244,8 @@ impl Bound {
     /// every task to end.
     pub async fn run(self, shutdown: CancellationToken) {
         let Bound { endpoint: quic, state, peers, commands, outputs, membership } = self;
-        let (urgent_tx, urgent) = mpsc::channel(1024);
-        let (bulk_tx, bulk) = mpsc::channel(64);
+        let (urgent_tx, urgent) = mpsc::channel(URGENT_BACKLOG);
+        let (bulk_tx, bulk) = mpsc::channel(BULK_BACKLOG);
         let inbox = conn::Inbox { urgent: urgent_tx, bulk: bulk_tx };
         let tasks = tokio_util::task::TaskTracker::new();
         let admission =
