@@ -493,7 +493,7 @@ async fn a_site_restored_with_its_clock_behind_is_a_full_member_within_seconds()
         .find(|p| p.exists())
         .expect("libfaketime is needed for this test (apt-get install faketime)");
     let mut cluster =
-        LocalCluster::create(spdu(), 3, Ipv4Addr::new(127, 0, 86, 11), spdu_cluster::Ports::default(), "")
+        LocalCluster::create(spdu(), 3, Ipv4Addr::new(127, 0, 87, 11), spdu_cluster::Ports::default(), "")
             .unwrap();
     // gamma's own check: healthy while the marker file exists; peers do not probe it, so only
     // gamma's own signed word can withdraw it.
