@@ -12,7 +12,8 @@
 //!   last: however much bulk a peer sends, the liveness of the others is not queued behind it.
 //! - Frames too big for a datagram wait in the connection's [`FrameQueue`] (bounded, coalescing)
 //!   and one writer task sends them one stream at a time, giving up on a frame the peer does not
-//!   take within [`STREAM_WRITE_TIMEOUT`]. No task is spawned per frame.
+//!   take within [`STREAM_WRITE_TIMEOUT`] (to grant a stream, then again to take the
+//!   frame). No task is spawned per frame.
 //! - All three tasks end when the connection closes or the node shuts down; the datagram reader
 //!   then reports [`Event::Closed`].
 
@@ -34,7 +35,7 @@ use crate::proto::{MAX_FRAME_BYTES, Message};
 
 /// How long a peer gets to deliver one stream frame.
 pub const STREAM_READ_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a peer gets to take one stream frame from us (open, write, finish).
+/// How long a peer gets to grant us a stream, and then to take one frame on it.
 pub const STREAM_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most streams of one connection read at once.
 pub const STREAM_READERS: usize = 4;
@@ -216,34 +217,34 @@ async fn write(
             }
         };
         let send = async {
-            let mut stream = conn.open_uni().await?;
+            type Failure = Box<dyn std::error::Error + Send + Sync>;
+            let mut stream = match tokio::time::timeout(STREAM_WRITE_TIMEOUT, conn.open_uni()).await {
+                Ok(stream) => stream?,
+                Err(_) => return Err::<(), Failure>("the peer granted no stream in time".into()),
+            };
             let written = tokio::time::timeout(STREAM_WRITE_TIMEOUT, async {
                 stream.write_all(&frame).await?;
                 stream.finish()?;
-                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+                Ok::<_, Failure>(())
             })
             .await;
-            if written.is_err() {
-                // Free what QUIC still buffers for a peer that does not take it.
-                let _ = stream.reset(1u32.into());
+            match written {
+                Ok(result) => result,
+                Err(_) => {
+                    // Free what QUIC still buffers for a peer that does not take it.
+                    let _ = stream.reset(1u32.into());
+                    Err("the peer did not take the frame in time".into())
+                }
             }
-            written.map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)?
         };
         let result = tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = conn.closed() => return,
-            r = tokio::time::timeout(STREAM_WRITE_TIMEOUT, send) => r,
+            r = send => r,
         };
-        match result {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                NetMetrics::add(&metrics.send_queue_dropped, 1);
-                debug!(error = %e, "stream send failed");
-            }
-            Err(_) => {
-                NetMetrics::add(&metrics.send_queue_dropped, 1);
-                debug!("peer took no stream in time; frame dropped");
-            }
+        if let Err(e) = result {
+            NetMetrics::add(&metrics.send_queue_dropped, 1);
+            debug!(error = %e, "stream frame dropped");
         }
     }
 }
