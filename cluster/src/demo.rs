@@ -47,7 +47,7 @@ pub async fn run_demo(binary: &Path, options: &DemoOptions) -> anyhow::Result<()
         bail!("--sites: the demo needs at least 2 sites to lose one");
     }
     let mut cluster = LocalCluster::create(binary, options.sites, options.base_ip, options.ports, "")?;
-    println!("spdu demo: {} sites, files in {}", options.sites, cluster.dir().display());
+    println!("spdu-demo: {} sites, files in {}", options.sites, cluster.dir().display());
     let result = tokio::select! {
         result = script(&mut cluster, options) => result,
         signal = shutdown_signal() => {

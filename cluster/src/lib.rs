@@ -208,8 +208,9 @@ impl LocalCluster {
         self.start_site_under(i, &[], &[])
     }
 
-    /// Starts site `i` as `wrapper… <binary> run --config …` with `env` added, e.g. under
-    /// `faketime -f -1d` to give it a clock a day behind (it must not be running).
+    /// Starts site `i` as `wrapper… <binary> run --config …` with `env` added, e.g. with
+    /// libfaketime preloaded to give it a clock a day behind (it must not be running). A wrapper
+    /// must exec the binary, not fork it: the harness kills the process it started.
     pub fn start_site_under(
         &mut self,
         i: usize,

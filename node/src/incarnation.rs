@@ -81,13 +81,12 @@ fn read(path: &Path) -> anyhow::Result<u64> {
             return Ok(0);
         }
     };
+    // A number has at most 20 digits: whatever else the file holds is not read.
     let mut text = String::new();
-    std::io::Read::read_to_string(&mut std::io::Read::take(&mut file, 64), &mut text)
-        .with_context(|| format!("cannot read {}", path.display()))
-        .or_else(|e| {
-            tracing::warn!("{e:#}; rewriting it from the clock");
-            Ok::<_, anyhow::Error>(0)
-        })?;
+    if let Err(e) = std::io::Read::read_to_string(&mut std::io::Read::take(&mut file, 64), &mut text) {
+        tracing::warn!("{}: {e}; rewriting it from the clock", path.display());
+        return Ok(0);
+    }
     match text.trim().parse::<u64>() {
         Ok(value) if value >= MAX_STORED => {
             tracing::warn!(

@@ -38,28 +38,31 @@ pub async fn fetch_view(control: SocketAddr) -> anyhow::Result<String> {
 }
 
 /// `spdu peers`: prints the view of the node whose control endpoint is `control`. Peer-supplied
-/// text is escaped in the table ([`crate::text::escape`]); `--json` prints the node's JSON as
-/// sent (its field order is what scripts read), with the control characters that JSON allows
-/// raw inside strings (DEL and C1) escaped too.
+/// text is escaped in the table ([`crate::text::escape`]); `--json` prints the text as sent once
+/// it parses as JSON, with [`escape_json`].
 pub async fn print_view(control: SocketAddr, json: bool) -> anyhow::Result<()> {
     let text = fetch_view(control).await?;
     if json {
-        serde_json::from_str::<serde::de::IgnoredAny>(&text).context("the node sent invalid JSON")?;
-        print!("{}", escape_json_controls(&text));
+        serde_json::from_str::<serde_json::Value>(&text).context("the node sent invalid JSON")?;
+        print!("{}", escape_json(&text));
     } else {
         print!("{}", render_table(&text)?);
     }
     Ok(())
 }
 
-/// `json` with DEL and the C1 controls written as `\u00XX` escapes. serde_json escapes C0
-/// controls itself; these it leaves raw, and some terminals act on them (U+009B is CSI). In
-/// valid JSON they can only stand inside strings, where the escape means the same character.
-fn escape_json_controls(json: &str) -> String {
-    let mut out = String::with_capacity(json.len());
-    for c in json.chars() {
-        if c == '\u{7f}' || ('\u{80}'..='\u{9f}').contains(&c) {
-            out.push_str(&format!("\\u{:04x}", c as u32));
+/// Valid JSON `text` with every invisible character inside its strings written as a `\uXXXX`
+/// escape: the same JSON value, safe for a terminal. JSON already forbids raw U+0000-U+001F in
+/// strings, but allows DEL, C1 controls and bidirectional overrides; between tokens only
+/// spaces, tabs and line breaks may stand, and those are kept.
+pub fn escape_json(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if crate::text::is_invisible(c) && !matches!(c, '\n' | '\r' | '\t') {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
         } else {
             out.push(c);
         }
@@ -317,18 +320,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn json_keeps_its_text_and_order_but_escapes_del_and_c1_controls() {
-        let raw = serde_json::json!({ "name": "s\u{9b}31m\u{7f}x", "incarnation": 7 }).to_string();
-        assert!(raw.contains('\u{9b}'), "serde_json leaves C1 controls raw: {raw:?}");
-        let printed = escape_json_controls(&raw);
-        assert_eq!(printed, r#"{"incarnation":7,"name":"s\u009b31m\u007fx"}"#);
-        let back: serde_json::Value = serde_json::from_str(&printed).unwrap();
-        assert_eq!(back["name"], "s\u{9b}31m\u{7f}x");
-        let ordered = r#"{"name":"s3","incarnation":5}"#;
-        assert_eq!(escape_json_controls(ordered), ordered, "field order is kept for scripts");
-    }
-
-    #[test]
     fn table_shows_every_node_and_the_answer() {
         let json = r#"{
           "me": "ed25519:A", "name": "alpha", "cluster": "pool.example.test",
@@ -356,6 +347,17 @@ mod tests {
         assert!(table.contains("replayed 2"), "{table}");
         let gamma = table.lines().find(|l| l.starts_with("gamma")).unwrap();
         assert!(gamma.contains(" no "), "{gamma}");
+    }
+
+    #[test]
+    fn json_keeps_its_value_and_loses_its_invisible_characters() {
+        let text = "{\"name\": \"be\u{9b}ta\u{202e}\", \"e\": \"\\u001b\", \"far\": \"\u{e0041}\"}\n";
+        let escaped = escape_json(text);
+        assert!(!escaped.trim_end().chars().any(crate::text::is_invisible), "{escaped:?}");
+        let (a, b): (serde_json::Value, serde_json::Value) =
+            (serde_json::from_str(text).unwrap(), serde_json::from_str(&escaped).unwrap());
+        assert_eq!(a, b);
+        assert!(escaped.ends_with('\n'));
     }
 
     #[test]

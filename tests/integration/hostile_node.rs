@@ -484,11 +484,16 @@ fn observation_seen(cluster: &LocalCluster, by: usize, name: &str) -> Option<(u6
 /// answer with it, and withdraw it as soon as its own check fails; the raised value is stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_site_restored_with_its_clock_behind_is_a_full_member_within_seconds() {
-    if std::process::Command::new("faketime").arg("--version").output().is_err() {
-        panic!("faketime is needed for this test (apt-get install faketime)");
-    }
+    // libfaketime preloaded into spdu itself, as `faketime -f -1d` does (the `faketime` program
+    // forks, so its pid is not the node's, which the harness must be able to kill).
+    let libfaketime = std::fs::read_dir("/usr/lib")
+        .unwrap()
+        .filter_map(|d| d.ok())
+        .map(|d| d.path().join("faketime/libfaketime.so.1"))
+        .find(|p| p.exists())
+        .expect("libfaketime is needed for this test (apt-get install faketime)");
     let mut cluster =
-        LocalCluster::create(spdu(), 3, Ipv4Addr::new(127, 0, 86, 11), spdu_cluster::Ports::default(), "")
+        LocalCluster::create(spdu(), 3, Ipv4Addr::new(127, 0, 87, 11), spdu_cluster::Ports::default(), "")
             .unwrap();
     // gamma's own check: healthy while the marker file exists; peers do not probe it, so only
     // gamma's own signed word can withdraw it.
@@ -515,11 +520,19 @@ async fn a_site_restored_with_its_clock_behind_is_a_full_member_within_seconds()
     cluster.stop(2).unwrap();
     let file = cluster.dir().join("gamma.key.incarnation");
     std::fs::remove_file(&file).unwrap();
-    cluster
-        .start_site_under(2, &["faketime", "-f", "-1d"], &[("FAKETIME_DONT_FAKE_MONOTONIC", "1")])
-        .unwrap();
+    let preload = libfaketime.to_str().unwrap();
+    let env = [("LD_PRELOAD", preload), ("FAKETIME", "-1d"), ("FAKETIME_DONT_FAKE_MONOTONIC", "1")];
+    cluster.start_site_under(2, &[], &env).unwrap();
     cluster.wait_site_ready(2, Duration::from_secs(20)).await.unwrap();
-    let started: u64 = std::fs::read_to_string(&file).unwrap().trim().parse().unwrap();
+    // What it started with (its log says; the file may already hold the raised value).
+    let log = std::fs::read_to_string(cluster.log_path(2)).unwrap();
+    let started: u64 = log
+        .lines()
+        .rev()
+        .find_map(|l| l.contains("starting").then(|| l.split("incarnation=").nth(1)).flatten())
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("the start line names the incarnation");
     assert!(started < old, "the faked clock starts gamma below its old incarnation ({started} vs {old})");
 
     let took = wait_until(

@@ -6,9 +6,9 @@
 //! started before both succeed. Field names are part of the user interface (README's config
 //! reference).
 //!
-//! - [`validate`]: field checks and their bounds, `[node]`, `[timing]`.
-//! - [`peers`]: `[[peers]]` and each peer's pinned service addresses.
-//! - [`health`]: the `[health]` section.
+//! - `validate`: field checks and their bounds, `[node]`, `[timing]`.
+//! - `peers`: `[[peers]]` and each peer's pinned service addresses.
+//! - `health`: the `[health]` section.
 //!
 //! Address pins ([`AddressPin`]) and the special-purpose rule are the protocol core's
 //! (`spdu_gossip::proto`): the config builds the roster ([`spdu_gossip::proto::Member`]) the

@@ -13,7 +13,7 @@
 //! [`VIEW_MAX_AGE`]: a burst of requests costs the membership actor one snapshot.
 //!
 //! - [`serve`]: the listener (allow-list, connection caps, header-read and idle timeouts).
-//! - [`metrics`]: the `/metrics` registry.
+//! - `metrics`: the `/metrics` registry.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::AddressPin;
+use crate::limits::RateLimitedLog;
 
 /// At most one log line per kind of refusal per this long.
 pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -64,28 +65,9 @@ impl Limits {
     }
 }
 
-/// Logs `message` at most once per [`LOG_INTERVAL`].
-struct RateLimitedLog {
-    last: Mutex<Option<Instant>>,
-}
-
-impl RateLimitedLog {
-    const fn new() -> Self {
-        Self { last: Mutex::new(None) }
-    }
-
-    fn warn(&self, message: std::fmt::Arguments<'_>) {
-        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        if last.is_none_or(|t| t.elapsed() >= LOG_INTERVAL) {
-            *last = Some(Instant::now());
-            tracing::warn!("control endpoint: {message}");
-        }
-    }
-}
-
-static NOT_ALLOWED: RateLimitedLog = RateLimitedLog::new();
-static FULL: RateLimitedLog = RateLimitedLog::new();
-static ACCEPT_FAILED: RateLimitedLog = RateLimitedLog::new();
+static NOT_ALLOWED: RateLimitedLog = RateLimitedLog::new(LOG_INTERVAL);
+static FULL: RateLimitedLog = RateLimitedLog::new(LOG_INTERVAL);
+static ACCEPT_FAILED: RateLimitedLog = RateLimitedLog::new(LOG_INTERVAL);
 
 /// Open connections, in total and per source.
 #[derive(Default)]
@@ -146,7 +128,7 @@ pub async fn serve(
             Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors or the like: retrying at once would spin a core.
-                ACCEPT_FAILED.warn(format_args!("accept failed: {e}; backing off"));
+                ACCEPT_FAILED.warn(format_args!("control endpoint: accept failed: {e}; backing off"));
                 tokio::select! {
                     () = shutdown.cancelled() => break,
                     () = tokio::time::sleep(Duration::from_millis(100)) => continue,
@@ -154,13 +136,13 @@ pub async fn serve(
             }
         };
         if !limits.allows(peer.ip()) {
-            NOT_ALLOWED.warn(format_args!("refused {peer}: not in node.control_allow"));
+            NOT_ALLOWED.warn(format_args!("control endpoint: refused {peer}: not in node.control_allow"));
             continue;
         }
         let slot = match take_slot(&slots, peer.ip(), &limits) {
             Ok(slot) => slot,
             Err(why) => {
-                FULL.warn(format_args!("refused {peer}: {why}"));
+                FULL.warn(format_args!("control endpoint: refused {peer}: {why}"));
                 continue;
             }
         };

@@ -14,7 +14,6 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rand::RngExt;
@@ -27,23 +26,18 @@ use tokio_util::task::TaskTracker;
 
 use super::Check;
 use crate::config::HealthConfig;
+use crate::limits::RateLimitedLog;
 
 /// At most one warning per this long about checks this machine could not run.
 const SHORTAGE_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
-/// Logs, at most once per [`SHORTAGE_LOG_INTERVAL`], that a check could not run here.
+/// Warns, at most once per [`SHORTAGE_LOG_INTERVAL`], that a check could not run here.
 fn warn_local_shortage() {
-    static LAST: AtomicU64 = AtomicU64::new(0);
-    let now = crate::incarnation::unix_micros() / 1_000_000;
-    let last = LAST.load(Ordering::Relaxed);
-    if (last == 0 || now.saturating_sub(last) >= SHORTAGE_LOG_INTERVAL.as_secs())
-        && LAST.compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed).is_ok()
-    {
-        tracing::warn!(
-            "a health check could not run: this machine is out of file descriptors, memory, \
-             buffers or local addresses (counted as no result, not as a failure)"
-        );
-    }
+    static SHORTAGE: RateLimitedLog = RateLimitedLog::new(SHORTAGE_LOG_INTERVAL);
+    SHORTAGE.warn(format_args!(
+        "a health check could not run: this machine is out of file descriptors, memory, buffers \
+         or local addresses (counted as no result, not as a failure)"
+    ));
 }
 
 /// Runs this node's own check and the probes of its peers' services until `shutdown`.
