@@ -450,14 +450,14 @@ impl Harness {
             Op::Summary { from, hash } => self.message(from, Message::Summary(hash)),
             Op::WantFlood { from, who, times } => {
                 let sent = self.sent(from);
-                for _ in 0..times % 2048 {
+                for _ in 0..times % 512 {
                     self.message(from, Message::Want(vec![key(who)]));
                 }
                 assert!(self.sent(from).0 - sent.0 <= 1, "a Want flood answered more than once");
             }
             Op::SummaryFlood { from, times } => {
                 let sent = self.sent(from);
-                for k in 0..times % 2048 {
+                for k in 0..times % 512 {
                     self.message(from, Message::Summary(u64::from(k)));
                 }
                 assert!(self.sent(from).1 - sent.1 <= 1, "a summary flood answered more than once");
@@ -465,7 +465,7 @@ impl Harness {
             Op::DigestFlood { from, times, reply } => {
                 let sent = self.sent(from);
                 let versions: Vec<_> = (0..ROSTER).map(|i| (key(i as u8), 0, 0)).collect();
-                for _ in 0..times % 2048 {
+                for _ in 0..times % 512 {
                     self.message(from, Message::Digest { versions: versions.clone(), reply });
                 }
                 let now = self.sent(from);
