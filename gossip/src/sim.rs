@@ -16,163 +16,36 @@
 //!
 //! Everything a test may ask afterwards is recorded: every node's answer set over time
 //! ([`Sim::changes`], [`Sim::removals`]) and per-node traffic ([`Sim::traffic`]).
+//!
+//! Layout: `config` (the shape of a run, links, actions, lies), `queue` (the event queue),
+//! `history` (what a run records and the questions asked of it), `fixtures` (deterministic
+//! identities), and this module, which runs the nodes.
 
+mod config;
 pub mod fixtures;
-
+mod history;
+mod queue;
 #[cfg(test)]
 mod scenarios;
+#[cfg(test)]
+mod tests;
 
-use std::cmp::{Ordering, Reverse};
-use std::collections::{BTreeSet, BinaryHeap, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use spdu_keys::{PublicKey, SecretKey};
 
+pub use self::config::{Action, Lie, Link, SimConfig};
+pub use self::history::{AnswerChange, Counter, Removal, Traffic};
+use self::queue::{EventQueue, FastMap, Queued};
 use crate::proto::{
-    CheckResult, Config, InEvent, Member, Message, OutEvent, ServiceCheck, SignedObservation, State, Verdict,
+    CheckResult, InEvent, Member, Message, OutEvent, ServiceCheck, SignedObservation, State, Verdict,
 };
 
 /// A node in the simulation: its index, `0..n`.
 pub type NodeId = usize;
-
-/// The shape of a simulation.
-#[derive(Clone, Debug)]
-pub struct SimConfig {
-    /// Seeds the network and every node.
-    pub seed: u64,
-    /// The protocol settings of every node.
-    pub protocol: Config,
-    /// Every link's initial settings (see [`Sim::set_link`] to change one).
-    pub link: Link,
-    /// When set, every node advertises a service check, checks its own service and probes every
-    /// peer's this often (see [`Action::SetService`] and [`Action::BlockService`]).
-    pub services: Option<Duration>,
-}
-
-impl Default for SimConfig {
-    fn default() -> Self {
-        Self { seed: 1, protocol: Config::default(), link: Link::default(), services: None }
-    }
-}
-
-/// One direction of the link between two nodes.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Link {
-    /// Fixed one-way delay.
-    pub latency: Duration,
-    /// Extra delay, uniform in `0..jitter` (so messages may be reordered).
-    pub jitter: Duration,
-    /// Probability that a message is lost.
-    pub loss: f64,
-    /// A link that is down loses everything.
-    pub up: bool,
-}
-
-impl Default for Link {
-    fn default() -> Self {
-        Self { latency: Duration::from_millis(10), jitter: Duration::from_millis(5), loss: 0.0, up: true }
-    }
-}
-
-/// Something the simulation does to itself at a scheduled time (see [`Sim::schedule`]).
-#[derive(Clone, Debug)]
-pub enum Action {
-    /// Stop the node.
-    Crash(NodeId),
-    /// Start the node again with a higher incarnation.
-    Restart(NodeId),
-    /// Set one direction of a link up or down.
-    SetLinkUp {
-        /// Sender side.
-        from: NodeId,
-        /// Receiver side.
-        to: NodeId,
-        /// Up or down.
-        up: bool,
-    },
-    /// Partition the nodes into these groups (unlisted nodes are alone).
-    Partition(Vec<Vec<NodeId>>),
-    /// Remove any partition.
-    Heal,
-    /// Feed a node's own health check results until its verdict is this (as many in a row as
-    /// its thresholds need).
-    SetHealthy(NodeId, bool),
-    /// Start or stop a node's service (its node keeps running); needs [`SimConfig::services`].
-    SetService(NodeId, bool),
-    /// Make service probes from one node to another fail (or pass again), whatever the service
-    /// and the links do: a firewall or route that affects only the service.
-    BlockService {
-        /// The prober.
-        from: NodeId,
-        /// The service's node.
-        to: NodeId,
-        /// Blocked or not.
-        blocked: bool,
-    },
-}
-
-/// What a falsifying observer claims about peers in every observation of its own that it sends.
-/// Its probing and everything else stay honest; the rewritten observations are re-signed with its
-/// own (valid) key.
-#[derive(Clone, Debug, Default)]
-pub struct Lie {
-    /// Claimed reachable whatever its probing says.
-    pub reachable: Vec<NodeId>,
-    /// Claimed unreachable whatever its probing says.
-    pub unreachable: Vec<NodeId>,
-}
-
-/// One node's answer set changed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AnswerChange {
-    /// Simulated time since the start.
-    pub at: Duration,
-    /// The answering node.
-    pub node: NodeId,
-    /// Its answer now, sorted (empty while crashed).
-    pub members: Vec<NodeId>,
-}
-
-/// A node left the answer of a running node.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Removal {
-    /// Simulated time since the start.
-    pub at: Duration,
-    /// The answering node.
-    pub node: NodeId,
-    /// The node it stopped answering with.
-    pub dropped: NodeId,
-}
-
-/// Messages and bytes (encoded frame sizes).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Counter {
-    /// How many messages.
-    pub messages: u64,
-    /// Their encoded size in bytes.
-    pub bytes: u64,
-}
-
-impl Counter {
-    fn add(&mut self, bytes: usize) {
-        self.messages += 1;
-        self.bytes += bytes as u64;
-    }
-}
-
-/// One node's traffic.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Traffic {
-    /// Everything it handed to the network (lost or not).
-    pub sent: Counter,
-    /// Of which observation pushes.
-    pub sent_push: Counter,
-    /// Everything delivered to it.
-    pub received: Counter,
-}
 
 /// A node index or generation as an event stores it (events are kept small: at 1000 nodes
 /// millions of them are queued at once).
@@ -199,155 +72,6 @@ enum Event {
     Action(Box<Action>),
 }
 
-/// A queued event, ordered by (time in nanoseconds, sequence number) only. Sequence numbers are
-/// unique, so the order is total: events at the same time run in the order they were queued.
-#[derive(Debug)]
-struct Queued {
-    at: u64,
-    seq: u64,
-    event: Event,
-}
-
-impl PartialEq for Queued {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
-    }
-}
-
-impl Eq for Queued {}
-
-impl PartialOrd for Queued {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Queued {
-    fn cmp(&self, other: &Self) -> Ordering {
-        (self.at, self.seq).cmp(&(other.at, other.seq))
-    }
-}
-
-/// The event queue: pops in (time, sequence number) order, exactly as one binary heap would,
-/// but keeps only the events of the current time bucket in a heap. Later events wait unsorted in
-/// a ring of [`EventQueue::SLOTS`] buckets of [`EventQueue::WIDTH`] nanoseconds each (beyond that
-/// horizon, in a second heap), and a bucket is heapified when the clock reaches it. At 1000
-/// nodes millions of events are queued, but only the few thousand of the current millisecond
-/// are ever sifted, in a heap that stays in cache.
-#[derive(Debug, Default)]
-struct EventQueue {
-    /// Every event of bucket `current` or earlier.
-    near: BinaryHeap<Reverse<Queued>>,
-    /// Buckets `current + 1 .. current + SLOTS`, bucket `b` at index `b % SLOTS`.
-    ring: Vec<Vec<Queued>>,
-    /// Events in `ring`.
-    in_ring: usize,
-    /// Events of bucket `current + SLOTS` or later.
-    far: BinaryHeap<Reverse<Queued>>,
-    current: u64,
-}
-
-impl EventQueue {
-    /// Bucket width: 1 ms.
-    const WIDTH: u64 = 1_000_000;
-    /// Buckets in the ring: a horizon of about 2 s (timers and deliveries are mostly nearer).
-    const SLOTS: u64 = 2048;
-
-    fn len(&self) -> usize {
-        self.near.len() + self.in_ring + self.far.len()
-    }
-
-    fn push(&mut self, q: Queued) {
-        let bucket = q.at / Self::WIDTH;
-        if bucket <= self.current {
-            self.near.push(Reverse(q));
-        } else if bucket - self.current < Self::SLOTS {
-            if self.ring.is_empty() {
-                self.ring.resize_with(Self::SLOTS as usize, Vec::new);
-            }
-            self.ring[(bucket % Self::SLOTS) as usize].push(q);
-            self.in_ring += 1;
-        } else {
-            self.far.push(Reverse(q));
-        }
-    }
-
-    /// Moves the next non-empty bucket into `near`, if `near` is empty.
-    fn advance(&mut self) {
-        while self.near.is_empty() && self.len() > 0 {
-            self.current = if self.in_ring == 0 {
-                // Nothing within the horizon: jump to the earliest far event's bucket.
-                self.far.peek().map_or(self.current, |Reverse(q)| q.at / Self::WIDTH)
-            } else {
-                self.current + 1
-            };
-            if self.in_ring > 0 {
-                let slot = &mut self.ring[(self.current % Self::SLOTS) as usize];
-                self.in_ring -= slot.len();
-                self.near.extend(slot.drain(..).map(Reverse));
-            }
-            while self.far.peek().is_some_and(|Reverse(q)| q.at / Self::WIDTH <= self.current) {
-                let q = self.far.pop().expect("peeked");
-                self.near.push(q);
-            }
-        }
-    }
-
-    /// The earliest event's time.
-    fn peek_at(&mut self) -> Option<u64> {
-        self.advance();
-        self.near.peek().map(|Reverse(q)| q.at)
-    }
-
-    fn pop(&mut self) -> Option<Queued> {
-        self.advance();
-        self.near.pop().map(|Reverse(q)| q)
-    }
-}
-
-/// A multiply-xor hasher (as in rustc's FxHash) for the simulator's lookup maps, whose keys are
-/// node indices and public keys (uniformly distributed bytes). Lookups only: no map is iterated
-/// where the order could matter.
-#[derive(Clone, Copy, Default)]
-struct FastHasher(u64);
-
-const FAST_K: u64 = 0x517c_c1b7_2722_0a95;
-
-impl FastHasher {
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(FAST_K);
-    }
-}
-
-impl Hasher for FastHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            self.add(u64::from_le_bytes(chunk.try_into().expect("8 bytes")));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut word = [0u8; 8];
-            word[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(word));
-        }
-    }
-
-    fn write_u64(&mut self, i: u64) {
-        self.add(i);
-    }
-
-    fn write_usize(&mut self, i: usize) {
-        self.add(i as u64);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
-
 #[derive(Debug)]
 struct Node {
     key: SecretKey,
@@ -373,7 +97,7 @@ pub struct Sim {
     now: Duration,
     seq: u64,
     rng: StdRng,
-    queue: EventQueue,
+    queue: EventQueue<Event>,
     nodes: Vec<Node>,
     index: FastMap<PublicKey, NodeId>,
     roster: Vec<Member>,
@@ -506,81 +230,6 @@ impl Sim {
     /// A hash of everything that happened so far: equal for equal runs.
     pub fn trace_hash(&self) -> u64 {
         self.trace
-    }
-
-    /// Whether every running node answers with exactly the running nodes.
-    pub fn converged(&self) -> bool {
-        let up = self.up_nodes();
-        up.iter().all(|i| self.nodes[*i].answer == up)
-    }
-
-    /// When every node of `observers` last stopped answering with `x` (at or after `since`), if
-    /// none of them answers with it now. `since` itself if none had it since then.
-    pub fn dropped_by_all(&self, x: NodeId, observers: &[NodeId], since: Duration) -> Option<Duration> {
-        let mut latest = since;
-        for &o in observers {
-            if self.nodes[o].answer.contains(&x) {
-                return None;
-            }
-            if let Some(r) =
-                self.removals.iter().rev().find(|r| r.node == o && r.dropped == x && r.at >= since)
-            {
-                latest = latest.max(r.at);
-            }
-        }
-        Some(latest)
-    }
-
-    /// Per node (indexed by [`NodeId`]): when its answer came to hold every running node, as the
-    /// first time at or after `since` from which it held all of them without interruption until
-    /// now (`since` itself if it already did then). `None` for a crashed node and for a node
-    /// whose answer lacks a running node now. Extra (crashed) nodes in an answer do not count
-    /// against it: this is "every running node is in", not [`Sim::converged`]'s equality.
-    pub fn converged_at(&self, since: Duration) -> Vec<Option<Duration>> {
-        let up = self.up_nodes();
-        let mut at: Vec<Option<Duration>> = (0..self.nodes.len())
-            .map(|i| (self.is_up(i) && holds_all(&self.nodes[i].answer, &up)).then_some(since))
-            .collect();
-        // Nodes whose current run of full answers may reach further back.
-        let mut open: Vec<bool> = at.iter().map(Option::is_some).collect();
-        let mut left = open.iter().filter(|o| **o).count();
-        for change in self.changes.iter().rev() {
-            if left == 0 || change.at < since {
-                break;
-            }
-            if !open[change.node] {
-                continue;
-            }
-            if holds_all(&change.members, &up) {
-                at[change.node] = Some(change.at);
-            } else {
-                open[change.node] = false;
-                left -= 1;
-            }
-        }
-        at
-    }
-
-    /// The first time at or after `since` at which every node of `observers` answered with `x`
-    /// and kept doing so until now; `None` if one does not answer with it now.
-    pub fn included_by_all(&self, x: NodeId, observers: &[NodeId], since: Duration) -> Option<Duration> {
-        let mut latest = since;
-        for &o in observers {
-            if !self.nodes[o].answer.contains(&x) {
-                return None;
-            }
-            // The change that began its current run of answers holding `x`.
-            let included_at = self
-                .changes
-                .iter()
-                .rev()
-                .filter(|c| c.node == o)
-                .take_while(|c| c.members.contains(&x))
-                .last()
-                .map(|c| c.at);
-            latest = latest.max(included_at.unwrap_or(since));
-        }
-        Some(latest)
     }
 
     /// Changes one direction of the link `from` → `to`.
@@ -932,15 +581,6 @@ impl Sim {
     }
 }
 
-/// Whether sorted `set` holds every node of sorted `wanted`.
-fn holds_all(set: &[NodeId], wanted: &[NodeId]) -> bool {
-    if set.len() < wanted.len() {
-        return false;
-    }
-    let mut rest = set.iter();
-    wanted.iter().all(|w| rest.any(|s| s == w))
-}
-
 /// What a word sequence folded into the trace hash records: one tag per kind, so two kinds of
 /// event can never hash alike (a discriminant given twice does not compile).
 #[derive(Clone, Copy)]
@@ -959,120 +599,3 @@ enum Trace {
 const TRACE_START: u64 = 0xcbf2_9ce4_8422_2325;
 /// An odd 64-bit constant with well-spread bits (the golden ratio's).
 const TRACE_K: u64 = 0x9e37_79b9_7f4a_7c15;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ms(m: u64) -> Duration {
-        Duration::from_millis(m)
-    }
-
-    /// The bucketed queue pops exactly what one binary heap on (time, sequence number) pops,
-    /// with events due now, in the past, in the current bucket, within the ring and beyond it.
-    #[test]
-    fn event_queue_pops_in_heap_order() {
-        let mut rng = StdRng::seed_from_u64(9);
-        let mut queue = EventQueue::default();
-        let mut heap: BinaryHeap<Reverse<(u64, u64)>> = BinaryHeap::new();
-        let event = || Event::Checks { node: 0, generation: 0 };
-        let (mut now, mut seq) = (0u64, 0u64);
-        for round in 0..20_000 {
-            for _ in 0..rng.random_range(0..3) {
-                let delay = match rng.random_range(0..6) {
-                    0 => 0,
-                    1 => rng.random_range(0..EventQueue::WIDTH),
-                    2 => rng.random_range(0..100 * EventQueue::WIDTH),
-                    3 => rng.random_range(0..3 * EventQueue::SLOTS * EventQueue::WIDTH),
-                    4 => 10 * EventQueue::SLOTS * EventQueue::WIDTH,
-                    _ => 1_000_000 * EventQueue::WIDTH,
-                };
-                // Now and then, an event "in the past" (it still comes out first).
-                let at = if round % 97 == 0 { now.saturating_sub(5) } else { now + delay };
-                seq += 1;
-                queue.push(Queued { at, seq, event: event() });
-                heap.push(Reverse((at, seq)));
-            }
-            assert_eq!(queue.len(), heap.len());
-            assert_eq!(queue.peek_at(), heap.peek().map(|Reverse((at, _))| *at));
-            let (Some(q), Some(Reverse((at, s)))) = (queue.pop(), heap.pop()) else { continue };
-            assert_eq!((q.at, q.seq), (at, s), "round {round}");
-            now = at;
-        }
-        while let Some(Reverse((at, s))) = heap.pop() {
-            let q = queue.pop().expect("same length");
-            assert_eq!((q.at, q.seq), (at, s));
-        }
-        assert!(queue.pop().is_none());
-    }
-
-    #[test]
-    fn converged_at_from_recorded_changes() {
-        let mut sim = Sim::new(4, SimConfig::default());
-        sim.crash(3);
-        let change = |at: u64, node: NodeId, members: &[NodeId]| AnswerChange {
-            at: ms(at),
-            node,
-            members: members.to_vec(),
-        };
-        sim.changes = vec![
-            change(1, 0, &[0, 1]),
-            change(1, 1, &[0, 1, 2]),
-            change(1, 2, &[0, 1, 2, 3]),
-            change(2, 0, &[0, 1, 2]),
-            change(3, 0, &[0, 1, 2, 3]),
-            change(4, 1, &[0, 1]),
-            change(5, 1, &[0, 1, 2]),
-            change(6, 2, &[2]),
-        ];
-        for (i, members) in [vec![0, 1, 2, 3], vec![0, 1, 2], vec![2]].into_iter().enumerate() {
-            sim.nodes[i].answer = members;
-        }
-        // Node 0 holds 0, 1, 2 from 2 ms on (the crashed 3 does not matter); node 1 lost 2 at
-        // 4 ms and got it back at 5; node 2 lacks 0 and 1; node 3 is crashed.
-        assert_eq!(sim.converged_at(Duration::ZERO), vec![Some(ms(2)), Some(ms(5)), None, None]);
-        assert_eq!(sim.converged_at(ms(3)), vec![Some(ms(3)), Some(ms(5)), None, None]);
-        assert_eq!(sim.converged_at(ms(10)), vec![Some(ms(10)), Some(ms(10)), None, None]);
-    }
-
-    #[test]
-    fn included_by_all_is_when_the_last_observer_took_the_node_back() {
-        let mut sim = Sim::new(3, SimConfig::default());
-        let change = |at: u64, node: NodeId, members: &[NodeId]| AnswerChange {
-            at: ms(at),
-            node,
-            members: members.to_vec(),
-        };
-        sim.changes = vec![
-            change(1, 0, &[0, 2]),
-            change(2, 1, &[1]),
-            change(3, 0, &[0, 1, 2]),
-            change(4, 1, &[1, 2]),
-            change(5, 1, &[0, 1, 2]),
-            change(6, 0, &[0]),
-            change(7, 0, &[0, 2]),
-        ];
-        sim.nodes[0].answer = vec![0, 2];
-        sim.nodes[1].answer = vec![0, 1, 2];
-        // Node 0 holds 2 since 7 ms (it dropped it at 6), node 1 since 4 ms: both since 7.
-        assert_eq!(sim.included_by_all(2, &[0, 1], Duration::ZERO), Some(ms(7)));
-        assert_eq!(sim.included_by_all(2, &[1], Duration::ZERO), Some(ms(4)));
-        assert_eq!(sim.included_by_all(2, &[1], ms(10)), Some(ms(10)));
-        assert_eq!(sim.included_by_all(1, &[0, 1], Duration::ZERO), None, "node 0 lacks 1");
-    }
-
-    #[test]
-    fn last_node_to_converge_is_when_the_cluster_converges() {
-        let mut sim = Sim::new(5, SimConfig { seed: 3, ..SimConfig::default() });
-        let at = sim.run_until_cond(Duration::from_secs(5), Sim::converged).expect("converges");
-        let per_node = sim.converged_at(Duration::ZERO);
-        assert!(per_node.iter().all(|t| t.is_some_and(|t| t <= at)), "{per_node:?} {at:?}");
-        assert_eq!(per_node.iter().flatten().max(), Some(&at));
-        // A crashed node: none for it, and the others still hold every running node.
-        let crash_at = sim.now();
-        sim.crash(4);
-        let after = sim.converged_at(crash_at);
-        assert_eq!(after[4], None);
-        assert!(after[..4].iter().all(|t| *t == Some(crash_at)), "{after:?}");
-    }
-}

@@ -5,13 +5,15 @@
 //! [`super::InEvent::SelfCheck`] or [`super::InEvent::ServiceProbe`]); here are only the pure
 //! parts:
 //! - [`ServiceCheck`]: the check a node advertises in its signed observation, so that its peers
-//!   can probe its service on its own service addresses. Never a command: peers only connect.
+//!   can probe its service at the addresses their own configuration pins for it. Never a
+//!   command, never an address: peers only connect where they chose to.
 //! - [`Verdict`]: consecutive-failure / consecutive-success thresholds plus a minimum time between
 //!   two flips, from [`HealthPolicy`].
 //!
 //! Invariants: a verdict flips only after `down_after` consecutive failures (or `up_after`
 //! consecutive successes) *and* at least `min_change_interval` after its previous flip; results
-//! are counted in arrival order; nothing here reads a clock.
+//! are counted in arrival order; an unknown result (the check could not run here) is neither a
+//! pass nor a failure and changes no streak; nothing here reads a clock.
 
 use std::time::{Duration, Instant};
 
@@ -21,7 +23,7 @@ use serde::{Deserialize, Serialize};
 pub const MAX_CHECK_FIELD: usize = 512;
 
 /// A check of a site's service, as advertised to peers in the site's signed observation. Peers
-/// run it against the site's first service address.
+/// run it against the address they pin for the site (see [`super::ProbeTarget`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ServiceCheck {
     /// A TCP connection to `port` is accepted.

@@ -11,8 +11,8 @@
 //! - signature checks of observations and beats a peer sends are paid from a token bucket of
 //!   [`VERIFY_ROSTERS_PER_SEC`] roster sizes per second (burst [`VERIFY_BURST_ROSTERS`] roster
 //!   sizes): beyond it, claims are dropped unverified and counted;
-//! - this node tells a peer [`super::Message::Superseded`] and asks it for its observation at
-//!   most once per heartbeat (respectively [`super::state`]'s want interval).
+//! - this node tells a peer [`super::Message::Superseded`] at most once per heartbeat, and asks
+//!   it for the observation its Alive names at most once per few probe intervals.
 //!
 //! Nothing here changes the view; a refusal only drops (and the caller counts) the request.
 

@@ -8,6 +8,18 @@
 //! maps are ordered, so the same inputs give the same outputs bit for bit (the simulator relies on
 //! it). The QUIC driver in [`crate::net`], the simulator in [`crate::sim`] and the fuzz targets
 //! are the only callers.
+//!
+//! Layout (each module's header states what it owns and its invariants):
+//! - `state`: [`State`], which routes inputs, timeouts and outputs between the sub-machines
+//!   below (its push and beat intake in `state/intake.rs`, its anti-entropy answers in
+//!   `state/exchange.rs`);
+//! - `liveness`: the per-peer failure detector and what this node reports about each peer;
+//! - `view`: every member's newest verified observation, freshness, the tally, digests;
+//! - `publisher`: this node's own observation, version, health and beats;
+//! - `limits`: the bounds on the work one peer can cause (request rates, verification budget);
+//! - `answer`: the answer rule and the cached answer set;
+//! - `events`: inputs, outputs, identity and counters;
+//! - `roster`, `observation`, `beat`, `message`, `health`: the data and its wire forms.
 
 mod answer;
 mod beat;

@@ -359,8 +359,9 @@ impl State {
         if flipped {
             self.request_publish(now);
         }
-        self.view.refresh(self.me, now, &self.roster);
-        if self.view.sweep(now, self.config.stale_after) {
+        // Our own observation is always current; then the others' that went stale stop counting.
+        let refreshed = self.view.refresh(self.me, now, &self.roster);
+        if self.view.sweep(now, self.config.stale_after) || refreshed {
             self.dirty = true;
         }
         for (peer, owed) in self.limits.due_wants(now, interval) {

@@ -80,6 +80,37 @@ enum Op {
         from: u8,
         hash: u64,
     },
+    /// The same Want many times at one instant: answered at most once.
+    WantFlood {
+        from: u8,
+        who: u8,
+        times: u16,
+    },
+    /// Differing summaries many times at one instant: one digest at most.
+    SummaryFlood {
+        from: u8,
+        times: u16,
+    },
+    /// Digests many times at one instant: one push and one reply at most.
+    DigestFlood {
+        from: u8,
+        times: u16,
+        reply: bool,
+    },
+    /// One observation (often a forged newer claim) repeated up to the frame's entry limit.
+    BigPush {
+        from: u8,
+        spec: ObsSpec,
+        copies: u16,
+    },
+    /// A peer says it holds our observation at this version (near the top of the range when
+    /// `huge`).
+    Superseded {
+        from: u8,
+        incarnation: u8,
+        seq: u8,
+        huge: bool,
+    },
 }
 
 #[derive(Arbitrary, Debug)]
@@ -170,6 +201,10 @@ struct Harness {
     seen: Vec<SignedObservation>,
     versions: BTreeMap<PublicKey, (u64, u64)>,
     answer: AnswerSet,
+    /// Pushes and digests sent to each peer so far.
+    pushes: BTreeMap<PublicKey, usize>,
+    digests: BTreeMap<PublicKey, usize>,
+    incarnation: u64,
 }
 
 impl Harness {
@@ -186,6 +221,9 @@ impl Harness {
             seen: Vec::new(),
             versions: BTreeMap::new(),
             answer: AnswerSet::default(),
+            pushes: BTreeMap::new(),
+            digests: BTreeMap::new(),
+            incarnation: INCARNATION,
         };
         h.apply();
         h
@@ -224,7 +262,9 @@ impl Harness {
                     }
                 }
                 OutEvent::IncarnationChanged(incarnation) => {
-                    assert!(incarnation > INCARNATION && incarnation < u64::MAX / 2);
+                    assert!(incarnation > self.incarnation && incarnation <= u64::MAX / 2, "incarnation {incarnation}");
+                    assert_eq!(incarnation, self.state.incarnation());
+                    self.incarnation = incarnation;
                 }
             }
         }
@@ -242,6 +282,12 @@ impl Harness {
         assert_eq!(Message::decode(&frame).as_ref(), Ok(&message), "sent a frame peers cannot decode");
         match message {
             Message::Ping { nonce } => self.pings.entry(to).or_default().push(nonce),
+            Message::Digest { .. } => *self.digests.entry(to).or_default() += 1,
+            Message::Push(_) => *self.pushes.entry(to).or_default() += 1,
+            _ => {}
+        }
+        match message {
+            Message::Ping { .. } => {}
             Message::Push(list) => {
                 assert!(list.len() <= MAX_ENTRIES);
                 let mut observers = Vec::new();
@@ -340,6 +386,12 @@ impl Harness {
         self.now = until;
     }
 
+    /// (pushes, digests) sent to `from` so far.
+    fn sent(&self, from: u8) -> (usize, usize) {
+        let k = key(from);
+        (self.pushes.get(&k).copied().unwrap_or(0), self.digests.get(&k).copied().unwrap_or(0))
+    }
+
     fn message(&mut self, from: u8, message: Message) {
         self.handle(InEvent::Message { from: key(from), message });
     }
@@ -396,6 +448,43 @@ impl Harness {
                 self.message(from, Message::Digest { versions, reply });
             }
             Op::Summary { from, hash } => self.message(from, Message::Summary(hash)),
+            Op::WantFlood { from, who, times } => {
+                let sent = self.sent(from);
+                for _ in 0..times % 512 {
+                    self.message(from, Message::Want(vec![key(who)]));
+                }
+                assert!(self.sent(from).0 - sent.0 <= 1, "a Want flood answered more than once");
+            }
+            Op::SummaryFlood { from, times } => {
+                let sent = self.sent(from);
+                for k in 0..times % 512 {
+                    self.message(from, Message::Summary(u64::from(k)));
+                }
+                assert!(self.sent(from).1 - sent.1 <= 1, "a summary flood answered more than once");
+            }
+            Op::DigestFlood { from, times, reply } => {
+                let sent = self.sent(from);
+                let versions: Vec<_> = (0..ROSTER).map(|i| (key(i as u8), 0, 0)).collect();
+                for _ in 0..times % 512 {
+                    self.message(from, Message::Digest { versions: versions.clone(), reply });
+                }
+                let now = self.sent(from);
+                assert!(now.0 - sent.0 <= 1 && now.1 - sent.1 <= 1, "a digest flood answered more than once");
+            }
+            Op::BigPush { from, spec, copies } => {
+                let signed = spec.build();
+                let list = vec![signed; usize::from(copies) % (MAX_ENTRIES + 1)];
+                let before = self.state.stats().clone();
+                self.message(from, Message::Push(list));
+                let after = self.state.stats();
+                let checked = |s: &spdu_gossip::proto::Stats| s.accepted + s.bad_signature + s.self_conflict;
+                assert!(checked(after) - checked(&before) <= 1, "one observer's claims verified more than once");
+            }
+            Op::Superseded { from, incarnation, seq, huge } => {
+                let base = if huge { u64::MAX / 2 - 1 } else { 0 };
+                let incarnation = base + u64::from(incarnation % 8);
+                self.message(from, Message::Superseded { incarnation, seq: u64::from(seq) });
+            }
         }
     }
 }

@@ -24,8 +24,9 @@ impl State {
     }
 
     /// A Want: what it names is owed to the sender and sent at most once per probe interval
-    /// (coalesced: each observation at most once, however often it is named). Keys outside the
-    /// roster are ignored.
+    /// (coalesced: each observation at most once, however often it is named; a coalesced Want
+    /// is counted in `wants_coalesced`). Keys outside the roster are ignored. Changes nothing
+    /// but what is owed.
     pub(super) fn on_want(&mut self, now: Instant, from: usize, observers: Vec<PublicKey>) {
         let wanted: Vec<usize> = observers.iter().filter_map(|k| self.roster.index(k)).collect();
         match self.limits.want(from, wanted, now, self.config.probe_interval) {
@@ -35,7 +36,7 @@ impl State {
     }
 
     /// A summary differing from ours is answered with our digest, at most once per half
-    /// heartbeat per sender (else dropped, counted in `summaries_dropped`).
+    /// heartbeat per sender (else dropped, counted in `summaries_dropped`). Changes nothing.
     pub(super) fn on_summary(&mut self, now: Instant, from: usize, hash: u64) {
         if hash == self.view.summary() {
             return;
@@ -50,7 +51,7 @@ impl State {
 
     /// A digest: push back what is newer here and, unless it is itself a reply, reply with our
     /// digest if the sender holds something newer. At most once per half heartbeat per sender
-    /// and kind (else dropped, counted in `digests_dropped`).
+    /// and kind (else dropped, counted in `digests_dropped`). Changes nothing.
     pub(super) fn on_digest(
         &mut self,
         now: Instant,

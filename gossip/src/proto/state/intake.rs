@@ -40,16 +40,17 @@ impl State {
     /// tell below: not newer than held (found without verifying); over the sender's
     /// verification budget (`over_budget`); anything [`SignedObservation::verify`] refuses; our
     /// own key; more than [`MAX_SERVICE_ADDRESSES`] addresses or a non-canonical report
-    /// (`malformed`). If the sender sent its own observation older than the one held, it
-    /// may have restarted with a lower incarnation: it is told ([`Message::Superseded`]; it
-    /// rises only if what we hold is newer than anything it signed).
+    /// (`malformed`). If the sender sent its own observation of a lower incarnation than
+    /// the one held, it restarted with a lower incarnation: it is told ([`Message::Superseded`];
+    /// it rises only if what we hold is newer than anything it signed). A lower seq of the same
+    /// incarnation is not told: that is its own pushes arriving out of order.
     pub(super) fn accept(&mut self, now: Instant, from: usize, signed: SignedObservation) -> Option<usize> {
         let claim = signed.claimed_version(self.publisher.cluster());
         let claimed = claim.and_then(|(key, version)| Some((self.roster.index_of_bytes(&key)?, version)));
         if let Some((i, version)) = claimed
             && let Some(held) = self.view.get(i).filter(|e| version <= e.obs.version())
         {
-            if i == from && version < held.obs.version() {
+            if i == from && version.0 < held.obs.incarnation {
                 self.tell_superseded(now, from);
             }
             self.stats.replayed += 1;
