@@ -206,12 +206,6 @@ impl Membership {
         let _ = self.commands.try_send(Command::Input(InEvent::ServiceProbe { peer, result }));
     }
 
-    /// The peers' services to probe now, as (peer, address, check): the current value of
-    /// [`Membership::probe_targets`].
-    pub async fn service_targets(&self) -> Vec<(PublicKey, IpAddr, ServiceCheck)> {
-        self.probe_targets.borrow().iter().map(|t| (t.peer, t.addr, t.check.clone())).collect()
-    }
-
     /// Transport counters.
     pub fn metrics(&self) -> &NetMetrics {
         &self.metrics
