@@ -41,7 +41,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         incarnation,
         listen: config.node.gossip,
         addresses: config.node.addresses.clone(),
-        peers: config.gossip_peers(),
+        peers: config.peers.clone(),
         protocol: config.protocol.clone(),
         service_check: config.health.advertise.clone(),
     };

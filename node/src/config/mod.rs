@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use serde::Deserialize;
 use spdu_dnsfront::ZoneConfig;
-use spdu_gossip::proto;
+use spdu_gossip::proto::{self, Member};
 use spdu_keys::SecretKey;
 use toml::Spanned;
 
@@ -33,7 +33,6 @@ mod tests;
 mod validate;
 
 pub use health::{HealthConfig, SelfCheck};
-pub use peers::PeerConfig;
 pub use spdu_gossip::proto::AddressPin;
 pub use validate::{COUNT, STALE_AFTER_MS, TIMER_MS};
 use validate::{RawNode, RawTiming, bounded_count, bounded_ms, name, socket_addr};
@@ -48,7 +47,7 @@ pub struct Config {
     /// `[zone]`: the pool zone this node serves.
     pub zone: ZoneConfig,
     /// `[[peers]]`: the roster, without this node.
-    pub peers: Vec<PeerConfig>,
+    pub peers: Vec<Member>,
     /// `[cluster] id`: mixed into every signature; defaults to the zone origin.
     pub cluster: String,
     /// `[timing]` and `quorum`, as the protocol core takes them (with `[health]`'s thresholds).
@@ -119,19 +118,6 @@ impl Config {
             );
         }
         Ok(key)
-    }
-
-    /// The roster as the driver and the core take it.
-    pub fn gossip_peers(&self) -> Vec<spdu_gossip::proto::Member> {
-        self.peers
-            .iter()
-            .map(|p| spdu_gossip::proto::Member {
-                name: p.name.clone(),
-                key: p.key,
-                gossip: p.gossip,
-                addresses: p.addresses.clone(),
-            })
-            .collect()
     }
 }
 

@@ -15,21 +15,7 @@ use toml::Spanned;
 
 use super::validate::{name, pin, remote_addr};
 use super::{Checked, FieldError, NodeConfig};
-use spdu_gossip::proto::{AddressPin, MAX_SERVICE_ADDRESSES, is_special_purpose};
-
-/// One `[[peers]]` entry.
-#[derive(Clone, Debug)]
-pub struct PeerConfig {
-    /// `peers[i].name`.
-    pub name: String,
-    /// `peers[i].key`: the token printed by the peer's `spdu keygen`.
-    pub key: PublicKey,
-    /// `peers[i].gossip`: the peer's QUIC address.
-    pub gossip: SocketAddr,
-    /// `peers[i].addresses`: the service addresses (exact, or prefixes) the peer may be answered
-    /// at; by default the IP of `gossip`.
-    pub addresses: Vec<AddressPin>,
-}
+use spdu_gossip::proto::{AddressPin, MAX_SERVICE_ADDRESSES, Member, is_special_purpose};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -40,8 +26,9 @@ pub(super) struct RawPeer {
     addresses: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
-/// Checks every `[[peers]]` entry against the others and against `node`.
-pub(super) fn validate(raw: &[RawPeer], node: &NodeConfig) -> Checked<Vec<PeerConfig>> {
+/// Checks every `[[peers]]` entry against the others and against `node`; each becomes the
+/// roster [`Member`] that the driver and the protocol core take as it is.
+pub(super) fn validate(raw: &[RawPeer], node: &NodeConfig) -> Checked<Vec<Member>> {
     let mut peers = Vec::with_capacity(raw.len());
     let mut names = BTreeMap::from([(node.name.clone(), "node.name".to_owned())]);
     let mut keys: BTreeMap<PublicKey, usize> = BTreeMap::new();
@@ -93,7 +80,7 @@ pub(super) fn validate(raw: &[RawPeer], node: &NodeConfig) -> Checked<Vec<PeerCo
             None => vec![AddressPin::host(gossip.ip())],
             Some(list) => pins(&format!("peers[{i}].addresses"), list)?,
         };
-        peers.push(PeerConfig { name: peer_name, key, gossip, addresses });
+        peers.push(Member { name: peer_name, key, gossip, addresses });
     }
     Ok(peers)
 }
