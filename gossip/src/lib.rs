@@ -9,6 +9,9 @@
 //! - [`net`]: the QUIC driver. One actor task owns the core, the endpoint and the connections
 //!   and sleeps until the core's next timeout; peers are pinned by key at the TLS handshake.
 //! - `sim` (tests and the `sim` feature): a seeded discrete-event network that drives many cores.
+//!
+//! The why of it all (security model, answer rule, messages, timers, freshness, budgets, wire
+//! format and its versioning) is in `docs/design.md` at the repository's root.
 
 pub mod net;
 pub mod proto;

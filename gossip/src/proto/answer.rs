@@ -1,4 +1,4 @@
-//! The answer rule (DESIGN.md), over observations.
+//! The answer rule (docs/design.md §3), over observations.
 //!
 //! Node X answers with:
 //! 1. itself, unless its own health check says its service is down;

@@ -7,7 +7,7 @@
 //! probe targets, a new incarnation. Randomness comes from a seed given at construction, and all
 //! maps are ordered, so the same inputs give the same outputs bit for bit (the simulator relies on
 //! it). The QUIC driver in [`crate::net`], the simulator in [`crate::sim`] and the fuzz targets
-//! are the only callers.
+//! are the only callers. `docs/design.md` §3–5 describes the rule, the messages and the timers.
 //!
 //! Layout (each module's header states what it owns and its invariants):
 //! - `state`: [`State`], which routes inputs, timeouts and outputs between the sub-machines

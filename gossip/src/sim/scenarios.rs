@@ -113,7 +113,7 @@ fn symmetric_partition_splits_and_heals() {
         let rest = all_but(n, &[0]);
         sim.partition(&[vec![0], rest.clone()]);
         sim.run_for(secs(10));
-        // DESIGN.md: partition {A} | {B, C, D}: A answers A; B, C and D answer B, C, D.
+        // docs/design.md §3: partition {A} | {B, C, D}: A answers A; B, C and D answer B, C, D.
         assert_eq!(sim.answer(0), &[0]);
         for &i in &rest {
             assert_eq!(sim.answer(i), &rest[..], "node {i}");
@@ -142,7 +142,7 @@ fn node_reachable_from_one_observer_only() {
             assert!(!sim.answer(j).contains(&x), "node {j} answers with {x}: {:?}", sim.answer(j));
             assert!(sim.answer(j).contains(&0), "node {j} lost node 0");
         }
-        // With 3 nodes this is DESIGN.md's broken B–C link: A answers A, B, C (one of the two
+        // With 3 nodes this is docs/design.md's broken B–C link: A answers A, B, C (one of the two
         // observers of each agrees); with more, one vantage point is outvoted.
         assert_eq!(sim.answer(0).contains(&x), n == 3, "node 0: {:?}", sim.answer(0));
         assert_eq!(
