@@ -31,14 +31,12 @@ use crate::{
 pub(crate) struct PoolHandler {
     answers: AnswerPublisher,
     rotation: AtomicUsize,
-    metrics: DnsMetrics,
     counters: QueryCounters,
 }
 
 impl PoolHandler {
     pub(crate) fn new(answers: AnswerPublisher) -> Self {
-        let metrics = answers.metrics().clone();
-        Self { counters: QueryCounters::new(&metrics), answers, rotation: AtomicUsize::new(0), metrics }
+        Self { counters: QueryCounters::new(answers.metrics()), answers, rotation: AtomicUsize::new(0) }
     }
 
     /// Answers one raw DNS message, writing the response into `out`; returns false when nothing
@@ -119,12 +117,12 @@ impl PoolHandler {
             Encoding::Whole => self.counters.inc(planned, qtype, transport),
             Encoding::Truncated => {
                 self.counters.inc(planned, qtype, transport);
-                self.metrics.truncated.inc();
+                self.metrics().truncated.inc();
             }
             Encoding::Failed => {
                 debug!(?planned, "response could not be encoded: SERVFAIL");
                 self.counters.inc(Rcode::servfail, qtype, transport);
-                self.metrics.send_errors.inc();
+                self.metrics().send_errors.inc();
             }
         }
     }
@@ -148,12 +146,12 @@ impl PoolHandler {
 
     /// The counters this handler counts into.
     pub(crate) fn metrics(&self) -> &DnsMetrics {
-        &self.metrics
+        self.answers.metrics()
     }
 
     /// Counts a response that was made but could not be sent.
     pub(crate) fn send_failed(&self) {
-        self.metrics.send_errors.inc();
+        self.metrics().send_errors.inc();
     }
 }
 
