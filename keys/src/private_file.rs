@@ -82,7 +82,7 @@ pub enum OpenError {
 }
 
 /// The effective user id of this process.
-pub fn effective_uid() -> u32 {
+fn effective_uid() -> u32 {
     rustix::process::geteuid().as_raw()
 }
 
@@ -120,7 +120,7 @@ pub fn open_private(path: &Path) -> Result<File, OpenError> {
 }
 
 /// Refuses when a directory on the way to `path` is writable by others without the sticky bit.
-pub fn check_directories(path: &Path) -> Result<(), UnsafeFile> {
+fn check_directories(path: &Path) -> Result<(), UnsafeFile> {
     let absolute = if path.is_absolute() {
         path.to_owned()
     } else {
