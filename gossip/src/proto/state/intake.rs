@@ -19,8 +19,7 @@ use super::State;
 
 impl State {
     pub(super) fn on_push(&mut self, now: Instant, from: usize, list: Vec<SignedObservation>) {
-        let cluster = self.publisher.cluster().to_owned();
-        let claims = newest_claims(list, self.roster.len(), &cluster, &mut self.stats);
+        let claims = newest_claims(list, self.roster.len(), self.publisher.cluster(), &mut self.stats);
         let mut relay: BTreeMap<usize, Vec<SignedObservation>> = BTreeMap::new();
         for signed in claims {
             let Some(observer) = self.accept(now, from, signed) else { continue };
