@@ -85,13 +85,7 @@ impl<'a> Plan<'a> {
 
     /// The same response without its records and with TC set.
     fn truncated(&self) -> Plan<'a> {
-        Self { answers: &[], rotate_by: 0, soa: None, truncated: true, ..Self::error(self.rcode, self.label) }
-            .with_authoritative(self.authoritative)
-    }
-
-    fn with_authoritative(mut self, authoritative: bool) -> Self {
-        self.authoritative = authoritative;
-        self
+        Self { authoritative: self.authoritative, truncated: true, ..Self::error(self.rcode, self.label) }
     }
 }
 
