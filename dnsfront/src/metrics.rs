@@ -99,8 +99,8 @@ impl QueryCounters {
 /// Counters of the DNS front, registered in the node's prometheus-client `Registry`.
 ///
 /// Malformed packets whose header cannot be read are dropped and not counted; malformed packets
-/// with a readable header are answered FORMERR before they reach the handler (by hickory-server
-/// and TCP alike), also uncounted. FORMERR counted here is for well-formed messages with zero
+/// with a readable header that do not decode are answered FORMERR by the handler's raw path
+/// (`PoolHandler::respond_with`, over UDP and TCP alike), also uncounted. FORMERR counted here is for well-formed messages with zero
 /// or several questions, or a malformed COOKIE option.
 #[derive(Clone, Default, Debug)]
 pub struct DnsMetrics {
