@@ -10,6 +10,12 @@
 //!
 //! Two clusters running at once need distinct base addresses (e.g. 127.0.1.11 and 127.0.2.11).
 //!
+//! Configs are generated: every site serves `api` ([`POOL_NAME`]) with TTL 5; text given to
+//! [`LocalCluster::create`] goes into every config (e.g. `[timing]`, `[[zone.record]]`);
+//! [`LocalCluster::create_with`] also describes each site the same way in every config (its own
+//! `[node]` table and the `[[peers]]` entries naming it: e.g. `priority`, `weight`), and
+//! [`LocalCluster::edit_config`] rewrites one site's config before it starts.
+//!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
 //! use spdu_cluster::{LocalCluster, Ports};
@@ -98,6 +104,23 @@ impl LocalCluster {
         ports: Ports,
         extra_toml: &str,
     ) -> anyhow::Result<Self> {
+        Self::create_with(binary, n, base_ip, ports, extra_toml, |_| String::new())
+    }
+
+    /// Like [`create`](Self::create), and `site_toml(i)` (TOML key/value lines, e.g.
+    /// `"priority = 2\nweight = 50"`) describes site `i` everywhere: it is added to site `i`'s own
+    /// `[node]` table and to the `[[peers]]` entry naming site `i` in every other site's config,
+    /// so that every operator configures the same attributes for it. An empty string adds
+    /// nothing. To give one site's config something the others lack, see
+    /// [`edit_config`](Self::edit_config).
+    pub fn create_with(
+        binary: &Path,
+        n: usize,
+        base_ip: Ipv4Addr,
+        ports: Ports,
+        extra_toml: &str,
+        site_toml: impl Fn(usize) -> String,
+    ) -> anyhow::Result<Self> {
         if !(1..=SITE_NAMES.len()).contains(&n) {
             bail!("a local cluster has 1 to {} sites, not {n}", SITE_NAMES.len());
         }
@@ -114,16 +137,24 @@ impl LocalCluster {
             keys.push(SecretKey::generate_file(&dir.path().join(format!("{name}.key")))?.public());
         }
         let ips: Vec<Ipv4Addr> = (0..n as u32).map(|i| Ipv4Addr::from(base + i)).collect();
+        let attrs: Vec<String> = (0..n)
+            .map(|i| {
+                let text = site_toml(i);
+                let text = text.trim();
+                if text.is_empty() { String::new() } else { format!("{text}\n") }
+            })
+            .collect();
         let mut sites = Vec::with_capacity(n);
         for (i, name) in SITE_NAMES[..n].iter().enumerate() {
             let ip = ips[i];
             let mut text = format!(
                 "[node]\nname = \"{name}\"\nkey = \"{name}.key\"\ngossip = \"{ip}:{}\"\ndns = [\"{ip}:{}\"]\n\
-                 control = \"{ip}:{}\"\naddresses = [\"{ip}\"]\n\n\
+                 control = \"{ip}:{}\"\naddresses = [\"{ip}\"]\n{}\n\
                  [zone]\norigin = \"{ZONE_ORIGIN}\"\nnames = [\"api\"]\nttl = 5\nnameservers = [{}]\n\n{extra_toml}\n",
                 ports.gossip,
                 ports.dns,
                 ports.control,
+                attrs[i],
                 SITE_NAMES[..n]
                     .iter()
                     .map(|s| format!("\"{s}.example.test\""))
@@ -132,8 +163,8 @@ impl LocalCluster {
             );
             for (j, peer) in SITE_NAMES[..n].iter().enumerate().filter(|&(j, _)| j != i) {
                 text.push_str(&format!(
-                    "\n[[peers]]\nname = \"{peer}\"\nkey = \"{}\"\ngossip = \"{}:{}\"\n",
-                    keys[j], ips[j], ports.gossip
+                    "\n[[peers]]\nname = \"{peer}\"\nkey = \"{}\"\ngossip = \"{}:{}\"\n{}",
+                    keys[j], ips[j], ports.gossip, attrs[j]
                 ));
             }
             let config = dir.path().join(format!("{name}.toml"));
@@ -196,6 +227,14 @@ impl LocalCluster {
     /// Site `i`'s config file.
     pub fn config_path(&self, i: usize) -> &Path {
         &self.sites[i].config
+    }
+
+    /// Rewrites site `i`'s config with `edit` (given the current text, returns the new one), e.g.
+    /// to give one site a setting the others lack. Takes effect at the site's next start.
+    pub fn edit_config(&self, i: usize, edit: impl FnOnce(String) -> String) -> anyhow::Result<()> {
+        let path = self.config_path(i);
+        let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        fs::write(path, edit(text)).with_context(|| format!("writing {}", path.display()))
     }
 
     /// Site `i`'s log (stdout and stderr of every run, appended).
