@@ -247,3 +247,17 @@ fn netns_restart_3() {
     o.within("recover_ms", 0, 6_000);
     o.within("incarnation_grew", 1, 1);
 }
+
+/// Active/passive (`policy = "priority"`): clients see only the primary, only the backup while
+/// the primary is cut off, and only the primary again after the heal, with the configured TTLs.
+#[test]
+fn netns_primary_backup_2() {
+    let Some(o) = run("primary-backup", 2, &[]) else { return };
+    // The script's own PASS bounds; these restate them.
+    o.within("failover_ms", 0, DETECT_MAX_MS);
+    o.within("failback_ms", 0, 8_000);
+    o.within("wrong_before", 0, 0);
+    o.within("mixed", 0, 0);
+    o.within("ttl_ok", 1, 1);
+    o.within("changes_max", 0, 1);
+}
