@@ -13,4 +13,5 @@ mod hostile_dns;
 mod hostile_gossip;
 mod hostile_node;
 mod netns;
+mod policy;
 mod testing;
