@@ -420,3 +420,68 @@ fn on_own_runtime<T: Send + 'static>(
     .join()
     .map_err(|_| anyhow::anyhow!("the HTTP client thread panicked"))?
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The lines of the `nth` table (or array-of-tables entry) opened by `header`.
+    fn section<'a>(text: &'a str, header: &str, nth: usize) -> Vec<&'a str> {
+        let mut blocks: Vec<(&str, Vec<&str>)> = Vec::new();
+        for line in text.lines() {
+            if line.starts_with('[') {
+                blocks.push((line, Vec::new()));
+            } else if let Some((_, lines)) = blocks.last_mut() {
+                lines.push(line);
+            }
+        }
+        blocks.into_iter().filter(|(h, _)| *h == header).nth(nth).map(|(_, lines)| lines).unwrap_or_default()
+    }
+
+    #[test]
+    fn configs_are_valid_and_describe_each_site_alike_everywhere() {
+        let cluster = LocalCluster::create_with(
+            Path::new("spdu"),
+            3,
+            Ipv4Addr::new(127, 0, 99, 11),
+            Ports::default(),
+            "[timing]\nheartbeat_ms = 500\n",
+            |i| if i == 1 { String::new() } else { format!("weight = {}\n", 10 + i) },
+        )
+        .unwrap();
+        for i in 0..3 {
+            let text = fs::read_to_string(cluster.config_path(i)).unwrap();
+            let node = section(&text, "[node]", 0);
+            assert!(node.contains(&format!("name = \"{}\"", cluster.name(i)).as_str()), "{text}");
+            assert_eq!(node.iter().any(|l| l.starts_with("weight")), i != 1, "{text}");
+            if i != 1 {
+                assert!(node.contains(&format!("weight = {}", 10 + i).as_str()), "{text}");
+            }
+            for p in 0..2 {
+                let peer = section(&text, "[[peers]]", p);
+                let j = SITE_NAMES
+                    .iter()
+                    .position(|n| peer.contains(&format!("name = \"{n}\"").as_str()))
+                    .unwrap();
+                assert_ne!(i, j);
+                let weights: Vec<&&str> = peer.iter().filter(|l| l.starts_with("weight")).collect();
+                match j {
+                    1 => assert!(weights.is_empty(), "{text}"),
+                    _ => assert_eq!(weights, [&format!("weight = {}", 10 + j).as_str()], "{text}"),
+                }
+            }
+            assert!(section(&text, "[timing]", 0).contains(&"heartbeat_ms = 500"), "{text}");
+        }
+
+        // Without attributes, every config is one the node accepts.
+        let plain =
+            LocalCluster::create(Path::new("spdu"), 2, Ipv4Addr::new(127, 0, 99, 21), Ports::default(), "")
+                .unwrap();
+        for i in 0..2 {
+            spdu_node::config::Config::load(plain.config_path(i)).unwrap();
+        }
+        plain.edit_config(1, |text| text.replace("ttl = 5", "ttl = 7")).unwrap();
+        assert!(fs::read_to_string(plain.config_path(1)).unwrap().contains("ttl = 7\n"));
+        assert_eq!(spdu_node::config::Config::load(plain.config_path(1)).unwrap().zone.ttl, 7);
+    }
+}
