@@ -311,6 +311,7 @@ impl RawTiming {
             stale_after,
             quorum,
             health: proto::HealthPolicy::default(),
+            policy: proto::PolicyConfig::default(),
         })
     }
 }
