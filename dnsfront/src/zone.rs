@@ -18,7 +18,7 @@ const MAX_NAME_LEN: usize = 253;
 /// Longest label (RFC 1035 §2.3.4).
 const MAX_LABEL_LEN: usize = 63;
 /// Largest TTL a resolver must honour (RFC 2181 §8).
-const MAX_TTL: u32 = 0x7fff_ffff;
+pub(crate) const MAX_TTL: u32 = 0x7fff_ffff;
 
 /// Zone settings, from the `[zone]` section of the config.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -338,7 +338,7 @@ async fn queries_are_counted() {
 async fn bind_errors_name_the_problem() {
     let answers = AnswerPublisher::new(
         &zone(&["api"]),
-        PoolAnswers { serial: 1, addrs: pool() },
+        PoolAnswers::same_for_all(1, 1, 5, pool()),
         DnsMetrics::default(),
     )
     .unwrap();
@@ -361,7 +361,7 @@ async fn bind_errors_name_the_problem() {
 
     // The zone is checked when answers are first published.
     let bad = ZoneConfig { names: vec!["bad name".into()], ..zone(&["api"]) };
-    let error = AnswerPublisher::new(&bad, PoolAnswers { serial: 1, addrs: pool() }, DnsMetrics::default())
+    let error = AnswerPublisher::new(&bad, PoolAnswers::same_for_all(1, 1, 5, pool()), DnsMetrics::default())
         .unwrap_err();
     assert!(error.to_string().contains("bad name"), "{error}");
 }
@@ -370,7 +370,7 @@ async fn bind_errors_name_the_problem() {
 async fn several_listen_addresses_and_clean_shutdown() {
     let answers = AnswerPublisher::new(
         &zone(&["api"]),
-        PoolAnswers { serial: 1, addrs: pool() },
+        PoolAnswers::same_for_all(1, 1, 5, pool()),
         DnsMetrics::default(),
     )
     .unwrap();
@@ -408,7 +408,7 @@ async fn several_listen_addresses_and_clean_shutdown() {
 
 /// A responder (the served request path, without sockets) for `zone(["api", "www.deep"])`.
 fn responder(addrs: Vec<IpAddr>) -> Responder {
-    Responder::new(&zone(&["api", "www.deep"]), PoolAnswers { serial: 3, addrs }).unwrap()
+    Responder::new(&zone(&["api", "www.deep"]), PoolAnswers::same_for_all(3, 2, 5, addrs)).unwrap()
 }
 
 /// Asserts that the served UDP response to `query` is the slow path's, modulo the rotation of

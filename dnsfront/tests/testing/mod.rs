@@ -51,10 +51,15 @@ pub struct TestServer {
     shutdown: CancellationToken,
     task: JoinHandle<Result<(), DnsError>>,
     registry: Registry,
+    /// How many pool names the zone has.
+    names: usize,
+    /// The zone's TTL.
+    ttl: u32,
 }
 
 impl TestServer {
-    /// Binds on 127.0.0.1:0 and serves `zone` with the given pool.
+    /// Binds on 127.0.0.1:0 and serves `zone` with the given pool for every name (TTL: the
+    /// zone's).
     pub async fn start(zone: ZoneConfig, serial: u32, addrs: Vec<IpAddr>) -> Self {
         Self::start_with(zone, serial, addrs, |server| server).await
     }
@@ -66,21 +71,42 @@ impl TestServer {
         addrs: Vec<IpAddr>,
         configure: impl FnOnce(DnsServer) -> DnsServer,
     ) -> Self {
+        let initial = PoolAnswers::same_for_all(serial, zone.names.len(), zone.ttl, addrs);
+        Self::start_answers_with(zone, initial, configure).await
+    }
+
+    /// Binds on 127.0.0.1:0 and serves `zone` with `answers`.
+    pub async fn start_answers(zone: ZoneConfig, answers: PoolAnswers) -> Self {
+        Self::start_answers_with(zone, answers, |server| server).await
+    }
+
+    /// [`start_answers`](Self::start_answers), with `configure` applied to the bound server
+    /// before it runs.
+    pub async fn start_answers_with(
+        zone: ZoneConfig,
+        initial: PoolAnswers,
+        configure: impl FnOnce(DnsServer) -> DnsServer,
+    ) -> Self {
         let metrics = DnsMetrics::default();
         let mut registry = Registry::default();
         metrics.register(&mut registry);
-        let answers = AnswerPublisher::new(&zone, PoolAnswers { serial, addrs }, metrics).expect("zone");
+        let answers = AnswerPublisher::new(&zone, initial, metrics).expect("zone");
         let server = DnsServer::bind(&answers, &["127.0.0.1:0".parse().unwrap()]).await.expect("bind");
         let server = configure(server);
         let addr = server.local_addrs()[0];
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(server.run(shutdown.clone()));
-        Self { addr, answers, shutdown, task, registry }
+        Self { addr, answers, shutdown, task, registry, names: zone.names.len(), ttl: zone.ttl }
     }
 
-    /// Publishes a new answer set, as the node does.
+    /// Publishes `addrs` for every name, as the node does.
     pub fn publish(&self, serial: u32, addrs: Vec<IpAddr>) {
-        self.answers.publish(PoolAnswers { serial, addrs });
+        self.answers.publish(PoolAnswers::same_for_all(serial, self.names, self.ttl, addrs));
+    }
+
+    /// Publishes new answers, as the node does.
+    pub fn publish_answers(&self, answers: PoolAnswers) {
+        self.answers.publish(answers);
     }
 
     /// The metrics in Prometheus text format.
