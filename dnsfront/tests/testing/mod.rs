@@ -223,3 +223,52 @@ pub fn soa_of(message: &Message) -> SOA {
         })
         .expect("an SOA record")
 }
+
+/// Runs `dig @server -p PORT +time=2 +tries=1 ARGS…` on a blocking thread (the server runs on
+/// the test's runtime) and returns its standard output.
+pub async fn dig(server: SocketAddr, args: &[&str]) -> String {
+    let mut command = std::process::Command::new("dig");
+    command.arg(format!("@{}", server.ip())).args(["-p", &server.port().to_string(), "+time=2", "+tries=1"]);
+    command.args(args);
+    let out = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("dig is needed for this test (apt-get install dnsutils): {e}"));
+    assert!(out.status.success(), "dig failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// One UDP socket sending many queries in turn (a fresh socket per query costs more than the
+/// query).
+pub struct UdpClient {
+    socket: UdpSocket,
+    server: SocketAddr,
+    next_id: u16,
+    buf: Vec<u8>,
+}
+
+impl UdpClient {
+    /// A client of `server`.
+    pub async fn new(server: SocketAddr) -> Self {
+        Self { socket: client_socket(server).await, server, next_id: 1, buf: vec![0; 65535] }
+    }
+
+    /// Sends `message` with a fresh id and returns the reply with that id.
+    pub async fn ask(&mut self, message: &Message) -> Message {
+        let mut message = message.clone();
+        message.metadata.id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1);
+        self.socket.send_to(&message.to_vec().unwrap(), self.server).await.unwrap();
+        loop {
+            let (len, _) = timeout(TIMEOUT, self.socket.recv_from(&mut self.buf))
+                .await
+                .expect("a UDP response in time")
+                .unwrap();
+            let response = Message::from_vec(&self.buf[..len]).expect("response parses");
+            // A late reply to an earlier query is skipped.
+            if response.metadata.id == message.metadata.id {
+                return response;
+            }
+        }
+    }
+}
