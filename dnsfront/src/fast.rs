@@ -15,11 +15,11 @@
 //! Invariants: the table is made by `response`'s own `plan` + `encode`, so a fast response is
 //! byte for byte what the slow path sends for the same rotation or first site (tests compare
 //! them); a weighted pick whose response depends on more than its first draw has no entry (the
-//! slow path draws it, O(sites · records)); hickory compresses no name
-//! against the question, so what follows the question depends on the question's length only,
-//! never on its case. A query the fast path is not sure of ([`Query::parse`] gives `None`:
-//! anything unusual, including a COOKIE option of a bad length), or whose response would need
-//! truncating ([`Table::answer`] gives `None`), goes to the slow path as it came.
+//! slow path draws it, O(sites · records)); hickory compresses no name against the question, so
+//! what follows the question depends on the question's length only, never on its case. A query
+//! the fast path is not sure of ([`Query::parse`] gives `None`: anything unusual, including a
+//! COOKIE option of a bad length), or whose response would need truncating ([`Table::answer`]
+//! gives `None`), goes to the slow path as it came.
 
 use std::{
     collections::HashMap,

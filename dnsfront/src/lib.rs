@@ -3,12 +3,13 @@
 //! Each site's node runs one [`DnsServer`] for the delegated pool zone (`pool.example.com`).
 //! It answers each configured pool name with what the [`PoolAnswers`] the node last published
 //! through its [`AnswerPublisher`] say for it (its sites' addresses, its TTL, and per response
-//! every address, a rotating window of them, or sites drawn by weight: [`Pick`]), and answers everything else the way an authoritative server
-//! must: SOA and NS at the apex, NXDOMAIN / NODATA with the SOA for negative caching, REFUSED
-//! outside the zone, NOTIMP for other opcodes, FORMERR for anything but one question, minimal
-//! RFC 8482 answers to ANY, EDNS echoed, TC when the answer does not fit (UDP payload size, or
-//! 65,535 bytes over TCP), FORMERR for a malformed COOKIE option. TCP connections are limited
-//! in total and per source ([`TcpLimits`]).
+//! every address, a rotating window of them, or sites drawn by weight: [`Pick`]), and answers
+//! everything else the way an authoritative server must: SOA and NS at the apex, NXDOMAIN /
+//! NODATA with the SOA for negative caching, REFUSED outside the zone, NOTIMP for other
+//! opcodes, FORMERR for anything but one question, minimal RFC 8482 answers to ANY, EDNS
+//! echoed, TC when the answer does not fit (UDP payload size, or 65,535 bytes over TCP),
+//! FORMERR for a malformed COOKIE option. TCP connections are limited in total and per source
+//! ([`TcpLimits`]).
 //! This crate holds no membership or policy logic: it is a thin layer over the node's answer
 //! snapshot (which sites a name answers with is decided by the node, with `spdu-policy`).
 //!

@@ -1,10 +1,11 @@
 //! Building responses: what a response says ([`plan`]) and its bytes ([`encode`]).
 //!
 //! Owns [`Plan`] (rcode, flags and the records of one response, borrowed from the zone and the
-//! answer snapshot, with the selection a [`Chooser`] made for a pool name), the EDNS rules (version, payload size, COOKIE length), and encoding with
-//! truncation. The slow path (`handler`) and the fast path's precomputed responses (`fast`) both
-//! come from here, so they cannot drift apart (as hickory keeps response building apart from its
-//! `Catalog` and `ZoneHandler`).
+//! answer snapshot, with the selection a [`Chooser`] made for a pool name), the EDNS rules
+//! (version, payload size, COOKIE length), and encoding with truncation. The slow path
+//! (`handler`) and the fast path's precomputed responses (`fast`) both come from here, so they
+//! cannot drift apart (as hickory keeps response building apart from its `Catalog` and
+//! `ZoneHandler`).
 //!
 //! Invariants: every response [`encode`] writes is one valid DNS message of at most the given
 //! size, with no bytes after its last record; a response that does not fit is sent with TC set,
