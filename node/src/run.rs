@@ -10,7 +10,9 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use anyhow::Context;
-use spdu_dnsfront::{AnswerPublisher, DnsMetrics, DnsServer, PoolAnswers};
+use spdu_dnsfront::{
+    AnswerPublisher, DnsMetrics, DnsServer, NameAnswers, PoolAnswers, SiteAddrs, ZoneConfig,
+};
 use spdu_gossip::net::{Membership, Settings};
 use spdu_gossip::proto::AnswerSet;
 use tokio::sync::watch;
@@ -42,14 +44,14 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         listen: config.node.gossip,
         addresses: config.node.addresses.clone(),
         peers: config.peers.clone(),
-        protocol: config.protocol.clone(),
+        protocol: protocol_with_rules(&config),
         service_check: config.health.advertise.clone(),
     };
     let bound = Membership::bind(settings).context("node.gossip")?;
     let membership = bound.membership();
 
     let answers = membership.answers();
-    let initial = pool_answers(&answers.borrow(), &config.node.addresses, initial_serial());
+    let initial = pool_answers(&answers.borrow(), &config.node.addresses, &config.zone, initial_serial());
     let dns_metrics = DnsMetrics::default();
     let pool = AnswerPublisher::new(&config.zone, initial, dns_metrics.clone()).context("zone")?;
     let dns = DnsServer::bind(&pool, &config.node.dns).await.context("node.dns")?;
@@ -85,7 +87,13 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         incarnation,
         shutdown.clone(),
     ));
-    tasks.spawn(publish_answers(answers, pool, config.node.addresses.clone(), shutdown.clone()));
+    tasks.spawn(publish_answers(
+        answers,
+        pool,
+        config.node.addresses.clone(),
+        config.zone.clone(),
+        shutdown.clone(),
+    ));
     tasks.close();
 
     tokio::select! {
@@ -137,30 +145,63 @@ fn initial_serial() -> u32 {
     since.as_secs() as u32
 }
 
-/// What DNS serves for an answer set. An empty set never reaches DNS: the answer rule fails
-/// open to the node's own addresses, and so does this bridge (e.g. before the first answer).
-fn pool_answers(answer: &AnswerSet, own: &[IpAddr], serial: u32) -> PoolAnswers {
-    let addrs = if answer.addresses.is_empty() { own.to_vec() } else { answer.addresses.clone() };
-    PoolAnswers { serial, addrs }
+/// The protocol settings with a rule for every zone name: the configured ones, else policy `all`
+/// for each name with the zone's TTL.
+fn protocol_with_rules(config: &crate::config::Config) -> spdu_gossip::proto::Config {
+    let mut protocol = config.protocol.clone();
+    if protocol.policy.rules.is_empty() {
+        protocol.policy.rules = config
+            .zone
+            .names
+            .iter()
+            .map(|name| spdu_gossip::proto::Rule::all(name.clone(), config.zone.ttl))
+            .collect();
+    }
+    protocol
 }
 
-/// Forwards membership's answer set to DNS; the serial grows by one whenever the addresses change.
+/// What DNS serves for an answer set: per zone name (the policy rules are in zone order) its
+/// chosen sites' addresses and weights, its pick and its TTL. Before the first answer (no names
+/// yet) every name fails open to the node's own addresses with the zone's TTL.
+fn pool_answers(answer: &AnswerSet, own: &[IpAddr], zone: &ZoneConfig, serial: u32) -> PoolAnswers {
+    if answer.names.is_empty() {
+        return PoolAnswers::same_for_all(serial, zone.names.len(), zone.ttl, own.to_vec());
+    }
+    let names = answer
+        .names
+        .iter()
+        .map(|name| NameAnswers {
+            ttl: name.ttl,
+            sites: name
+                .sites
+                .iter()
+                .map(|site| SiteAddrs { addrs: site.addresses.clone(), weight: site.weight })
+                .collect(),
+            pick: name.pick,
+        })
+        .collect();
+    PoolAnswers { serial, names }
+}
+
+/// Forwards membership's answer set to DNS; the serial grows by one whenever what a name serves
+/// changes (its sites, TTL or pick).
 async fn publish_answers(
     mut answers: watch::Receiver<AnswerSet>,
     pool: AnswerPublisher,
     own: Vec<IpAddr>,
+    zone: ZoneConfig,
     shutdown: CancellationToken,
 ) {
     let mut current = pool.current();
-    tracing::info!("answer: {:?}", current.addrs);
+    tracing::info!("answer: {:?}", current.names);
     loop {
         tokio::select! {
             changed = answers.changed() => if changed.is_err() { break },
             () = shutdown.cancelled() => break,
         }
-        let next = pool_answers(&answers.borrow_and_update(), &own, current.serial.wrapping_add(1));
-        if next.addrs != current.addrs {
-            tracing::info!("answer changed: {:?}", next.addrs);
+        let next = pool_answers(&answers.borrow_and_update(), &own, &zone, current.serial.wrapping_add(1));
+        if next.names != current.names {
+            tracing::info!("answer changed: {:?}", next.names);
             pool.publish(next);
             current = pool.current();
         }
@@ -172,11 +213,12 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn serial_grows_only_when_addresses_change() {
+    async fn serial_grows_only_when_a_name_changes() {
+        use spdu_gossip::proto::{AnswerSite, NameAnswer, Pick};
         let own: Vec<IpAddr> = vec!["192.0.2.1".parse().unwrap()];
         let peer: IpAddr = "192.0.2.2".parse().unwrap();
         let (answers_tx, answers_rx) = watch::channel(AnswerSet::default());
-        let zone = spdu_dnsfront::ZoneConfig {
+        let zone = ZoneConfig {
             origin: "pool.example.test".into(),
             names: vec!["api".into()],
             ttl: 5,
@@ -184,31 +226,55 @@ mod tests {
         };
         let pool_tx = AnswerPublisher::new(
             &zone,
-            PoolAnswers { serial: 100, addrs: own.clone() },
+            PoolAnswers::same_for_all(100, 1, zone.ttl, own.clone()),
             DnsMetrics::default(),
         )
         .unwrap();
         let mut pool_rx = pool_tx.subscribe();
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(publish_answers(answers_rx, pool_tx, own.clone(), shutdown.clone()));
+        let task = tokio::spawn(publish_answers(answers_rx, pool_tx, own.clone(), zone, shutdown.clone()));
 
-        let set = |version, addresses: Vec<IpAddr>| AnswerSet {
-            version,
-            members: vec![],
-            addresses,
-            names: vec![],
+        let site = |addr: IpAddr| AnswerSite {
+            key: spdu_keys::SecretKey::generate().public(),
+            name: addr.to_string(),
+            addresses: vec![addr],
+            weight: 100,
         };
-        answers_tx.send_replace(set(1, own.clone()));
-        answers_tx.send_replace(set(2, vec![own[0], peer]));
+        let (me, other) = (site(own[0]), site(peer));
+        let set = |version, sites: Vec<AnswerSite>, ttl| AnswerSet {
+            version,
+            members: sites.iter().map(|s| s.key).collect(),
+            addresses: sites.iter().flat_map(|s| s.addresses.clone()).collect(),
+            names: vec![NameAnswer {
+                name: "api".into(),
+                sites,
+                pick: Pick::All,
+                ttl,
+                degraded: false,
+                fail_open: false,
+            }],
+        };
+        // The same addresses and TTL as served: no new serial.
+        answers_tx.send_replace(set(1, vec![me.clone()], 5));
+        answers_tx.send_replace(set(2, vec![me.clone(), other.clone()], 5));
         pool_rx.changed().await.unwrap();
         let answers = pool_rx.borrow_and_update().clone();
-        assert_eq!(answers.addrs, vec![own[0], peer]);
+        let addrs =
+            |a: &PoolAnswers| a.names[0].sites.iter().flat_map(|s| s.addrs.clone()).collect::<Vec<_>>();
+        assert_eq!(addrs(&answers), vec![own[0], peer]);
         assert_eq!(answers.serial, 101);
 
-        answers_tx.send_replace(set(3, vec![]));
+        // Only the TTL changes (degraded): that is served, so a new serial.
+        answers_tx.send_replace(set(3, vec![me.clone(), other], 2));
         pool_rx.changed().await.unwrap();
         let answers = pool_rx.borrow_and_update().clone();
-        assert_eq!((answers.serial, answers.addrs.clone()), (102, own.clone()));
+        assert_eq!((answers.serial, answers.names[0].ttl), (102, 2));
+
+        // No names (before the first answer): every name fails open to this node.
+        answers_tx.send_replace(AnswerSet { version: 4, ..AnswerSet::default() });
+        pool_rx.changed().await.unwrap();
+        let answers = pool_rx.borrow_and_update().clone();
+        assert_eq!((answers.serial, addrs(&answers)), (103, own.clone()));
 
         shutdown.cancel();
         task.await.unwrap();
