@@ -116,7 +116,7 @@ pub struct Sim {
     service_jitter: f64,
     group: Vec<usize>,
     changes: Vec<AnswerChange>,
-    /// When a node's sites for some name changed (policies).
+    /// When what some name answers with changed at a node (sites, TTL, pick: policies).
     name_changes: Vec<(Duration, NodeId)>,
     removals: Vec<Removal>,
     events: u64,
@@ -412,7 +412,8 @@ impl Sim {
         self.service_jitter = share;
     }
 
-    /// Every change of some name's sites at some node: when, and which node.
+    /// Every change of what some name answers with at some node (its sites, TTL or pick): when,
+    /// and which node.
     pub fn name_changes(&self) -> &[(Duration, NodeId)] {
         &self.name_changes
     }
@@ -574,10 +575,7 @@ impl Sim {
                     self.mix(&[Trace::Incarnation as u64, i as u64, incarnation]);
                 }
                 OutEvent::AnswerChanged(set) => {
-                    let sites = |names: &[NameAnswer]| -> Vec<Vec<PublicKey>> {
-                        names.iter().map(|n| n.sites.iter().map(|s| s.key).collect()).collect()
-                    };
-                    if sites(&set.names) != sites(&self.nodes[i].names) {
+                    if set.names != self.nodes[i].names {
                         self.name_changes.push((self.now, i));
                     }
                     self.nodes[i].names = set.names;

@@ -11,7 +11,8 @@
 //!    (an addition or a reshuffle) waits until `min_change_interval` has passed since the last
 //!    such change, unless nothing eligible would be left, and except for the first choice;
 //! 5. the choice is **degraded** (short TTL) while it lacks a site the policy would choose if
-//!    every site were up.
+//!    every site were up (for `fastest`: starting from the current members, so a sticky set is
+//!    not degraded for differing from a plain ranking).
 //!
 //! Invariants: a removal is never delayed; a held change is applied by the first call at or
 //! after [`Selector::due`]; the same inputs give the same choice (no clock, no randomness).
@@ -192,7 +193,9 @@ impl Selector {
             .flatten()
             .filter_map(|name| candidates.iter().position(|c| c.name == name))
             .collect();
-        let ideal = self.target(candidates, &in_rule, &[]);
+        // What it would choose if every site of the name were up. For `fastest`, from the current
+        // members (sticky): a sticky set that is not the plain ranking is not degraded.
+        let ideal = self.target(candidates, &in_rule, &current);
         let finish = |sites: Vec<usize>, fail_open: bool| {
             let degraded = fail_open || !ideal.iter().all(|i| sites.contains(i));
             let pick = match (rule.policy, rule.max_answers) {
