@@ -105,14 +105,17 @@ fn execute(command: Command) -> anyhow::Result<()> {
 fn check(path: &Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
     let key = config.load_key()?;
+    let names: Vec<String> =
+        config.policy.rules.iter().map(|rule| format!("{} ({})", rule.name, rule.policy)).collect();
     println!(
-        "{}: ok: node {} ({}), cluster {}, {} peers, zone {}",
+        "{}: ok: node {} ({}), cluster {}, {} peers, zone {}, names {}",
         path.display(),
         config.node.name,
         key.public(),
         config.cluster,
         config.peers.len(),
-        config.zone.origin
+        config.zone.origin,
+        names.join(", ")
     );
     Ok(())
 }
