@@ -13,6 +13,7 @@
 //! - [`dns_client`]: the one DNS client (the `dns` check; the local-cluster harness).
 //! - [`control`]: the local HTTP control endpoint (`/v1/peers`, `/metrics`, `/healthz`).
 //! - [`peers`]: `spdu peers`: fetches and prints the signed view.
+//! - [`explain`]: `spdu explain NAME`: fetches and prints why a pool name answers what it does.
 //! - [`limits`]: raises the open-files limit at start.
 //! - [`text`]: escaping peer-supplied text for the terminal.
 //!
@@ -23,6 +24,7 @@
 pub mod config;
 pub mod control;
 pub mod dns_client;
+pub mod explain;
 pub mod health;
 pub mod incarnation;
 pub mod limits;

@@ -21,20 +21,31 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Fetches `/v1/peers` from the control endpoint at `control` and returns the JSON text.
 pub async fn fetch_view(control: SocketAddr) -> anyhow::Result<String> {
     let url = format!("http://{control}/v1/peers");
+    let (status, body) = fetch(control, reqwest::Url::parse(&url).context("the control address")?).await?;
+    if !status.is_success() {
+        anyhow::bail!("{url} answered HTTP {}", status.as_u16());
+    }
+    Ok(body)
+}
+
+/// GETs `url` from the control endpoint at `control` (the one HTTP client of the CLI): the
+/// status and the body, or an error saying the node cannot be reached.
+pub(crate) async fn fetch(
+    control: SocketAddr,
+    url: reqwest::Url,
+) -> anyhow::Result<(reqwest::StatusCode, String)> {
     let client = reqwest::Client::builder()
         .timeout(FETCH_TIMEOUT)
         .no_proxy()
         .build()
         .context("building the HTTP client")?;
-    let response = client.get(&url).send().await.map_err(|e| {
+    let response = client.get(url.clone()).send().await.map_err(|e| {
         anyhow::Error::new(e)
             .context(format!("cannot reach spdu control endpoint at {control}: is `spdu run` running?"))
     })?;
     let status = response.status();
-    if !status.is_success() {
-        anyhow::bail!("{url} answered HTTP {}", status.as_u16());
-    }
-    response.text().await.with_context(|| format!("reading the answer of {url}"))
+    let body = response.text().await.with_context(|| format!("reading the answer of {url}"))?;
+    Ok((status, body))
 }
 
 /// `spdu peers`: prints the view of the node whose control endpoint is `control`. Peer-supplied
