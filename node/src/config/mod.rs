@@ -39,6 +39,7 @@ pub use health::{HealthConfig, SelfCheck};
 pub use spdu_gossip::proto::AddressPin;
 pub use validate::{COUNT, PRIORITY, STALE_AFTER_MS, TIMER_MS, WEIGHT};
 use validate::{RawNode, RawTiming, bounded_count, bounded_ms, name, socket_addr};
+pub(crate) use zone::name_key;
 pub use zone::{GOOD_ENOUGH_MS, MAX_ANSWERS, MIN_CHANGE_INTERVAL_MS, TTL};
 
 /// A validated config.

@@ -247,7 +247,7 @@ fn sites(field: &str, list: &Spanned<Vec<Spanned<String>>>, roster: &[&str]) -> 
 
 /// What two spellings of one pool name have in common: lower case, relative to `origin`
 /// (`"@"` for the apex); an absolute name outside the zone keeps its trailing dot.
-fn name_key(name: &str, origin: &str) -> String {
+pub(crate) fn name_key(name: &str, origin: &str) -> String {
     let name = name.to_ascii_lowercase();
     let origin = origin.trim_end_matches('.').to_ascii_lowercase();
     match name.strip_suffix('.') {

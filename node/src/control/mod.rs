@@ -27,8 +27,10 @@ use spdu_gossip::net::Membership;
 use spdu_gossip::snapshot::ViewSnapshot;
 
 mod metrics;
+mod names;
 mod serve;
 
+pub use names::PoolNames;
 pub use serve::{Limits, serve};
 
 /// How old a cached view may be when a request is answered from it.
