@@ -192,7 +192,12 @@ mod tests {
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(publish_answers(answers_rx, pool_tx, own.clone(), shutdown.clone()));
 
-        let set = |version, addresses: Vec<IpAddr>| AnswerSet { version, members: vec![], addresses };
+        let set = |version, addresses: Vec<IpAddr>| AnswerSet {
+            version,
+            members: vec![],
+            addresses,
+            names: vec![],
+        };
         answers_tx.send_replace(set(1, own.clone()));
         answers_tx.send_replace(set(2, vec![own[0], peer]));
         pool_rx.changed().await.unwrap();

@@ -31,8 +31,11 @@ pub struct Candidate<'a> {
     pub attrs: SiteAttrs,
     /// Whether the quorum rule admits it (for this node: healthy).
     pub qualifies: bool,
-    /// Its service-check latency as this node measures it, if measured.
+    /// Its service-check latency as this node measures it, once settled.
     pub latency: Option<Duration>,
+    /// Its latency is being measured but has not settled yet (`fastest` is not sticky until
+    /// every eligible site that is measured has settled).
+    pub settling: bool,
     /// Whether it is this node.
     pub is_self: bool,
 }
@@ -246,8 +249,8 @@ impl Selector {
     }
 }
 
-/// `fastest`: keeps the current members that are still eligible, fills up to `n` (0: all) with
-/// the fastest others, then swaps a member for a non-member only when the non-member is clearly
+/// `fastest`: keeps the current members that are still eligible (once every eligible site's
+/// latency settled), fills up to `n` (0: all) with the fastest others, then swaps a member for a non-member only when the non-member is clearly
 /// faster: twice as fast and by more than `good_enough` (or the member has no latency measured
 /// and the non-member has). Latencies up to `good_enough` count as zero: ties.
 fn fastest(
@@ -258,6 +261,9 @@ fn fastest(
     good_enough: Duration,
 ) -> Vec<usize> {
     let n = if n == 0 { eligible.len() } else { n.min(eligible.len()) };
+    // Stickiness keeps choices made on settled latencies only: while a site is still being
+    // measured, the choice is a plain ranking.
+    let members = if eligible.iter().any(|i| candidates[*i].settling) { &[][..] } else { members };
     let rank = |i: usize| match candidates[i].latency {
         Some(l) if l <= good_enough => Some(Duration::ZERO),
         other => other,
@@ -297,7 +303,7 @@ fn fastest(
 fn latency_text(latency: Option<Duration>) -> String {
     match latency {
         Some(l) => format!("latency {:.1} ms", l.as_secs_f64() * 1000.0),
-        None => "no latency measured".to_string(),
+        None => "no settled latency".to_string(),
     }
 }
 

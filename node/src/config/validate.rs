@@ -337,6 +337,7 @@ impl RawTiming {
             stale_after,
             quorum,
             health: proto::HealthPolicy::default(),
+            policy: proto::PolicyConfig::default(),
         })
     }
 }

@@ -15,6 +15,7 @@ fn sites(n: usize, priorities: &[u32], up: &[bool]) -> Vec<Candidate<'static>> {
             attrs: SiteAttrs { priority: priorities.get(i).copied().unwrap_or(1), weight: 100 },
             qualifies: up.get(i).copied().unwrap_or(true),
             latency: None,
+            settling: false,
             is_self: i == 0,
         })
         .collect()
