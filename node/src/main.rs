@@ -117,7 +117,7 @@ fn check(path: &Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
     let key = config.load_key()?;
     let names: Vec<String> =
-        config.policy.rules.iter().map(|rule| format!("{} ({})", rule.name, rule.policy)).collect();
+        config.protocol.policy.rules.iter().map(|rule| format!("{} ({})", rule.name, rule.policy)).collect();
     println!(
         "{}: ok: node {} ({}), cluster {}, {} peers, zone {}, names {}",
         path.display(),

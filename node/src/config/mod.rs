@@ -52,14 +52,13 @@ pub struct Config {
     /// `[zone]`: the pool zone this node serves; its `names` are `zone.names`, then the names of
     /// the `[[zone.record]]` entries.
     pub zone: ZoneConfig,
-    /// The failover policies: one rule per name of [`Self::zone`] (same order), and every
-    /// site's `priority` and `weight` (this node's and each peer's).
-    pub policy: PolicyConfig,
     /// `[[peers]]`: the roster, without this node.
     pub peers: Vec<Member>,
     /// `[cluster] id`: mixed into every signature; defaults to the zone origin.
     pub cluster: String,
-    /// `[timing]` and `quorum`, as the protocol core takes them (with `[health]`'s thresholds).
+    /// `[timing]` and `quorum`, as the protocol core takes them, with `[health]`'s thresholds
+    /// and the failover policies (`policy`: one rule per name of [`Self::zone`], same order, and
+    /// every site's `priority` and `weight`, this node's and each peer's).
     pub protocol: proto::Config,
     /// `[health]`: this site's service check, what peers may check, how checks are run.
     pub health: HealthConfig,
@@ -223,6 +222,7 @@ impl RawConfig {
         let mut protocol = self.timing.validate(peers.len() + 1)?;
         let (health, health_policy) = self.health.validate(&node, &zone)?;
         protocol.health = health_policy;
-        Ok(Config { path: PathBuf::new(), node, zone, policy, peers, cluster, protocol, health })
+        protocol.policy = policy;
+        Ok(Config { path: PathBuf::new(), node, zone, peers, cluster, protocol, health })
     }
 }

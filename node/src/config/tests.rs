@@ -62,7 +62,9 @@ fn valid_config_gets_defaults() {
     assert_eq!(config.node.name, "alpha");
     assert_eq!(config.node.key, Path::new("/etc/spdu/node.key"));
     assert_eq!(config.cluster, "pool.example.com");
-    assert_eq!(config.protocol, proto::Config::default());
+    let mut protocol = config.protocol.clone();
+    protocol.policy = proto::PolicyConfig::default();
+    assert_eq!(protocol, proto::Config::default());
     assert_eq!(config.peers.len(), 2);
     assert_eq!(config.peers[1].key.to_string(), key_token(3));
 }
@@ -304,9 +306,9 @@ fn with_policies(node: &str, zone: &str, records: &str) -> String {
 fn zone_names_are_rules_of_policy_all() {
     let config = parse(&valid()).unwrap();
     assert_eq!(config.zone.names, vec!["api"]);
-    assert_eq!(config.policy.rules, vec![spdu_policy::Rule::all("api", 5)]);
+    assert_eq!(config.protocol.policy.rules, vec![spdu_policy::Rule::all("api", 5)]);
     let sites: Vec<(&str, SiteAttrs)> =
-        config.policy.sites.iter().map(|(name, attrs)| (name.as_str(), *attrs)).collect();
+        config.protocol.policy.sites.iter().map(|(name, attrs)| (name.as_str(), *attrs)).collect();
     assert_eq!(
         sites,
         vec![
@@ -347,7 +349,7 @@ policy = "weighted"
     .replace("gossip = \"203.0.113.30:7946\"", "gossip = \"203.0.113.30:7946\"\npriority = 2\nweight = 0");
     let config = parse(&text).unwrap();
     assert_eq!(config.zone.names, vec!["api", "www.api", "admin", "@", "static"]);
-    let rules = &config.policy.rules;
+    let rules = &config.protocol.policy.rules;
     let names: Vec<&str> = rules.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names, config.zone.names);
     assert_eq!(rules[1], spdu_policy::Rule::all("www.api", 5));
@@ -365,12 +367,12 @@ policy = "weighted"
     assert_eq!(weighted.policy, Policy::Weighted);
     assert_eq!((weighted.max_answers, weighted.ttl, weighted.ttl_degraded), (0, 5, 5));
     assert_eq!(weighted.min_change_interval, Duration::ZERO);
-    assert_eq!(config.policy.attrs("alpha"), SiteAttrs { priority: 1, weight: 200 });
-    assert_eq!(config.policy.attrs("beta"), SiteAttrs::default());
-    assert_eq!(config.policy.attrs("gamma"), SiteAttrs { priority: 2, weight: 0 });
+    assert_eq!(config.protocol.policy.attrs("alpha"), SiteAttrs { priority: 1, weight: 200 });
+    assert_eq!(config.protocol.policy.attrs("beta"), SiteAttrs::default());
+    assert_eq!(config.protocol.policy.attrs("gamma"), SiteAttrs { priority: 2, weight: 0 });
     // A record's ttl is its ttl_degraded's default.
     let text = with_policies("", "", "[[zone.record]]\nname = \"api\"\npolicy = \"all\"\nttl = 60\n");
-    let rule = &parse(&text).unwrap().policy.rules[0];
+    let rule = &parse(&text).unwrap().protocol.policy.rules[0];
     assert_eq!((rule.ttl, rule.ttl_degraded), (60, 60));
 }
 
@@ -379,7 +381,7 @@ fn names_may_be_left_out_but_one_name_is_needed() {
     let text = with_policies("", "", "[[zone.record]]\nname = \"api\"\npolicy = \"priority\"\n");
     let config = parse(&text).unwrap();
     assert_eq!(config.zone.names, vec!["api"]);
-    assert_eq!(config.policy.rules[0].policy, Policy::Priority);
+    assert_eq!(config.protocol.policy.rules[0].policy, Policy::Priority);
     let e = error(&with_policies("", "", ""));
     assert!(e.starts_with("/etc/spdu/spdu.toml: zone.names: no pool name"), "{e}");
     let e = error(&with_policies("", "names = []", ""));
