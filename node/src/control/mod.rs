@@ -172,3 +172,72 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
         .into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use spdu_gossip::net::Settings;
+    use spdu_gossip::proto::{self, Policy, PolicyConfig, Rule};
+    use spdu_keys::SecretKey;
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::explain::fetch_explanation;
+
+    /// A real node alone on loopback (random ports) with `api` (all) and `www` (priority), and its
+    /// control endpoint; asked through `spdu explain`'s client.
+    #[tokio::test]
+    async fn explain_answers_configured_names_in_any_spelling_and_refuses_others() {
+        let mut www = Rule::all("www", 30);
+        www.policy = Policy::Priority;
+        www.ttl_degraded = 2;
+        let protocol = proto::Config {
+            policy: PolicyConfig { rules: vec![Rule::all("api", 5), www], sites: Default::default() },
+            ..proto::Config::default()
+        };
+        let bound = spdu_gossip::net::Membership::bind(Settings {
+            key: SecretKey::from_bytes(&[7; 32]),
+            name: "alpha".into(),
+            cluster: "pool.example.test".into(),
+            incarnation: 1,
+            listen: "127.0.0.1:0".parse().unwrap(),
+            addresses: vec!["192.0.2.1".parse().unwrap()],
+            peers: vec![],
+            protocol,
+            service_check: None,
+        })
+        .unwrap();
+        let membership = bound.membership();
+        let shutdown = CancellationToken::new();
+        let node = tokio::spawn(bound.run(shutdown.clone()));
+        let zone = spdu_dnsfront::ZoneConfig {
+            origin: "pool.example.test".into(),
+            names: vec!["api".into(), "www".into()],
+            ttl: 5,
+            nameservers: vec!["ns.example.net".into()],
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let control = listener.local_addr().unwrap();
+        let app = router(membership, DnsMetrics::default(), PoolNames::new(&zone));
+        let server = tokio::spawn(serve(listener, app, Limits::new(vec![]), shutdown.clone()));
+
+        for asked in ["www", "WWW", "www.pool.example.test", "www.Pool.Example.Test."] {
+            let json = fetch_explanation(control, asked).await.unwrap();
+            let e: spdu_gossip::snapshot::Explanation = serde_json::from_str(&json).unwrap();
+            assert_eq!((e.name.as_str(), e.policy, e.ttl, e.ttl_degraded), ("www", Policy::Priority, 30, 2));
+            assert_eq!(e.sites.len(), 1);
+            assert!(e.sites[0].is_self && e.sites[0].in_answer, "{json}");
+            let table = crate::explain::render_table(&json).unwrap();
+            assert!(table.starts_with("www: policy priority, TTL now 30"), "{table}");
+        }
+        for asked in ["nope", "api.other.example.", "a/b", &"x".repeat(400)] {
+            let e = format!("{:#}", fetch_explanation(control, asked).await.unwrap_err());
+            assert!(e.contains("no pool name") && e.contains("(the names are: api, www)"), "{asked}: {e}");
+        }
+        let e = format!("{:#}", fetch_explanation(control, "nope").await.unwrap_err());
+        assert_eq!(e, "no pool name \"nope\" here (the names are: api, www)");
+
+        shutdown.cancel();
+        node.await.unwrap();
+        server.await.unwrap().unwrap();
+    }
+}
