@@ -10,11 +10,9 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use anyhow::Context;
-use spdu_dnsfront::{
-    AnswerPublisher, DnsMetrics, DnsServer, NameAnswers, PoolAnswers, SiteAddrs, ZoneConfig,
-};
+use spdu_dnsfront::{AnswerPublisher, DnsMetrics, DnsServer, NameAnswers, PoolAnswers, SiteAddrs};
 use spdu_gossip::net::{Membership, Settings};
-use spdu_gossip::proto::AnswerSet;
+use spdu_gossip::proto::{AnswerSet, NameAnswer, Pick, PolicyConfig};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -44,14 +42,15 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         listen: config.node.gossip,
         addresses: config.node.addresses.clone(),
         peers: config.peers.clone(),
-        protocol: protocol_with_rules(&config),
+        protocol: config.protocol.clone(),
         service_check: config.health.advertise.clone(),
     };
     let bound = Membership::bind(settings).context("node.gossip")?;
     let membership = bound.membership();
 
     let answers = membership.answers();
-    let initial = pool_answers(&answers.borrow(), &config.node.addresses, &config.zone, initial_serial());
+    let fail_open = fail_open_names(&config.protocol.policy, &config.node.name, &config.node.addresses);
+    let initial = pool_answers(&answers.borrow(), &fail_open, initial_serial());
     let dns_metrics = DnsMetrics::default();
     let pool = AnswerPublisher::new(&config.zone, initial, dns_metrics.clone()).context("zone")?;
     let dns = DnsServer::bind(&pool, &config.node.dns).await.context("node.dns")?;
@@ -75,7 +74,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         shutdown.clone(),
         control::serve(
             control_listener,
-            control::router(membership.clone(), dns_metrics),
+            control::router(membership.clone(), dns_metrics, control::PoolNames::new(&config.zone)),
             control::Limits::new(config.node.control_allow.clone()),
             shutdown.clone(),
         ),
@@ -87,13 +86,8 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         incarnation,
         shutdown.clone(),
     ));
-    tasks.spawn(publish_answers(
-        answers,
-        pool,
-        config.node.addresses.clone(),
-        config.zone.clone(),
-        shutdown.clone(),
-    ));
+    let rules = config.zone.names.clone();
+    tasks.spawn(publish_answers(answers, pool, fail_open, rules, shutdown.clone()));
     tasks.close();
 
     tokio::select! {
@@ -145,63 +139,74 @@ fn initial_serial() -> u32 {
     since.as_secs() as u32
 }
 
-/// The protocol settings with a rule for every zone name: the configured ones, else policy `all`
-/// for each name with the zone's TTL.
-fn protocol_with_rules(config: &crate::config::Config) -> spdu_gossip::proto::Config {
-    let mut protocol = config.protocol.clone();
-    if protocol.policy.rules.is_empty() {
-        protocol.policy.rules = config
-            .zone
-            .names
-            .iter()
-            .map(|name| spdu_gossip::proto::Rule::all(name.clone(), config.zone.ttl))
-            .collect();
-    }
-    protocol
+/// What DNS serves before membership has chosen anything (an answer set without names, e.g.
+/// before the first answer): per rule, in zone order, this node's own addresses if the rule lets
+/// this node appear (fail open, with the rule's degraded TTL), else no address (NODATA): a name
+/// kept to other sites never answers with this one.
+fn fail_open_names(policy: &PolicyConfig, name: &str, addresses: &[IpAddr]) -> Vec<NameAnswers> {
+    let own = SiteAddrs { addrs: addresses.to_vec(), weight: policy.attrs(name).weight };
+    (policy.rules.iter())
+        .map(|rule| NameAnswers {
+            ttl: rule.ttl_degraded,
+            sites: if rule.allows(name) { vec![own.clone()] } else { Vec::new() },
+            pick: Pick::All,
+        })
+        .collect()
 }
 
-/// What DNS serves for an answer set: per zone name (the policy rules are in zone order) its
-/// chosen sites' addresses and weights, its pick and its TTL. Before the first answer (no names
-/// yet) every name fails open to the node's own addresses with the zone's TTL.
-fn pool_answers(answer: &AnswerSet, own: &[IpAddr], zone: &ZoneConfig, serial: u32) -> PoolAnswers {
-    if answer.names.is_empty() {
-        return PoolAnswers::same_for_all(serial, zone.names.len(), zone.ttl, own.to_vec());
-    }
-    let names = answer
-        .names
-        .iter()
-        .map(|name| NameAnswers {
-            ttl: name.ttl,
-            sites: name
-                .sites
-                .iter()
-                .map(|site| SiteAddrs { addrs: site.addresses.clone(), weight: site.weight })
-                .collect(),
-            pick: name.pick,
-        })
-        .collect();
+/// What DNS serves for an answer set: each name's chosen sites, pick and TTL, in zone order
+/// (the answer set's names are the rules', in the same order), or `fail_open` while the set
+/// has no names.
+fn pool_answers(answer: &AnswerSet, fail_open: &[NameAnswers], serial: u32) -> PoolAnswers {
+    let names = if answer.names.is_empty() {
+        fail_open.to_vec()
+    } else {
+        answer.names.iter().map(name_answers).collect()
+    };
     PoolAnswers { serial, names }
 }
 
-/// Forwards membership's answer set to DNS; the serial grows by one whenever what a name serves
-/// changes (its sites, TTL or pick).
+fn name_answers(name: &NameAnswer) -> NameAnswers {
+    NameAnswers {
+        ttl: name.ttl,
+        sites: (name.sites.iter())
+            .map(|site| SiteAddrs { addrs: site.addresses.clone(), weight: site.weight })
+            .collect(),
+        pick: name.pick,
+    }
+}
+
+/// One line for the log: per name its addresses, site by site, and TTL.
+fn describe(answers: &PoolAnswers, rules: &[String]) -> String {
+    let names = answers.names.iter().enumerate().map(|(i, name)| {
+        let sites: Vec<String> = (name.sites.iter())
+            .map(|s| s.addrs.iter().map(IpAddr::to_string).collect::<Vec<_>>().join(","))
+            .collect();
+        let label = rules.get(i).map_or("?", String::as_str);
+        format!("{label}: [{}] ttl {}", sites.join(" "), name.ttl)
+    });
+    names.collect::<Vec<_>>().join("; ")
+}
+
+/// Forwards membership's answer set to DNS; the serial grows by one whenever anything served
+/// changes (any name's sites, addresses, weights, pick or TTL).
 async fn publish_answers(
     mut answers: watch::Receiver<AnswerSet>,
     pool: AnswerPublisher,
-    own: Vec<IpAddr>,
-    zone: ZoneConfig,
+    fail_open: Vec<NameAnswers>,
+    rules: Vec<String>,
     shutdown: CancellationToken,
 ) {
     let mut current = pool.current();
-    tracing::info!("answer: {:?}", current.names);
+    tracing::info!("answer: {}", describe(&current, &rules));
     loop {
         tokio::select! {
             changed = answers.changed() => if changed.is_err() { break },
             () = shutdown.cancelled() => break,
         }
-        let next = pool_answers(&answers.borrow_and_update(), &own, &zone, current.serial.wrapping_add(1));
+        let next = pool_answers(&answers.borrow_and_update(), &fail_open, current.serial.wrapping_add(1));
         if next.names != current.names {
-            tracing::info!("answer changed: {:?}", next.names);
+            tracing::info!("answer changed: {}", describe(&next, &rules));
             pool.publish(next);
             current = pool.current();
         }
@@ -210,71 +215,116 @@ async fn publish_answers(
 
 #[cfg(test)]
 mod tests {
+    use spdu_gossip::proto::{AnswerSite, Policy, Rule};
+    use spdu_keys::SecretKey;
+
     use super::*;
 
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    /// `api` on every site (TTL 5, degraded 1); `admin` only at beta (priority, TTL 30).
+    fn policy() -> PolicyConfig {
+        let mut api = Rule::all("api", 5);
+        api.ttl_degraded = 1;
+        let mut admin = Rule::all("admin", 30);
+        admin.policy = Policy::Priority;
+        admin.sites = Some(vec!["beta".into()]);
+        PolicyConfig { rules: vec![api, admin], sites: Default::default() }
+    }
+
+    fn site(seed: u8, name: &str, addresses: &[&str], weight: u32) -> AnswerSite {
+        AnswerSite {
+            key: SecretKey::from_bytes(&[seed; 32]).public(),
+            name: name.into(),
+            addresses: addresses.iter().map(|a| ip(a)).collect(),
+            weight,
+        }
+    }
+
+    fn name(name: &str, sites: Vec<AnswerSite>, pick: Pick, ttl: u32) -> NameAnswer {
+        NameAnswer { name: name.into(), sites, pick, ttl, degraded: false, fail_open: false }
+    }
+
+    #[test]
+    fn before_any_answer_each_name_fails_open_to_this_node_if_it_may() {
+        let own = [ip("192.0.2.1"), ip("2001:db8::1")];
+        let fail_open = fail_open_names(&policy(), "alpha", &own);
+        let served = pool_answers(&AnswerSet::default(), &fail_open, 7);
+        assert_eq!(served.serial, 7);
+        let api = NameAnswers {
+            ttl: 1,
+            sites: vec![SiteAddrs { addrs: own.to_vec(), weight: 100 }],
+            pick: Pick::All,
+        };
+        let admin = NameAnswers { ttl: 30, sites: vec![], pick: Pick::All };
+        assert_eq!(served.names, vec![api, admin]);
+        // At beta, admin may hold it.
+        let at_beta = fail_open_names(&policy(), "beta", &own);
+        assert_eq!(at_beta[1].sites.len(), 1);
+    }
+
     #[tokio::test]
-    async fn serial_grows_only_when_a_name_changes() {
-        use spdu_gossip::proto::{AnswerSite, NameAnswer, Pick};
-        let own: Vec<IpAddr> = vec!["192.0.2.1".parse().unwrap()];
-        let peer: IpAddr = "192.0.2.2".parse().unwrap();
+    async fn each_name_is_served_as_chosen_and_the_serial_grows_only_on_a_change() {
+        let own = [ip("192.0.2.1")];
+        let fail_open = fail_open_names(&policy(), "alpha", &own);
         let (answers_tx, answers_rx) = watch::channel(AnswerSet::default());
-        let zone = ZoneConfig {
+        let zone = spdu_dnsfront::ZoneConfig {
             origin: "pool.example.test".into(),
-            names: vec!["api".into()],
+            names: vec!["api".into(), "admin".into()],
             ttl: 5,
             nameservers: vec!["ns.example.test".into()],
         };
-        let pool_tx = AnswerPublisher::new(
-            &zone,
-            PoolAnswers::same_for_all(100, 1, zone.ttl, own.clone()),
-            DnsMetrics::default(),
-        )
-        .unwrap();
+        let initial = pool_answers(&answers_rx.borrow(), &fail_open, 100);
+        let pool_tx = AnswerPublisher::new(&zone, initial, DnsMetrics::default()).unwrap();
         let mut pool_rx = pool_tx.subscribe();
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(publish_answers(answers_rx, pool_tx, own.clone(), zone, shutdown.clone()));
+        let rules = zone.names.clone();
+        let task =
+            tokio::spawn(publish_answers(answers_rx, pool_tx, fail_open.clone(), rules, shutdown.clone()));
 
-        let site = |addr: IpAddr| AnswerSite {
-            key: spdu_keys::SecretKey::generate().public(),
-            name: addr.to_string(),
-            addresses: vec![addr],
-            weight: 100,
-        };
-        let (me, other) = (site(own[0]), site(peer));
-        let set = |version, sites: Vec<AnswerSite>, ttl| AnswerSet {
+        let alpha = site(1, "alpha", &["192.0.2.1"], 100);
+        let beta = site(2, "beta", &["192.0.2.2", "2001:db8::2"], 50);
+        let set = |version, names: Vec<NameAnswer>| AnswerSet {
             version,
-            members: sites.iter().map(|s| s.key).collect(),
-            addresses: sites.iter().flat_map(|s| s.addresses.clone()).collect(),
-            names: vec![NameAnswer {
-                name: "api".into(),
-                sites,
-                pick: Pick::All,
-                ttl,
-                degraded: false,
-                fail_open: false,
-            }],
+            members: vec![],
+            addresses: vec![ip("192.0.2.1")],
+            names,
         };
-        // The same addresses and TTL as served: no new serial.
-        answers_tx.send_replace(set(1, vec![me.clone()], 5));
-        answers_tx.send_replace(set(2, vec![me.clone(), other.clone()], 5));
+        let chosen = vec![
+            name("api", vec![alpha.clone(), beta.clone()], Pick::Rotate { max: 1 }, 5),
+            name("admin", vec![beta.clone()], Pick::All, 30),
+        ];
+        answers_tx.send_replace(set(1, chosen.clone()));
         pool_rx.changed().await.unwrap();
-        let answers = pool_rx.borrow_and_update().clone();
-        let addrs =
-            |a: &PoolAnswers| a.names[0].sites.iter().flat_map(|s| s.addrs.clone()).collect::<Vec<_>>();
-        assert_eq!(addrs(&answers), vec![own[0], peer]);
-        assert_eq!(answers.serial, 101);
+        let served = pool_rx.borrow_and_update().clone();
+        assert_eq!(served.serial, 101);
+        let api = &served.names[0];
+        assert_eq!((api.ttl, api.pick), (5, Pick::Rotate { max: 1 }));
+        assert_eq!(api.sites[1], SiteAddrs { addrs: vec![ip("192.0.2.2"), ip("2001:db8::2")], weight: 50 });
+        assert_eq!(served.names[1].sites, vec![api.sites[1].clone()]);
 
-        // Only the TTL changes (degraded): that is served, so a new serial.
-        answers_tx.send_replace(set(3, vec![me.clone(), other], 2));
+        // A new version that serves the same (only the qualifying set moved) publishes nothing;
+        // a TTL change (degraded) does, with the next serial.
+        let mut same = set(2, chosen.clone());
+        same.addresses.push(ip("192.0.2.2"));
+        answers_tx.send_replace(same);
+        tokio::task::yield_now().await;
+        let mut degraded = chosen.clone();
+        degraded[0].ttl = 1;
+        degraded[0].sites.remove(0);
+        answers_tx.send_replace(set(3, degraded));
         pool_rx.changed().await.unwrap();
-        let answers = pool_rx.borrow_and_update().clone();
-        assert_eq!((answers.serial, answers.names[0].ttl), (102, 2));
+        let served = pool_rx.borrow_and_update().clone();
+        assert_eq!((served.serial, served.names[0].ttl, served.names[0].sites.len()), (102, 1, 1));
 
-        // No names (before the first answer): every name fails open to this node.
-        answers_tx.send_replace(AnswerSet { version: 4, ..AnswerSet::default() });
+        // No names (membership restarting its answer): fail open again.
+        answers_tx.send_replace(set(4, vec![]));
         pool_rx.changed().await.unwrap();
-        let answers = pool_rx.borrow_and_update().clone();
-        assert_eq!((answers.serial, addrs(&answers)), (103, own.clone()));
+        let served = pool_rx.borrow_and_update().clone();
+        assert_eq!(served.serial, 103);
+        assert_eq!(served.names, fail_open);
 
         shutdown.cancel();
         task.await.unwrap();
