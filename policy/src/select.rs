@@ -7,9 +7,11 @@
 //!    the sites the policy would choose if every site were up;
 //! 3. the policy chooses a **target** among the eligible (for `fastest`, starting from the
 //!    current members: stickiness);
-//! 4. the change-rate limit: sites that stopped being eligible leave at once; any other change
-//!    (an addition or a reshuffle) waits until `min_change_interval` has passed since the last
-//!    such change, unless nothing eligible would be left, and except for the first choice;
+//! 4. the change-rate limit: sites that stopped being eligible leave at once, and sites that take
+//!    their places (the answer not growing, every still-eligible site kept) come in at once; any
+//!    other change (an addition or a reshuffle) waits until `min_change_interval` has passed
+//!    since the last such change, unless nothing eligible would be left, and except for the
+//!    first choice;
 //! 5. the choice is **degraded** (short TTL) while it lacks a site the policy would choose if
 //!    every site were up (for `fastest`: starting from the current members, so a sticky set is
 //!    not degraded for differing from a plain ranking).
@@ -220,7 +222,10 @@ impl Selector {
         let target = self.target(candidates, &eligible, &kept);
         let unchanged = target.len() == kept.len() && target.iter().all(|i| kept.contains(i));
         let held_until = self.last_change.map(|t| t + rule.min_change_interval).filter(|due| now < *due);
-        if unchanged || self.current.is_none() || kept.is_empty() || held_until.is_none() {
+        // Sites taking the places of lost ones, the others kept: the answer does not grow and
+        // nothing that still qualifies leaves, so there is nothing to space out.
+        let replaces_lost = target.len() <= current.len() && kept.iter().all(|i| target.contains(i));
+        if unchanged || self.current.is_none() || kept.is_empty() || replaces_lost || held_until.is_none() {
             return Plan {
                 choice: finish(target.clone(), false),
                 target,
