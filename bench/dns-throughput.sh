@@ -10,11 +10,15 @@
 # Prints one line per run, then per server the median [min–max] of QPS, mean latency, loss and
 # the server's CPU time per query, and the ratio spdu/knot of the medians and pair by pair.
 #
+# --policy P serves `api` under a [[zone.record]] with that failover policy (all, priority,
+# weighted, fastest) instead of the plain `[zone] names` entry; knot's zone is the same.
+#
 # usage: bench/dns-throughput.sh [--runs N] [--duration S] [--clients C] [--outstanding Q]
+#                                [--policy P]
 # env:   SPDU=path/to/spdu (default: cargo build --release), BENCH_KEEP=1 keeps the work dir.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-RUNS=5 DURATION=10 CLIENTS=10 OUTSTANDING=100
+RUNS=5 DURATION=10 CLIENTS=10 OUTSTANDING=100 POLICY=
 SERVER_CPU=${SERVER_CPU:-1} CLIENT_CPU=${CLIENT_CPU:-0}
 while (( $# > 0 )); do
     case $1 in
@@ -22,12 +26,14 @@ while (( $# > 0 )); do
         --duration) DURATION=$2; shift 2 ;;
         --clients) CLIENTS=$2; shift 2 ;;
         --outstanding) OUTSTANDING=$2; shift 2 ;;
-        -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --policy) POLICY=$2; shift 2 ;;
+        -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option $1" ;;
     esac
 done
 [[ $RUNS =~ ^[0-9]+$ && $RUNS -ge 1 && $RUNS -le 50 ]] || die "--runs: 1..50"
 [[ $DURATION =~ ^[0-9]+$ && $DURATION -ge 1 && $DURATION -le 120 ]] || die "--duration: 1..120 s"
+[[ -z $POLICY || $POLICY =~ ^(all|priority|weighted|fastest)$ ]] || die "--policy: all, priority, weighted or fastest"
 
 need dnsperf dnsperf
 need knotd knot
@@ -42,6 +48,10 @@ SPDU_IP=127.0.50.1 KNOT_IP=127.0.50.2 PORT=15300
 # --- spdu: one node, no peers; knot: the same records, static ---
 keygen "$WORK" alpha >/dev/null
 spdu_config "$WORK/alpha.toml" alpha "$SPDU_IP" "$PORT" '"192.0.2.10", "2001:db8::10"'
+if [[ -n $POLICY ]]; then
+    sed -i '/^names = \["api"\]$/d' "$WORK/alpha.toml"
+    printf '\n[[zone.record]]\nname = "api"\npolicy = "%s"\n' "$POLICY" >>"$WORK/alpha.toml"
+fi
 knot_setup "$WORK/knot" "$KNOT_IP" "$PORT"
 
 # --- query mix ---
@@ -92,6 +102,7 @@ run_one() {
         END { printf "%.0f %.3f %.2f %.2f\n", qps, lat, loss, (c1 - c0) * 1e6 / (done ? done : 1) }' "$out"
 }
 
+say "policy of api: ${POLICY:-names entry (all)}"
 say "spdu $("$SPDU_BIN" --version | awk '{print $2}') vs $(knotd --version | head -1); $RUNS runs of ${DURATION}s each, -c $CLIENTS -q $OUTSTANDING, server cpu $SERVER_CPU, dnsperf cpu $CLIENT_CPU"
 printf '%-4s %-5s %10s %10s %8s %12s\n' run server qps lat_ms loss_% cpu_us/query
 for r in $(seq "$RUNS"); do

@@ -1,6 +1,7 @@
 //! Serves a fixed pool zone for manual checks and benchmarks (dig, kdig, dnsperf):
 //! `cargo run -p spdu-dnsfront --example serve -- 127.0.0.1:5353 192.0.2.1 2001:db8::1`.
-//! Zone `pool.example.test`, pool name `api`, TTL 5; stops on Ctrl-C.
+//! Zone `pool.example.test`, pool names `api` and `www.api`, every address for both (all of
+//! them per response, order rotated), TTL 5; stops on Ctrl-C.
 
 use std::net::IpAddr;
 
@@ -18,7 +19,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ttl: 5,
         nameservers: vec!["alpha.example.test".into(), "beta.example.test".into()],
     };
-    let answers = AnswerPublisher::new(&zone, PoolAnswers { serial: 1, addrs }, DnsMetrics::default())?;
+    let initial = PoolAnswers::same_for_all(1, zone.names.len(), zone.ttl, addrs);
+    let answers = AnswerPublisher::new(&zone, initial, DnsMetrics::default())?;
     let server = DnsServer::bind(&answers, &[listen]).await?;
     println!("serving on {:?}", server.local_addrs());
     let shutdown = CancellationToken::new();

@@ -2,24 +2,29 @@
 //!
 //! Owns [`Query`], a query parsed without allocating (header, one question, at most a plain OPT),
 //! and [`Table`]: for every name of the zone and every query-type family, the response the slow
-//! path gives, encoded once per [`Snapshot`] (and per rotation of a pool RRset); the REFUSED
-//! response; and the NXDOMAIN response for names in the zone that do not exist, per name length.
-//! The whole table is built when the node publishes an answer (`publish`), never on the query
-//! path. A fast response is those bytes with the ID, the RD and CD flags and the question
-//! (verbatim, so 0x20 mixed case is echoed) copied from the query, and an OPT appended when the
-//! query had one.
+//! path gives, encoded once per [`Snapshot`] (for a pool RRset: once per rotation start of an
+//! `all` or `rotate` pick, at most [`MAX_RECORDS_PER_RRSET`](crate::MAX_RECORDS_PER_RRSET); once
+//! per site of a `weighted` pick when the site drawn first decides the response, as with one
+//! address per response); the REFUSED response; and the NXDOMAIN response for names in the
+//! zone that do not exist, per name length. The whole table is built when the node publishes an
+//! answer (`publish`), never on the query path. A fast response is those bytes with the ID, the
+//! RD and CD flags and the question (verbatim, so 0x20 mixed case is echoed) copied from the
+//! query, and an OPT appended when the query had one; which rotation or site it is, the live
+//! [`Chooser`] decides, as for the slow path (same rotation counter, same first draw).
 //!
 //! Invariants: the table is made by `response`'s own `plan` + `encode`, so a fast response is
-//! byte for byte what the slow path sends (tests compare them); hickory compresses no name
-//! against the question, so what follows the question depends on the question's length only,
-//! never on its case. A query the fast path is not sure of ([`Query::parse`] gives `None`:
-//! anything unusual, including a COOKIE option of a bad length), or whose response would need
-//! truncating ([`Table::answer`] gives `None`), goes to the slow path as it came.
+//! byte for byte what the slow path sends for the same rotation or first site (tests compare
+//! them); a weighted pick whose response depends on more than its first draw has no entry (the
+//! slow path draws it, O(sites · records)); hickory compresses no name against the question, so
+//! what follows the question depends on the question's length only, never on its case. A query
+//! the fast path is not sure of ([`Query::parse`] gives `None`: anything unusual, including a
+//! COOKIE option of a bad length), or whose response would need truncating ([`Table::answer`]
+//! gives `None`), goes to the slow path as it came.
 
 use std::{
     collections::HashMap,
     net::{Ipv4Addr, SocketAddr},
-    sync::atomic::{AtomicUsize, Ordering},
+    sync::atomic::AtomicUsize,
 };
 
 use hickory_proto::{
@@ -29,7 +34,8 @@ use hickory_proto::{
 use hickory_server::{net::xfer::Protocol, server::Request};
 
 use crate::{
-    answer::Snapshot,
+    answer::{Chooser, RRsetId, Snapshot, Variants},
+    choose::Live,
     metrics::{Qtype, Rcode},
     response::{self, Encoding, MAX_UDP_PAYLOAD, MIN_UDP_PAYLOAD},
     zone::Zone,
@@ -192,10 +198,23 @@ impl<'a> Query<'a> {
 struct Encoded {
     /// Flags (RD and CD clear) and the four section counts (ARCOUNT 0).
     head: [u8; 10],
-    /// What follows the question, once per order of a rotated answer (else once). All the
-    /// same length.
+    /// What follows the question, once per variant of the answer (rotation start, site drawn
+    /// first), else once. All the same length.
     tails: Box<[Box<[u8]>]>,
+    /// Which tail a query gets.
+    pick: TailPick,
     label: Rcode,
+}
+
+/// How a query's tail is chosen.
+#[derive(Clone, Copy)]
+enum TailPick {
+    /// There is one.
+    One,
+    /// By the RRset's rotation counter.
+    Rotation(RRsetId),
+    /// By the site a weighted draw over the RRset's sites takes first.
+    FirstSite(RRsetId),
 }
 
 /// The fast path's responses for one [`Snapshot`].
@@ -238,13 +257,9 @@ impl Table {
 
     /// Writes the response to `query` into `out` and returns its metrics label, or `None` when
     /// the slow path must answer (no precomputed response, or it would not fit the client's
-    /// payload size and needs truncating). Advances `rotation` as the handler does.
-    pub(crate) fn answer(
-        &self,
-        query: &Query<'_>,
-        rotation: &AtomicUsize,
-        out: &mut Vec<u8>,
-    ) -> Option<Rcode> {
+    /// payload size and needs truncating). Chooses the rotation or the site as the slow path
+    /// does, from `snapshot` (the one the table was built for).
+    pub(crate) fn answer(&self, query: &Query<'_>, snapshot: &Snapshot, out: &mut Vec<u8>) -> Option<Rcode> {
         let name = query.name();
         let encoded = if let Some(by_kind) = self.names.get(name) {
             by_kind[kind(query.qtype)].as_ref()?
@@ -262,10 +277,12 @@ impl Table {
         if total > usize::from(payload.unwrap_or(MIN_UDP_PAYLOAD)) {
             return None;
         }
-        let tail = match encoded.tails.len() {
-            1 => &encoded.tails[0],
-            orders => &encoded.tails[rotation.fetch_add(1, Ordering::Relaxed) % orders],
+        let variant = match encoded.pick {
+            TailPick::One => 0,
+            TailPick::Rotation(id) => Live.rotation(snapshot.rrset(id).counter(), encoded.tails.len()),
+            TailPick::FirstSite(id) => Live::first_site(snapshot.rrset(id).weights()),
         };
+        let tail = encoded.tails.get(variant)?;
 
         let packet = query.packet;
         let head = &encoded.head;
@@ -329,12 +346,29 @@ fn absent_name(origin: &[u8], len: usize) -> Option<Vec<u8>> {
     Some(name)
 }
 
+/// Choices fixed in advance, to encode one variant of an answer: the `0`th rotation start, or
+/// the `0`th site drawn first and no other (the table only encodes weighted picks whose first
+/// site decides the response).
+struct Fixed(usize);
+
+impl Chooser for Fixed {
+    fn rotation(&mut self, _: &AtomicUsize, n: usize) -> usize {
+        self.0 % n
+    }
+
+    fn sample(&mut self, weights: &[u32], _: usize, out: &mut Vec<usize>) {
+        if self.0 < weights.len() {
+            out.push(self.0);
+        }
+    }
+}
+
 /// The slow path's response to a query for `name` (wire form) and `qtype`, class IN, no EDNS,
-/// ID 0, no flags, in every order of its answer; `None` if it could never be sent over UDP
-/// whole.
+/// ID 0, no flags, in every variant of its answer; `None` if it could never be sent over UDP
+/// whole, or if its variants are too many to list.
 fn encode(zone: &Zone, snapshot: &Snapshot, name: &[u8], qtype: u16) -> Option<Encoded> {
     let question_end = HEADER + name.len() + 4;
-    let one = |rotation: usize| -> Option<(Vec<u8>, Rcode, usize)> {
+    let one = |variant: usize| -> Option<(Vec<u8>, Rcode, Option<RRsetId>, Variants)> {
         let mut query = Vec::with_capacity(question_end);
         query.extend_from_slice(&[0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
         query.extend_from_slice(name);
@@ -342,15 +376,21 @@ fn encode(zone: &Zone, snapshot: &Snapshot, name: &[u8], qtype: u16) -> Option<E
         query.extend_from_slice(&CLASS_IN.to_be_bytes());
         let src = SocketAddr::from((Ipv4Addr::LOCALHOST, 53));
         let request = Request::from_bytes(query, src, Protocol::Udp).ok()?;
-        let plan = response::plan(zone, snapshot, &request, |_| rotation);
+        let plan = response::plan(zone, snapshot, &request, &mut Fixed(variant));
         let mut bytes = Vec::new();
         if response::encode(&request, None, &plan, MAX_UDP_PAYLOAD, &mut bytes) != Encoding::Whole {
             return None;
         }
-        Some((bytes, plan.label, plan.rotations))
+        Some((bytes, plan.label, plan.rrset, plan.variants))
     };
 
-    let (first, label, rotations) = one(0)?;
+    let (first, label, rrset, variants) = one(0)?;
+    let (count, pick) = match (variants, rrset) {
+        (Variants::Rotations(1) | Variants::FirstSite(1), _) | (_, None) => (1, TailPick::One),
+        (Variants::Rotations(n), Some(id)) => (n, TailPick::Rotation(id)),
+        (Variants::FirstSite(n), Some(id)) => (n, TailPick::FirstSite(id)),
+        (Variants::Drawn, Some(_)) => return None,
+    };
     if first.len() > usize::from(MAX_UDP_PAYLOAD)
         || first.len() < question_end
         || first[4..6] != [0, 1]
@@ -360,16 +400,16 @@ fn encode(zone: &Zone, snapshot: &Snapshot, name: &[u8], qtype: u16) -> Option<E
         return None;
     }
     let head: [u8; 10] = first[2..HEADER].try_into().ok()?;
-    let mut tails = Vec::with_capacity(rotations);
+    let mut tails = Vec::with_capacity(count);
     tails.push(first[question_end..].into());
-    for rotation in 1..rotations {
-        let (bytes, _, _) = one(rotation)?;
+    for variant in 1..count {
+        let (bytes, ..) = one(variant)?;
         if bytes.len() != first.len() || bytes[2..HEADER] != head {
             return None;
         }
         tails.push(bytes[question_end..].into());
     }
-    Some(Encoded { head, tails: tails.into_boxed_slice(), label })
+    Some(Encoded { head, tails: tails.into_boxed_slice(), pick, label })
 }
 
 #[cfg(test)]

@@ -1,16 +1,15 @@
 //! The request path: one raw DNS message in, one raw response out, counted.
 //!
-//! Owns [`PoolHandler`]: the answers being served (through the [`AnswerPublisher`]), the
-//! rotation counter and the metrics. Both listeners (`udp`, `tcp`) and the socket-less entry in
-//! `offline` run [`PoolHandler::respond`]. Invariants: every message gets exactly one response,
-//! except those dropped before decoding (unreadable header, QR=1); nothing on this path waits on
-//! IO or builds answers (they are built at publish time); every response sent is counted once,
-//! under the response code it carries.
+//! Owns [`PoolHandler`]: the answers being served (through the [`AnswerPublisher`]) and the
+//! metrics. Both listeners (`udp`, `tcp`) and the socket-less entry in `offline` run
+//! [`PoolHandler::respond`]; the fast and the slow path choose a pool name's records with the
+//! same live [`Chooser`](crate::answer::Chooser) (`choose`). Invariants: every message gets
+//! exactly one response, except those dropped before decoding (unreadable header, QR=1);
+//! nothing on this path waits on IO or builds records (they are built at publish time; a
+//! weighted draw only selects among them); every response sent is counted once, under the
+//! response code it carries.
 
-use std::{
-    net::SocketAddr,
-    sync::atomic::{AtomicUsize, Ordering},
-};
+use std::net::SocketAddr;
 
 use hickory_proto::{
     op::{Header, HeaderCounts, MessageType, Metadata, ResponseCode},
@@ -20,6 +19,7 @@ use hickory_server::{net::xfer::Protocol, server::Request};
 use tracing::debug;
 
 use crate::{
+    choose::Live,
     fast,
     metrics::{DnsMetrics, Qtype, QueryCounters, Rcode},
     publish::AnswerPublisher,
@@ -30,13 +30,12 @@ use crate::{
 /// Answers queries for one pool zone.
 pub(crate) struct PoolHandler {
     answers: AnswerPublisher,
-    rotation: AtomicUsize,
     counters: QueryCounters,
 }
 
 impl PoolHandler {
     pub(crate) fn new(answers: AnswerPublisher) -> Self {
-        Self { counters: QueryCounters::new(answers.metrics()), answers, rotation: AtomicUsize::new(0) }
+        Self { counters: QueryCounters::new(answers.metrics()), answers }
     }
 
     /// Answers one raw DNS message, writing the response into `out`; returns false when nothing
@@ -102,9 +101,7 @@ impl PoolHandler {
             [query] => response::qtype_label(query.query_type()),
             _ => Qtype::none,
         };
-        let plan = response::plan(self.answers.zone(), &current.snapshot, request, |_| {
-            self.rotation.fetch_add(1, Ordering::Relaxed)
-        });
+        let plan = response::plan(self.answers.zone(), &current.snapshot, request, &mut Live);
         let limit = response::size_limit(transport, edns.as_ref());
         let encoding = response::encode(request, edns.as_ref(), &plan, limit, out);
         self.count(plan.label, qtype, transport, encoding);
@@ -135,7 +132,7 @@ impl PoolHandler {
             return false;
         };
         let current = self.answers.current();
-        match current.fast.answer(&query, &self.rotation, out) {
+        match current.fast.answer(&query, &current.snapshot, out) {
             Some(rcode) => {
                 self.counters.inc(rcode, query.qtype_label(), Transport::Udp);
                 true
@@ -176,7 +173,7 @@ mod tests {
         let mut registry = Registry::default();
         metrics.register(&mut registry);
         let publisher =
-            AnswerPublisher::new(&zone, PoolAnswers { serial: 1, addrs: vec![] }, metrics).unwrap();
+            AnswerPublisher::new(&zone, PoolAnswers { serial: 1, names: vec![] }, metrics).unwrap();
         let handler = PoolHandler::new(publisher);
         handler.count(Rcode::nodata, Qtype::a, Transport::Udp, Encoding::Failed);
         let mut text = String::new();

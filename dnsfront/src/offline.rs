@@ -5,8 +5,9 @@
 //! Over UDP that is exactly the served path: the fast path for the queries it takes (so a
 //! fuzzer exercises it), else hickory's decoding (drop what has no readable header or is a
 //! response, FORMERR what does not decode) and the slow path, encoded against the UDP size
-//! limit. Over TCP the same decoding and slow path, encoded against 65,535 bytes. Not part of
-//! the public API.
+//! limit. Over TCP the same decoding and slow path, encoded against 65,535 bytes. Weighted
+//! draws come from the calling thread's RNG, which [`Responder::seed`] makes repeatable. Not
+//! part of the public API.
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
@@ -17,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     answer::PoolAnswers,
+    choose,
     handler::PoolHandler,
     limits::{ConnectionTable, TcpLimits},
     metrics::{DnsMetrics, Refusal},
@@ -67,9 +69,15 @@ impl Responder {
     }
 
     /// Whether the fast path answers `query` over UDP. It does answer it, as a served query:
-    /// counted in the metrics, rotation advanced.
+    /// counted in the metrics, rotation advanced, a weighted draw made.
     pub fn is_fast(&self, query: &[u8]) -> bool {
         self.handler.answer_fast(query, &mut Vec::new())
+    }
+
+    /// Seeds the weighted draws of the calling thread: after the same seed, the same query
+    /// draws the same sites (on the fast and the slow path alike).
+    pub fn seed(&self, seed: u64) {
+        choose::seed(seed);
     }
 
     /// What the server writes on a TCP connection whose peer sends `stream` and then closes
@@ -180,7 +188,7 @@ mod fuzz_regressions {
             ttl: 5,
             nameservers: vec!["alpha.example.test".into()],
         };
-        Responder::new(&zone, PoolAnswers { serial: 1, addrs: vec!["192.0.2.1".parse().unwrap()] }).unwrap()
+        Responder::new(&zone, PoolAnswers::same_for_all(1, 1, 5, vec!["192.0.2.1".parse().unwrap()])).unwrap()
     }
 
     /// Several questions that together exceed 512 bytes (the fuzzer's had opcode UPDATE and 11

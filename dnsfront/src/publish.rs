@@ -99,6 +99,6 @@ fn build(zone: &Zone, answers: PoolAnswers, metrics: &DnsMetrics) -> ServedAnswe
     let snapshot = Snapshot::build(zone, &answers);
     let fast = fast::Table::build(zone, &snapshot);
     metrics.snapshots.inc();
-    debug!(serial = answers.serial, addrs = answers.addrs.len(), "new pool answers");
+    debug!(serial = answers.serial, names = answers.names.len(), "new pool answers");
     ServedAnswers { answers, snapshot, fast }
 }

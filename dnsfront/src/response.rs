@@ -1,10 +1,11 @@
 //! Building responses: what a response says ([`plan`]) and its bytes ([`encode`]).
 //!
 //! Owns [`Plan`] (rcode, flags and the records of one response, borrowed from the zone and the
-//! answer snapshot), the EDNS rules (version, payload size, COOKIE length), and encoding with
-//! truncation. The slow path (`handler`) and the fast path's precomputed responses (`fast`) both
-//! come from here, so they cannot drift apart (as hickory keeps response building apart from its
-//! `Catalog` and `ZoneHandler`).
+//! answer snapshot, with the selection a [`Chooser`] made for a pool name), the EDNS rules
+//! (version, payload size, COOKIE length), and encoding with truncation. The slow path
+//! (`handler`) and the fast path's precomputed responses (`fast`) both come from here, so they
+//! cannot drift apart (as hickory keeps response building apart from its `Catalog` and
+//! `ZoneHandler`).
 //!
 //! Invariants: every response [`encode`] writes is one valid DNS message of at most the given
 //! size, with no bytes after its last record; a response that does not fit is sent with TC set,
@@ -25,7 +26,7 @@ use hickory_server::{
 };
 
 use crate::{
-    answer::{Outcome, Snapshot, resolve},
+    answer::{Chooser, Outcome, RRsetId, Selection, Snapshot, Variants, resolve},
     metrics::{Qtype, Rcode},
     transport::Transport,
     zone::Zone,
@@ -54,11 +55,14 @@ pub(crate) fn valid_cookie_len(len: usize) -> bool {
 pub(crate) struct Plan<'a> {
     rcode: ResponseCode,
     authoritative: bool,
+    /// The records the answer section selects from.
     answers: &'a [Record],
-    /// Where the rotated answer order starts.
-    rotate_by: usize,
-    /// How many orders the answer rotates through (1: not rotated).
-    pub(crate) rotations: usize,
+    /// Which of them it holds, in order.
+    selection: Selection,
+    /// The pool RRset answered from, if any.
+    pub(crate) rrset: Option<RRsetId>,
+    /// How many different answers that RRset gives (`Rotations(1)` for anything else).
+    pub(crate) variants: Variants,
     soa: Option<&'a Record>,
     /// Set when the full response did not fit: TC, no records.
     truncated: bool,
@@ -71,12 +75,17 @@ impl<'a> Plan<'a> {
             rcode,
             authoritative: false,
             answers: &[],
-            rotate_by: 0,
-            rotations: 1,
+            selection: Selection::all(0),
+            rrset: None,
+            variants: Variants::Rotations(1),
             soa: None,
             truncated: false,
             label,
         }
+    }
+
+    fn positive(answers: &'a [Record], selection: Selection) -> Self {
+        Self { authoritative: true, answers, selection, ..Self::error(ResponseCode::NoError, Rcode::noerror) }
     }
 
     fn negative(rcode: ResponseCode, soa: &'a Record, label: Rcode) -> Self {
@@ -101,13 +110,13 @@ pub(crate) fn qtype_label(qtype: RecordType) -> Qtype {
     }
 }
 
-/// Decides the response to `request`. `rotate_by` is asked, given the RRset's size, where a
-/// rotated answer starts; it is called only for pool RRsets of more than one record.
+/// Decides the response to `request`. For a pool name's A or AAAA records, `chooser` picks the
+/// records of this response (rotation start, weighted draw).
 pub(crate) fn plan<'a>(
     zone: &'a Zone,
     snapshot: &'a Snapshot,
     request: &Request,
-    rotate_by: impl FnOnce(usize) -> usize,
+    chooser: &mut impl Chooser,
 ) -> Plan<'a> {
     let queries = request.queries.queries();
     if request.edns.as_ref().is_some_and(|e| e.version() > EDNS_VERSION) {
@@ -130,19 +139,12 @@ pub(crate) fn plan<'a>(
         let query = &queries[0];
         match resolve(zone, snapshot, query.name(), query.query_type()) {
             Outcome::Refused => Plan::error(ResponseCode::Refused, Rcode::refused),
-            Outcome::Answer { records, rotate } => {
-                let rotations = if rotate && records.len() > 1 { records.len() } else { 1 };
-                Plan {
-                    rcode: ResponseCode::NoError,
-                    authoritative: true,
-                    answers: records,
-                    rotate_by: if rotations > 1 { rotate_by(rotations) % rotations } else { 0 },
-                    rotations,
-                    soa: None,
-                    truncated: false,
-                    label: Rcode::noerror,
-                }
-            }
+            Outcome::Answer(records) => Plan::positive(records, Selection::all(records.len())),
+            Outcome::Pool { id, rrset } => Plan {
+                rrset: Some(id),
+                variants: rrset.variants(),
+                ..Plan::positive(rrset.records(), rrset.select(chooser))
+            },
             Outcome::NoData => Plan::negative(ResponseCode::NoError, &snapshot.soa, Rcode::nodata),
             Outcome::NxDomain => Plan::negative(ResponseCode::NXDomain, &snapshot.soa, Rcode::nxdomain),
         }
@@ -205,17 +207,17 @@ pub(crate) fn encode(
 }
 
 /// The response `plan` describes, to `request`, with `edns` echoed.
-fn build<'q, 'a>(
+fn build<'q, 'p>(
     request: &'q Request,
     edns: Option<&'q Edns>,
-    plan: &Plan<'a>,
+    plan: &'p Plan<'_>,
 ) -> MessageResponse<
     'q,
-    'a,
-    impl Iterator<Item = &'a Record> + Send + 'a,
-    impl Iterator<Item = &'a Record> + Send + 'a,
-    impl Iterator<Item = &'a Record> + Send + 'a,
-    impl Iterator<Item = &'a Record> + Send + 'a,
+    'p,
+    impl Iterator<Item = &'p Record> + Send + 'p,
+    impl Iterator<Item = &'p Record> + Send + 'p,
+    impl Iterator<Item = &'p Record> + Send + 'p,
+    impl Iterator<Item = &'p Record> + Send + 'p,
 > {
     let mut metadata = Metadata::response_from_request(&request.metadata);
     metadata.response_code = plan.rcode;
@@ -231,8 +233,9 @@ fn build<'q, 'a>(
     if let Some(edns) = edns {
         builder.edns(edns);
     }
-    let (head, tail) = plan.answers.split_at(plan.rotate_by);
-    builder.build(metadata, tail.iter().chain(head.iter()), iter::empty(), plan.soa, iter::empty())
+    let (records, selection) = (plan.answers, &plan.selection);
+    let answers = (0..selection.len()).map(move |i| &records[selection.index(i, records.len())]);
+    builder.build(metadata, answers, iter::empty(), plan.soa, iter::empty())
 }
 
 /// Emits `response` into `out` (cleared first) in at most `max` bytes; `Ok(true)` if a record
@@ -309,11 +312,12 @@ mod tests {
     fn oversized_answers_truncate_to_a_valid_message() {
         let zone = zone();
         let addrs = (0..5000u16).map(|i| std::net::IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 1, i])).collect();
-        let snapshot = Snapshot::build_with_cap(&zone, &PoolAnswers { serial: 1, addrs }, usize::MAX);
+        let snapshot =
+            Snapshot::build_with_cap(&zone, &PoolAnswers::same_for_all(1, 1, 5, addrs), usize::MAX);
         let mut query = Message::query();
         query.add_query(Query::query(Name::from_ascii("api.pool.example.test.").unwrap(), RecordType::AAAA));
         let request = request(&query);
-        let plan = plan(&zone, &snapshot, &request, |_| 0);
+        let plan = plan(&zone, &snapshot, &request, &mut crate::choose::Live);
         let mut out = Vec::new();
         for max in [512, 1232, u16::MAX] {
             assert_eq!(encode(&request, None, &plan, max, &mut out), Encoding::Truncated);
@@ -329,12 +333,12 @@ mod tests {
     #[test]
     fn encode_failure_is_reported() {
         let zone = zone();
-        let snapshot = Snapshot::build(&zone, &PoolAnswers { serial: 1, addrs: vec![] });
+        let snapshot = Snapshot::build(&zone, &PoolAnswers { serial: 1, names: vec![] });
         let mut query = Message::query();
         query.metadata.id = 77;
         query.add_query(Query::query(Name::from_ascii("api.pool.example.test.").unwrap(), RecordType::A));
         let request = request(&query);
-        let plan = plan(&zone, &snapshot, &request, |_| 0);
+        let plan = plan(&zone, &snapshot, &request, &mut crate::choose::Live);
         let mut out = Vec::new();
         // Not even the question fits.
         assert_eq!(encode(&request, None, &plan, 20, &mut out), Encoding::Failed);

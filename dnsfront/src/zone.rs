@@ -18,7 +18,7 @@ const MAX_NAME_LEN: usize = 253;
 /// Longest label (RFC 1035 §2.3.4).
 const MAX_LABEL_LEN: usize = 63;
 /// Largest TTL a resolver must honour (RFC 2181 §8).
-const MAX_TTL: u32 = 0x7fff_ffff;
+pub(crate) const MAX_TTL: u32 = 0x7fff_ffff;
 
 /// Zone settings, from the `[zone]` section of the config.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,10 +27,12 @@ pub struct ZoneConfig {
     pub origin: String,
     /// Names answered with the pool, relative to `origin`, e.g. `["api"]`. May have several
     /// labels (`"www.api"`); `"@"` stands for the apex itself. An absolute name (trailing dot)
-    /// is accepted if it lies inside the zone.
+    /// is accepted if it lies inside the zone. [`PoolAnswers::names`](crate::PoolAnswers::names)
+    /// follows this order.
     pub names: Vec<String>,
-    /// TTL of the A/AAAA answers; also the SOA minimum (negative-caching TTL) and the TTL of the
-    /// SOA and NS records.
+    /// The SOA minimum (negative-caching TTL) and the TTL of the SOA, NS and ANY records; each
+    /// name's A/AAAA TTL comes with its answers ([`NameAnswers::ttl`](crate::NameAnswers::ttl);
+    /// the node's config makes it this one unless the name's record sets another).
     pub ttl: u32,
     /// Absolute names of the zone's nameservers, for the NS RRset at the apex; the first one is
     /// the SOA `mname`. They must lie outside the zone: it carries no glue.

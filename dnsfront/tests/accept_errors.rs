@@ -99,7 +99,7 @@ async fn out_of_descriptors_the_accept_loop_pauses_and_recovers() {
     metrics.register(&mut registry);
     let answers = AnswerPublisher::new(
         &zone(&["api"]),
-        PoolAnswers { serial: 1, addrs: addrs(&["192.0.2.1"]) },
+        PoolAnswers::same_for_all(1, 1, 5, addrs(&["192.0.2.1"])),
         metrics,
     )
     .unwrap();

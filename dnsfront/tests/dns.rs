@@ -13,7 +13,8 @@ use hickory_proto::{
     },
 };
 use spdu_dnsfront::{
-    AnswerPublisher, DnsError, DnsMetrics, DnsServer, PoolAnswers, ZoneConfig, offline::Responder,
+    AnswerPublisher, DnsError, DnsMetrics, DnsServer, MAX_RECORDS_PER_RRSET, NameAnswers, Pick, PoolAnswers,
+    SiteAddrs, ZoneConfig, offline::Responder,
 };
 use testing::{TestServer, addrs, answer_ips, query, soa_of, tcp, udp, udp_raw, zone};
 use tokio_util::sync::CancellationToken;
@@ -338,7 +339,7 @@ async fn queries_are_counted() {
 async fn bind_errors_name_the_problem() {
     let answers = AnswerPublisher::new(
         &zone(&["api"]),
-        PoolAnswers { serial: 1, addrs: pool() },
+        PoolAnswers::same_for_all(1, 1, 5, pool()),
         DnsMetrics::default(),
     )
     .unwrap();
@@ -361,7 +362,7 @@ async fn bind_errors_name_the_problem() {
 
     // The zone is checked when answers are first published.
     let bad = ZoneConfig { names: vec!["bad name".into()], ..zone(&["api"]) };
-    let error = AnswerPublisher::new(&bad, PoolAnswers { serial: 1, addrs: pool() }, DnsMetrics::default())
+    let error = AnswerPublisher::new(&bad, PoolAnswers::same_for_all(1, 1, 5, pool()), DnsMetrics::default())
         .unwrap_err();
     assert!(error.to_string().contains("bad name"), "{error}");
 }
@@ -370,7 +371,7 @@ async fn bind_errors_name_the_problem() {
 async fn several_listen_addresses_and_clean_shutdown() {
     let answers = AnswerPublisher::new(
         &zone(&["api"]),
-        PoolAnswers { serial: 1, addrs: pool() },
+        PoolAnswers::same_for_all(1, 1, 5, pool()),
         DnsMetrics::default(),
     )
     .unwrap();
@@ -408,17 +409,21 @@ async fn several_listen_addresses_and_clean_shutdown() {
 
 /// A responder (the served request path, without sockets) for `zone(["api", "www.deep"])`.
 fn responder(addrs: Vec<IpAddr>) -> Responder {
-    Responder::new(&zone(&["api", "www.deep"]), PoolAnswers { serial: 3, addrs }).unwrap()
+    Responder::new(&zone(&["api", "www.deep"]), PoolAnswers::same_for_all(3, 2, 5, addrs)).unwrap()
 }
 
-/// Asserts that the served UDP response to `query` is the slow path's, modulo the rotation of
-/// the answer (the slow path is asked until it reaches the same order; both advance the same
-/// counter). Returns whether the fast path answered.
+/// Asserts that the served UDP response to `query` is the slow path's for the same selection:
+/// the same rotation (the slow path is asked until it reaches it; both advance the same
+/// counter) and the same weighted draw (both draw after the same seed). Returns whether the
+/// fast path answered.
 fn assert_same_as_slow(r: &Responder, query: &[u8], what: &str) -> bool {
+    const SEED: u64 = 0x5eed;
     let fast = r.is_fast(query);
+    r.seed(SEED);
     let served = r.answer(query, true);
     let mut slow = Vec::new();
-    for _ in 0..64 {
+    for _ in 0..=MAX_RECORDS_PER_RRSET {
+        r.seed(SEED);
         let answer = r.answer_slow(query, true);
         if answer == served {
             return fast;
@@ -492,6 +497,93 @@ fn fast_path_is_byte_identical_to_the_slow_path() {
         }
     }
     assert!(fast > total / 2, "the fast path answered only {fast} of {total}");
+}
+
+/// `api` and `www.deep` answer with `addrs` in sites of `per_site` addresses (weights 100, 50,
+/// 0, 100, 50, 0, …), `api` with `pick`, `www.deep` with a rotating window of 2.
+fn picking(addrs: &[IpAddr], per_site: usize, pick: Pick) -> Responder {
+    let sites: Vec<SiteAddrs> = addrs
+        .chunks(per_site)
+        .zip([100, 50, 0].into_iter().cycle())
+        .map(|(addrs, weight)| SiteAddrs { addrs: addrs.to_vec(), weight })
+        .collect();
+    let names = vec![
+        NameAnswers { ttl: 30, sites: sites.clone(), pick },
+        NameAnswers { ttl: 2, sites, pick: Pick::Rotate { max: 2 } },
+    ];
+    Responder::new(&zone(&["api", "www.deep"]), PoolAnswers { serial: 4, names }).unwrap()
+}
+
+/// Every pick (all, rotating windows, weighted draws with and without a limit), over sites of
+/// one and of several addresses: the fast path sends what the slow path sends for the same
+/// rotation or draw, and it takes every rotation and every weighted pick its first draw
+/// decides.
+#[test]
+fn fast_path_matches_the_slow_path_for_every_pick() {
+    let mut big: Vec<IpAddr> = (1..=40).map(|i| IpAddr::from([192, 0, 2, i])).collect();
+    big.extend((1..=20u16).map(|i| IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, i])));
+    let picks = [
+        Pick::All,
+        Pick::Rotate { max: 1 },
+        Pick::Rotate { max: 3 },
+        Pick::Rotate { max: 100 },
+        Pick::Weighted { max: 0 },
+        Pick::Weighted { max: 1 },
+        Pick::Weighted { max: 2 },
+    ];
+    let mut fast = 0;
+    let mut total = 0;
+    for addrs in [pool(), addrs(&["192.0.2.1"]), vec![], big] {
+        for per_site in [1, 2] {
+            for pick in picks {
+                let r = picking(&addrs, per_site, pick);
+                for name in [API, "ApI.PoOl.ExAmPlE.TeSt.", "www.deep.pool.example.test."] {
+                    for qtype in [RecordType::A, RecordType::AAAA, RecordType::ANY] {
+                        for edns in [None, Some(512), Some(1232)] {
+                            let mut message = query(name, qtype);
+                            message.metadata.id = 0xa5a5;
+                            if let Some(payload) = edns {
+                                message = with_edns(message, payload);
+                            }
+                            let bytes = message.to_vec().unwrap();
+                            let what = format!(
+                                "{} addrs, {per_site} per site, {pick:?}: {name} {qtype} edns {edns:?}",
+                                addrs.len()
+                            );
+                            // Several times: rotations advance, draws differ.
+                            for _ in 0..3 {
+                                fast += usize::from(assert_same_as_slow(&r, &bytes, &what));
+                                total += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(fast > total / 2, "the fast path answered only {fast} of {total}");
+
+    // What the fast path takes and leaves, for the pool of three A and two AAAA addresses.
+    let a = with_edns(query(API, RecordType::A), 1232).to_vec().unwrap();
+    let aaaa = with_edns(query(API, RecordType::AAAA), 1232).to_vec().unwrap();
+    for (pick, per_site, fast_a) in [
+        (Pick::All, 1, true),
+        (Pick::Rotate { max: 2 }, 1, true),
+        (Pick::Weighted { max: 1 }, 1, true),
+        (Pick::Weighted { max: 1 }, 2, true),
+        // Sites of two addresses (one of one): the first site decides, except the last.
+        (Pick::Weighted { max: 2 }, 2, false),
+        (Pick::Weighted { max: 2 }, 1, false),
+        (Pick::Weighted { max: 0 }, 1, false),
+    ] {
+        let r = picking(&pool(), per_site, pick);
+        assert_eq!(r.is_fast(&a), fast_a, "{pick:?} {per_site} per site");
+    }
+    // No limit: fast where one site holds every address of the family (sites of four: the
+    // three A addresses and one AAAA, then the other AAAA), else drawn per query.
+    let r = picking(&pool(), 4, Pick::Weighted { max: 0 });
+    assert!(r.is_fast(&a), "one site of A addresses");
+    assert!(!r.is_fast(&aaaa), "two sites of AAAA addresses, no limit");
 }
 
 #[test]

@@ -24,6 +24,8 @@
 mod config;
 pub mod fixtures;
 mod history;
+#[cfg(test)]
+mod policies;
 mod queue;
 #[cfg(test)]
 mod scenarios;
@@ -41,8 +43,10 @@ pub use self::config::{Action, Lie, Link, SimConfig};
 pub use self::history::{AnswerChange, Counter, Removal, Traffic};
 use self::queue::{EventQueue, FastMap, Queued};
 use crate::proto::{
-    CheckResult, InEvent, Member, Message, OutEvent, ServiceCheck, SignedObservation, State, Verdict,
+    CheckResult, InEvent, Member, Message, NameAnswer, OutEvent, Pick, ServiceCheck, SignedObservation,
+    State, Verdict,
 };
+use spdu_policy::sample_weighted;
 
 /// A node in the simulation: its index, `0..n`.
 pub type NodeId = usize;
@@ -84,6 +88,8 @@ struct Node {
     timeout: Option<Duration>,
     lie: Option<Lie>,
     answer: Vec<NodeId>,
+    /// What each name answers with, as its last answer set said (policies).
+    names: Vec<NameAnswer>,
     traffic: Traffic,
     /// Whether its service answers (kept across crashes: the service is not the node).
     service_up: bool,
@@ -104,8 +110,14 @@ pub struct Sim {
     /// Links that differ from [`SimConfig::link`].
     links: FastMap<(NodeId, NodeId), Link>,
     service_blocked: BTreeSet<(NodeId, NodeId)>,
+    /// Each node's service-check latency as its probers measure it (default 1 ms).
+    service_latency: Vec<Duration>,
+    /// Relative jitter of those latencies: each result is off by up to this share either way.
+    service_jitter: f64,
     group: Vec<usize>,
     changes: Vec<AnswerChange>,
+    /// When what some name answers with changed at a node (sites, TTL, pick: policies).
+    name_changes: Vec<(Duration, NodeId)>,
     removals: Vec<Removal>,
     events: u64,
     trace: u64,
@@ -127,6 +139,7 @@ impl Sim {
                     timeout: None,
                     lie: None,
                     answer: Vec::new(),
+                    names: Vec::new(),
                     traffic: Traffic::default(),
                     service_up: true,
                 }
@@ -145,8 +158,11 @@ impl Sim {
             roster: fixtures::roster(n),
             links: FastMap::default(),
             service_blocked: BTreeSet::new(),
+            service_latency: vec![Duration::from_millis(1); n],
+            service_jitter: 0.0,
             group: (0..n).map(|_| 0).collect(),
             changes: Vec::new(),
+            name_changes: Vec::new(),
             removals: Vec::new(),
             events: 0,
             trace: TRACE_START,
@@ -307,6 +323,7 @@ impl Sim {
         node.generation += 1;
         node.timeout = None;
         node.answer.clear();
+        node.names.clear();
         self.changes.push(AnswerChange { at: self.now, node: i, members: Vec::new() });
         self.mix(&[Trace::Crash as u64, i as u64]);
     }
@@ -376,23 +393,86 @@ impl Sim {
             && !self.service_blocked.contains(&(from, to))
     }
 
+    /// One measurement of `of`'s service latency: its set latency, off by the jitter.
+    fn service_latency(&mut self, of: NodeId) -> Duration {
+        let base = self.service_latency[of];
+        if self.service_jitter == 0.0 {
+            return base;
+        }
+        base.mul_f64(1.0 + self.rng.random_range(-self.service_jitter..self.service_jitter))
+    }
+
+    /// Sets the latency node `of`'s service checks take (from any prober, itself included).
+    pub fn set_service_latency(&mut self, of: NodeId, latency: Duration) {
+        self.service_latency[of] = latency;
+    }
+
+    /// Makes every service-check latency vary by up to `share` either way (0.2: ±20 %).
+    pub fn set_service_jitter(&mut self, share: f64) {
+        self.service_jitter = share;
+    }
+
+    /// Every change of what some name answers with at some node (its sites, TTL or pick): when,
+    /// and which node.
+    pub fn name_changes(&self) -> &[(Duration, NodeId)] {
+        &self.name_changes
+    }
+
+    /// What node `i` answers for each name (its policies), as of its last answer change.
+    pub fn names(&self, i: NodeId) -> &[NameAnswer] {
+        &self.nodes[i].names
+    }
+
+    /// The sites (as node indices) name `rule` of node `i` answers with, in answer order.
+    pub fn name_sites(&self, i: NodeId, rule: usize) -> Vec<NodeId> {
+        self.nodes[i]
+            .names
+            .get(rule)
+            .map_or_else(Vec::new, |n| n.sites.iter().map(|s| self.index[&s.key]).collect())
+    }
+
+    /// Asks node `i` for name `rule` `queries` times as DNS would (each response takes from the
+    /// name's sites what its pick says: [`spdu_policy::sample_weighted`] for weighted names) and
+    /// counts, per node, the responses it appears in.
+    pub fn count_responses(&mut self, i: NodeId, rule: usize, queries: usize) -> Vec<usize> {
+        let mut counts = vec![0; self.nodes.len()];
+        let Some(name) = self.nodes[i].names.get(rule).cloned() else { return counts };
+        let weights: Vec<u32> = name.sites.iter().map(|s| s.weight).collect();
+        let mut drawn = Vec::new();
+        for q in 0..queries {
+            drawn.clear();
+            match name.pick {
+                Pick::Weighted { max } => sample_weighted(&weights, max, &mut self.rng, &mut drawn),
+                Pick::Rotate { max } => {
+                    drawn.extend((0..max.min(weights.len())).map(|k| (q + k) % weights.len()))
+                }
+                Pick::All => drawn.extend(0..weights.len()),
+            }
+            for d in &drawn {
+                counts[self.index[&name.sites[*d].key]] += 1;
+            }
+        }
+        counts
+    }
+
     fn run_checks(&mut self, i: NodeId, generation: Small) {
         let Some(interval) = self.config.services else { return };
         if self.nodes[i].generation != generation || self.nodes[i].state.is_none() {
             return;
         }
         let now = self.base + self.now;
-        let latency = Some(Duration::from_millis(1));
-        let result = |ok: bool| CheckResult {
+        let result = |ok: bool, latency: Duration| CheckResult {
             ok,
-            latency,
+            latency: Some(latency),
             error: (!ok).then(|| "refused".to_owned()),
             unknown: false,
         };
-        let mut inputs = vec![InEvent::SelfCheck(result(self.nodes[i].service_up))];
+        let own = self.service_latency(i);
+        let mut inputs = vec![InEvent::SelfCheck(result(self.nodes[i].service_up, own))];
         for j in (0..self.nodes.len()).filter(|j| *j != i) {
             let peer = self.nodes[j].public;
-            inputs.push(InEvent::ServiceProbe { peer, result: result(self.service_reachable(i, j)) });
+            let ok = self.service_reachable(i, j);
+            inputs.push(InEvent::ServiceProbe { peer, result: result(ok, self.service_latency(j)) });
         }
         for input in inputs {
             let Some(state) = self.nodes[i].state.as_mut() else { return };
@@ -495,6 +575,10 @@ impl Sim {
                     self.mix(&[Trace::Incarnation as u64, i as u64, incarnation]);
                 }
                 OutEvent::AnswerChanged(set) => {
+                    if set.names != self.nodes[i].names {
+                        self.name_changes.push((self.now, i));
+                    }
+                    self.nodes[i].names = set.names;
                     let mut members: Vec<NodeId> = set.members.iter().map(|k| self.index[k]).collect();
                     members.sort_unstable();
                     let old = std::mem::replace(&mut self.nodes[i].answer, members.clone());

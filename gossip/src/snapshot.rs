@@ -6,11 +6,12 @@
 
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use spdu_keys::PublicKey;
 
 use crate::proto::{
-    AnswerSet, Observation, PeerReport, ServiceCheck, SignedObservation, State, Stats, Verdict, votes,
+    AnswerSet, Observation, PeerReport, Policy, PolicyDigest, ServiceCheck, SignedObservation, State, Stats,
+    Verdict, votes,
 };
 
 impl ViewSnapshot {
@@ -69,6 +70,7 @@ impl ViewSnapshot {
             answer: state.answer().clone(),
             nodes,
             stats: state.stats().clone(),
+            policy: state.policy_digest(),
         }
     }
 }
@@ -88,6 +90,8 @@ pub struct ViewSnapshot {
     pub nodes: Vec<NodeView>,
     /// Counters of accepted and refused observations.
     pub stats: Stats,
+    /// The digest of this node's failover policies (each node's own is in its observation).
+    pub policy: PolicyDigest,
 }
 
 /// One node in a [`ViewSnapshot`].
@@ -179,5 +183,144 @@ impl HealthView {
             error: last.and_then(|(_, r)| r.error.clone()),
             age_ms: last.map(|(t, _)| now.saturating_duration_since(*t).as_millis() as u64),
         }
+    }
+}
+
+/// Why one name answers with what it does (what `spdu explain` shows): its rule and, for every
+/// site, whether it qualifies and why, and the policy step that kept or dropped it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Explanation {
+    /// The rule's name as configured.
+    pub name: String,
+    /// Its policy.
+    pub policy: Policy,
+    /// At most this many addresses per response (0: no limit).
+    pub max_answers: usize,
+    /// Its TTL.
+    pub ttl: u32,
+    /// Its TTL while degraded.
+    pub ttl_degraded: u32,
+    /// The TTL served now.
+    pub ttl_now: u32,
+    /// The answer lacks a site it would hold if every site were up.
+    pub degraded: bool,
+    /// No site of the name qualifies: the answer is the fail-open one.
+    pub fail_open: bool,
+    /// Least time between two changes that add or reshuffle sites.
+    pub min_change_interval_ms: u64,
+    /// `fastest`: latencies up to this are ties.
+    pub good_enough_ms: u64,
+    /// A change held back by `min_change_interval_ms` comes due in this long.
+    pub due_in_ms: Option<u64>,
+    /// Every roster site: this node first, then peers in key order.
+    pub sites: Vec<SiteExplanation>,
+}
+
+/// One site in an [`Explanation`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SiteExplanation {
+    /// Its roster name.
+    pub name: String,
+    /// Its key's fingerprint.
+    pub key: String,
+    /// Whether it is the node explaining.
+    pub is_self: bool,
+    /// The answer rule admits it (for this node: its own service is healthy).
+    pub qualifies: bool,
+    /// This node's probing sees it reachable (none for this node itself).
+    pub own_probe: Option<bool>,
+    /// Live observers other than the site that see it reachable.
+    pub votes_yes: usize,
+    /// Live observers other than the site that report on it.
+    pub voters: usize,
+    /// The names of those that see it reachable.
+    pub votes_from: Vec<String>,
+    /// Its own health verdict, from its latest observation.
+    pub healthy: Option<bool>,
+    /// Why it qualifies or not.
+    pub why_qualifies: String,
+    /// Its priority as this node's config gives it.
+    pub priority: u32,
+    /// Its weight as this node's config gives it.
+    pub weight: u32,
+    /// Its smoothed service-check latency as this node measures it.
+    pub latency_ms: Option<f64>,
+    /// In the name's answer.
+    pub in_answer: bool,
+    /// The policy step that kept or dropped it.
+    pub why: String,
+}
+
+impl Explanation {
+    /// The explanation of the rule called `name` (case-insensitive; `@` is the apex) in `state`
+    /// as of `now`; none if no rule has that name.
+    pub fn of(state: &State, now: Instant, name: &str) -> Option<Self> {
+        let (policies, config, sites) = state.policy_inputs();
+        let index = policies.find(name)?;
+        let selector = policies.selector(index);
+        let rule = selector.rule();
+        let answer = state.answer().names.get(index);
+        let verdicts = policies.explain(now, config, index, &sites);
+        let roster = state.roster();
+        let live: Vec<&Observation> = sites
+            .iter()
+            .map(|s| s.key)
+            .filter(|k| state.is_fresh(k, now))
+            .filter_map(|k| state.observation(&k))
+            .collect();
+        let name_of = |key: &PublicKey| {
+            sites.iter().find(|s| s.key == *key).map_or_else(|| key.fingerprint(), |s| s.name.to_owned())
+        };
+        let sites = sites
+            .iter()
+            .zip(verdicts)
+            .map(|(site, verdict)| {
+                let v = votes(roster, &site.key, live.iter().copied());
+                let own_probe = (!site.is_self).then(|| state.sees_reachable(&site.key));
+                let healthy = state.observation(&site.key).map(|o| o.healthy);
+                let (yes, voters) = (v.yes.len(), v.voters.len());
+                let why_qualifies = match (site.is_self, own_probe, healthy) {
+                    (true, _, _) if site.qualifies => "this node: its own service check passes".to_string(),
+                    (true, _, _) => "this node: its own service check fails".to_string(),
+                    (false, Some(false), _) => "not reachable from here (own probe)".to_string(),
+                    (false, _, Some(false)) => "reports its own service unhealthy".to_string(),
+                    (false, _, None) => "no observation of it yet".to_string(),
+                    _ if site.qualifies => format!("reachable from here, healthy, votes {yes}/{voters}"),
+                    _ => format!("votes {yes}/{voters}: short of the quorum"),
+                };
+                let attrs = config.attrs(site.name);
+                SiteExplanation {
+                    name: site.name.to_owned(),
+                    key: site.key.fingerprint(),
+                    is_self: site.is_self,
+                    qualifies: site.qualifies,
+                    own_probe,
+                    votes_yes: yes,
+                    voters,
+                    votes_from: v.yes.iter().map(name_of).collect(),
+                    healthy,
+                    why_qualifies,
+                    priority: attrs.priority,
+                    weight: attrs.weight,
+                    latency_ms: site.latency.map(|l| l.as_secs_f64() * 1000.0),
+                    in_answer: verdict.in_answer,
+                    why: verdict.why,
+                }
+            })
+            .collect();
+        Some(Explanation {
+            name: rule.name.clone(),
+            policy: rule.policy,
+            max_answers: rule.max_answers,
+            ttl: rule.ttl,
+            ttl_degraded: rule.ttl_degraded,
+            ttl_now: answer.map_or(rule.ttl, |a| a.ttl),
+            degraded: answer.is_some_and(|a| a.degraded),
+            fail_open: answer.is_some_and(|a| a.fail_open),
+            min_change_interval_ms: rule.min_change_interval.as_millis() as u64,
+            good_enough_ms: rule.good_enough.as_millis() as u64,
+            due_in_ms: selector.due().map(|t| t.saturating_duration_since(now).as_millis() as u64),
+            sites,
+        })
     }
 }

@@ -11,8 +11,10 @@
 //! - [`health`]: runs this site's service check ([`health::check`]) and schedules the probes of
 //!   the peers' advertised services ([`health::schedule`]).
 //! - [`dns_client`]: the one DNS client (the `dns` check; the local-cluster harness).
-//! - [`control`]: the local HTTP control endpoint (`/v1/peers`, `/metrics`, `/healthz`).
+//! - [`control`]: the local HTTP control endpoint (`/v1/peers`, `/v1/explain/{name}`, `/metrics`,
+//!   `/healthz`).
 //! - [`peers`]: `spdu peers`: fetches and prints the signed view.
+//! - [`explain`]: `spdu explain NAME`: fetches and prints why a pool name answers what it does.
 //! - [`limits`]: raises the open-files limit at start.
 //! - [`text`]: escaping peer-supplied text for the terminal.
 //!
@@ -23,6 +25,7 @@
 pub mod config;
 pub mod control;
 pub mod dns_client;
+pub mod explain;
 pub mod health;
 pub mod incarnation;
 pub mod limits;

@@ -51,6 +51,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Explain what the running node answers for a pool name, and why (each site: qualifies or
+    /// not and why, priority, weight, latency, in the answer or not and why).
+    Explain {
+        /// The pool name as configured ("api", "@" for the apex).
+        name: String,
+        /// The config file (only `node.control` is read).
+        #[arg(long, value_name = "FILE", required_unless_present = "control")]
+        config: Option<PathBuf>,
+        /// The control endpoint, instead of reading it from the config.
+        #[arg(long, value_name = "ADDR", conflicts_with = "config")]
+        control: Option<SocketAddr>,
+        /// Print the explanation as JSON, as the node sent it.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check a config file and its key file, then exit.
     Check {
         /// The config file.
@@ -87,16 +102,12 @@ fn execute(command: Command) -> anyhow::Result<()> {
             runtime()?.block_on(spdu_node::run::run(&config))
         }
         Command::Peers { config, control, json } => {
-            let control = match (control, config) {
-                (Some(control), _) => control,
-                (None, Some(config)) => load_control_address(&config)?,
-                (None, None) => unreachable!("clap requires --config or --control"),
-            };
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("starting the tokio runtime")?
-                .block_on(spdu_node::peers::print_view(control, json))
+            let control = control_address(control, config)?;
+            client_runtime()?.block_on(spdu_node::peers::print_view(control, json))
+        }
+        Command::Explain { name, config, control, json } => {
+            let control = control_address(control, config)?;
+            client_runtime()?.block_on(spdu_node::explain::print_explanation(control, &name, json))
         }
         Command::Check { config } => check(&config),
     }
@@ -105,16 +116,33 @@ fn execute(command: Command) -> anyhow::Result<()> {
 fn check(path: &Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
     let key = config.load_key()?;
+    let names: Vec<String> =
+        config.protocol.policy.rules.iter().map(|rule| format!("{} ({})", rule.name, rule.policy)).collect();
     println!(
-        "{}: ok: node {} ({}), cluster {}, {} peers, zone {}",
+        "{}: ok: node {} ({}), cluster {}, {} peers, zone {}, names {}",
         path.display(),
         config.node.name,
         key.public(),
         config.cluster,
         config.peers.len(),
-        config.zone.origin
+        config.zone.origin,
+        names.join(", ")
     );
     Ok(())
+}
+
+/// `--control`, or `node.control` read from `--config`.
+fn control_address(control: Option<SocketAddr>, config: Option<PathBuf>) -> anyhow::Result<SocketAddr> {
+    match (control, config) {
+        (Some(control), _) => Ok(control),
+        (None, Some(config)) => load_control_address(&config),
+        (None, None) => unreachable!("clap requires --config or --control"),
+    }
+}
+
+/// A runtime for one request to the control endpoint.
+fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the tokio runtime")
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

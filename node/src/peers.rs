@@ -21,20 +21,31 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Fetches `/v1/peers` from the control endpoint at `control` and returns the JSON text.
 pub async fn fetch_view(control: SocketAddr) -> anyhow::Result<String> {
     let url = format!("http://{control}/v1/peers");
+    let (status, body) = fetch(control, reqwest::Url::parse(&url).context("the control address")?).await?;
+    if !status.is_success() {
+        anyhow::bail!("{url} answered HTTP {}", status.as_u16());
+    }
+    Ok(body)
+}
+
+/// GETs `url` from the control endpoint at `control` (the one HTTP client of the CLI): the
+/// status and the body, or an error saying the node cannot be reached.
+pub(crate) async fn fetch(
+    control: SocketAddr,
+    url: reqwest::Url,
+) -> anyhow::Result<(reqwest::StatusCode, String)> {
     let client = reqwest::Client::builder()
         .timeout(FETCH_TIMEOUT)
         .no_proxy()
         .build()
         .context("building the HTTP client")?;
-    let response = client.get(&url).send().await.map_err(|e| {
+    let response = client.get(url.clone()).send().await.map_err(|e| {
         anyhow::Error::new(e)
             .context(format!("cannot reach spdu control endpoint at {control}: is `spdu run` running?"))
     })?;
     let status = response.status();
-    if !status.is_success() {
-        anyhow::bail!("{url} answered HTTP {}", status.as_u16());
-    }
-    response.text().await.with_context(|| format!("reading the answer of {url}"))
+    let body = response.text().await.with_context(|| format!("reading the answer of {url}"))?;
+    Ok((status, body))
 }
 
 /// `spdu peers`: prints the view of the node whose control endpoint is `control`. Peer-supplied
@@ -148,7 +159,76 @@ pub fn render_table(json: &str) -> anyhow::Result<String> {
     if let Some(n) = view.stats.get("other_roster").copied().filter(|n| *n > 0) {
         let _ = writeln!(out, "observations over another roster (no vote): {n}");
     }
+    render_policy_disagreement(&mut out, &view);
     Ok(out)
+}
+
+/// Warns when sites sign different failover-policy digests: for the same qualifying sites
+/// they answer differently. Groups the sites by digest, this node's group first; sites that
+/// sign none (older versions) are named apart. Nothing when they all agree.
+fn render_policy_disagreement(out: &mut String, view: &View) {
+    let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+    let mut unsigned = Vec::new();
+    let own = view.policy.as_ref().and_then(digest_text);
+    let mut nodes: Vec<&Node> = view.nodes.iter().collect();
+    nodes.sort_by_key(|n| !n.is_self);
+    for node in nodes {
+        let signed = node.observation.as_ref().and_then(|o| o.observation.policy.as_ref());
+        let digest = if node.is_self {
+            own.clone().or_else(|| signed.and_then(digest_text))
+        } else {
+            signed.and_then(digest_text)
+        };
+        match digest {
+            Some(d) => match groups.iter_mut().find(|(g, _)| *g == d) {
+                Some((_, names)) => names.push(escape(&node.name)),
+                None => groups.push((d, vec![escape(&node.name)])),
+            },
+            // No observation yet says nothing; an observation without a digest is an older node.
+            None if node.observation.is_some() => unsigned.push(escape(&node.name)),
+            None => {}
+        }
+    }
+    if groups.len() > 1 {
+        let listed: Vec<String> = groups
+            .iter()
+            .map(|(d, names)| format!("{}… {}", &d[..d.len().min(12)], names.join(", ")))
+            .collect();
+        let _ = writeln!(
+            out,
+            "warning: sites disagree on the failover policies (policy digest: sites): {}; their answers \
+             differ for the same qualifying sites: compare [node]/[[peers]] priority and weight and \
+             [zone] names and [[zone.record]] in their configs",
+            listed.join("; ")
+        );
+    }
+    if !groups.is_empty() && !unsigned.is_empty() {
+        let _ = writeln!(
+            out,
+            "warning: sites without failover policies (an older version: every name answers with every \
+             qualifying site): {}",
+            unsigned.join(", ")
+        );
+    }
+}
+
+/// A policy digest as hex: the JSON array of its 16 bytes (or a hex string); `None` for the
+/// all-zero digest of a node that signs none, or anything else.
+fn digest_text(value: &serde_json::Value) -> Option<String> {
+    let hex = match value {
+        serde_json::Value::String(text)
+            if text.len() <= 64 && text.chars().all(|c| c.is_ascii_hexdigit()) =>
+        {
+            text.to_ascii_lowercase()
+        }
+        serde_json::Value::Array(bytes) if bytes.len() <= 64 => {
+            let bytes: Option<Vec<u8>> =
+                bytes.iter().map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok())).collect();
+            bytes?.iter().map(|b| format!("{b:02x}")).collect()
+        }
+        _ => return None,
+    };
+    (!hex.is_empty() && hex.chars().any(|c| c != '0')).then_some(hex)
 }
 
 /// The health section: per site, its own verdict (as it signed it; with the latest result when it
@@ -245,6 +325,9 @@ fn yes_no(value: bool) -> &'static str {
 struct View {
     name: String,
     cluster: String,
+    /// This node's own policy digest.
+    #[serde(default)]
+    policy: Option<serde_json::Value>,
     answer: Answer,
     nodes: Vec<Node>,
     #[serde(default)]
@@ -306,6 +389,9 @@ struct Observation {
     healthy: bool,
     #[serde(default)]
     service_check: Option<serde_json::Value>,
+    /// Its observer's policy digest (all zero from older nodes).
+    #[serde(default)]
+    policy: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -384,6 +470,56 @@ mod tests {
         assert!(table.contains("\\u{1b}[31mred\\u{d}\\u{a}fake line"), "{table}");
         assert!(table.contains("bb\\u{202e}bb"), "{table}");
         assert!(table.contains("pool\\u{1b}]0;owned\\u{7}"), "{table}");
+    }
+
+    /// A three-node view whose observations sign the given policy digests (JSON values).
+    fn view_with_digests(own: &str, alpha: &str, beta: &str, gamma: &str) -> String {
+        let node = |key: &str, name: &str, is_self: bool, policy: &str| {
+            let observation = if policy.is_empty() {
+                "null".to_owned()
+            } else {
+                format!(
+                    r#"{{"age_ms": 1, "fresh": true, "signed": {{}},
+                       "observation": {{"incarnation": 1, "seq": 1, "healthy": true{policy}}}}}"#
+                )
+            };
+            format!(
+                r#"{{"key": "{key}", "fingerprint": "{key}", "name": "{name}", "is_self": {is_self},
+                   "probe": null, "in_answer": true, "observation": {observation}}}"#
+            )
+        };
+        format!(
+            r#"{{"me": "A", "name": "alpha", "cluster": "c", {own}
+               "answer": {{"version": 1, "members": [], "addresses": []}},
+               "nodes": [{}, {}, {}], "stats": {{"accepted": 1}}}}"#,
+            node("A", "alpha", true, alpha),
+            node("B", "beta", false, beta),
+            node("C", "gamma", false, gamma)
+        )
+    }
+
+    #[test]
+    fn disagreeing_policy_digests_are_warned_about() {
+        let one = ", \"policy\": [1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16]";
+        let two = ", \"policy\": [255,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16]";
+        let zero = ", \"policy\": [0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0]";
+        let agree = render_table(&view_with_digests("", one, one, one)).unwrap();
+        assert!(!agree.contains("warning"), "{agree}");
+        let table = render_table(&view_with_digests("", one, two, one)).unwrap();
+        let warning = table.lines().find(|l| l.starts_with("warning: sites disagree")).unwrap();
+        assert!(warning.contains("010203040506… alpha, gamma; ff0203040506… beta"), "{warning}");
+        assert!(!table.contains("without failover policies"), "{table}");
+        // This node's current digest wins over its (older) signed one.
+        let own = r#""policy": "FF02030405060708090a0b0c0d0e0f10","#;
+        let table = render_table(&view_with_digests(own, one, two, two)).unwrap();
+        assert!(!table.contains("warning"), "{table}");
+        // An older node signs none: named apart; a node not yet heard from is not.
+        let table = render_table(&view_with_digests("", one, zero, "")).unwrap();
+        assert!(!table.contains("disagree"), "{table}");
+        let older = table.lines().find(|l| l.contains("without failover policies")).unwrap();
+        assert!(older.ends_with(": beta"), "{older}");
+        let unsigned = render_table(&view_with_digests("", ", \"x\": 1", ", \"x\": 1", "")).unwrap();
+        assert!(!unsigned.contains("warning"), "{unsigned}");
     }
 
     #[tokio::test]

@@ -10,9 +10,9 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use anyhow::Context;
-use spdu_dnsfront::{AnswerPublisher, DnsMetrics, DnsServer, PoolAnswers};
+use spdu_dnsfront::{AnswerPublisher, DnsMetrics, DnsServer, NameAnswers, PoolAnswers, SiteAddrs};
 use spdu_gossip::net::{Membership, Settings};
-use spdu_gossip::proto::AnswerSet;
+use spdu_gossip::proto::{AnswerSet, NameAnswer, Pick, PolicyConfig};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -49,7 +49,8 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let membership = bound.membership();
 
     let answers = membership.answers();
-    let initial = pool_answers(&answers.borrow(), &config.node.addresses, initial_serial());
+    let fail_open = fail_open_names(&config.protocol.policy, &config.node.name, &config.node.addresses);
+    let initial = pool_answers(&answers.borrow(), &fail_open, initial_serial());
     let dns_metrics = DnsMetrics::default();
     let pool = AnswerPublisher::new(&config.zone, initial, dns_metrics.clone()).context("zone")?;
     let dns = DnsServer::bind(&pool, &config.node.dns).await.context("node.dns")?;
@@ -73,7 +74,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         shutdown.clone(),
         control::serve(
             control_listener,
-            control::router(membership.clone(), dns_metrics),
+            control::router(membership.clone(), dns_metrics, control::PoolNames::new(&config.zone)),
             control::Limits::new(config.node.control_allow.clone()),
             shutdown.clone(),
         ),
@@ -85,7 +86,8 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         incarnation,
         shutdown.clone(),
     ));
-    tasks.spawn(publish_answers(answers, pool, config.node.addresses.clone(), shutdown.clone()));
+    let rules = config.zone.names.clone();
+    tasks.spawn(publish_answers(answers, pool, fail_open, rules, shutdown.clone()));
     tasks.close();
 
     tokio::select! {
@@ -137,30 +139,74 @@ fn initial_serial() -> u32 {
     since.as_secs() as u32
 }
 
-/// What DNS serves for an answer set. An empty set never reaches DNS: the answer rule fails
-/// open to the node's own addresses, and so does this bridge (e.g. before the first answer).
-fn pool_answers(answer: &AnswerSet, own: &[IpAddr], serial: u32) -> PoolAnswers {
-    let addrs = if answer.addresses.is_empty() { own.to_vec() } else { answer.addresses.clone() };
-    PoolAnswers { serial, addrs }
+/// What DNS serves before membership has chosen anything (an answer set without names, e.g.
+/// before the first answer): per rule, in zone order, this node's own addresses if the rule lets
+/// this node appear (fail open, with the rule's degraded TTL), else no address (NODATA): a name
+/// kept to other sites never answers with this one.
+fn fail_open_names(policy: &PolicyConfig, name: &str, addresses: &[IpAddr]) -> Vec<NameAnswers> {
+    let own = SiteAddrs { addrs: addresses.to_vec(), weight: policy.attrs(name).weight };
+    (policy.rules.iter())
+        .map(|rule| NameAnswers {
+            ttl: rule.ttl_degraded,
+            sites: if rule.allows(name) { vec![own.clone()] } else { Vec::new() },
+            pick: Pick::All,
+        })
+        .collect()
 }
 
-/// Forwards membership's answer set to DNS; the serial grows by one whenever the addresses change.
+/// What DNS serves for an answer set: each name's chosen sites, pick and TTL, in zone order
+/// (the answer set's names are the rules', in the same order), or `fail_open` while the set
+/// has no names.
+fn pool_answers(answer: &AnswerSet, fail_open: &[NameAnswers], serial: u32) -> PoolAnswers {
+    let names = if answer.names.is_empty() {
+        fail_open.to_vec()
+    } else {
+        answer.names.iter().map(name_answers).collect()
+    };
+    PoolAnswers { serial, names }
+}
+
+fn name_answers(name: &NameAnswer) -> NameAnswers {
+    NameAnswers {
+        ttl: name.ttl,
+        sites: (name.sites.iter())
+            .map(|site| SiteAddrs { addrs: site.addresses.clone(), weight: site.weight })
+            .collect(),
+        pick: name.pick,
+    }
+}
+
+/// One line for the log: per name its addresses, site by site, and TTL.
+fn describe(answers: &PoolAnswers, rules: &[String]) -> String {
+    let names = answers.names.iter().enumerate().map(|(i, name)| {
+        let sites: Vec<String> = (name.sites.iter())
+            .map(|s| s.addrs.iter().map(IpAddr::to_string).collect::<Vec<_>>().join(","))
+            .collect();
+        let label = rules.get(i).map_or("?", String::as_str);
+        format!("{label}: [{}] ttl {}", sites.join(" "), name.ttl)
+    });
+    names.collect::<Vec<_>>().join("; ")
+}
+
+/// Forwards membership's answer set to DNS; the serial grows by one whenever anything served
+/// changes (any name's sites, addresses, weights, pick or TTL).
 async fn publish_answers(
     mut answers: watch::Receiver<AnswerSet>,
     pool: AnswerPublisher,
-    own: Vec<IpAddr>,
+    fail_open: Vec<NameAnswers>,
+    rules: Vec<String>,
     shutdown: CancellationToken,
 ) {
     let mut current = pool.current();
-    tracing::info!("answer: {:?}", current.addrs);
+    tracing::info!("answer: {}", describe(&current, &rules));
     loop {
         tokio::select! {
             changed = answers.changed() => if changed.is_err() { break },
             () = shutdown.cancelled() => break,
         }
-        let next = pool_answers(&answers.borrow_and_update(), &own, current.serial.wrapping_add(1));
-        if next.addrs != current.addrs {
-            tracing::info!("answer changed: {:?}", next.addrs);
+        let next = pool_answers(&answers.borrow_and_update(), &fail_open, current.serial.wrapping_add(1));
+        if next.names != current.names {
+            tracing::info!("answer changed: {}", describe(&next, &rules));
             pool.publish(next);
             current = pool.current();
         }
@@ -169,41 +215,116 @@ async fn publish_answers(
 
 #[cfg(test)]
 mod tests {
+    use spdu_gossip::proto::{AnswerSite, Policy, Rule};
+    use spdu_keys::SecretKey;
+
     use super::*;
 
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    /// `api` on every site (TTL 5, degraded 1); `admin` only at beta (priority, TTL 30).
+    fn policy() -> PolicyConfig {
+        let mut api = Rule::all("api", 5);
+        api.ttl_degraded = 1;
+        let mut admin = Rule::all("admin", 30);
+        admin.policy = Policy::Priority;
+        admin.sites = Some(vec!["beta".into()]);
+        PolicyConfig { rules: vec![api, admin], sites: Default::default() }
+    }
+
+    fn site(seed: u8, name: &str, addresses: &[&str], weight: u32) -> AnswerSite {
+        AnswerSite {
+            key: SecretKey::from_bytes(&[seed; 32]).public(),
+            name: name.into(),
+            addresses: addresses.iter().map(|a| ip(a)).collect(),
+            weight,
+        }
+    }
+
+    fn name(name: &str, sites: Vec<AnswerSite>, pick: Pick, ttl: u32) -> NameAnswer {
+        NameAnswer { name: name.into(), sites, pick, ttl, degraded: false, fail_open: false }
+    }
+
+    #[test]
+    fn before_any_answer_each_name_fails_open_to_this_node_if_it_may() {
+        let own = [ip("192.0.2.1"), ip("2001:db8::1")];
+        let fail_open = fail_open_names(&policy(), "alpha", &own);
+        let served = pool_answers(&AnswerSet::default(), &fail_open, 7);
+        assert_eq!(served.serial, 7);
+        let api = NameAnswers {
+            ttl: 1,
+            sites: vec![SiteAddrs { addrs: own.to_vec(), weight: 100 }],
+            pick: Pick::All,
+        };
+        let admin = NameAnswers { ttl: 30, sites: vec![], pick: Pick::All };
+        assert_eq!(served.names, vec![api, admin]);
+        // At beta, admin may hold it.
+        let at_beta = fail_open_names(&policy(), "beta", &own);
+        assert_eq!(at_beta[1].sites.len(), 1);
+    }
+
     #[tokio::test]
-    async fn serial_grows_only_when_addresses_change() {
-        let own: Vec<IpAddr> = vec!["192.0.2.1".parse().unwrap()];
-        let peer: IpAddr = "192.0.2.2".parse().unwrap();
+    async fn each_name_is_served_as_chosen_and_the_serial_grows_only_on_a_change() {
+        let own = [ip("192.0.2.1")];
+        let fail_open = fail_open_names(&policy(), "alpha", &own);
         let (answers_tx, answers_rx) = watch::channel(AnswerSet::default());
         let zone = spdu_dnsfront::ZoneConfig {
             origin: "pool.example.test".into(),
-            names: vec!["api".into()],
+            names: vec!["api".into(), "admin".into()],
             ttl: 5,
             nameservers: vec!["ns.example.test".into()],
         };
-        let pool_tx = AnswerPublisher::new(
-            &zone,
-            PoolAnswers { serial: 100, addrs: own.clone() },
-            DnsMetrics::default(),
-        )
-        .unwrap();
+        let initial = pool_answers(&answers_rx.borrow(), &fail_open, 100);
+        let pool_tx = AnswerPublisher::new(&zone, initial, DnsMetrics::default()).unwrap();
         let mut pool_rx = pool_tx.subscribe();
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(publish_answers(answers_rx, pool_tx, own.clone(), shutdown.clone()));
+        let rules = zone.names.clone();
+        let task =
+            tokio::spawn(publish_answers(answers_rx, pool_tx, fail_open.clone(), rules, shutdown.clone()));
 
-        let set = |version, addresses: Vec<IpAddr>| AnswerSet { version, members: vec![], addresses };
-        answers_tx.send_replace(set(1, own.clone()));
-        answers_tx.send_replace(set(2, vec![own[0], peer]));
+        let alpha = site(1, "alpha", &["192.0.2.1"], 100);
+        let beta = site(2, "beta", &["192.0.2.2", "2001:db8::2"], 50);
+        let set = |version, names: Vec<NameAnswer>| AnswerSet {
+            version,
+            members: vec![],
+            addresses: vec![ip("192.0.2.1")],
+            names,
+        };
+        let chosen = vec![
+            name("api", vec![alpha.clone(), beta.clone()], Pick::Rotate { max: 1 }, 5),
+            name("admin", vec![beta.clone()], Pick::All, 30),
+        ];
+        answers_tx.send_replace(set(1, chosen.clone()));
         pool_rx.changed().await.unwrap();
-        let answers = pool_rx.borrow_and_update().clone();
-        assert_eq!(answers.addrs, vec![own[0], peer]);
-        assert_eq!(answers.serial, 101);
+        let served = pool_rx.borrow_and_update().clone();
+        assert_eq!(served.serial, 101);
+        let api = &served.names[0];
+        assert_eq!((api.ttl, api.pick), (5, Pick::Rotate { max: 1 }));
+        assert_eq!(api.sites[1], SiteAddrs { addrs: vec![ip("192.0.2.2"), ip("2001:db8::2")], weight: 50 });
+        assert_eq!(served.names[1].sites, vec![api.sites[1].clone()]);
 
-        answers_tx.send_replace(set(3, vec![]));
+        // A new version that serves the same (only the qualifying set moved) publishes nothing;
+        // a TTL change (degraded) does, with the next serial.
+        let mut same = set(2, chosen.clone());
+        same.addresses.push(ip("192.0.2.2"));
+        answers_tx.send_replace(same);
+        tokio::task::yield_now().await;
+        let mut degraded = chosen.clone();
+        degraded[0].ttl = 1;
+        degraded[0].sites.remove(0);
+        answers_tx.send_replace(set(3, degraded));
         pool_rx.changed().await.unwrap();
-        let answers = pool_rx.borrow_and_update().clone();
-        assert_eq!((answers.serial, answers.addrs.clone()), (102, own.clone()));
+        let served = pool_rx.borrow_and_update().clone();
+        assert_eq!((served.serial, served.names[0].ttl, served.names[0].sites.len()), (102, 1, 1));
+
+        // No names (membership restarting its answer): fail open again.
+        answers_tx.send_replace(set(4, vec![]));
+        pool_rx.changed().await.unwrap();
+        let served = pool_rx.borrow_and_update().clone();
+        assert_eq!(served.serial, 103);
+        assert_eq!(served.names, fail_open);
 
         shutdown.cancel();
         task.await.unwrap();

@@ -200,9 +200,33 @@ impl PolicyConfig {
 }
 
 /// A 16-byte SHA-256 prefix of a [`PolicyConfig`] over a roster; all zero from a node that signs
-/// none (older versions).
-#[derive(Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// none (older versions). Hex text in human-readable formats (JSON), 16 bytes in binary ones.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PolicyDigest(pub [u8; 16]);
+
+impl Serialize for PolicyDigest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() { s.collect_str(self) } else { self.0.serialize(s) }
+    }
+}
+
+impl<'de> Deserialize<'de> for PolicyDigest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if !d.is_human_readable() {
+            return <[u8; 16]>::deserialize(d).map(PolicyDigest);
+        }
+        let text = String::deserialize(d)?;
+        let bad = || serde::de::Error::custom(format!("policy digest {text:?} is not 32 hex digits"));
+        if text.len() != 32 || !text.is_ascii() {
+            return Err(bad());
+        }
+        let mut id = [0; 16];
+        for (i, byte) in id.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+        }
+        Ok(PolicyDigest(id))
+    }
+}
 
 impl PolicyDigest {
     /// Whether this is the all-zero digest of a node that signs none.
@@ -263,6 +287,10 @@ mod tests {
         assert_ne!(config().digest(["alpha", "beta", "gamma"]), base);
         assert!(!base.is_unknown());
         assert_eq!(base.to_string().len(), 32);
+        let json = serde_json::to_string(&base).unwrap();
+        assert_eq!(json, format!("\"{base}\""));
+        assert_eq!(serde_json::from_str::<PolicyDigest>(&json).unwrap(), base);
+        assert!(serde_json::from_str::<PolicyDigest>("\"zz\"").is_err());
     }
 
     #[test]

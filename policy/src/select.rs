@@ -7,11 +7,14 @@
 //!    the sites the policy would choose if every site were up;
 //! 3. the policy chooses a **target** among the eligible (for `fastest`, starting from the
 //!    current members: stickiness);
-//! 4. the change-rate limit: sites that stopped being eligible leave at once; any other change
-//!    (an addition or a reshuffle) waits until `min_change_interval` has passed since the last
-//!    such change, unless nothing eligible would be left, and except for the first choice;
+//! 4. the change-rate limit: sites that stopped being eligible leave at once, and sites that take
+//!    their places (the answer not growing, every still-eligible site kept) come in at once; any
+//!    other change (an addition or a reshuffle) waits until `min_change_interval` has passed
+//!    since the last such change, unless nothing eligible would be left, and except for the
+//!    first choice;
 //! 5. the choice is **degraded** (short TTL) while it lacks a site the policy would choose if
-//!    every site were up.
+//!    every site were up (for `fastest`: starting from the current members, so a sticky set is
+//!    not degraded for differing from a plain ranking).
 //!
 //! Invariants: a removal is never delayed; a held change is applied by the first call at or
 //! after [`Selector::due`]; the same inputs give the same choice (no clock, no randomness).
@@ -31,8 +34,11 @@ pub struct Candidate<'a> {
     pub attrs: SiteAttrs,
     /// Whether the quorum rule admits it (for this node: healthy).
     pub qualifies: bool,
-    /// Its service-check latency as this node measures it, if measured.
+    /// Its service-check latency as this node measures it, once settled.
     pub latency: Option<Duration>,
+    /// Its latency is being measured but has not settled yet (`fastest` is not sticky until
+    /// every eligible site that is measured has settled).
+    pub settling: bool,
     /// Whether it is this node.
     pub is_self: bool,
 }
@@ -189,7 +195,9 @@ impl Selector {
             .flatten()
             .filter_map(|name| candidates.iter().position(|c| c.name == name))
             .collect();
-        let ideal = self.target(candidates, &in_rule, &[]);
+        // What it would choose if every site of the name were up. For `fastest`, from the current
+        // members (sticky): a sticky set that is not the plain ranking is not degraded.
+        let ideal = self.target(candidates, &in_rule, &current);
         let finish = |sites: Vec<usize>, fail_open: bool| {
             let degraded = fail_open || !ideal.iter().all(|i| sites.contains(i));
             let pick = match (rule.policy, rule.max_answers) {
@@ -214,7 +222,10 @@ impl Selector {
         let target = self.target(candidates, &eligible, &kept);
         let unchanged = target.len() == kept.len() && target.iter().all(|i| kept.contains(i));
         let held_until = self.last_change.map(|t| t + rule.min_change_interval).filter(|due| now < *due);
-        if unchanged || self.current.is_none() || kept.is_empty() || held_until.is_none() {
+        // Sites taking the places of lost ones, the others kept: the answer does not grow and
+        // nothing that still qualifies leaves, so there is nothing to space out.
+        let replaces_lost = target.len() <= current.len() && kept.iter().all(|i| target.contains(i));
+        if unchanged || self.current.is_none() || kept.is_empty() || replaces_lost || held_until.is_none() {
             return Plan {
                 choice: finish(target.clone(), false),
                 target,
@@ -246,8 +257,8 @@ impl Selector {
     }
 }
 
-/// `fastest`: keeps the current members that are still eligible, fills up to `n` (0: all) with
-/// the fastest others, then swaps a member for a non-member only when the non-member is clearly
+/// `fastest`: keeps the current members that are still eligible (once every eligible site's
+/// latency settled), fills up to `n` (0: all) with the fastest others, then swaps a member for a non-member only when the non-member is clearly
 /// faster: twice as fast and by more than `good_enough` (or the member has no latency measured
 /// and the non-member has). Latencies up to `good_enough` count as zero: ties.
 fn fastest(
@@ -258,6 +269,9 @@ fn fastest(
     good_enough: Duration,
 ) -> Vec<usize> {
     let n = if n == 0 { eligible.len() } else { n.min(eligible.len()) };
+    // Stickiness keeps choices made on settled latencies only: while a site is still being
+    // measured, the choice is a plain ranking.
+    let members = if eligible.iter().any(|i| candidates[*i].settling) { &[][..] } else { members };
     let rank = |i: usize| match candidates[i].latency {
         Some(l) if l <= good_enough => Some(Duration::ZERO),
         other => other,
@@ -297,7 +311,7 @@ fn fastest(
 fn latency_text(latency: Option<Duration>) -> String {
     match latency {
         Some(l) => format!("latency {:.1} ms", l.as_secs_f64() * 1000.0),
-        None => "no latency measured".to_string(),
+        None => "no settled latency".to_string(),
     }
 }
 

@@ -81,8 +81,8 @@ fn config_and_key_errors_name_the_file_and_the_field() {
         d,
         "unknown-peer",
         "check",
-        &config(1, "node.key", "", "", &peer("beta", &beta, "weight = 2\n")),
-        &["unknown-peer.toml", "weight"],
+        &config(1, "node.key", "", "", &peer("beta", &beta, "wieght = 2\n")),
+        &["unknown-peer.toml", "wieght"],
     );
     refused(
         d,
@@ -318,6 +318,121 @@ fn hostile_and_absurd_values_are_refused() {
     std::fs::write(&path, allowed).unwrap();
     let out = run_spdu(&["check", "--config", path.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// Failover-policy mistakes (`[[zone.record]]`, `priority`, `weight`): refused by `spdu check`
+/// with the file, the line and the field; a config using every policy is accepted.
+#[test]
+fn policy_mistakes_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    keygen(&dir.path().join("node.key"));
+    let beta = keygen(&dir.path().join("beta.key"));
+    let d = dir.path();
+    let beta_peer = peer("beta", &beta, "priority = 2\nweight = 0\n");
+    let records = "[[zone.record]]\nname = \"admin\"\npolicy = \"priority\"\nsites = [\"alpha\", \"beta\"]\n\
+                   max_answers = 1\nttl = 30\nttl_degraded = 2\nmin_change_interval_ms = 60000\n\n\
+                   [[zone.record]]\nname = \"static\"\npolicy = \"weighted\"\nmax_answers = 2\n\n\
+                   [[zone.record]]\nname = \"@\"\npolicy = \"fastest\"\nmax_answers = 1\ngood_enough_ms = 20\n";
+    let ok = config(6, "node.key", "priority = 1\nweight = 100", records, &beta_peer);
+    let path = d.join("policies.toml");
+    std::fs::write(&path, &ok).unwrap();
+    let out = run_spdu(&["check", "--config", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        printed.contains("names api (all), admin (priority), static (weighted), @ (fastest)"),
+        "{printed}"
+    );
+
+    let record = |fields: &str| {
+        config(6, "node.key", "", &format!("[[zone.record]]\nname = \"admin\"\n{fields}\n"), &beta_peer)
+    };
+    // The record starts on line 14 (after [node], a blank line and [zone]); its fields from 16.
+    let cases: Vec<(&str, String, Vec<&str>)> = vec![
+        (
+            "policy-unknown",
+            record("policy = \"failover\""),
+            vec![
+                "policy-unknown.toml:16:10:",
+                "zone.record[0].policy",
+                "\"failover\" is not a policy",
+                "priority",
+            ],
+        ),
+        ("policy-missing", record(""), vec!["policy-missing.toml", "missing field `policy`"]),
+        (
+            "site-unknown",
+            record("policy = \"priority\"\nsites = [\"alpha\", \"gamma\"]"),
+            vec![
+                "site-unknown.toml:17:19:",
+                "zone.record[0].sites[1]",
+                "\"gamma\" is not a site",
+                "alpha, beta",
+            ],
+        ),
+        (
+            "site-twice",
+            record("policy = \"all\"\nsites = [\"beta\", \"beta\"]"),
+            vec!["site-twice.toml:17:18:", "zone.record[0].sites[1]", "listed twice"],
+        ),
+        (
+            "name-twice",
+            config(6, "node.key", "", "[[zone.record]]\nname = \"API\"\npolicy = \"priority\"\n", &beta_peer),
+            vec!["name-twice.toml:15:8:", "zone.record[0].name", "same name as zone.names[0]"],
+        ),
+        (
+            "name-invalid",
+            config(6, "node.key", "", "[[zone.record]]\nname = \"a b\"\npolicy = \"all\"\n", &beta_peer),
+            vec!["name-invalid.toml:15:8:", "zone.record[0].name", "whitespace"],
+        ),
+        (
+            "ttl-too-large",
+            record("policy = \"all\"\nttl = 4294967295"),
+            vec!["ttl-too-large.toml:17:7:", "zone.record[0].ttl", "out of bounds", "2147483647"],
+        ),
+        (
+            "ttl-degraded-longer",
+            record("policy = \"all\"\nttl = 5\nttl_degraded = 300"),
+            vec![
+                "ttl-degraded-longer.toml:18:16:",
+                "zone.record[0].ttl_degraded",
+                "longer than the record's ttl",
+            ],
+        ),
+        (
+            "max-answers-absurd",
+            record("policy = \"all\"\nmax_answers = 100000"),
+            vec!["max-answers-absurd.toml:17:15:", "zone.record[0].max_answers", "out of bounds (0 to 128)"],
+        ),
+        (
+            "good-enough-not-fastest",
+            record("policy = \"weighted\"\ngood_enough_ms = 20"),
+            vec!["zone.record[0].good_enough_ms", "only used by policy \"fastest\""],
+        ),
+        (
+            "record-unknown-field",
+            record("policy = \"all\"\nfailover = true"),
+            vec!["record-unknown-field.toml:17:1:", "failover"],
+        ),
+        (
+            "node-priority-absurd",
+            config(6, "node.key", "priority = 5000", "", &beta_peer),
+            vec!["node-priority-absurd.toml:8:12:", "node.priority", "out of bounds (0 to 1000)"],
+        ),
+        (
+            "peer-weight-negative",
+            config(6, "node.key", "", "", &peer("beta", &beta, "weight = -5\n")),
+            vec!["peer-weight-negative.toml:20:10:"],
+        ),
+        (
+            "no-names",
+            config(6, "node.key", "", "", &beta_peer).replace("names = [\"api\"]\n", ""),
+            vec!["no-names.toml", "zone.names: no pool name"],
+        ),
+    ];
+    for (case, text, expected) in &cases {
+        refused(d, case, "check", text, expected);
+    }
 }
 
 /// Key files as OpenSSH judges private keys: others' access, another owner, a symlink, a

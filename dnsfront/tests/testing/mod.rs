@@ -51,10 +51,15 @@ pub struct TestServer {
     shutdown: CancellationToken,
     task: JoinHandle<Result<(), DnsError>>,
     registry: Registry,
+    /// How many pool names the zone has.
+    names: usize,
+    /// The zone's TTL.
+    ttl: u32,
 }
 
 impl TestServer {
-    /// Binds on 127.0.0.1:0 and serves `zone` with the given pool.
+    /// Binds on 127.0.0.1:0 and serves `zone` with the given pool for every name (TTL: the
+    /// zone's).
     pub async fn start(zone: ZoneConfig, serial: u32, addrs: Vec<IpAddr>) -> Self {
         Self::start_with(zone, serial, addrs, |server| server).await
     }
@@ -66,21 +71,42 @@ impl TestServer {
         addrs: Vec<IpAddr>,
         configure: impl FnOnce(DnsServer) -> DnsServer,
     ) -> Self {
+        let initial = PoolAnswers::same_for_all(serial, zone.names.len(), zone.ttl, addrs);
+        Self::start_answers_with(zone, initial, configure).await
+    }
+
+    /// Binds on 127.0.0.1:0 and serves `zone` with `answers`.
+    pub async fn start_answers(zone: ZoneConfig, answers: PoolAnswers) -> Self {
+        Self::start_answers_with(zone, answers, |server| server).await
+    }
+
+    /// [`start_answers`](Self::start_answers), with `configure` applied to the bound server
+    /// before it runs.
+    pub async fn start_answers_with(
+        zone: ZoneConfig,
+        initial: PoolAnswers,
+        configure: impl FnOnce(DnsServer) -> DnsServer,
+    ) -> Self {
         let metrics = DnsMetrics::default();
         let mut registry = Registry::default();
         metrics.register(&mut registry);
-        let answers = AnswerPublisher::new(&zone, PoolAnswers { serial, addrs }, metrics).expect("zone");
+        let answers = AnswerPublisher::new(&zone, initial, metrics).expect("zone");
         let server = DnsServer::bind(&answers, &["127.0.0.1:0".parse().unwrap()]).await.expect("bind");
         let server = configure(server);
         let addr = server.local_addrs()[0];
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(server.run(shutdown.clone()));
-        Self { addr, answers, shutdown, task, registry }
+        Self { addr, answers, shutdown, task, registry, names: zone.names.len(), ttl: zone.ttl }
     }
 
-    /// Publishes a new answer set, as the node does.
+    /// Publishes `addrs` for every name, as the node does.
     pub fn publish(&self, serial: u32, addrs: Vec<IpAddr>) {
-        self.answers.publish(PoolAnswers { serial, addrs });
+        self.answers.publish(PoolAnswers::same_for_all(serial, self.names, self.ttl, addrs));
+    }
+
+    /// Publishes new answers, as the node does.
+    pub fn publish_answers(&self, answers: PoolAnswers) {
+        self.answers.publish(answers);
     }
 
     /// The metrics in Prometheus text format.
@@ -196,4 +222,53 @@ pub fn soa_of(message: &Message) -> SOA {
             _ => None,
         })
         .expect("an SOA record")
+}
+
+/// Runs `dig @server -p PORT +time=2 +tries=1 ARGS…` on a blocking thread (the server runs on
+/// the test's runtime) and returns its standard output.
+pub async fn dig(server: SocketAddr, args: &[&str]) -> String {
+    let mut command = std::process::Command::new("dig");
+    command.arg(format!("@{}", server.ip())).args(["-p", &server.port().to_string(), "+time=2", "+tries=1"]);
+    command.args(args);
+    let out = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("dig is needed for this test (apt-get install dnsutils): {e}"));
+    assert!(out.status.success(), "dig failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// One UDP socket sending many queries in turn (a fresh socket per query costs more than the
+/// query).
+pub struct UdpClient {
+    socket: UdpSocket,
+    server: SocketAddr,
+    next_id: u16,
+    buf: Vec<u8>,
+}
+
+impl UdpClient {
+    /// A client of `server`.
+    pub async fn new(server: SocketAddr) -> Self {
+        Self { socket: client_socket(server).await, server, next_id: 1, buf: vec![0; 65535] }
+    }
+
+    /// Sends `message` with a fresh id and returns the reply with that id.
+    pub async fn ask(&mut self, message: &Message) -> Message {
+        let mut message = message.clone();
+        message.metadata.id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1);
+        self.socket.send_to(&message.to_vec().unwrap(), self.server).await.unwrap();
+        loop {
+            let (len, _) = timeout(TIMEOUT, self.socket.recv_from(&mut self.buf))
+                .await
+                .expect("a UDP response in time")
+                .unwrap();
+            let response = Message::from_vec(&self.buf[..len]).expect("response parses");
+            // A late reply to an earlier query is skipped.
+            if response.metadata.id == message.metadata.id {
+                return response;
+            }
+        }
+    }
 }

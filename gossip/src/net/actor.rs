@@ -28,7 +28,7 @@ use tracing::{debug, info};
 use super::conn::{self, Event, Inbox, Outbox};
 use super::metrics::NetMetrics;
 use crate::proto::{AnswerSet, InEvent, Message, OutEvent, ProbeTarget, State};
-use crate::snapshot::ViewSnapshot;
+use crate::snapshot::{Explanation, ViewSnapshot};
 
 /// Most connections one peer may hold at once (its dialled one, ours, and reconnects in
 /// between); the oldest beyond that is closed, so a misbehaving member cannot pile them up.
@@ -41,6 +41,7 @@ pub const URGENT_BATCH: usize = 256;
 /// What the rest of the node asks of the actor.
 pub(super) enum Command {
     Snapshot(oneshot::Sender<ViewSnapshot>),
+    Explain(String, oneshot::Sender<Option<Explanation>>),
     Input(InEvent),
 }
 
@@ -177,6 +178,9 @@ impl Actor {
         match command {
             Command::Snapshot(reply) => {
                 let _ = reply.send(ViewSnapshot::of(&self.state, Self::now()));
+            }
+            Command::Explain(name, reply) => {
+                let _ = reply.send(self.state.explain(Self::now(), &name));
             }
             Command::Input(event) => {
                 self.state.handle(Self::now(), event);

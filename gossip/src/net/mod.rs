@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use crate::proto::{
     self, AnswerSet, CheckResult, InEvent, Member, NodeInfo, ProbeTarget, ServiceCheck, State,
 };
-use crate::snapshot::ViewSnapshot;
+use crate::snapshot::{Explanation, ViewSnapshot};
 use actor::{Actor, Command, Pulse};
 pub use conn::{STREAM_READ_TIMEOUT, STREAM_READERS, STREAM_WRITE_TIMEOUT};
 pub use endpoint::{
@@ -109,6 +109,7 @@ impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Command::Snapshot(_) => "Snapshot",
+            Command::Explain(..) => "Explain",
             Command::Input(_) => "Input",
         })
     }
@@ -187,6 +188,14 @@ impl Membership {
         let (tx, rx) = oneshot::channel();
         self.commands.send(Command::Snapshot(tx)).await.ok()?;
         rx.await.ok()
+    }
+
+    /// Why the name `name` answers with what it does (`spdu explain`); `None` when no rule has
+    /// that name or the node stopped.
+    pub async fn explain(&self, name: String) -> Option<Explanation> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(Command::Explain(name, tx)).await.ok()?;
+        rx.await.ok().flatten()
     }
 
     /// Whether the actor ran its loop within [`ALIVE_WITHIN`] (it wakes at least every second).

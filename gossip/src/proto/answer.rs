@@ -16,7 +16,7 @@ use std::net::IpAddr;
 
 use spdu_keys::PublicKey;
 
-use super::{AnswerSet, Bitmap, Observation, Roster};
+use super::{AnswerSet, Bitmap, NameAnswer, Observation, Roster};
 
 /// How many live observers (other than the peer itself) must see a peer reachable.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -213,9 +213,10 @@ impl AnswerCache {
         self.admitted = None;
     }
 
-    /// Applies the answer rule to `mine` and the votes in `tally`; returns the new answer set if
-    /// it changed. `healthy(j)` tells whether the latest observation of the member at `j` says
-    /// it is healthy; `addresses(key)` gives the addresses served for a member.
+    /// Applies the answer rule to `mine` and the votes in `tally`; returns whether the
+    /// qualifying members or their addresses changed (the version is left to
+    /// [`AnswerCache::changed`]). `healthy(j)` tells whether the latest observation of the member
+    /// at `j` says it is healthy; `addresses(key)` gives the addresses served for a member.
     pub(super) fn update<I: IntoIterator<Item = IpAddr>>(
         &mut self,
         roster: &Roster,
@@ -224,19 +225,36 @@ impl AnswerCache {
         healthy: impl Fn(usize) -> bool,
         quorum: Quorum,
         addresses: impl Fn(&PublicKey) -> I,
-    ) -> Option<AnswerSet> {
+    ) -> bool {
         let key = (admitted_peers(roster, mine, tally, healthy, quorum), mine.healthy);
         if self.admitted.as_ref() == Some(&key) {
-            return None;
+            return false;
         }
         let members = members_of(roster, mine, &key.0);
         self.admitted = Some(key);
         let addresses: Vec<IpAddr> = members.iter().flat_map(addresses).collect();
         if members == self.answer.members && addresses == self.answer.addresses {
-            return None;
+            return false;
         }
-        self.answer = AnswerSet { version: self.answer.version + 1, members, addresses };
-        Some(self.answer.clone())
+        self.answer.members = members;
+        self.answer.addresses = addresses;
+        true
+    }
+
+    /// The peers admitted by the last [`AnswerCache::update`] and whether this node was healthy.
+    pub(super) fn admitted(&self) -> Option<&(Bitmap, bool)> {
+        self.admitted.as_ref()
+    }
+
+    /// Replaces what the names answer with.
+    pub(super) fn set_names(&mut self, names: Vec<NameAnswer>) {
+        self.answer.names = names;
+    }
+
+    /// Marks a change of the answer: its version grows by one. Returns the new answer.
+    pub(super) fn changed(&mut self) -> AnswerSet {
+        self.answer.version += 1;
+        self.answer.clone()
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use spdu_keys::{PublicKey, SecretKey};
+use spdu_policy::Pick;
 
 use super::{CheckResult, Message, Rejection, ServiceCheck};
 
@@ -67,15 +68,47 @@ pub struct ProbeTarget {
     pub check: ServiceCheck,
 }
 
-/// The nodes and addresses this node answers with.
+/// The sites that qualify (the answer rule) and what each name answers with (its policy).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct AnswerSet {
-    /// Grows by one on every change.
+    /// Grows by one on every change (of the qualifying sites or of any name's answer).
     pub version: u64,
-    /// The nodes in the answer: this node first (unless it withdrew), then peers in key order.
+    /// The nodes that qualify: this node first (unless it withdrew), then peers in key order.
     pub members: Vec<PublicKey>,
     /// Their service addresses, in member order.
     pub addresses: Vec<IpAddr>,
+    /// One per rule of [`super::Config::policy`], in its order: what the name answers with.
+    pub names: Vec<NameAnswer>,
+}
+
+/// What one name answers with, as its policy chose among the qualifying sites.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NameAnswer {
+    /// The rule's name as configured (`api`, `@`, `www.deep`).
+    pub name: String,
+    /// The chosen sites, in answer order (never empty while the rule has a site in the roster).
+    pub sites: Vec<AnswerSite>,
+    /// What each response takes from `sites`.
+    pub pick: Pick,
+    /// The TTL of its records: the rule's `ttl`, or `ttl_degraded` while degraded.
+    pub ttl: u32,
+    /// The answer lacks a site it would hold if every site were up.
+    pub degraded: bool,
+    /// No site of the name qualifies: this is the fail-open answer.
+    pub fail_open: bool,
+}
+
+/// One site of a [`NameAnswer`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AnswerSite {
+    /// Its key.
+    pub key: PublicKey,
+    /// Its roster name.
+    pub name: String,
+    /// Its service addresses (as served: inside its pins).
+    pub addresses: Vec<IpAddr>,
+    /// Its weight (for [`Pick::Weighted`]).
+    pub weight: u32,
 }
 
 /// Counters of what arrived and what was refused.

@@ -178,12 +178,30 @@ pub struct Verdict {
     ok_streak: u32,
     fail_streak: u32,
     last: Option<(Instant, CheckResult)>,
+    /// Smoothed latency of the passing results (the `fastest` policy ranks sites by it).
+    latency: Option<Duration>,
+    /// Passing results with a latency so far (counted up to [`LATENCY_SETTLED`]).
+    latency_samples: u32,
 }
+
+/// Weight of a new passing result in the smoothed latency (as TCP's SRTT, RFC 6298: 1/8).
+const LATENCY_GAIN: u32 = 8;
+/// Passing results before the smoothed latency is given out: until then it is their plain mean,
+/// so one unlucky first sample does not decide a `fastest` choice.
+pub const LATENCY_SETTLED: u32 = 8;
 
 impl Verdict {
     /// A verdict that starts `ok` (this node's own service) or down (a peer's, until proven).
     pub fn new(ok: bool) -> Self {
-        Self { ok, changed_at: None, ok_streak: 0, fail_streak: 0, last: None }
+        Self {
+            ok,
+            changed_at: None,
+            ok_streak: 0,
+            fail_streak: 0,
+            last: None,
+            latency: None,
+            latency_samples: 0,
+        }
     }
 
     /// The current verdict.
@@ -194,6 +212,11 @@ impl Verdict {
     /// The latest result and when it arrived.
     pub fn last(&self) -> Option<&(Instant, CheckResult)> {
         self.last.as_ref()
+    }
+
+    /// The smoothed latency of the passing results, once [`LATENCY_SETTLED`] of them came in.
+    pub fn latency(&self) -> Option<Duration> {
+        self.latency.filter(|_| self.latency_samples >= LATENCY_SETTLED)
     }
 
     /// When the verdict last flipped.
@@ -212,6 +235,16 @@ impl Verdict {
     /// changes nothing else.
     pub fn record(&mut self, now: Instant, result: CheckResult, policy: &HealthPolicy) -> bool {
         let (ok, unknown) = (result.ok, result.unknown);
+        if let (true, Some(sample)) = (ok, result.latency) {
+            let n = self.latency_samples;
+            self.latency = Some(match self.latency {
+                // The running mean of the first samples, then an exponential average.
+                Some(mean) if n < LATENCY_SETTLED => (mean * n + sample) / (n + 1),
+                Some(smooth) => smooth - smooth / LATENCY_GAIN + sample / LATENCY_GAIN,
+                None => sample,
+            });
+            self.latency_samples = (n + 1).min(LATENCY_SETTLED);
+        }
         self.last = Some((now, result));
         if unknown {
             return false;
@@ -246,6 +279,26 @@ mod tests {
 
     fn fail() -> CheckResult {
         CheckResult::fail("refused")
+    }
+
+    #[test]
+    fn latency_is_the_mean_until_settled_then_smoothed() {
+        let policy = HealthPolicy::default();
+        let t0 = Instant::now();
+        let mut v = Verdict::new(false);
+        let ms = Duration::from_millis;
+        for k in 0..LATENCY_SETTLED {
+            assert_eq!(v.latency(), None);
+            v.record(t0, CheckResult::pass(ms(if k % 2 == 0 { 10 } else { 30 })), &policy);
+        }
+        let near = |got: Option<Duration>, want: Duration| {
+            got.is_some_and(|got| got.abs_diff(want) < Duration::from_micros(1))
+        };
+        assert!(near(v.latency(), ms(20)), "{:?}", v.latency());
+        v.record(t0, fail(), &policy);
+        assert!(near(v.latency(), ms(20)), "failures carry no latency");
+        v.record(t0, CheckResult::pass(ms(100)), &policy);
+        assert!(near(v.latency(), ms(30)), "1/8 of the way to the new sample: {:?}", v.latency());
     }
 
     #[test]

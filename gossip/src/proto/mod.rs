@@ -18,6 +18,8 @@
 //! - `publisher`: this node's own observation, version, health and beats;
 //! - `limits`: the bounds on the work one peer can cause (request rates, verification budget);
 //! - `answer`: the answer rule and the cached answer set;
+//! - `policies`: each name's failover policy over the qualifying sites (`spdu-policy`'s
+//!   selectors, fed this node's view and latencies);
 //! - `events`: inputs, outputs, identity and counters;
 //! - `roster`, `observation`, `beat`, `message`, `health`: the data and its wire forms.
 
@@ -31,6 +33,7 @@ mod limits;
 mod liveness;
 mod message;
 mod observation;
+mod policies;
 mod publisher;
 mod roster;
 mod state;
@@ -40,7 +43,9 @@ use std::time::Duration;
 
 pub use answer::{Quorum, Tally, Votes, admitted_peers, members_of, votes};
 pub use beat::{BEAT_CONTEXT, Beat, SignedBeat};
-pub use events::{AnswerSet, InEvent, LinkStatus, NodeInfo, OutEvent, ProbeTarget, Stats};
+pub use events::{
+    AnswerSet, AnswerSite, InEvent, LinkStatus, NameAnswer, NodeInfo, OutEvent, ProbeTarget, Stats,
+};
 pub use health::{CheckResult, HealthPolicy, MAX_CHECK_FIELD, ServiceCheck, Verdict};
 pub use limits::{VERIFY_BURST_ROSTERS, VERIFY_ROSTERS_PER_SEC};
 pub use message::{FrameError, MAX_ENTRIES, MAX_FRAME_BYTES, Message};
@@ -51,6 +56,7 @@ pub use observation::{
 pub use roster::{
     AddressPin, Bitmap, MAX_SERVICE_ADDRESSES, Member, PinError, Roster, RosterId, is_special_purpose,
 };
+pub use spdu_policy::{Pick, Policy, PolicyConfig, PolicyDigest, Rule, SiteAttrs};
 pub use state::State;
 #[cfg(test)]
 pub(crate) use state::Timer;
@@ -78,6 +84,8 @@ pub struct Config {
     pub quorum: Quorum,
     /// Service health checks: thresholds, damping, whether peers' services are probed.
     pub health: HealthPolicy,
+    /// Each name's failover policy and every site's priority and weight.
+    pub policy: PolicyConfig,
 }
 
 impl Default for Config {
@@ -91,6 +99,7 @@ impl Default for Config {
             stale_after: Duration::from_millis(3500),
             quorum: Quorum::Half,
             health: HealthPolicy::default(),
+            policy: PolicyConfig::default(),
         }
     }
 }

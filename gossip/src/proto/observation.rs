@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 use spdu_keys::{PublicKey, SecretKey, Signature};
 
-use super::{Bitmap, Roster, RosterId, ServiceCheck};
+use super::{Bitmap, PolicyDigest, Roster, RosterId, ServiceCheck};
 
 /// The signature context of observations.
 pub const OBSERVATION_CONTEXT: &str = "spdu/observation/v1";
@@ -47,6 +47,28 @@ pub struct Observation {
     pub service_probed: Bitmap,
     /// Of those, the ones whose service passes.
     pub service_ok: Bitmap,
+    /// A digest of the observer's failover policies (rules and site attributes), so that
+    /// operators see when sites are configured differently. Appended last: a body signed by an
+    /// older version ends exactly before it and reads as the all-zero digest (see
+    /// [`decode_body`]); older versions ignore it (postcard leaves trailing bytes unread).
+    #[serde(default)]
+    pub policy: PolicyDigest,
+}
+
+/// Decodes a signed body: the current layout, or one that ends exactly where the policy digest
+/// would start (an older version's), read with the all-zero digest. Anything else (a body cut
+/// inside the digest, trailing bytes after it) is malformed.
+fn decode_body(body: &[u8]) -> Option<Observation> {
+    if let Ok((obs, [])) = postcard::take_from_bytes::<Observation>(body) {
+        return Some(obs);
+    }
+    let mut padded = Vec::with_capacity(body.len() + 16);
+    padded.extend_from_slice(body);
+    padded.extend_from_slice(&[0; 16]);
+    match postcard::take_from_bytes::<Observation>(&padded) {
+        Ok((obs, [])) => Some(obs),
+        _ => None,
+    }
 }
 
 /// One observer's verdict on one peer, read from its bitmaps (see [`Observation::report`]).
@@ -172,7 +194,7 @@ impl SignedObservation {
         if self.body.len() > MAX_OBSERVATION_BYTES {
             return Err(Rejection::Malformed);
         }
-        let obs: Observation = postcard::from_bytes(&self.body).map_err(|_| Rejection::Malformed)?;
+        let obs = decode_body(&self.body).ok_or(Rejection::Malformed)?;
         if obs.cluster != cluster {
             return Err(Rejection::WrongCluster(obs.cluster));
         }
@@ -252,6 +274,31 @@ mod tests {
 
     fn roster(k: &PublicKey) -> bool {
         (0..3).any(|i| public_key(i) == *k)
+    }
+
+    #[test]
+    fn policy_digest_is_signed_and_absent_from_older_bodies() {
+        let mut obs = observation(0, 3, true, &[(1, true)]);
+        obs.policy = PolicyDigest([7; 16]);
+        let signed = obs.sign(&secret_key(0));
+        assert_eq!(signed.verify(CLUSTER, roster).unwrap().policy, PolicyDigest([7; 16]));
+        // A body as older versions sign it ends before the digest: it reads as unknown.
+        let legacy_body = signed.body[..signed.body.len() - 16].to_vec();
+        let legacy = SignedObservation {
+            signature: secret_key(0).sign(OBSERVATION_CONTEXT, CLUSTER, &legacy_body),
+            body: legacy_body,
+        };
+        let read = legacy.verify(CLUSTER, roster).unwrap();
+        assert!(read.policy.is_unknown());
+        assert_eq!(read, Observation { policy: PolicyDigest::default(), ..obs.clone() });
+        // A body cut inside the digest, or with bytes after it, is malformed.
+        for body in [signed.body[..signed.body.len() - 1].to_vec(), [&signed.body[..], &[0]].concat()] {
+            let tampered = SignedObservation {
+                signature: secret_key(0).sign(OBSERVATION_CONTEXT, CLUSTER, &body),
+                body,
+            };
+            assert_eq!(tampered.verify(CLUSTER, roster), Err(Rejection::Malformed));
+        }
     }
 
     fn signed() -> (Observation, SignedObservation) {

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use spdu_keys::{PublicKey, SecretKey};
 
 use super::{
-    Beat, Bitmap, CheckResult, HealthPolicy, NodeInfo, Observation, Roster, ServiceCheck, SignedBeat,
-    SignedObservation, Verdict,
+    Beat, Bitmap, CheckResult, HealthPolicy, NodeInfo, Observation, PolicyDigest, Roster, ServiceCheck,
+    SignedBeat, SignedObservation, Verdict,
 };
 
 /// Everything this node says about itself.
@@ -33,6 +33,8 @@ pub(super) struct Publisher {
     beat: u64,
     addresses: Vec<IpAddr>,
     service_check: Option<ServiceCheck>,
+    /// The digest of this node's failover policies, signed with every observation.
+    policy: PolicyDigest,
     /// The verdict on this node's own service check, once a result came in.
     own: Option<Verdict>,
     last_publish: Option<Instant>,
@@ -49,7 +51,7 @@ pub(super) struct Reports {
 
 impl Publisher {
     /// Nothing published yet.
-    pub(super) fn new(info: NodeInfo) -> Self {
+    pub(super) fn new(info: NodeInfo, policy: PolicyDigest) -> Self {
         Self {
             me: info.key.public(),
             key: info.key,
@@ -60,10 +62,15 @@ impl Publisher {
             beat: 0,
             addresses: info.addresses,
             service_check: info.service_check,
+            policy,
             own: None,
             last_publish: None,
             publish_at: None,
         }
+    }
+
+    pub(super) fn policy(&self) -> PolicyDigest {
+        self.policy
     }
 
     pub(super) fn key(&self) -> PublicKey {
@@ -142,6 +149,7 @@ impl Publisher {
             reachable: reports.reachable,
             service_probed: reports.service_probed,
             service_ok: reports.service_ok,
+            policy: self.policy,
         };
         (obs.sign(&self.key), obs)
     }

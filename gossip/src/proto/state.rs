@@ -30,11 +30,12 @@ use spdu_keys::PublicKey;
 use super::answer::AnswerCache;
 use super::limits::{Limited, Limits};
 use super::liveness::Liveness;
+use super::policies::{Policies, SiteView};
 use super::publisher::{Publisher, Reports};
 use super::view::{RELAY_AFTER, View};
 use super::{
     AnswerSet, Bitmap, CheckResult, Config, InEvent, LinkStatus, Member, Message, NodeInfo, Observation,
-    OutEvent, ProbeTarget, Roster, SignedObservation, Stats, Verdict, is_special_purpose,
+    OutEvent, PolicyConfig, ProbeTarget, Roster, SignedObservation, Stats, Verdict, is_special_purpose,
 };
 
 /// Probe intervals to wait before asking an observer again for the observation its Alive names.
@@ -49,6 +50,8 @@ pub(crate) enum Timer {
     Heartbeat,
     /// Time to publish a coalesced change of this node's observation.
     Publish,
+    /// Time to apply a name's change that its `min_change_interval` held back.
+    Policy,
 }
 
 /// The protocol state of one node. See the module docs for its invariants.
@@ -68,6 +71,9 @@ pub struct State {
     view: View,
     limits: Limits,
     answer: AnswerCache,
+    policies: Policies,
+    /// A selection input other than the qualifying sites changed (a latency).
+    policy_dirty: bool,
     probe_targets: Vec<ProbeTarget>,
     rng: StdRng,
     stats: Stats,
@@ -88,6 +94,8 @@ impl State {
         let peers: BTreeMap<PublicKey, Member> =
             roster.into_iter().filter(|m| m.key != me_key).map(|m| (m.key, m)).collect();
         let full = Roster::new(peers.keys().copied().chain([me_key]));
+        let policy =
+            config.policy.digest(peers.values().map(|m| m.name.as_str()).chain([info.name.as_str()]));
         let me = full.index(&me_key).expect("self is in its roster");
         let mut members: Vec<Option<Member>> = peers.into_values().map(Some).collect();
         members.insert(me, None);
@@ -99,11 +107,13 @@ impl State {
             heartbeat_at: now + config.heartbeat,
             tick_at,
             started_at: now,
-            publisher: Publisher::new(info),
+            publisher: Publisher::new(info, policy),
             liveness: Liveness::new(full.len(), me, now, first_nonce),
             view: View::new(full.len()),
             limits: Limits::new(full.len()),
             answer: AnswerCache::default(),
+            policies: Policies::new(&config.policy),
+            policy_dirty: false,
             probe_targets: Vec::new(),
             members,
             me,
@@ -116,7 +126,7 @@ impl State {
             out: VecDeque::new(),
         };
         state.publish(now);
-        state.finish();
+        state.finish(now);
         state
     }
 
@@ -129,10 +139,11 @@ impl State {
                 if self.publisher.on_self_check(now, result, &self.config.health) {
                     self.request_publish(now);
                 }
+                self.latency_changed();
             }
             InEvent::ServiceProbe { peer, result } => self.on_service_probe(now, peer, result),
         }
-        self.finish();
+        self.finish(now);
     }
 
     /// Fires every timer due at `now`, earliest first.
@@ -140,7 +151,7 @@ impl State {
         while let Some((at, timer)) = self.next_timer().filter(|(at, _)| *at <= now) {
             self.fire_timer(now.max(at), timer);
         }
-        self.finish();
+        self.finish(now);
     }
 
     /// When [`State::handle_timeout`] must be called next: the earliest timer slot.
@@ -155,7 +166,8 @@ impl State {
 
     fn next_timer(&self) -> Option<(Instant, Timer)> {
         let publish = self.publisher.publish_at().map(|at| (at, Timer::Publish));
-        [Some((self.tick_at, Timer::Tick)), Some((self.heartbeat_at, Timer::Heartbeat)), publish]
+        let policy = self.policies.due().map(|at| (at, Timer::Policy));
+        [Some((self.tick_at, Timer::Tick)), Some((self.heartbeat_at, Timer::Heartbeat)), publish, policy]
             .into_iter()
             .flatten()
             .min()
@@ -166,6 +178,11 @@ impl State {
             Timer::Tick => self.on_tick(now),
             Timer::Heartbeat => self.on_heartbeat(now),
             Timer::Publish => self.publish(now),
+            Timer::Policy => {
+                // Selects at once, so that the slot moves on before the next look at the timers.
+                self.policy_dirty = true;
+                self.recompute_answer(now);
+            }
         }
     }
 
@@ -176,7 +193,7 @@ impl State {
         if timer != Timer::Publish || self.publisher.publish_at().is_some() {
             self.fire_timer(now, timer);
         }
-        self.finish();
+        self.finish(now);
         self.drain()
     }
 
@@ -270,6 +287,16 @@ impl State {
         &self.roster
     }
 
+    /// The digest of this node's failover policies (signed in its observations).
+    pub fn policy_digest(&self) -> super::PolicyDigest {
+        self.publisher.policy()
+    }
+
+    /// Why the name `name` answers with what it does, as of `now` (none: no rule has that name).
+    pub fn explain(&self, now: Instant, name: &str) -> Option<crate::snapshot::Explanation> {
+        crate::snapshot::Explanation::of(self, now, name)
+    }
+
     /// The current answer set.
     pub fn answer(&self) -> &AnswerSet {
         self.answer.answer()
@@ -309,10 +336,10 @@ impl State {
         (0..self.roster.len()).filter(move |i| *i != me)
     }
 
-    fn finish(&mut self) {
+    fn finish(&mut self, now: Instant) {
         if self.dirty {
             self.dirty = false;
-            self.recompute_answer();
+            self.recompute_answer(now);
         }
         if self.targets_dirty {
             self.targets_dirty = false;
@@ -393,6 +420,7 @@ impl State {
     fn on_service_probe(&mut self, now: Instant, peer: PublicKey, result: CheckResult) {
         let Some(i) = self.roster.index(&peer).filter(|i| *i != self.me) else { return };
         self.liveness.on_service_probe(i, now, result, &self.config.health);
+        self.latency_changed();
         // Publish whenever the report would differ from the published one: a flip, but also a
         // peer that started advertising a check since (its service is down until proven).
         let (reachable, service_ok) =
@@ -504,26 +532,84 @@ impl State {
         self.dirty = true;
     }
 
-    fn recompute_answer(&mut self) {
-        // The cache is taken out while the rule reads the rest of the state.
+    /// A service-check latency may have changed: `fastest` rules select again.
+    fn latency_changed(&mut self) {
+        if self.policies.uses_latency() {
+            self.policy_dirty = true;
+            self.dirty = true;
+        }
+    }
+
+    fn recompute_answer(&mut self, now: Instant) {
+        // The cache and the selectors are taken out while the rules read the rest of the state.
         let mut cache = std::mem::take(&mut self.answer);
+        let mut policies = std::mem::take(&mut self.policies);
+        let policy_dirty = std::mem::take(&mut self.policy_dirty);
         let view = &self.view;
         let mine = &view.get(self.me).expect("own observation published at start").obs;
-        let changed = cache.update(
+        let served =
+            |i: usize| view.get(i).map(|e| self.served(i, &e.obs).collect::<Vec<_>>()).unwrap_or_default();
+        let mut changed = cache.update(
             &self.roster,
             mine,
             view.tally(),
             |j| view.get(j).is_some_and(|e| e.obs.healthy),
             self.config.quorum,
-            |k| {
-                let i = self.roster.index(k).expect("answer members are members");
-                view.get(i).map(|e| self.served(i, &e.obs).collect::<Vec<_>>()).unwrap_or_default()
-            },
+            |k| served(self.roster.index(k).expect("answer members are members")),
         );
-        self.answer = cache;
-        if let Some(answer) = changed {
+        let due = policies.due().is_some_and(|at| at <= now);
+        if changed || policy_dirty || due {
+            let admitted = cache.admitted().expect("updated above");
+            let sites = self.site_views(admitted);
+            if policies.update(now, &self.config.policy, &sites, served) {
+                cache.set_names(policies.names().to_vec());
+                changed = true;
+            }
+        }
+        self.policies = policies;
+        if changed {
+            let answer = cache.changed();
             self.out.push_back(OutEvent::AnswerChanged(answer));
         }
+        self.answer = cache;
+    }
+
+    /// Every site as the selectors see it, in answer order (this node first, then peers in key
+    /// order), from the admitted peers and own health of the last answer-rule pass.
+    pub(crate) fn site_views(&self, admitted: &(Bitmap, bool)) -> Vec<SiteView<'_>> {
+        let own = SiteView {
+            position: self.me,
+            name: self.publisher.name(),
+            key: self.roster.key(self.me),
+            qualifies: admitted.1,
+            latency: self.publisher.own_health().and_then(Verdict::latency),
+            settling: self.publisher.own_health().is_some_and(|v| v.latency().is_none()),
+            is_self: true,
+        };
+        let peers = self.members.iter().enumerate().filter_map(|(j, m)| {
+            let m = m.as_ref()?;
+            let service = self.liveness.link(j).and_then(|l| l.service.as_ref());
+            Some(SiteView {
+                position: j,
+                name: &m.name,
+                key: m.key,
+                qualifies: admitted.0.get(j),
+                latency: service.and_then(Verdict::latency),
+                // Probed (it advertises a check) but not settled: a site that advertises none
+                // has no latency and holds nothing back.
+                settling: self.advertises(j) && service.is_none_or(|v| v.latency().is_none()),
+                is_self: false,
+            })
+        });
+        std::iter::once(own).chain(peers).collect()
+    }
+
+    /// The selectors, their config and the sites they see now (for `spdu explain`).
+    pub(crate) fn policy_inputs(&self) -> (&Policies, &PolicyConfig, Vec<SiteView<'_>>) {
+        let admitted =
+            self.answer.admitted().cloned().unwrap_or_else(|| (Bitmap::new(self.roster.len()), true));
+        let sites = self.site_views(&admitted);
+        (&self.policies, &self.config.policy, sites)
     }
 }
 

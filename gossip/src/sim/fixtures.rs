@@ -85,5 +85,6 @@ pub fn observation(i: usize, n: usize, healthy: bool, reports: &[(usize, bool)])
         reachable,
         service_probed: Bitmap::new(n),
         service_ok: Bitmap::new(n),
+        policy: Default::default(),
     }
 }

@@ -8,6 +8,7 @@
 //!
 //! - `validate`: field checks and their bounds, `[node]`, `[timing]`.
 //! - `peers`: `[[peers]]` and each peer's pinned service addresses.
+//! - `zone`: `[zone]` and `[[zone.record]]`: the pool names and each name's failover rule.
 //! - `health`: the `[health]` section.
 //!
 //! Address pins ([`AddressPin`]) and the special-purpose rule are the protocol core's
@@ -24,6 +25,7 @@ use serde::Deserialize;
 use spdu_dnsfront::ZoneConfig;
 use spdu_gossip::proto::{self, Member};
 use spdu_keys::SecretKey;
+use spdu_policy::{PolicyConfig, SiteAttrs};
 use toml::Spanned;
 
 mod health;
@@ -31,11 +33,14 @@ mod peers;
 #[cfg(test)]
 mod tests;
 mod validate;
+mod zone;
 
 pub use health::{HealthConfig, SelfCheck};
 pub use spdu_gossip::proto::AddressPin;
-pub use validate::{COUNT, STALE_AFTER_MS, TIMER_MS};
+pub use validate::{COUNT, PRIORITY, STALE_AFTER_MS, TIMER_MS, WEIGHT};
 use validate::{RawNode, RawTiming, bounded_count, bounded_ms, name, socket_addr};
+pub(crate) use zone::name_key;
+pub use zone::{GOOD_ENOUGH_MS, MAX_ANSWERS, MIN_CHANGE_INTERVAL_MS, TTL};
 
 /// A validated config.
 #[derive(Clone, Debug)]
@@ -44,13 +49,16 @@ pub struct Config {
     pub path: PathBuf,
     /// `[node]`: this site.
     pub node: NodeConfig,
-    /// `[zone]`: the pool zone this node serves.
+    /// `[zone]`: the pool zone this node serves; its `names` are `zone.names`, then the names of
+    /// the `[[zone.record]]` entries.
     pub zone: ZoneConfig,
     /// `[[peers]]`: the roster, without this node.
     pub peers: Vec<Member>,
     /// `[cluster] id`: mixed into every signature; defaults to the zone origin.
     pub cluster: String,
-    /// `[timing]` and `quorum`, as the protocol core takes them (with `[health]`'s thresholds).
+    /// `[timing]` and `quorum`, as the protocol core takes them, with `[health]`'s thresholds
+    /// and the failover policies (`policy`: one rule per name of [`Self::zone`], same order, and
+    /// every site's `priority` and `weight`, this node's and each peer's).
     pub protocol: proto::Config,
     /// `[health]`: this site's service check, what peers may check, how checks are run.
     pub health: HealthConfig,
@@ -74,6 +82,8 @@ pub struct NodeConfig {
     pub control_allow: Vec<AddressPin>,
     /// `node.addresses`: this site's service addresses.
     pub addresses: Vec<IpAddr>,
+    /// `node.priority` and `node.weight`: this site's place in the failover policies.
+    pub attrs: SiteAttrs,
 }
 
 impl Config {
@@ -173,7 +183,7 @@ type Checked<T> = Result<T, FieldError>;
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     node: RawNode,
-    zone: RawZone,
+    zone: zone::RawZone,
     #[serde(default)]
     peers: Vec<peers::RawPeer>,
     #[serde(default)]
@@ -182,15 +192,6 @@ struct RawConfig {
     timing: RawTiming,
     #[serde(default)]
     health: health::RawHealth,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawZone {
-    origin: String,
-    names: Vec<String>,
-    ttl: u32,
-    nameservers: Vec<String>,
 }
 
 #[derive(Default, Deserialize)]
@@ -202,15 +203,16 @@ struct RawCluster {
 impl RawConfig {
     fn validate(self, base: &Path) -> Checked<Config> {
         let node = self.node.validate(base)?;
-        let peers = peers::validate(&self.peers, &node)?;
+        let (peers, attrs): (Vec<Member>, Vec<SiteAttrs>) =
+            peers::validate(&self.peers, &node)?.into_iter().unzip();
 
-        let zone = ZoneConfig {
-            origin: self.zone.origin,
-            names: self.zone.names,
-            ttl: self.zone.ttl,
-            nameservers: self.zone.nameservers,
-        };
-        zone.validate().map_err(FieldError::field)?;
+        let roster: Vec<&str> =
+            std::iter::once(node.name.as_str()).chain(peers.iter().map(|p| p.name.as_str())).collect();
+        let (zone, rules) = self.zone.validate(&roster)?;
+        let sites = std::iter::once((node.name.clone(), node.attrs))
+            .chain(peers.iter().map(|p| p.name.clone()).zip(attrs))
+            .collect();
+        let policy = PolicyConfig { rules, sites };
 
         let cluster = match &self.cluster.id {
             Some(id) => name("cluster.id", id)?,
@@ -218,8 +220,9 @@ impl RawConfig {
         };
 
         let mut protocol = self.timing.validate(peers.len() + 1)?;
-        let (health, policy) = self.health.validate(&node, &zone)?;
-        protocol.health = policy;
+        let (health, health_policy) = self.health.validate(&node, &zone)?;
+        protocol.health = health_policy;
+        protocol.policy = policy;
         Ok(Config { path: PathBuf::new(), node, zone, peers, cluster, protocol, health })
     }
 }

@@ -11,9 +11,10 @@ use std::net::SocketAddr;
 
 use serde::Deserialize;
 use spdu_keys::PublicKey;
+use spdu_policy::SiteAttrs;
 use toml::Spanned;
 
-use super::validate::{name, pin, remote_addr};
+use super::validate::{name, pin, remote_addr, site_attrs};
 use super::{Checked, FieldError, NodeConfig};
 use spdu_gossip::proto::{AddressPin, MAX_SERVICE_ADDRESSES, Member, is_special_purpose};
 
@@ -24,11 +25,14 @@ pub(super) struct RawPeer {
     key: Spanned<String>,
     gossip: Spanned<String>,
     addresses: Option<Spanned<Vec<Spanned<String>>>>,
+    priority: Option<Spanned<u32>>,
+    weight: Option<Spanned<u32>>,
 }
 
 /// Checks every `[[peers]]` entry against the others and against `node`; each becomes the
-/// roster [`Member`] that the driver and the protocol core take as it is.
-pub(super) fn validate(raw: &[RawPeer], node: &NodeConfig) -> Checked<Vec<Member>> {
+/// roster [`Member`] that the driver and the protocol core take as it is, with its failover
+/// attributes (`priority`, `weight`).
+pub(super) fn validate(raw: &[RawPeer], node: &NodeConfig) -> Checked<Vec<(Member, SiteAttrs)>> {
     let mut peers = Vec::with_capacity(raw.len());
     let mut names = BTreeMap::from([(node.name.clone(), "node.name".to_owned())]);
     let mut keys: BTreeMap<PublicKey, usize> = BTreeMap::new();
@@ -80,7 +84,8 @@ pub(super) fn validate(raw: &[RawPeer], node: &NodeConfig) -> Checked<Vec<Member
             None => vec![AddressPin::host(gossip.ip())],
             Some(list) => pins(&format!("peers[{i}].addresses"), list)?,
         };
-        peers.push(Member { name: peer_name, key, gossip, addresses });
+        let attrs = site_attrs(&format!("peers[{i}]"), &raw.priority, &raw.weight)?;
+        peers.push((Member { name: peer_name, key, gossip, addresses }, attrs));
     }
     Ok(peers)
 }

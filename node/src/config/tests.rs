@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use spdu_gossip::proto::{self, Quorum};
 use spdu_keys::SecretKey;
+use spdu_policy::{Policy, SiteAttrs};
 
 use super::*;
 
@@ -61,7 +62,9 @@ fn valid_config_gets_defaults() {
     assert_eq!(config.node.name, "alpha");
     assert_eq!(config.node.key, Path::new("/etc/spdu/node.key"));
     assert_eq!(config.cluster, "pool.example.com");
-    assert_eq!(config.protocol, proto::Config::default());
+    let mut protocol = config.protocol.clone();
+    protocol.policy = proto::PolicyConfig::default();
+    assert_eq!(protocol, proto::Config::default());
     assert_eq!(config.peers.len(), 2);
     assert_eq!(config.peers[1].key.to_string(), key_token(3));
 }
@@ -285,4 +288,233 @@ fn ids_and_names_with_invisible_characters_are_refused() {
     assert!(e.contains("peers[1].name") && e.contains("U+202E"), "{e}");
     let e = error(&valid().replace("name = \"gamma\"", "name = \"gam\\u0007ma\""));
     assert!(e.contains("peers[1].name") && e.contains("U+0007"), "{e}");
+}
+
+/// `valid()` with `node` appended to `[node]`, `zone` replacing `names = ["api"]`, and `records`
+/// appended after `[zone]`.
+fn with_policies(node: &str, zone: &str, records: &str) -> String {
+    valid()
+        .replace("addresses = [\"192.0.2.10\"]\n", &format!("addresses = [\"192.0.2.10\"]\n{node}\n"))
+        .replace("names = [\"api\"]\n", &format!("{zone}\n"))
+        .replace(
+            "nameservers = [\"alpha.example.com\"]\n",
+            &format!("nameservers = [\"alpha.example.com\"]\n{records}\n"),
+        )
+}
+
+#[test]
+fn zone_names_are_rules_of_policy_all() {
+    let config = parse(&valid()).unwrap();
+    assert_eq!(config.zone.names, vec!["api"]);
+    assert_eq!(config.protocol.policy.rules, vec![spdu_policy::Rule::all("api", 5)]);
+    let sites: Vec<(&str, SiteAttrs)> =
+        config.protocol.policy.sites.iter().map(|(name, attrs)| (name.as_str(), *attrs)).collect();
+    assert_eq!(
+        sites,
+        vec![
+            ("alpha", SiteAttrs::default()),
+            ("beta", SiteAttrs::default()),
+            ("gamma", SiteAttrs::default())
+        ]
+    );
+    assert_eq!(config.node.attrs, SiteAttrs { priority: 1, weight: 100 });
+}
+
+#[test]
+fn records_become_rules_in_zone_order() {
+    let text = with_policies(
+        "priority = 1\nweight = 200",
+        "names = [\"api\", \"www.api\"]",
+        r#"
+[[zone.record]]
+name = "admin"
+policy = "priority"
+sites = ["alpha", "beta"]
+max_answers = 1
+ttl = 30
+ttl_degraded = 2
+min_change_interval_ms = 60000
+
+[[zone.record]]
+name = "@"
+policy = "fastest"
+max_answers = 2
+good_enough_ms = 20
+
+[[zone.record]]
+name = "static"
+policy = "weighted"
+"#,
+    )
+    .replace("gossip = \"203.0.113.30:7946\"", "gossip = \"203.0.113.30:7946\"\npriority = 2\nweight = 0");
+    let config = parse(&text).unwrap();
+    assert_eq!(config.zone.names, vec!["api", "www.api", "admin", "@", "static"]);
+    let rules = &config.protocol.policy.rules;
+    let names: Vec<&str> = rules.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, config.zone.names);
+    assert_eq!(rules[1], spdu_policy::Rule::all("www.api", 5));
+    let admin = &rules[2];
+    assert_eq!(admin.policy, Policy::Priority);
+    assert_eq!(admin.sites, Some(vec!["alpha".to_string(), "beta".to_string()]));
+    assert_eq!((admin.max_answers, admin.ttl, admin.ttl_degraded), (1, 30, 2));
+    assert_eq!(admin.min_change_interval, Duration::from_secs(60));
+    assert_eq!(admin.good_enough, spdu_policy::DEFAULT_GOOD_ENOUGH);
+    let apex = &rules[3];
+    assert_eq!((apex.policy, apex.sites.clone(), apex.max_answers), (Policy::Fastest, None, 2));
+    assert_eq!(apex.good_enough, Duration::from_millis(20));
+    // Defaults: the zone TTL, ttl_degraded = ttl, no limit, no change-rate limit.
+    let weighted = &rules[4];
+    assert_eq!(weighted.policy, Policy::Weighted);
+    assert_eq!((weighted.max_answers, weighted.ttl, weighted.ttl_degraded), (0, 5, 5));
+    assert_eq!(weighted.min_change_interval, Duration::ZERO);
+    assert_eq!(config.protocol.policy.attrs("alpha"), SiteAttrs { priority: 1, weight: 200 });
+    assert_eq!(config.protocol.policy.attrs("beta"), SiteAttrs::default());
+    assert_eq!(config.protocol.policy.attrs("gamma"), SiteAttrs { priority: 2, weight: 0 });
+    // A record's ttl is its ttl_degraded's default.
+    let text = with_policies("", "", "[[zone.record]]\nname = \"api\"\npolicy = \"all\"\nttl = 60\n");
+    let rule = &parse(&text).unwrap().protocol.policy.rules[0];
+    assert_eq!((rule.ttl, rule.ttl_degraded), (60, 60));
+}
+
+#[test]
+fn names_may_be_left_out_but_one_name_is_needed() {
+    let text = with_policies("", "", "[[zone.record]]\nname = \"api\"\npolicy = \"priority\"\n");
+    let config = parse(&text).unwrap();
+    assert_eq!(config.zone.names, vec!["api"]);
+    assert_eq!(config.protocol.policy.rules[0].policy, Policy::Priority);
+    let e = error(&with_policies("", "", ""));
+    assert!(e.starts_with("/etc/spdu/spdu.toml: zone.names: no pool name"), "{e}");
+    let e = error(&with_policies("", "names = []", ""));
+    assert!(e.starts_with("/etc/spdu/spdu.toml:13:9: zone.names: no pool name"), "{e}");
+}
+
+#[test]
+fn policy_mistakes_name_the_line_and_the_field() {
+    let record =
+        |fields: &str| with_policies("", "", &format!("[[zone.record]]\nname = \"admin\"\n{fields}\n"));
+    for (fields, expected) in [
+        (
+            "policy = \"prio\"",
+            "spdu.toml:18:10: zone.record[0].policy: \"prio\" is not a policy (all, priority, weighted, fastest)",
+        ),
+        (
+            "policy = \"priority\"\nsites = [\"alpha\", \"delta\"]",
+            "spdu.toml:19:19: zone.record[0].sites[1]: \"delta\" is not a site of the roster \
+             (node.name or a peers[].name: alpha, beta, gamma)",
+        ),
+        (
+            "policy = \"all\"\nsites = [\"beta\", \"beta\"]",
+            "zone.record[0].sites[1]: \"beta\" is listed twice",
+        ),
+        ("policy = \"all\"\nsites = [\"Beta\"]", "zone.record[0].sites[0]: \"Beta\" is not a site"),
+        ("policy = \"all\"\nsites = []", "zone.record[0].sites: needs at least one site"),
+        (
+            "policy = \"all\"\nmax_answers = 129",
+            "zone.record[0].max_answers: 129 is out of bounds (0 to 128)",
+        ),
+        ("policy = \"all\"\nmax_answers = -1", "spdu.toml:19:15:"),
+        (
+            "policy = \"all\"\nttl = 2147483648",
+            "spdu.toml:19:7: zone.record[0].ttl: 2147483648 is out of bounds (0 to 2147483647 s)",
+        ),
+        (
+            "policy = \"all\"\nttl = 10\nttl_degraded = 30",
+            "spdu.toml:20:16: zone.record[0].ttl_degraded: 30 is longer than the record's ttl (10)",
+        ),
+        (
+            "policy = \"all\"\nttl_degraded = 6",
+            "zone.record[0].ttl_degraded: 6 is longer than the record's ttl (5)",
+        ),
+        (
+            "policy = \"all\"\nmin_change_interval_ms = 86400001",
+            "zone.record[0].min_change_interval_ms: 86400001 is out of bounds (0 to 86400000 ms)",
+        ),
+        (
+            "policy = \"priority\"\ngood_enough_ms = 10",
+            "zone.record[0].good_enough_ms: only used by policy \"fastest\", not by \"priority\"",
+        ),
+        (
+            "policy = \"fastest\"\ngood_enough_ms = 60001",
+            "zone.record[0].good_enough_ms: 60001 is out of bounds (0 to 60000 ms)",
+        ),
+        ("policy = \"all\"\ncolour = \"blue\"", "spdu.toml:19:1: unknown field `colour`"),
+        ("", "missing field `policy`"),
+    ] {
+        let e = error(&record(fields));
+        assert!(e.contains(expected), "{fields}: {e}");
+        assert!(!e.contains('\n'), "{e}");
+    }
+    let e = error(&with_policies("", "", "[[zone.record]]\npolicy = \"all\"\n"));
+    assert!(e.contains("missing field `name`"), "{e}");
+}
+
+#[test]
+fn a_name_has_one_rule() {
+    let record = |name: &str| format!("[[zone.record]]\nname = \"{name}\"\npolicy = \"priority\"\n");
+    for (zone, records, expected) in [
+        (
+            "names = [\"api\"]",
+            record("API"),
+            "spdu.toml:17:8: zone.record[0].name: \"API\" is the same name as zone.names[0]",
+        ),
+        (
+            "names = [\"api\", \"www\"]",
+            record("www.pool.example.com."),
+            "zone.record[0].name: \"www.pool.example.com.\" is the same name as zone.names[1]",
+        ),
+        (
+            "names = [\"api\", \"Api\"]",
+            String::new(),
+            "spdu.toml:13:17: zone.names[1]: \"Api\" is the same name as zone.names[0]",
+        ),
+        (
+            "",
+            format!("{}\n{}", record("@"), record("pool.example.com.")),
+            "zone.record[1].name: \"pool.example.com.\" is the same name as zone.record[0].name",
+        ),
+    ] {
+        let e = error(&with_policies("", zone, &records));
+        assert!(e.contains(expected), "{zone} {records}: {e}");
+    }
+    // The DNS front's checks of a name are placed at the entry.
+    let e = error(&with_policies("", "names = [\"api\"]", &record("bad..name")));
+    assert!(
+        e.contains("spdu.toml:17:8: zone.record[0].name: \"bad..name\" is not a valid name: empty label"),
+        "{e}"
+    );
+    let e = error(&with_policies("", "names = [\"api\", \"api.other.example.\"]", ""));
+    assert!(e.contains("spdu.toml:13:17: zone.names[1]: \"api.other.example.\" is outside the zone"), "{e}");
+    let e = error(&with_policies("", "names = [\"api\", \" www\"]", ""));
+    assert!(e.contains("zone.names[1]: \" www\" contains whitespace"), "{e}");
+    let e = error(&valid().replace("origin = \"pool.example.com\"", "origin = \"pool..example\""));
+    assert!(e.contains("spdu.toml:11:10: zone.origin \"pool..example\" is not a valid domain name"), "{e}");
+    let e = error(&valid().replace("ttl = 5", "ttl = 2147483648"));
+    assert!(e.contains("spdu.toml:13:7: zone.ttl: 2147483648 is out of bounds"), "{e}");
+    let e = error(&valid().replace("[\"alpha.example.com\"]", "[\"ns.pool.example.com\"]"));
+    assert!(
+        e.contains("spdu.toml:14:16: zone.nameservers entry \"ns.pool.example.com\" is inside the zone"),
+        "{e}"
+    );
+}
+
+#[test]
+fn site_attributes_are_bounded() {
+    let e = error(&with_policies("priority = 1001", "names = [\"api\"]", ""));
+    assert!(e.contains("spdu.toml:9:12: node.priority: 1001 is out of bounds (0 to 1000)"), "{e}");
+    let e = error(&with_policies("weight = 1000001", "names = [\"api\"]", ""));
+    assert!(e.contains("node.weight: 1000001 is out of bounds (0 to 1000000)"), "{e}");
+    let e = error(&with_policies("weight = -1", "names = [\"api\"]", ""));
+    assert!(e.contains("spdu.toml:9:10:"), "{e}");
+    let e = error(
+        &valid()
+            .replace("gossip = \"203.0.113.30:7946\"", "gossip = \"203.0.113.30:7946\"\nweight = 2000000"),
+    );
+    assert!(e.contains("peers[1].weight: 2000000 is out of bounds"), "{e}");
+    let e = error(
+        &valid()
+            .replace("gossip = \"203.0.113.30:7946\"", "gossip = \"203.0.113.30:7946\"\npriority = \"high\""),
+    );
+    assert!(e.contains("spdu.toml:25:12:") && e.contains("expected u32"), "{e}");
+    let config = parse(&with_policies("priority = 0\nweight = 0", "names = [\"api\"]", "")).unwrap();
+    assert_eq!(config.node.attrs, SiteAttrs { priority: 0, weight: 0 });
 }

@@ -1,4 +1,5 @@
-//! Field checks shared by every section, and `[node]` and `[timing]` with their bounds.
+//! Field checks shared by every section, and `[node]` and `[timing]` with their bounds, and a
+//! site's failover-policy attributes (`priority`, `weight`, in `[node]` and `[[peers]]`).
 //!
 //! Every number has sane bounds (listed in the README's config reference): a heartbeat of 1 ms
 //! or a probe interval of 2^64-1 ms is a typo that would spin a core or overflow a timer, so it
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use spdu_gossip::proto::{self, Quorum};
+use spdu_policy::SiteAttrs;
 use toml::Spanned;
 
 use super::{Checked, FieldError, NodeConfig};
@@ -24,6 +26,10 @@ pub const TIMER_MS: RangeInclusive<u64> = 10..=60_000;
 pub const STALE_AFTER_MS: RangeInclusive<u64> = 20..=3_600_000;
 /// `timing.down_after`, `up_after`, `health.down_after`, `up_after`.
 pub const COUNT: RangeInclusive<u32> = 1..=1_000;
+/// `node.priority`, `peers[].priority`: lower is preferred.
+pub const PRIORITY: RangeInclusive<u32> = 0..=1_000;
+/// `node.weight`, `peers[].weight`: 0 is standby.
+pub const WEIGHT: RangeInclusive<u32> = 0..=1_000_000;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -35,6 +41,8 @@ pub(super) struct RawNode {
     control: Spanned<String>,
     control_allow: Option<Spanned<Vec<Spanned<String>>>>,
     addresses: Spanned<Vec<Spanned<String>>>,
+    priority: Option<Spanned<u32>>,
+    weight: Option<Spanned<u32>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -155,7 +163,7 @@ pub(super) fn name(field: &str, value: &Spanned<String>) -> Checked<String> {
 }
 
 /// A number within `range` (`unit` names it in the error), or `default`.
-fn bounded<T: PartialOrd + Copy + std::fmt::Display>(
+pub(super) fn bounded<T: PartialOrd + Copy + std::fmt::Display>(
     field: &str,
     value: &Option<Spanned<T>>,
     default: T,
@@ -191,6 +199,23 @@ pub(super) fn bounded_count(
     range: RangeInclusive<u32>,
 ) -> Checked<u32> {
     bounded(field, value, default, &range, "")
+}
+
+/// A site's `priority` and `weight` (`prefix` is `node` or `peers[i]`), defaults for those not set.
+pub(super) fn site_attrs(
+    prefix: &str,
+    priority: &Option<Spanned<u32>>,
+    weight: &Option<Spanned<u32>>,
+) -> Checked<SiteAttrs> {
+    Ok(SiteAttrs {
+        priority: bounded_count(
+            &format!("{prefix}.priority"),
+            priority,
+            SiteAttrs::DEFAULT_PRIORITY,
+            PRIORITY,
+        )?,
+        weight: bounded_count(&format!("{prefix}.weight"), weight, SiteAttrs::DEFAULT_WEIGHT, WEIGHT)?,
+    })
 }
 
 /// Service addresses: at least one, at most [`MAX_SERVICE_ADDRESSES`], each once, none special.
@@ -252,7 +277,8 @@ impl RawNode {
                 .collect::<Checked<Vec<_>>>()?,
         };
         let addresses = service_ips("node.addresses", &self.addresses)?;
-        Ok(NodeConfig { name: node_name, key, gossip, dns, control, control_allow, addresses })
+        let attrs = site_attrs("node", &self.priority, &self.weight)?;
+        Ok(NodeConfig { name: node_name, key, gossip, dns, control, control_allow, addresses, attrs })
     }
 }
 
@@ -311,6 +337,7 @@ impl RawTiming {
             stale_after,
             quorum,
             health: proto::HealthPolicy::default(),
+            policy: proto::PolicyConfig::default(),
         })
     }
 }

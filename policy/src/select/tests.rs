@@ -15,6 +15,7 @@ fn sites(n: usize, priorities: &[u32], up: &[bool]) -> Vec<Candidate<'static>> {
             attrs: SiteAttrs { priority: priorities.get(i).copied().unwrap_or(1), weight: 100 },
             qualifies: up.get(i).copied().unwrap_or(true),
             latency: None,
+            settling: false,
             is_self: i == 0,
         })
         .collect()
@@ -74,8 +75,11 @@ fn the_first_choice_and_removals_are_never_held() {
     assert_eq!(sel.select(t0 + ms(1), &sites(3, &[], &[true, true, false])).sites, [0, 1]);
     // ...the next addition is.
     assert_eq!(sel.select(t0 + ms(2), &sites(3, &[], &[true, true, true])).sites, [0, 1]);
-    // Removals go through while an addition waits.
-    assert_eq!(sel.select(t0 + ms(3), &sites(3, &[], &[true, false, true])).sites, [0]);
+    // Removals go through while an addition waits: 1 and 2 lost, 2 back.
+    assert_eq!(sel.select(t0 + ms(3), &sites(3, &[], &[true, false, false])).sites, [0]);
+    assert_eq!(sel.select(t0 + ms(4), &sites(3, &[], &[true, false, true])).sites, [0]);
+    // Due one interval after the last addition (removals do not restart it).
+    assert_eq!(sel.select(t0 + ms(60_000), &sites(3, &[], &[true, false, true])).sites, [0]);
     assert_eq!(sel.select(t0 + ms(60_001), &sites(3, &[], &[true, false, true])).sites, [0, 2]);
 }
 
@@ -151,6 +155,27 @@ fn fastest_is_sticky_under_jitter_and_moves_for_a_clear_winner() {
         [0, 3, 7],
         "ties under good_enough do not swap"
     );
+}
+
+#[test]
+fn a_lost_member_is_replaced_at_once_while_growth_waits() {
+    let t0 = Instant::now();
+    let mut sel =
+        Selector::new(Rule { max_answers: 2, min_change_interval: ms(60_000), ..rule(Policy::Fastest) });
+    let at = |lat: [u64; 4], up: [bool; 4]| {
+        let mut c = sites(4, &[], &up);
+        for (c, l) in c.iter_mut().zip(lat) {
+            c.latency = Some(ms(l));
+        }
+        c
+    };
+    assert_eq!(sel.select(t0, &at([10, 100, 200, 300], [true, false, true, true])).sites, [0, 2]);
+    // The first change is never held; the next growth would be, but a replacement is not.
+    assert_eq!(sel.select(t0 + ms(1), &at([10, 100, 200, 300], [true, true, true, true])).sites, [0, 1]);
+    assert_eq!(sel.select(t0 + ms(2), &at([10, 100, 200, 300], [true, false, true, true])).sites, [0, 2]);
+    // A reshuffle (a clearly faster site returning) waits.
+    assert_eq!(sel.select(t0 + ms(3), &at([10, 60, 200, 300], [true, true, true, true])).sites, [0, 2]);
+    assert_eq!(sel.select(t0 + ms(60_003), &at([10, 60, 200, 300], [true, true, true, true])).sites, [0, 1]);
 }
 
 #[test]

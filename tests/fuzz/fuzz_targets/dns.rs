@@ -1,5 +1,6 @@
 //! The DNS request path: query packets through the same handler the server runs
-//! (`spdu_dnsfront::offline::Responder`), over UDP and TCP; TCP byte streams through the
+//! (`spdu_dnsfront::offline::Responder`, `api` answering with every address, `www.deep` with
+//! addresses drawn by weight), over UDP and TCP; TCP byte streams through the
 //! server's connection code (RFC 7766 framing); and open/close sequences through the TCP
 //! connection table. The first byte picks the mode: raw query bytes; a well-formed query built
 //! from structured input (any name near the zone, any type, class, opcode, EDNS version, size
@@ -25,7 +26,7 @@ use hickory_proto::rr::{DNSClass, Name, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use libfuzzer_sys::fuzz_target;
 use spdu_dnsfront::offline::{Responder, TableStep, connection_table_run};
-use spdu_dnsfront::{PoolAnswers, TcpLimits, ZoneConfig};
+use spdu_dnsfront::{NameAnswers, Pick, PoolAnswers, SiteAddrs, TcpLimits, ZoneConfig};
 
 fn responder() -> &'static Responder {
     static R: OnceLock<Responder> = OnceLock::new();
@@ -39,7 +40,15 @@ fn responder() -> &'static Responder {
         // Enough addresses that a full answer does not fit in 512 bytes.
         let mut addrs: Vec<IpAddr> = (1..=40).map(|i| IpAddr::from([192, 0, 2, i])).collect();
         addrs.extend((1..=20u16).map(|i| IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, i])));
-        Responder::new(&zone, PoolAnswers { serial: 7, addrs }).expect("valid zone")
+        let mut answers = PoolAnswers::same_for_all(7, 2, 5, addrs.clone());
+        // Sites of one to three addresses, weights 100, 50, 0: two per response, drawn per query.
+        let sites = addrs
+            .chunks(3)
+            .zip([100, 50, 0].into_iter().cycle())
+            .map(|(addrs, weight)| SiteAddrs { addrs: addrs.to_vec(), weight })
+            .collect();
+        answers.names[1] = NameAnswers { ttl: 30, sites, pick: Pick::Weighted { max: 2 } };
+        Responder::new(&zone, answers).expect("valid zone")
     })
 }
 
