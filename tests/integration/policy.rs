@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use spdu_cluster::{LocalCluster, Ports, ZONE_ORIGIN};
+use spdu_gossip::snapshot::Explanation;
+use spdu_policy::Policy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
 
@@ -300,6 +302,14 @@ async fn priority_failback_waits_for_the_change_interval_but_removal_does_not() 
                 alpha_site["why"].as_str().unwrap_or("").contains("held"),
                 "alpha's why names the held change: {alpha_site:#}"
             );
+            if !held_seen {
+                let config = cluster.config_path(1).to_str().unwrap().to_owned();
+                let table = run_spdu(&["explain", "www", "--config", &config]);
+                let table = String::from_utf8_lossy(&table.stdout).into_owned();
+                let header = table.lines().next().unwrap_or("");
+                assert!(header.contains("held change"), "the table's header names the held change:\n{table}");
+                eprintln!("{table}");
+            }
             held_seen = true;
         }
         assert!(removed.elapsed() < INTERVAL + CONVERGE, "alpha never came back at beta");
@@ -345,6 +355,7 @@ async fn weighted_shares_follow_the_weights_and_the_standby_waits() {
     answers.extend(responses(cluster.dns_addr(1), "w", 5_000).await);
     eprintln!("10,000 weighted answers in {:?}", started.elapsed());
     assert!(answers.iter().all(|a| a.len() == 1), "max_answers = 1: every response holds one address");
+    assert_eq!(dig_answer(cluster.dns_addr(0), "w").addrs.len(), 1, "dig sees one address too");
     let counts = tally(&answers);
     let total = answers.len() as f64;
     // Each site's count is binomial(N = 10,000, p = w / 200). Allowing 5 standard deviations,
@@ -372,15 +383,16 @@ async fn weighted_shares_follow_the_weights_and_the_standby_waits() {
     // `w` still never gives it, alpha qualifies.
     cluster.stop(1).unwrap();
     cluster.stop(2).unwrap();
+    let stopped = Instant::now();
     let standby = ips(&cluster, &[3]);
     let left = ips(&cluster, &[0, 3]);
     wait_until(CONVERGE, "alpha and delta to drop beta and gamma", || {
         [0, 3].iter().all(|i| dig_addrs(cluster.dns_addr(*i), "api") == left)
     });
-    let took = wait_until(CONVERGE, "alpha and delta to answer spare with the standby", || {
+    wait_until(CONVERGE, "alpha and delta to answer spare with the standby", || {
         [0, 3].iter().all(|i| dig_addrs(cluster.dns_addr(*i), "spare") == standby)
     });
-    eprintln!("standby in spare's answer {took:?} after beta and gamma stopped");
+    eprintln!("standby in spare's answer {:?} after beta and gamma stopped", stopped.elapsed());
     for i in [0, 3] {
         let spare = tally(&responses(cluster.dns_addr(i), "spare", 300).await);
         assert_eq!(spare.keys().copied().collect::<Vec<_>>(), standby, "{}: {spare:?}", cluster.name(i));
@@ -583,6 +595,9 @@ async fn explain_shows_why_each_site_is_in_or_out() {
     });
 
     let e = explain_json(&cluster, 0, "www");
+    // Every field of the contract is there, with its type.
+    let typed: Explanation = serde_json::from_value(e.clone()).unwrap_or_else(|err| panic!("{err}: {e:#}"));
+    assert_eq!((typed.policy, typed.sites.len()), (Policy::Priority, 3));
     assert_eq!(e["name"], "www", "{e:#}");
     assert_eq!(e["policy"], "priority", "{e:#}");
     assert_eq!(e["max_answers"], 0, "{e:#}");
