@@ -8,7 +8,9 @@
 # Phases: every site answers with the primary alone; the primary is cut off (its cable pulled,
 # or with `--cut nft` it drops everything, as in site-loss.sh); every backup must answer with
 # the backups alone (failover_ms, from the cut until every backup does so for good); the cut is
-# healed; every site must answer with the primary alone again (failback_ms). No answer may ever
+# healed; every site must answer with the primary alone again (failback_ms; backup_failback_ms
+# counts the backups only: the primary never stops answering with itself, so its own figure is
+# mostly the poller's query in flight at the heal running into dig's 1 s timeout). No answer may ever
 # hold both levels. `dig` also reads the TTL the sites give: 4 while the primary is in the
 # answer, 1 while the backups stand in (so caches come back to the primary quickly).
 #
@@ -136,12 +138,15 @@ for (( s = 1; s <= SITES; s++ )); do
     failback+=("$(settle_ms "$heal_ts" "$end_ts" "$s" eq "$primary_set")")
     heal_changes+=("$(changes "$heal_ts" "$end_ts" "$s" | cut -d' ' -f1)")
 done
+backup_failback=()
 for s in $backups; do
     failover+=("$(settle_ms "$cut_ts" "$heal_ts" "$s" eq "$backup_set")")
+    backup_failback+=("$(settle_ms "$heal_ts" "$end_ts" "$s" eq "$primary_set")")
     cut_changes+=("$(changes "$cut_ts" "$heal_ts" "$s" | cut -d' ' -f1)")
 done
 failover_ms=$(max_of "${failover[@]}")
 failback_ms=$(max_of "${failback[@]}")
+backup_failback_ms=$(max_of "${backup_failback[@]}")
 mixed_n=$(mixed "$conv_ts")
 changes_max=$(max_of "${cut_changes[@]}" "${heal_changes[@]}")
 
@@ -161,6 +166,7 @@ echo "failover per backup (ms): ${failover[*]}; failback per site (ms): ${failba
 echo "TTL (s): primary up ${ttl_up[*]}; backups standing in ${ttl_cut[*]}; healed ${ttl_healed[*]} (configured ttl $TTL, ttl_degraded $TTL_DEGRADED)"
 join() { local IFS=,; echo "$*"; }
 summary "cut=$CUT converge_ms=$CONVERGE_MS failover_ms=$failover_ms failback_ms=$failback_ms" \
+    "backup_failback_ms=$backup_failback_ms" \
     "client_failover_max_ms=$client_failover client_failback_max_ms=$client_failback" \
     "ttl=$TTL ttl_degraded=$TTL_DEGRADED ttl_up=$(join "${ttl_up[@]}") ttl_cut=$(join "${ttl_cut[@]}")" \
     "ttl_healed=$(join "${ttl_healed[@]}") ttl_ok=$ttl_ok wrong_before=$wrong_before mixed=$mixed_n" \

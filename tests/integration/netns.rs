@@ -256,6 +256,7 @@ fn netns_primary_backup_2() {
     // The script's own PASS bounds; these restate them.
     o.within("failover_ms", 0, DETECT_MAX_MS);
     o.within("failback_ms", 0, 8_000);
+    o.within("backup_failback_ms", 0, 8_000);
     o.within("wrong_before", 0, 0);
     o.within("mixed", 0, 0);
     o.within("ttl_ok", 1, 1);
