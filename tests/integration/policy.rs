@@ -435,7 +435,12 @@ async fn fastest_picks_the_fastest_site_and_keeps_it() {
         let seen = responses(cluster.dns_addr(i), "fast", 500).await;
         assert!(seen.iter().all(|a| *a == alpha), "{}: {:?}", cluster.name(i), tally(&seen));
     }
-    let explanation = explain_json(&cluster, 1, "fast");
+    // Latencies show once settled (a few checks each): wait until beta has all three.
+    let mut explanation = Value::Null;
+    wait_until(CONVERGE, "beta to have a settled latency for every site", || {
+        explanation = explain_json(&cluster, 1, "fast");
+        ["alpha", "beta", "gamma"].iter().all(|s| site_of(&explanation, s)["latency_ms"].is_f64())
+    });
     assert_eq!(explanation["policy"], "fastest", "{explanation:#}");
     let latency = |site: &str| site_of(&explanation, site)["latency_ms"].as_f64();
     assert!(latency("alpha").is_some_and(|l| l < 50.0), "alpha is fast: {explanation:#}");
