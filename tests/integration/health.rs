@@ -5,34 +5,13 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use spdu_cluster::{LocalCluster, Ports};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
 
-use crate::testing::{dig_pool, ips, run_spdu, spdu, wait_until};
+use crate::testing::{dig_pool, http_service, ips, run_spdu, spdu, wait_until};
 
 const CONVERGE: Duration = Duration::from_secs(15);
 /// The services' port on every site's address.
 const SERVICE_PORT: u16 = 18080;
-
-/// A minimal HTTP service: answers every request `200 ok` and closes the connection, so that a
-/// stopped service is really gone (no kept-alive connection keeps answering). Stops on abort.
-fn http_service(addr: SocketAddr) -> JoinHandle<()> {
-    let listener = std::net::TcpListener::bind(addr).expect("service address free");
-    listener.set_nonblocking(true).unwrap();
-    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut stream, _)) = listener.accept().await else { continue };
-            tokio::spawn(async move {
-                let mut buffer = [0; 2048];
-                let _ = stream.read(&mut buffer).await;
-                let _ = stream
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\nconnection: close\r\n\r\nok\n")
-                    .await;
-            });
-        }
-    })
-}
 
 /// `n` sites at 127.0.`block`.11…, each with `[health]` from `health(i)`, all started and ready.
 async fn cluster_with_health(n: usize, block: u8, health: impl Fn(usize) -> String) -> LocalCluster {
@@ -62,7 +41,7 @@ const HTTP_CHECK: &str =
 async fn a_dead_service_leaves_every_answer_and_returns() {
     let cluster = cluster_with_health(3, 21, |_| HTTP_CHECK.to_owned()).await;
     let mut services: Vec<JoinHandle<()>> =
-        (0..3).map(|i| http_service(service_addr(&cluster, i, SERVICE_PORT))).collect();
+        (0..3).map(|i| http_service(service_addr(&cluster, i, SERVICE_PORT), Duration::ZERO)).collect();
     let all = ips(&cluster, &[0, 1, 2]);
     wait_until(CONVERGE, "every site to answer with all three", || {
         (0..3).all(|i| dig_pool(cluster.dns_addr(i)) == all)
@@ -88,7 +67,7 @@ async fn a_dead_service_leaves_every_answer_and_returns() {
         table.lines().find(|l| l.trim_start().starts_with("gamma") && l.contains("self")).unwrap_or("");
     assert!(gamma.contains("unhealthy"), "gamma's own verdict shown: {table}");
 
-    services[2] = http_service(service_addr(&cluster, 2, SERVICE_PORT));
+    services[2] = http_service(service_addr(&cluster, 2, SERVICE_PORT), Duration::ZERO);
     let back = wait_until(CONVERGE, "the service to return everywhere", || {
         (0..3).all(|i| dig_pool(cluster.dns_addr(i)) == all)
     });
@@ -110,8 +89,8 @@ async fn peers_probes_catch_what_a_site_misses_about_itself() {
     })
     .await;
     let mut services: Vec<JoinHandle<()>> =
-        (0..3).map(|i| http_service(service_addr(&cluster, i, SERVICE_PORT))).collect();
-    services.push(http_service(service_addr(&cluster, 2, SIDE_PORT)));
+        (0..3).map(|i| http_service(service_addr(&cluster, i, SERVICE_PORT), Duration::ZERO)).collect();
+    services.push(http_service(service_addr(&cluster, 2, SIDE_PORT), Duration::ZERO));
     let all = ips(&cluster, &[0, 1, 2]);
     wait_until(CONVERGE, "every site to answer with all three", || {
         (0..3).all(|i| dig_pool(cluster.dns_addr(i)) == all)
@@ -126,7 +105,7 @@ async fn peers_probes_catch_what_a_site_misses_about_itself() {
     // gamma believes its own check (rule 1 of the answer rule).
     assert!(dig_pool(cluster.dns_addr(2)).contains(&cluster.ip(2)));
 
-    services[2] = http_service(service_addr(&cluster, 2, SERVICE_PORT));
+    services[2] = http_service(service_addr(&cluster, 2, SERVICE_PORT), Duration::ZERO);
     let back =
         wait_until(CONVERGE, "gamma to return", || (0..3).all(|i| dig_pool(cluster.dns_addr(i)) == all));
     eprintln!("service back at its peers after {back:?}");

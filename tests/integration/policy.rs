@@ -17,10 +17,9 @@ use serde_json::Value;
 use spdu_cluster::{LocalCluster, Ports, ZONE_ORIGIN};
 use spdu_gossip::snapshot::Explanation;
 use spdu_policy::Policy;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
 
-use crate::testing::{dig, ips, run_spdu, spdu, wait_until};
+use crate::testing::{dig, http_service, ips, run_spdu, spdu, wait_until};
 
 /// Longest wait for a cluster to settle on an answer.
 const CONVERGE: Duration = Duration::from_secs(15);
@@ -166,27 +165,6 @@ fn site_of<'a>(explanation: &'a Value, site: &str) -> &'a Value {
 /// `priority = P` and `weight = W` for a site's config entries.
 fn attrs(priority: u32, weight: u32) -> String {
     format!("priority = {priority}\nweight = {weight}")
-}
-
-/// A minimal HTTP service answering `200 ok` after `delay` and closing the connection (so a
-/// stopped service is really gone). Stops on abort.
-fn http_service(addr: SocketAddr, delay: Duration) -> JoinHandle<()> {
-    let listener = std::net::TcpListener::bind(addr).expect("service address free");
-    listener.set_nonblocking(true).unwrap();
-    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut stream, _)) = listener.accept().await else { continue };
-            tokio::spawn(async move {
-                let mut buffer = [0; 2048];
-                let _ = stream.read(&mut buffer).await;
-                tokio::time::sleep(delay).await;
-                let _ = stream
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\nconnection: close\r\n\r\nok\n")
-                    .await;
-            });
-        }
-    })
 }
 
 /// Primary/backup on three sites (alpha priority 1, beta and gamma 2): only alpha while it is

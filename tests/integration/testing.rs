@@ -5,6 +5,9 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::task::JoinHandle;
+
 use spdu_cluster::{LocalCluster, POOL_NAME, Ports};
 
 /// The `spdu` binary built for this test run.
@@ -70,4 +73,26 @@ pub fn ips(cluster: &LocalCluster, sites: &[usize]) -> Vec<IpAddr> {
     let mut v: Vec<IpAddr> = sites.iter().map(|i| cluster.ip(*i)).collect();
     v.sort();
     v
+}
+
+/// A minimal HTTP service: answers every request `200 ok` after `delay` and closes the
+/// connection, so that a stopped service is really gone (no kept-alive connection keeps
+/// answering). Stops on abort.
+pub fn http_service(addr: SocketAddr, delay: Duration) -> JoinHandle<()> {
+    let listener = std::net::TcpListener::bind(addr).expect("service address free");
+    listener.set_nonblocking(true).unwrap();
+    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else { continue };
+            tokio::spawn(async move {
+                let mut buffer = [0; 2048];
+                let _ = stream.read(&mut buffer).await;
+                tokio::time::sleep(delay).await;
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\nconnection: close\r\n\r\nok\n")
+                    .await;
+            });
+        }
+    })
 }
