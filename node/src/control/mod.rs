@@ -8,6 +8,7 @@
 //! - `GET /v1/explain/{name}`: why a pool name answers what it does (`Explanation` as JSON);
 //!   the name in any spelling of a configured one ([`PoolNames`]), else 404 with a JSON error.
 //! - `GET /healthz`: `ok` while the membership actor runs (O(1), no view built).
+//! - `GET /` (and `/index.html`): the status page (`status`), which reads the JSON above.
 //!
 //! It only reads; nothing here changes the node's state. The view is not secret, but it is not
 //! for everyone: off loopback, only the networks in `node.control_allow` are served
@@ -34,6 +35,7 @@ use spdu_gossip::snapshot::ViewSnapshot;
 mod metrics;
 mod names;
 mod serve;
+mod status;
 
 pub use names::PoolNames;
 pub use serve::{Limits, serve};
@@ -109,6 +111,9 @@ impl Shared {
 /// The HTTP router for the control endpoint; `names` are the configured pool names.
 pub fn router(membership: Membership, dns_metrics: DnsMetrics, names: PoolNames) -> axum::Router {
     axum::Router::new()
+        .route("/", get(status::page))
+        .route("/index.html", get(status::page))
+        .route("/favicon.ico", get(status::favicon))
         .route("/v1/peers", get(peers))
         .route("/v1/explain/{name}", get(explain))
         .route("/metrics", get(metrics))
