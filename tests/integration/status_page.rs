@@ -30,7 +30,8 @@ const HOSTILE: &str = "<img/src=x/onerror=document.body.dataset.pwned=1>";
 
 /// The Chromium binary, if installed.
 fn chromium() -> Option<&'static str> {
-    let found = Command::new("chromium").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status();
+    let found =
+        Command::new("chromium").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status();
     found.is_ok_and(|s| s.success()).then_some("chromium")
 }
 
@@ -187,7 +188,11 @@ fn parse_attrs(tag: &str) -> Vec<(String, String)> {
 
 /// Undoes HTML serialization's escapes of attribute values and text.
 fn unescape(text: &str) -> String {
-    text.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&nbsp;", "\u{a0}").replace("&amp;", "&")
+    text.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&nbsp;", "\u{a0}")
+        .replace("&amp;", "&")
 }
 
 /// Every `(observer, site)` pair of `names` with the state `state(observer, site)`, sorted.
@@ -195,7 +200,11 @@ fn matrix(names: &[&str], state: impl Fn(&str, &str) -> &'static str) -> Vec<Cel
     let mut cells = Vec::new();
     for observer in names {
         for site in names {
-            cells.push(Cell { observer: (*observer).into(), site: (*site).into(), state: state(observer, site).into() });
+            cells.push(Cell {
+                observer: (*observer).into(),
+                site: (*site).into(),
+                state: state(observer, site).into(),
+            });
         }
     }
     cells.sort();
@@ -224,7 +233,11 @@ fn screenshot(browser: &str, control: SocketAddr, file: &str) -> PathBuf {
     let url = format!("http://{control}/");
     run_chromium(browser, &url, &[&format!("--screenshot={}", shot.display()), "--window-size=1280,900"]);
     let png = std::fs::read(&shot).expect("the screenshot was written");
-    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000, "a real screenshot: {} bytes", png.len());
+    assert!(
+        png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000,
+        "a real screenshot: {} bytes",
+        png.len()
+    );
     shot
 }
 
@@ -237,7 +250,8 @@ fn view(control: SocketAddr) -> serde_json::Value {
 fn settled(control: SocketAddr, live: usize, www: &str) -> bool {
     let view = view(control);
     let nodes = view["nodes"].as_array().cloned().unwrap_or_default();
-    let live_nodes = nodes.iter().filter(|n| n["observation"]["fresh"] == true && n["in_answer"] == true).count();
+    let live_nodes =
+        nodes.iter().filter(|n| n["observation"]["fresh"] == true && n["in_answer"] == true).count();
     let www_sites: Vec<&str> = view["answer"]["names"]
         .as_array()
         .and_then(|names| names.iter().find(|n| n["name"] == "www"))
@@ -265,7 +279,9 @@ fn reports(view: &serde_json::Value, observer: &str, site: &str) -> Option<bool>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_page_renders_the_cluster_in_chromium() {
     let Some(browser) = chromium() else {
-        eprintln!("SKIPPED status_page_renders_the_cluster_in_chromium: chromium is not installed (apt-get install chromium)");
+        eprintln!(
+            "SKIPPED status_page_renders_the_cluster_in_chromium: chromium is not installed (apt-get install chromium)"
+        );
         return;
     };
     let records = "[[zone.record]]\nname = \"www\"\npolicy = \"priority\"\nttl = 30\n";
@@ -312,7 +328,11 @@ async fn status_page_renders_the_cluster_in_chromium() {
     assert_eq!(dom.cells(), matrix(&["alpha", "beta", HOSTILE], all_reachable), "alpha's matrix");
     assert_eq!(dom.answer_sites("www"), [HOSTILE]);
     assert!(dom.0.contains("&lt;img/src=x/onerror=document.body.dataset.pwned=1&gt;"), "the name as text");
-    assert!(!dom.0.contains("<img ") && !dom.0.contains("onerror=\""), "the name became an element:\n{}", dom.0);
+    assert!(
+        !dom.0.contains("<img ") && !dom.0.contains("onerror=\""),
+        "the name became an element:\n{}",
+        dom.0
+    );
     assert!(!dom.0.contains("data-pwned"), "the name's handler ran");
 
     let shot = screenshot(browser, beta, "status-page.png");
@@ -360,4 +380,100 @@ async fn status_page_renders_the_cluster_in_chromium() {
 
     let shot = screenshot(browser, beta, "status-page-site-lost.png");
     eprintln!("status page screenshot (gamma lost): {}", shot.display());
+}
+
+/// `count` events as `/v1/events` serves them (the events contract), seq 1..=count, one a minute
+/// from `start_ms`; event 42's summary holds markup.
+fn events_json(count: u64, start_ms: u64) -> String {
+    let kinds = ["answer", "peer", "health", "roster"];
+    let events: Vec<serde_json::Value> = (1..=count)
+        .map(|seq| {
+            let summary = if seq == 42 {
+                format!("api: {HOSTILE} left the answer")
+            } else {
+                format!("event number {seq}")
+            };
+            serde_json::json!({
+                "seq": seq,
+                "time": "2026-12-07T19:01:02.345Z",
+                "unix_ms": start_ms + seq * 60_000,
+                "node": "alpha",
+                "cluster": spdu_cluster::ZONE_ORIGIN,
+                "event": kinds[seq as usize % kinds.len()],
+                "summary": summary,
+                "detail": {},
+            })
+        })
+        .collect();
+    serde_json::json!({ "events": events }).to_string()
+}
+
+/// The timeline as the node's `/v1/events` will feed it: a server in front of a real node
+/// passes the page and its JSON through unchanged (without the page's Content-Security-Policy,
+/// so that only the rendering keeps markup out) and adds 60 events. The page shows the last 50,
+/// newest first, each summary as text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_page_timeline_shows_the_last_events_newest_first() {
+    use axum::extract::{Path as UrlPath, State};
+    use axum::http::header;
+    use axum::response::IntoResponse;
+    use axum::routing::get;
+
+    let Some(browser) = chromium() else {
+        eprintln!(
+            "SKIPPED status_page_timeline_shows_the_last_events_newest_first: chromium is not installed"
+        );
+        return;
+    };
+    let cluster = crate::testing::start_cluster(1, 148, "").await;
+    let node = format!("http://{}", cluster.control_addr(0));
+    let page = spdu_cluster::http_get(&format!("{node}/")).expect("the node's page");
+
+    async fn pass(node: String, path: String) -> axum::response::Response {
+        let url = format!("{node}{path}");
+        let body = tokio::task::spawn_blocking(move || spdu_cluster::http_get(&url)).await.unwrap();
+        match body {
+            Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+            Err(e) => (axum::http::StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+        }
+    }
+    let events = events_json(60, 1_796_670_000_000);
+    let app = axum::Router::new()
+        .route("/", get(move || async move { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page) }))
+        .route("/v1/peers", get(|State(node): State<String>| pass(node, "/v1/peers".into())))
+        .route(
+            "/v1/explain/{name}",
+            get(|State(node): State<String>, UrlPath(name): UrlPath<String>| {
+                pass(node, format!("/v1/explain/{name}"))
+            }),
+        )
+        .route(
+            "/v1/events",
+            get(move || async move { ([(header::CONTENT_TYPE, "application/json")], events) }),
+        )
+        .with_state(node);
+    let listener = tokio::net::TcpListener::bind("127.0.148.20:0").await.expect("front address");
+    let front = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let dom = tokio::task::spawn_blocking(move || Dom::load(browser, front)).await.unwrap();
+    server.abort();
+    assert!(dom.0.contains("data-events=\"available\""), "the timeline reads /v1/events");
+    let seqs: Vec<u64> = dom
+        .attrs("li", "data-seq")
+        .iter()
+        .filter_map(|a| a.iter().find(|(k, _)| k == "data-seq")?.1.parse().ok())
+        .collect();
+    assert_eq!(seqs, (11..=60).rev().collect::<Vec<u64>>(), "the last 50 events, newest first");
+    for kind in ["answer", "peer", "health", "roster"] {
+        assert!(dom.0.contains(&format!("<li data-event=\"{kind}\"")), "a {kind} event");
+    }
+    assert!(dom.0.contains("api: &lt;img/src=x/onerror=document.body.dataset.pwned=1&gt; left the answer"));
+    assert!(
+        !dom.0.contains("<img ") && !dom.0.contains("onerror=\""),
+        "a summary became an element:\n{}",
+        dom.0
+    );
+    assert!(!dom.0.contains("data-pwned"), "a summary's handler ran");
+    assert_eq!(dom.cells(), matrix(&["alpha"], all_reachable), "the node's own view passed through");
 }
