@@ -28,11 +28,15 @@ const BROWSER_TIMEOUT: Duration = Duration::from_secs(60);
 /// What alpha's config calls gamma: an element with a handler, if it were ever parsed as markup.
 const HOSTILE: &str = "<img/src=x/onerror=document.body.dataset.pwned=1>";
 
-/// The Chromium binary, if installed.
-fn chromium() -> Option<&'static str> {
+/// The Chromium binary, if installed; else says that `test` is skipped.
+fn chromium(test: &str) -> Option<&'static str> {
     let found =
         Command::new("chromium").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status();
-    found.is_ok_and(|s| s.success()).then_some("chromium")
+    if !found.is_ok_and(|s| s.success()) {
+        eprintln!("SKIPPED {test}: chromium is not installed (apt-get install chromium)");
+        return None;
+    }
+    Some("chromium")
 }
 
 /// A Chromium process (in its own process group), killed with its children on drop.
@@ -278,12 +282,7 @@ fn reports(view: &serde_json::Value, observer: &str, site: &str) -> Option<bool>
 /// everyone. Each page is read in Chromium before and after gamma is killed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_page_renders_the_cluster_in_chromium() {
-    let Some(browser) = chromium() else {
-        eprintln!(
-            "SKIPPED status_page_renders_the_cluster_in_chromium: chromium is not installed (apt-get install chromium)"
-        );
-        return;
-    };
+    let Some(browser) = chromium("status_page_renders_the_cluster_in_chromium") else { return };
     let records = "[[zone.record]]\nname = \"www\"\npolicy = \"priority\"\nttl = 30\n";
     let priorities = [2, 3, 1];
     let mut cluster = LocalCluster::create_with(
@@ -419,12 +418,7 @@ async fn status_page_timeline_shows_the_last_events_newest_first() {
     use axum::response::IntoResponse;
     use axum::routing::get;
 
-    let Some(browser) = chromium() else {
-        eprintln!(
-            "SKIPPED status_page_timeline_shows_the_last_events_newest_first: chromium is not installed"
-        );
-        return;
-    };
+    let Some(browser) = chromium("status_page_timeline_shows_the_last_events_newest_first") else { return };
     let cluster = crate::testing::start_cluster(1, 148, "").await;
     let node = format!("http://{}", cluster.control_addr(0));
     let page = spdu_cluster::http_get(&format!("{node}/")).expect("the node's page");
