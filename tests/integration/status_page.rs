@@ -245,6 +245,18 @@ fn screenshot(browser: &str, control: SocketAddr, file: &str) -> PathBuf {
     shot
 }
 
+/// The status line and headers of `GET path` at `control`, over a plain socket (bounded).
+fn response_head(control: SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&control, Duration::from_secs(5)).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {control}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).expect("response");
+    let response = String::from_utf8_lossy(&response);
+    response.split("\r\n\r\n").next().unwrap_or_default().to_owned()
+}
+
 /// A node's `/v1/peers`, parsed.
 fn view(control: SocketAddr) -> serde_json::Value {
     serde_json::from_str(&spdu_cluster::fetch_view(control).expect("view")).expect("view JSON")
@@ -321,6 +333,20 @@ async fn status_page_renders_the_cluster_in_chromium() {
     assert_eq!(api, ["alpha", "beta", "gamma"]);
     assert_eq!(dom.answer_sites("www"), ["gamma"]);
     assert!(dom.0.contains("127.0.147.13"), "gamma's address");
+
+    // Served as HTML that may only run its own script and reach this endpoint.
+    let head = response_head(beta, "/");
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    for header in [
+        "content-type: text/html; charset=utf-8",
+        "x-content-type-options: nosniff",
+        "content-security-policy: default-src 'none'; script-src 'sha256-",
+    ] {
+        assert!(head.to_ascii_lowercase().contains(header), "{header} missing:\n{head}");
+    }
+    assert!(!head.contains("unsafe-inline") && head.contains("connect-src 'self'"), "{head}");
+    assert_eq!(response_head(beta, "/index.html").lines().next(), Some("HTTP/1.1 200 OK"));
+    assert_eq!(response_head(beta, "/favicon.ico").lines().next(), Some("HTTP/1.1 204 No Content"));
 
     // Alpha's page shows gamma's hostile name as text: no element, no handler run.
     let dom = Dom::load(browser, alpha);
