@@ -433,50 +433,95 @@ fn events_json(count: u64, start_ms: u64) -> String {
     serde_json::json!({ "events": events }).to_string()
 }
 
-/// The timeline as the node's `/v1/events` will feed it: a server in front of a real node
-/// passes the page and its JSON through unchanged (without the page's Content-Security-Policy,
-/// so that only the rendering keeps markup out) and adds 60 events. The page shows the last 50,
-/// newest first, each summary as text.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn status_page_timeline_shows_the_last_events_newest_first() {
+/// What a [`front`] server serves in front of a real node.
+struct FrontState {
+    /// The node's control URL (`http://addr`).
+    node: String,
+    /// `/v1/events`' body; `None`: 404, as on a node without the route.
+    events: Option<String>,
+    /// Edits the node's `/v1/peers` before it is passed on, given how many came before.
+    edit_view: fn(u32, &mut serde_json::Value),
+    /// `/v1/peers` requests so far.
+    views: std::sync::atomic::AtomicU32,
+}
+
+/// A server on 127.0.148.20 that passes a real node's page, `/v1/peers` (edited) and
+/// `/v1/explain` through, without the page's Content-Security-Policy (so that only the page's
+/// rendering keeps markup out), and serves `/v1/events` itself. Stops on abort.
+async fn front(state: FrontState) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     use axum::extract::{Path as UrlPath, State};
-    use axum::http::header;
-    use axum::response::IntoResponse;
+    use axum::http::{StatusCode, header};
+    use axum::response::{IntoResponse, Response};
     use axum::routing::get;
+    use std::sync::Arc;
 
-    let Some(browser) = chromium("status_page_timeline_shows_the_last_events_newest_first") else { return };
-    let cluster = crate::testing::start_cluster(1, 148, "").await;
-    let node = format!("http://{}", cluster.control_addr(0));
-    let page = spdu_cluster::http_get(&format!("{node}/")).expect("the node's page");
-
-    async fn pass(node: String, path: String) -> axum::response::Response {
+    async fn fetch(node: &str, path: &str) -> anyhow::Result<String> {
         let url = format!("{node}{path}");
-        let body = tokio::task::spawn_blocking(move || spdu_cluster::http_get(&url)).await.unwrap();
+        tokio::task::spawn_blocking(move || spdu_cluster::http_get(&url)).await?
+    }
+    fn reply(content_type: &'static str, body: anyhow::Result<String>) -> Response {
         match body {
-            Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
-            Err(e) => (axum::http::StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+            Ok(body) => ([(header::CONTENT_TYPE, content_type)], body).into_response(),
+            Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
         }
     }
-    let events = events_json(60, 1_796_670_000_000);
     let app = axum::Router::new()
-        .route("/", get(move || async move { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page) }))
-        .route("/v1/peers", get(|State(node): State<String>| pass(node, "/v1/peers".into())))
+        .route(
+            "/",
+            get(|State(s): State<Arc<FrontState>>| async move {
+                reply("text/html; charset=utf-8", fetch(&s.node, "/").await)
+            }),
+        )
+        .route(
+            "/v1/peers",
+            get(|State(s): State<Arc<FrontState>>| async move {
+                let n = s.views.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let view = fetch(&s.node, "/v1/peers").await.and_then(|json| {
+                    let mut view: serde_json::Value = serde_json::from_str(&json)?;
+                    (s.edit_view)(n, &mut view);
+                    Ok(view.to_string())
+                });
+                reply("application/json", view)
+            }),
+        )
         .route(
             "/v1/explain/{name}",
-            get(|State(node): State<String>, UrlPath(name): UrlPath<String>| {
-                pass(node, format!("/v1/explain/{name}"))
+            get(|State(s): State<Arc<FrontState>>, UrlPath(name): UrlPath<String>| async move {
+                reply("application/json", fetch(&s.node, &format!("/v1/explain/{name}")).await)
             }),
         )
         .route(
             "/v1/events",
-            get(move || async move { ([(header::CONTENT_TYPE, "application/json")], events) }),
+            get(|State(s): State<Arc<FrontState>>| async move {
+                match &s.events {
+                    Some(events) => reply("application/json", Ok(events.clone())),
+                    None => StatusCode::NOT_FOUND.into_response(),
+                }
+            }),
         )
-        .with_state(node);
+        .with_state(Arc::new(state));
     let listener = tokio::net::TcpListener::bind("127.0.148.20:0").await.expect("front address");
-    let front = listener.local_addr().unwrap();
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (addr, server)
+}
 
-    let dom = tokio::task::spawn_blocking(move || Dom::load(browser, front)).await.unwrap();
+/// The timeline as the node's `/v1/events` will feed it (60 events of every kind, one summary
+/// holding markup): the last 50, newest first, each summary as text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_page_timeline_shows_the_last_events_newest_first() {
+    let Some(browser) = chromium("status_page_timeline_shows_the_last_events_newest_first") else { return };
+    let cluster = crate::testing::start_cluster(1, 148, "").await;
+    let (addr, server) = front(FrontState {
+        node: format!("http://{}", cluster.control_addr(0)),
+        events: Some(events_json(60, 1_796_670_000_000)),
+        edit_view: |_, _| {},
+        views: Default::default(),
+    })
+    .await;
+    let dom = tokio::task::spawn_blocking(move || Dom::load(browser, addr)).await.unwrap();
     server.abort();
     assert!(dom.0.contains("data-events=\"available\""), "the timeline reads /v1/events");
     let seqs: Vec<u64> = dom
@@ -496,4 +541,34 @@ async fn status_page_timeline_shows_the_last_events_newest_first() {
     );
     assert!(!dom.0.contains("data-pwned"), "a summary's handler ran");
     assert_eq!(dom.cells(), matrix(&["alpha"], all_reachable), "the node's own view passed through");
+}
+
+/// A node without `/v1/events`: the timeline holds the answer changes the open page saw (here
+/// the view passed on loses its one site from `api` after the first read).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_page_timeline_without_events_shows_changes_the_page_saw() {
+    let Some(browser) = chromium("status_page_timeline_without_events_shows_changes_the_page_saw") else {
+        return;
+    };
+    let cluster = crate::testing::start_cluster(1, 149, "").await;
+    let (addr, server) = front(FrontState {
+        node: format!("http://{}", cluster.control_addr(0)),
+        events: None,
+        edit_view: |n, view| {
+            if n >= 1 {
+                view["answer"]["names"][0]["sites"] = serde_json::json!([]);
+            }
+        },
+        views: Default::default(),
+    })
+    .await;
+    let dom = tokio::task::spawn_blocking(move || Dom::load(browser, addr)).await.unwrap();
+    server.abort();
+    assert!(dom.0.contains("data-events=\"unavailable\""), "the timeline says events are not served");
+    assert!(
+        dom.0.contains("answer</span> api: now no site (was alpha)"),
+        "the change in the timeline:\n{}",
+        dom.0
+    );
+    assert!(dom.0.contains("no site: the answer is empty"), "api's answer now");
 }
