@@ -7,7 +7,12 @@
 //!
 //! Alpha's config calls gamma by a name holding markup (config names may hold anything but
 //! whitespace and control characters): the page must show it as text, never as an element.
-//! Skips, saying so, when `chromium` is not installed (CI installs it). Block 127.0.147.0/24.
+//! The timeline is read through a server in front of a real node that adds `/v1/events` (or
+//! answers it 404, as a node without the route does).
+//!
+//! Chromium runs headless with a fresh profile, in its own process group, killed on timeout
+//! or failure. Skips, saying so, when `chromium` is not installed (CI installs it). Blocks
+//! 127.0.147.0/24, 127.0.148.0/24, 127.0.149.0/24.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::process::CommandExt;
@@ -445,10 +450,10 @@ struct FrontState {
     views: std::sync::atomic::AtomicU32,
 }
 
-/// A server on 127.0.148.20 that passes a real node's page, `/v1/peers` (edited) and
+/// A server at `ip` (a free port) that passes a real node's page, `/v1/peers` (edited) and
 /// `/v1/explain` through, without the page's Content-Security-Policy (so that only the page's
 /// rendering keeps markup out), and serves `/v1/events` itself. Stops on abort.
-async fn front(state: FrontState) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+async fn front(ip: Ipv4Addr, state: FrontState) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     use axum::extract::{Path as UrlPath, State};
     use axum::http::{StatusCode, header};
     use axum::response::{IntoResponse, Response};
@@ -500,7 +505,7 @@ async fn front(state: FrontState) -> (SocketAddr, tokio::task::JoinHandle<()>) {
             }),
         )
         .with_state(Arc::new(state));
-    let listener = tokio::net::TcpListener::bind("127.0.148.20:0").await.expect("front address");
+    let listener = tokio::net::TcpListener::bind((ip, 0)).await.expect("front address");
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
@@ -514,12 +519,15 @@ async fn front(state: FrontState) -> (SocketAddr, tokio::task::JoinHandle<()>) {
 async fn status_page_timeline_shows_the_last_events_newest_first() {
     let Some(browser) = chromium("status_page_timeline_shows_the_last_events_newest_first") else { return };
     let cluster = crate::testing::start_cluster(1, 148, "").await;
-    let (addr, server) = front(FrontState {
-        node: format!("http://{}", cluster.control_addr(0)),
-        events: Some(events_json(60, 1_796_670_000_000)),
-        edit_view: |_, _| {},
-        views: Default::default(),
-    })
+    let (addr, server) = front(
+        Ipv4Addr::new(127, 0, 148, 20),
+        FrontState {
+            node: format!("http://{}", cluster.control_addr(0)),
+            events: Some(events_json(60, 1_796_670_000_000)),
+            edit_view: |_, _| {},
+            views: Default::default(),
+        },
+    )
     .await;
     let dom = tokio::task::spawn_blocking(move || Dom::load(browser, addr)).await.unwrap();
     server.abort();
@@ -551,16 +559,19 @@ async fn status_page_timeline_without_events_shows_changes_the_page_saw() {
         return;
     };
     let cluster = crate::testing::start_cluster(1, 149, "").await;
-    let (addr, server) = front(FrontState {
-        node: format!("http://{}", cluster.control_addr(0)),
-        events: None,
-        edit_view: |n, view| {
-            if n >= 1 {
-                view["answer"]["names"][0]["sites"] = serde_json::json!([]);
-            }
+    let (addr, server) = front(
+        Ipv4Addr::new(127, 0, 149, 20),
+        FrontState {
+            node: format!("http://{}", cluster.control_addr(0)),
+            events: None,
+            edit_view: |n, view| {
+                if n >= 1 {
+                    view["answer"]["names"][0]["sites"] = serde_json::json!([]);
+                }
+            },
+            views: Default::default(),
         },
-        views: Default::default(),
-    })
+    )
     .await;
     let dom = tokio::task::spawn_blocking(move || Dom::load(browser, addr)).await.unwrap();
     server.abort();
