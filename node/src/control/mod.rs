@@ -3,8 +3,9 @@
 //! - `GET /v1/peers`: the node's signed view ([`ViewSnapshot`] as JSON). Keys are tokens and
 //!   every observation carries its signed body (base64) and signature, so it can be verified
 //!   independently of this node.
-//! - `GET /metrics`: Prometheus / OpenMetrics text: DNS counters, gossip counters, transport
-//!   counters. A registry is built per scrape from the live counters.
+//! - `GET /metrics`: Prometheus text (OpenMetrics if asked for): DNS counters, gossip counters,
+//!   transport counters, per-peer gauges, all named `spdu_…`. A registry is built per scrape
+//!   from the live counters.
 //! - `GET /v1/explain/{name}`: why a pool name answers what it does (`Explanation` as JSON);
 //!   the name in any spelling of a configured one ([`PoolNames`]), else 404 with a JSON error.
 //! - `GET /healthz`: `ok` while the membership actor runs (O(1), no view built).
@@ -24,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use spdu_dnsfront::DnsMetrics;
@@ -162,15 +163,27 @@ async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
     if shared.membership.is_alive() { "ok\n".into_response() } else { stopped() }
 }
 
-async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+/// OpenMetrics when the scraper's `Accept` asks for it (Prometheus does), else the classic text
+/// format (curl, `promtool check metrics`).
+async fn metrics(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     let view = shared.view().await;
     let registry = metrics::registry(&shared, view.snapshot.as_ref());
     let mut text = String::new();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &registry) {
         return (StatusCode::INTERNAL_SERVER_ERROR, format!("encoding metrics: {e}\n")).into_response();
     }
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
-        .into_response()
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    if openmetrics {
+        ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
+            .into_response()
+    } else {
+        ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], metrics::prometheus_text(&text))
+            .into_response()
+    }
 }
 
 #[cfg(test)]

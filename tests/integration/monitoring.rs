@@ -1,0 +1,170 @@
+//! Monitoring as the tools see it: `/metrics` of a running node checked by `promtool`, the
+//! alert rules file checked by `promtool`, `spdu zone` checked by `kzonecheck` and dig, and the
+//! exit codes of `spdu check-health` in every state, on real nodes.
+
+use std::io::Write as _;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use spdu_cluster::LocalCluster;
+use tokio::task::JoinHandle;
+
+use crate::testing::{dig_pool, http_service, ips, spdu, wait_until};
+
+const CONVERGE: Duration = Duration::from_secs(15);
+const SERVICE_PORT: u16 = 18080;
+const HTTP_CHECK: &str =
+    "\n[health]\ncheck = \"http\"\nport = 18080\npath = \"/healthz\"\nexpect_body = \"ok\"\n";
+
+/// Runs a Debian tool with `args`, `stdin` fed to it; `None` (with a loud message) when the tool
+/// is not installed, so the test says what it skipped.
+fn tool(name: &str, package: &str, args: &[&str], stdin: &str) -> Option<Output> {
+    let child = Command::new(name)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("SKIPPED: {name} is not installed (apt-get install {package})");
+            return None;
+        }
+        Err(e) => panic!("running {name}: {e}"),
+    };
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    Some(child.wait_with_output().unwrap())
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// GETs `/metrics` of site `i` with `accept` as the Accept header: (content type, body).
+async fn scrape(cluster: &LocalCluster, i: usize, accept: &str) -> (String, String) {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).no_proxy().build().unwrap();
+    let response = client
+        .get(format!("http://{}/metrics", cluster.control_addr(i)))
+        .header("accept", accept)
+        .send()
+        .await
+        .expect("metrics");
+    assert!(response.status().is_success());
+    let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
+    (content_type, response.text().await.unwrap())
+}
+
+/// Appends `[health]` (an HTTP check on [`SERVICE_PORT`]) to every site's config of a created
+/// cluster, starts every site and waits until they serve.
+async fn start_with_health(mut cluster: LocalCluster) -> LocalCluster {
+    for i in 0..cluster.len() {
+        cluster.edit_config(i, |text| text + HTTP_CHECK).unwrap();
+        cluster.start_site(i).expect("site starts");
+    }
+    cluster.wait_ready(Duration::from_secs(20)).await.expect("all sites ready");
+    cluster
+}
+
+fn services(cluster: &LocalCluster) -> Vec<JoinHandle<()>> {
+    (0..cluster.len())
+        .map(|i| http_service((cluster.ip(i), SERVICE_PORT).into(), Duration::ZERO))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_follow_prometheus_naming_and_pass_promtool() {
+    let cluster = LocalCluster::create(spdu(), 2, [127, 0, 141, 11].into(), Default::default(), "")
+        .expect("cluster config");
+    let cluster = start_with_health(cluster).await;
+    let running = services(&cluster);
+    let both = ips(&cluster, &[0, 1]);
+    wait_until(CONVERGE, "both sites in alpha's answer", || dig_pool(cluster.dns_addr(0)) == both);
+    // Service checks have run on both sides once they are in the answer; wait for a latency.
+    let url = format!("http://{}/metrics", cluster.control_addr(0));
+    wait_until(CONVERGE, "a service check latency and a peer RTT", || {
+        let body = spdu_cluster::http_get(&url).unwrap_or_default();
+        body.contains("spdu_health_latency_seconds{site=\"alpha\"}")
+            && body.contains("spdu_gossip_peer_rtt_seconds{peer=\"beta\"}")
+    });
+
+    let (content_type, body) = scrape(&cluster, 0, "text/plain").await;
+    assert!(content_type.starts_with("text/plain; version=0.0.4"), "{content_type}");
+    let Some(out) = tool("promtool", "prometheus", &["check", "metrics"], &body) else { return };
+    assert!(out.status.success() && text(&out).is_empty(), "promtool check metrics:\n{}\n{body}", text(&out));
+
+    for series in [
+        "spdu_dns_queries_total{rcode=\"noerror\",qtype=\"a\",transport=\"udp\"} ",
+        "spdu_gossip_handshakes_refused_total ",
+        "spdu_gossip_payload_sent_bytes_total ",
+        "spdu_gossip_udp_sent_bytes_total ",
+        "spdu_gossip_answer_changes_total ",
+        "spdu_gossip_site_in_answer{site=\"alpha\"} 1",
+        "spdu_gossip_site_in_answer{site=\"beta\"} 1",
+        "spdu_gossip_peer_reachable{peer=\"beta\"} 1",
+        "spdu_gossip_peer_roster_agrees{peer=\"beta\"} 1",
+        "spdu_gossip_peer_policy_agrees{peer=\"beta\"} 1",
+        "spdu_health_ok{site=\"alpha\"} 1",
+        "spdu_node_info{site=\"alpha\",cluster=\"pool.example.test\",version=\"",
+        "# TYPE spdu_dns_queries_total counter",
+        "# TYPE spdu_health_latency_seconds gauge",
+    ] {
+        assert!(body.lines().any(|l| l.starts_with(series)), "no {series:?} in:\n{body}");
+    }
+    for line in body.lines().filter(|l| !l.starts_with('#')) {
+        assert!(line.starts_with("spdu_"), "not prefixed: {line}");
+    }
+    // The alert rules use only series that exist (or that the reload and notify parts own).
+    let rules = std::fs::read_to_string(alerts_path()).unwrap();
+    for name in metric_names(&rules) {
+        let elsewhere = ["spdu_reloads_total", "spdu_notify_dropped_total"].contains(&name.as_str());
+        assert!(
+            elsewhere || body.contains(&format!("# TYPE {name} ")),
+            "alerts.yml uses {name}, which /metrics does not have"
+        );
+    }
+    // Seconds, not microseconds: a loopback check takes well under a second.
+    let latency: f64 = body
+        .lines()
+        .find_map(|l| l.strip_prefix("spdu_health_latency_seconds{site=\"alpha\"} "))
+        .and_then(|v| v.parse().ok())
+        .expect("a latency");
+    assert!(latency > 0.0 && latency < 5.0, "latency {latency} s");
+
+    // Prometheus asks for OpenMetrics, and gets it (same series, `# EOF` at the end).
+    let (content_type, om) =
+        scrape(&cluster, 0, "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5").await;
+    assert!(content_type.starts_with("application/openmetrics-text"), "{content_type}");
+    assert!(om.ends_with("# EOF\n") && om.contains("# TYPE spdu_dns_queries counter"), "{om}");
+    assert!(om.contains("# UNIT spdu_health_latency_seconds seconds"), "{om}");
+    running.iter().for_each(JoinHandle::abort);
+}
+
+fn alerts_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/alerts.yml")
+}
+
+/// Every `spdu_…` word in `text`.
+fn metric_names(text: &str) -> BTreeSet<String> {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("spdu_"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn alert_rules_pass_promtool() {
+    let rules = alerts_path();
+    assert!(metric_names(&std::fs::read_to_string(&rules).unwrap()).len() >= 5);
+    let Some(out) = tool("promtool", "prometheus", &["check", "rules", rules.to_str().unwrap()], "") else {
+        return;
+    };
+    assert!(out.status.success(), "promtool check rules:\n{}", text(&out));
+    assert!(text(&out).contains("SUCCESS: 8 rules found"), "{}", text(&out));
+    // Each alert fires on the series it is about, and not on the others (alerts.test.yml).
+    let tests = rules.with_file_name("alerts.test.yml");
+    let out = tool("promtool", "prometheus", &["test", "rules", tests.to_str().unwrap()], "").unwrap();
+    assert!(out.status.success() && text(&out).contains("SUCCESS"), "promtool test rules:\n{}", text(&out));
+}
