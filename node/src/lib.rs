@@ -15,6 +15,7 @@
 //!   `/healthz`).
 //! - [`peers`]: `spdu peers`: fetches and prints the signed view.
 //! - [`explain`]: `spdu explain NAME`: fetches and prints why a pool name answers what it does.
+//! - [`zone`]: `spdu zone`: fetches and prints the pool zone as a master file.
 //! - [`limits`]: raises the open-files limit at start.
 //! - [`text`]: escaping peer-supplied text for the terminal.
 //!
@@ -32,3 +33,4 @@ pub mod limits;
 pub mod peers;
 pub mod run;
 pub mod text;
+pub mod zone;

@@ -66,6 +66,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the running node's pool zone, as DNS serves it now, as an RFC 1035 master file
+    /// (SOA, NS, every name's addresses and TTL).
+    Zone {
+        /// The config file (only `node.control` is read).
+        #[arg(long, value_name = "FILE", required_unless_present = "control")]
+        config: Option<PathBuf>,
+        /// The control endpoint, instead of reading it from the config.
+        #[arg(long, value_name = "ADDR", conflicts_with = "config")]
+        control: Option<SocketAddr>,
+    },
     /// Check a config file and its key file, then exit.
     Check {
         /// The config file.
@@ -108,6 +118,10 @@ fn execute(command: Command) -> anyhow::Result<()> {
         Command::Explain { name, config, control, json } => {
             let control = control_address(control, config)?;
             client_runtime()?.block_on(spdu_node::explain::print_explanation(control, &name, json))
+        }
+        Command::Zone { config, control } => {
+            let control = control_address(control, config)?;
+            client_runtime()?.block_on(spdu_node::zone::print_zone(control))
         }
         Command::Check { config } => check(&config),
     }

@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use spdu_cluster::LocalCluster;
+use spdu_cluster::{LocalCluster, POOL_NAME, ZONE_ORIGIN};
 use tokio::task::JoinHandle;
 
-use crate::testing::{dig_pool, http_service, ips, spdu, wait_until};
+use crate::testing::{dig, dig_pool, http_service, ips, run_spdu, spdu, start_cluster, wait_until};
 
 const CONVERGE: Duration = Duration::from_secs(15);
 const SERVICE_PORT: u16 = 18080;
@@ -167,4 +167,89 @@ fn alert_rules_pass_promtool() {
     let tests = rules.with_file_name("alerts.test.yml");
     let out = tool("promtool", "prometheus", &["test", "rules", tests.to_str().unwrap()], "").unwrap();
     assert!(out.status.success() && text(&out).contains("SUCCESS"), "promtool test rules:\n{}", text(&out));
+}
+
+/// `spdu zone` against site `i`'s config: its stdout (asserting success).
+fn spdu_zone(cluster: &LocalCluster, i: usize) -> String {
+    let out = run_spdu(&["zone", "--config", cluster.config_path(i).to_str().unwrap()]);
+    assert!(out.status.success(), "spdu zone: {}", text(&out));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The record lines of a master file (or of dig's answer section) with blanks normalised, for
+/// `owner` and `rtype` (e.g. `"A"`, `"SOA"`), sorted.
+fn records(text: &str, owner: &str, rtype: &str) -> Vec<String> {
+    let mut lines: Vec<String> = text
+        .lines()
+        .filter(|l| !l.starts_with(';') && !l.starts_with('$'))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|l| {
+            let fields: Vec<&str> = l.split(' ').collect();
+            fields.len() > 4 && fields[0].eq_ignore_ascii_case(owner) && fields[3] == rtype
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// Checks `zone_text` with kzonecheck (false when it is not installed).
+fn kzonecheck(dir: &Path, zone_text: &str) -> bool {
+    let file = dir.join("pool.zone");
+    std::fs::write(&file, zone_text).unwrap();
+    let Some(out) = tool("kzonecheck", "knot-dnssecutils", &["-v", "-o", ZONE_ORIGIN, file.to_str().unwrap()], "")
+    else {
+        return false;
+    };
+    assert!(out.status.success(), "kzonecheck refused the zone:\n{}\n{zone_text}", text(&out));
+    true
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zone_export_passes_kzonecheck_and_matches_what_dns_answers() {
+    let mut cluster = start_cluster(3, 142, "").await;
+    let all = ips(&cluster, &[0, 1, 2]);
+    wait_until(CONVERGE, "all three in alpha's answer", || dig_pool(cluster.dns_addr(0)) == all);
+    let api = format!("{POOL_NAME}.");
+    let apex = format!("{ZONE_ORIGIN}.");
+
+    // What dig gets and what the file says agree (read until no change came in between).
+    let mut zone = String::new();
+    wait_until(CONVERGE, "the zone file to match dig", || {
+        zone = spdu_zone(&cluster, 0);
+        let answer = dig(cluster.dns_addr(0), &["+noall", "+answer", POOL_NAME, "A"]);
+        let soa = dig(cluster.dns_addr(0), &["+noall", "+answer", ZONE_ORIGIN, "SOA"]);
+        let ns = dig(cluster.dns_addr(0), &["+noall", "+answer", ZONE_ORIGIN, "NS"]);
+        records(&zone, &api, "A") == records(&answer, &api, "A")
+            && records(&zone, &apex, "SOA") == records(&soa, &apex, "SOA")
+            && records(&zone, &apex, "NS") == records(&ns, &apex, "NS")
+    });
+    eprintln!("{zone}");
+    for ip in &all {
+        assert!(zone.contains(&format!("{api} 5 IN A {ip}\n")), "{ip} missing:\n{zone}");
+    }
+    assert_eq!(records(&zone, &apex, "SOA").len(), 1, "{zone}");
+    assert_eq!(records(&zone, &apex, "NS").len(), 3, "{zone}");
+    let dir = tempfile::tempdir().unwrap();
+    if !kzonecheck(dir.path(), &zone) {
+        return;
+    }
+    let serial = |zone: &str| -> u64 {
+        records(zone, &apex, "SOA")[0].split(' ').nth(6).unwrap().parse().unwrap()
+    };
+
+    // gamma stops: the next export has no gamma, a newer serial, and still passes.
+    cluster.stop(2).unwrap();
+    let survivors = ips(&cluster, &[0, 1]);
+    wait_until(CONVERGE, "alpha to drop gamma", || dig_pool(cluster.dns_addr(0)) == survivors);
+    let after = spdu_zone(&cluster, 0);
+    assert!(!after.contains(&cluster.ip(2).to_string()), "{after}");
+    assert!(serial(&after) > serial(&zone), "serial grows:\n{zone}\n{after}");
+    assert!(kzonecheck(dir.path(), &after));
+
+    // `--control` names the endpoint directly; nothing listening is a clear error.
+    let out = run_spdu(&["zone", "--control", &cluster.control_addr(1).to_string()]);
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains(" IN SOA "));
+    let out = run_spdu(&["zone", "--control", &cluster.control_addr(2).to_string()]);
+    assert!(!out.status.success(), "gamma is stopped");
+    assert!(text(&out).contains("cannot reach spdu control endpoint"), "{}", text(&out));
 }

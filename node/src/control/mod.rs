@@ -9,6 +9,8 @@
 //! - `GET /v1/explain/{name}`: why a pool name answers what it does (`Explanation` as JSON);
 //!   the name in any spelling of a configured one ([`PoolNames`]), else 404 with a JSON error.
 //! - `GET /healthz`: `ok` while the membership actor runs (O(1), no view built).
+//! - `GET /v1/zone`: the pool zone as an RFC 1035 master file (text/plain), rendered from what
+//!   DNS serves right now ([`AnswerPublisher::zone_file`]).
 //!
 //! It only reads; nothing here changes the node's state. The view is not secret, but it is not
 //! for everyone: off loopback, only the networks in `node.control_allow` are served
@@ -28,7 +30,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use spdu_dnsfront::DnsMetrics;
+use spdu_dnsfront::{AnswerPublisher, DnsMetrics};
 use spdu_gossip::net::Membership;
 use spdu_gossip::snapshot::ViewSnapshot;
 
@@ -72,6 +74,8 @@ struct Shared {
     /// The newest explanation of each configured name that was asked for (at most one entry
     /// per configured name), shared like the view.
     explained: tokio::sync::Mutex<HashMap<String, Arc<CachedExplanation>>>,
+    /// What DNS serves, for `/v1/zone`.
+    zone: AnswerPublisher,
 }
 
 impl Shared {
@@ -107,19 +111,27 @@ impl Shared {
     }
 }
 
-/// The HTTP router for the control endpoint; `names` are the configured pool names.
-pub fn router(membership: Membership, dns_metrics: DnsMetrics, names: PoolNames) -> axum::Router {
+/// The HTTP router for the control endpoint; `names` are the configured pool names, `zone`
+/// the publisher DNS serves from.
+pub fn router(
+    membership: Membership,
+    dns_metrics: DnsMetrics,
+    names: PoolNames,
+    zone: AnswerPublisher,
+) -> axum::Router {
     axum::Router::new()
         .route("/v1/peers", get(peers))
         .route("/v1/explain/{name}", get(explain))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
+        .route("/v1/zone", get(zone_file))
         .with_state(Arc::new(Shared {
             membership,
             dns_metrics,
             view: tokio::sync::Mutex::new(None),
             names,
             explained: tokio::sync::Mutex::new(HashMap::new()),
+            zone,
         }))
 }
 
@@ -161,6 +173,10 @@ fn unknown_name(names: &PoolNames, asked: &str) -> Response {
 async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
     // O(1): the actor ran its loop lately; no view is built.
     if shared.membership.is_alive() { "ok\n".into_response() } else { stopped() }
+}
+
+async fn zone_file(State(shared): State<Arc<Shared>>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], shared.zone.zone_file()).into_response()
 }
 
 /// OpenMetrics when the scraper's `Accept` asks for it (Prometheus does), else the classic text
@@ -230,7 +246,9 @@ mod tests {
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let control = listener.local_addr().unwrap();
-        let app = router(membership, DnsMetrics::default(), PoolNames::new(&zone));
+        let initial = spdu_dnsfront::PoolAnswers::same_for_all(1, 2, 5, vec!["192.0.2.1".parse().unwrap()]);
+        let publisher = AnswerPublisher::new(&zone, initial, DnsMetrics::default()).unwrap();
+        let app = router(membership, DnsMetrics::default(), PoolNames::new(&zone), publisher);
         let server = tokio::spawn(serve(listener, app, Limits::new(vec![]), shutdown.clone()));
 
         for asked in ["www", "WWW", "www.pool.example.test", "www.Pool.Example.Test."] {
