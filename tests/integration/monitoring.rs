@@ -253,3 +253,111 @@ async fn zone_export_passes_kzonecheck_and_matches_what_dns_answers() {
     assert!(!out.status.success(), "gamma is stopped");
     assert!(text(&out).contains("cannot reach spdu control endpoint"), "{}", text(&out));
 }
+
+/// `spdu check-health` against `args`: its exit code and its one output line.
+fn check_health_with(args: &[&str]) -> (i32, String) {
+    let out = run_spdu(&[&["check-health"], args].concat());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.lines().count(), 1, "one status line: {stdout:?}");
+    (out.status.code().expect("an exit code"), stdout.trim_end().to_owned())
+}
+
+/// `spdu check-health --config` of site `i`.
+fn check_health(cluster: &LocalCluster, i: usize) -> (i32, String) {
+    check_health_with(&["--config", cluster.config_path(i).to_str().unwrap()])
+}
+
+/// Waits until site `i`'s check-health exits `code`; returns its line.
+fn wait_state(cluster: &LocalCluster, i: usize, code: i32, what: &str) -> String {
+    let mut line = String::new();
+    wait_until(CONVERGE, what, || {
+        let (got, text) = check_health(cluster, i);
+        line = text;
+        got == code
+    });
+    eprintln!("{}: {line}", cluster.name(i));
+    line
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_health_exit_codes_follow_the_sites_state() {
+    let cluster = LocalCluster::create(spdu(), 3, [127, 0, 143, 11].into(), Default::default(), "")
+        .expect("cluster config");
+    let mut cluster = start_with_health(cluster).await;
+    let mut running = services(&cluster);
+
+    // OK: all three up and serving.
+    let line = wait_state(&cluster, 0, 0, "alpha OK");
+    assert!(line.starts_with("SPDU OK - alpha in answer, 3/3 sites up | "), "{line}");
+    assert!(line.contains("sites_up=3;;;0;3 peers_reachable=2;;;0;2 answer_size=3;;;0"), "{line}");
+    wait_until(CONVERGE, "round-trip times in the performance data", || {
+        let (code, line) = check_health(&cluster, 0);
+        code == 0 && line.contains(" rtt_beta=") && line.contains(" rtt_gamma=")
+    });
+
+    // gamma's service fails: gamma is CRITICAL (own check failing, out of its own answer),
+    // alpha WARNING (gamma out of the answer).
+    running[2].abort();
+    let line = wait_state(&cluster, 2, 2, "gamma CRITICAL");
+    assert!(line.starts_with("SPDU CRITICAL - gamma out of its own answer, 2/3 sites up"), "{line}");
+    assert!(line.contains("own service check failing ("), "{line}");
+    let line = wait_state(&cluster, 0, 1, "alpha WARNING");
+    assert!(line.starts_with("SPDU WARNING - alpha in answer, 2/3 sites up; gamma out of the answer"), "{line}");
+    assert!(!line.contains("unreachable"), "gamma still runs: {line}");
+
+    running[2] = http_service((cluster.ip(2), SERVICE_PORT).into(), Duration::ZERO);
+    wait_state(&cluster, 2, 0, "gamma OK again");
+    wait_state(&cluster, 0, 0, "alpha OK again");
+
+    // beta's node stops: WARNING at alpha, beta unreachable.
+    cluster.stop(1).unwrap();
+    let line = wait_state(&cluster, 0, 1, "alpha WARNING for beta");
+    assert!(line.contains("beta unreachable"), "{line}");
+    assert!(line.contains("peers_reachable=1;;;0;2") && !line.contains("rtt_beta"), "{line}");
+
+    // Nothing listening: UNKNOWN (3), with the reason; so is a config that does not load.
+    let (code, line) = check_health(&cluster, 1);
+    assert_eq!(code, 3, "{line}");
+    assert!(line.starts_with("SPDU UNKNOWN - cannot reach spdu control endpoint at 127.0.143.12:"), "{line}");
+    let (code, line) = check_health_with(&["--config", "/nonexistent/spdu.toml"]);
+    assert_eq!(code, 3, "{line}");
+    assert!(line.starts_with("SPDU UNKNOWN - ") && line.contains("/nonexistent/spdu.toml"), "{line}");
+    let out = run_spdu(&["check-health", "--bogus"]);
+    assert_eq!(out.status.code(), Some(3), "a usage error is UNKNOWN too");
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("SPDU UNKNOWN - usage"));
+    running.iter().for_each(JoinHandle::abort);
+}
+
+/// Removes the `[[peers]]` entry named `peer` from a config's text.
+fn without_peer(config: &str, peer: &str) -> String {
+    let mut blocks: Vec<&str> = config.split("\n[[peers]]\n").collect();
+    let head = blocks.remove(0);
+    let kept: Vec<&str> = blocks.into_iter().filter(|b| !b.starts_with(&format!("name = \"{peer}\"\n"))).collect();
+    assert!(kept.len() < config.matches("[[peers]]").count(), "no peer {peer} in:\n{config}");
+    std::iter::once(head.to_owned()).chain(kept.iter().map(|b| format!("\n[[peers]]\n{b}"))).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_health_warns_when_sites_disagree_on_policy_or_roster() {
+    let mut cluster = start_cluster(3, 144, "").await;
+    wait_state(&cluster, 0, 0, "alpha OK");
+
+    // beta gives itself another priority than its peers give it: another policy digest.
+    cluster.stop(1).unwrap();
+    cluster.edit_config(1, |text| text.replacen("\n[zone]\n", "priority = 5\n\n[zone]\n", 1)).unwrap();
+    cluster.start_site(1).unwrap();
+    let line = wait_state(&cluster, 0, 1, "alpha WARNING for beta's policy");
+    assert!(line.contains("beta has other failover policies"), "{line}");
+    assert!(line.contains("3/3 sites up") && !line.contains("gamma"), "only beta differs: {line}");
+
+    // Back to the same policy, then gamma drops beta from its roster.
+    cluster.stop(1).unwrap();
+    cluster.edit_config(1, |text| text.replacen("priority = 5\n", "", 1)).unwrap();
+    cluster.start_site(1).unwrap();
+    wait_state(&cluster, 0, 0, "alpha OK with beta's policy restored");
+    cluster.stop(2).unwrap();
+    cluster.edit_config(2, |text| without_peer(&text, "beta")).unwrap();
+    cluster.start_site(2).unwrap();
+    let line = wait_state(&cluster, 0, 1, "alpha WARNING for gamma's roster");
+    assert!(line.contains("gamma on another roster"), "{line}");
+}
