@@ -19,7 +19,8 @@ const HTTP_CHECK: &str =
     "\n[health]\ncheck = \"http\"\nport = 18080\npath = \"/healthz\"\nexpect_body = \"ok\"\n";
 
 /// Runs a Debian tool with `args`, `stdin` fed to it; `None` (with a loud message) when the tool
-/// is not installed, so the test says what it skipped.
+/// is not installed, so the test says what it skipped. CI sets `SPDU_REQUIRE_TOOLS=1`, which
+/// turns a missing tool into a failure.
 fn tool(name: &str, package: &str, args: &[&str], stdin: &str) -> Option<Output> {
     let child = Command::new(name)
         .args(args)
@@ -30,6 +31,10 @@ fn tool(name: &str, package: &str, args: &[&str], stdin: &str) -> Option<Output>
     let mut child = match child {
         Ok(child) => child,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            assert!(
+                std::env::var_os("SPDU_REQUIRE_TOOLS").is_none(),
+                "{name} is required (SPDU_REQUIRE_TOOLS is set): apt-get install {package}"
+            );
             eprintln!("SKIPPED: {name} is not installed (apt-get install {package})");
             return None;
         }
