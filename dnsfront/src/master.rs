@@ -52,7 +52,11 @@ fn line(out: &mut String, record: &Record) {
             "{owner} {ttl} IN SOA {} {} {} {} {} {} {}",
             soa.mname.to_ascii(),
             soa.rname.to_ascii(),
-            soa.serial, soa.refresh, soa.retry, soa.expire, soa.minimum
+            soa.serial,
+            soa.refresh,
+            soa.retry,
+            soa.expire,
+            soa.minimum
         ),
         RData::NS(ns) => writeln!(out, "{owner} {ttl} IN NS {}", ns.0.to_ascii()),
         RData::A(a) => writeln!(out, "{owner} {ttl} IN A {}", a.0),
@@ -66,9 +70,7 @@ fn line(out: &mut String, record: &Record) {
 mod tests {
     use spdu_policy::Pick;
 
-    use crate::{
-        AnswerPublisher, DnsMetrics, NameAnswers, PoolAnswers, SiteAddrs, ZoneConfig,
-    };
+    use crate::{AnswerPublisher, DnsMetrics, NameAnswers, PoolAnswers, SiteAddrs, ZoneConfig};
 
     fn site(addrs: &[&str], weight: u32) -> SiteAddrs {
         SiteAddrs { addrs: addrs.iter().map(|a| a.parse().unwrap()).collect(), weight }
@@ -96,7 +98,11 @@ mod tests {
                     sites: vec![site(&["192.0.2.1"], 10), site(&["192.0.2.2", "192.0.2.3"], 90)],
                     pick: Pick::Weighted { max: 1 },
                 },
-                NameAnswers { ttl: 60, sites: vec![site(&["192.0.2.9"], 100)], pick: Pick::Rotate { max: 1 } },
+                NameAnswers {
+                    ttl: 60,
+                    sites: vec![site(&["192.0.2.9"], 100)],
+                    pick: Pick::Rotate { max: 1 },
+                },
                 NameAnswers { ttl: 5, sites: vec![], pick: Pick::All },
             ],
         };

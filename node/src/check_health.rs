@@ -179,11 +179,7 @@ pub fn assess(json: &str) -> Verdict {
         }
     }
 
-    let mut line = format!(
-        "SPDU {} - {summary}, {sites_up}/{} sites up",
-        state.label(),
-        view.nodes.len()
-    );
+    let mut line = format!("SPDU {} - {summary}, {sites_up}/{} sites up", state.label(), view.nodes.len());
     if !problems.is_empty() {
         let _ = write!(line, "; {}", problems.join(", "));
     }

@@ -2,8 +2,8 @@
 //! alert rules file checked by `promtool`, `spdu zone` checked by `kzonecheck` and dig, and the
 //! exit codes of `spdu check-health` in every state, on real nodes.
 
-use std::io::Write as _;
 use std::collections::BTreeSet;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -74,9 +74,7 @@ async fn start_with_health(mut cluster: LocalCluster) -> LocalCluster {
 }
 
 fn services(cluster: &LocalCluster) -> Vec<JoinHandle<()>> {
-    (0..cluster.len())
-        .map(|i| http_service((cluster.ip(i), SERVICE_PORT).into(), Duration::ZERO))
-        .collect()
+    (0..cluster.len()).map(|i| http_service((cluster.ip(i), SERVICE_PORT).into(), Duration::ZERO)).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,7 +138,8 @@ async fn metrics_follow_prometheus_naming_and_pass_promtool() {
 
     // Prometheus asks for OpenMetrics, and gets it (same series, `# EOF` at the end).
     let (content_type, om) =
-        scrape(&cluster, 0, "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5").await;
+        scrape(&cluster, 0, "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5")
+            .await;
     assert!(content_type.starts_with("application/openmetrics-text"), "{content_type}");
     assert!(om.ends_with("# EOF\n") && om.contains("# TYPE spdu_dns_queries counter"), "{om}");
     assert!(om.contains("# UNIT spdu_health_latency_seconds seconds"), "{om}");
@@ -201,7 +200,8 @@ fn records(text: &str, owner: &str, rtype: &str) -> Vec<String> {
 fn kzonecheck(dir: &Path, zone_text: &str) -> bool {
     let file = dir.join("pool.zone");
     std::fs::write(&file, zone_text).unwrap();
-    let Some(out) = tool("kzonecheck", "knot-dnssecutils", &["-v", "-o", ZONE_ORIGIN, file.to_str().unwrap()], "")
+    let Some(out) =
+        tool("kzonecheck", "knot-dnssecutils", &["-v", "-o", ZONE_ORIGIN, file.to_str().unwrap()], "")
     else {
         return false;
     };
@@ -238,9 +238,8 @@ async fn zone_export_passes_kzonecheck_and_matches_what_dns_answers() {
     if !kzonecheck(dir.path(), &zone) {
         return;
     }
-    let serial = |zone: &str| -> u64 {
-        records(zone, &apex, "SOA")[0].split(' ').nth(6).unwrap().parse().unwrap()
-    };
+    let serial =
+        |zone: &str| -> u64 { records(zone, &apex, "SOA")[0].split(' ').nth(6).unwrap().parse().unwrap() };
 
     // gamma stops: the next export has no gamma, a newer serial, and still passes.
     cluster.stop(2).unwrap();
@@ -307,7 +306,10 @@ async fn check_health_exit_codes_follow_the_sites_state() {
     assert!(line.starts_with("SPDU CRITICAL - gamma out of its own answer, 2/3 sites up"), "{line}");
     assert!(line.contains("own service check failing ("), "{line}");
     let line = wait_state(&cluster, 0, 1, "alpha WARNING");
-    assert!(line.starts_with("SPDU WARNING - alpha in answer, 2/3 sites up; gamma out of the answer"), "{line}");
+    assert!(
+        line.starts_with("SPDU WARNING - alpha in answer, 2/3 sites up; gamma out of the answer"),
+        "{line}"
+    );
     assert!(!line.contains("unreachable"), "gamma still runs: {line}");
 
     running[2] = http_service((cluster.ip(2), SERVICE_PORT).into(), Duration::ZERO);
@@ -337,7 +339,8 @@ async fn check_health_exit_codes_follow_the_sites_state() {
 fn without_peer(config: &str, peer: &str) -> String {
     let mut blocks: Vec<&str> = config.split("\n[[peers]]\n").collect();
     let head = blocks.remove(0);
-    let kept: Vec<&str> = blocks.into_iter().filter(|b| !b.starts_with(&format!("name = \"{peer}\"\n"))).collect();
+    let kept: Vec<&str> =
+        blocks.into_iter().filter(|b| !b.starts_with(&format!("name = \"{peer}\"\n"))).collect();
     assert!(kept.len() < config.matches("[[peers]]").count(), "no peer {peer} in:\n{config}");
     std::iter::once(head.to_owned()).chain(kept.iter().map(|b| format!("\n[[peers]]\n{b}"))).collect()
 }

@@ -198,7 +198,11 @@ pub(super) fn registry(shared: &Shared, snapshot: Option<&ViewSnapshot>) -> Regi
         "Whether the site qualifies for this node's DNS answer (1) or not (0), this node's included",
         in_answer,
     );
-    gossip.register("peer_reachable", "Whether this node's own probing reaches the peer (1) or not (0)", peer_reachable);
+    gossip.register(
+        "peer_reachable",
+        "Whether this node's own probing reaches the peer (1) or not (0)",
+        peer_reachable,
+    );
     gossip.register_with_unit("peer_rtt", "Smoothed round-trip time to the peer", Unit::Seconds, peer_rtt);
     gossip.register(
         "peer_roster_agrees",
