@@ -94,6 +94,8 @@ async fn metrics_follow_prometheus_naming_and_pass_promtool() {
     });
 
     let (content_type, body) = scrape(&cluster, 0, "text/plain").await;
+    let series = body.lines().filter(|l| !l.starts_with('#')).count();
+    eprintln!("/metrics of a 2-site node: {series} series, {} bytes", body.len());
     assert!(content_type.starts_with("text/plain; version=0.0.4"), "{content_type}");
     let Some(out) = tool("promtool", "prometheus", &["check", "metrics"], &body) else { return };
     assert!(out.status.success() && text(&out).is_empty(), "promtool check metrics:\n{}\n{body}", text(&out));
@@ -211,11 +213,14 @@ fn kzonecheck(dir: &Path, zone_text: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zone_export_passes_kzonecheck_and_matches_what_dns_answers() {
-    let mut cluster = start_cluster(3, 142, "").await;
+    // `www` answers one address per response, drawn by weight: the file lists every address.
+    let www_rule = "[[zone.record]]\nname = \"www\"\npolicy = \"weighted\"\nmax_answers = 1\nttl = 30\n";
+    let mut cluster = start_cluster(3, 142, www_rule).await;
     let all = ips(&cluster, &[0, 1, 2]);
     wait_until(CONVERGE, "all three in alpha's answer", || dig_pool(cluster.dns_addr(0)) == all);
     let api = format!("{POOL_NAME}.");
     let apex = format!("{ZONE_ORIGIN}.");
+    let www = format!("www.{ZONE_ORIGIN}.");
 
     // What dig gets and what the file says agree (read until no change came in between).
     let mut zone = String::new();
@@ -231,7 +236,12 @@ async fn zone_export_passes_kzonecheck_and_matches_what_dns_answers() {
     eprintln!("{zone}");
     for ip in &all {
         assert!(zone.contains(&format!("{api} 5 IN A {ip}\n")), "{ip} missing:\n{zone}");
+        assert!(zone.contains(&format!("{www} 30 IN A {ip}\n")), "{ip} missing for www:\n{zone}");
     }
+    let one = dig(cluster.dns_addr(0), &["+noall", "+answer", &www, "A"]);
+    let one = records(&one, &www, "A");
+    assert_eq!(one.len(), 1, "dig gets one of www's addresses: {one:?}");
+    assert!(records(&zone, &www, "A").contains(&one[0]), "{one:?} is in the file:\n{zone}");
     assert_eq!(records(&zone, &apex, "SOA").len(), 1, "{zone}");
     assert_eq!(records(&zone, &apex, "NS").len(), 3, "{zone}");
     let dir = tempfile::tempdir().unwrap();
