@@ -229,12 +229,12 @@ mod tests {
             "name": name, "is_self": is_self, "in_answer": in_answer,
             "probe": if is_self { json!(null) } else { json!({"reachable": reachable, "rtt_us": 1500}) },
             "health": null,
-            "observation": {"same_roster": true, "observation": {"policy": [1, 2]}},
+            "observation": {"same_roster": true, "observation": {"policy": "0102030405060708090a0b0c0d0e0f10"}},
         })
     }
 
     fn view(nodes: Vec<serde_json::Value>) -> serde_json::Value {
-        json!({"name": "alpha", "answer": {"addresses": ["192.0.2.1", "192.0.2.2"]}, "nodes": nodes, "policy": [1, 2]})
+        json!({"name": "alpha", "answer": {"addresses": ["192.0.2.1", "192.0.2.2"]}, "nodes": nodes, "policy": "0102030405060708090a0b0c0d0e0f10"})
     }
 
     #[test]
@@ -249,12 +249,14 @@ mod tests {
         );
 
         let mut other_policy = ok.clone();
-        other_policy["nodes"][1]["observation"]["observation"]["policy"] = json!([9, 9]);
+        other_policy["nodes"][1]["observation"]["observation"]["policy"] =
+            json!("09090909090909090909090909090909");
         let v = assess(&other_policy.to_string());
         assert_eq!(v.state, State::Warning, "{}", v.line);
         assert!(v.line.contains("beta has other failover policies"), "{}", v.line);
         // An older peer (all-zero digest) is no disagreement.
-        other_policy["nodes"][1]["observation"]["observation"]["policy"] = json!([0, 0]);
+        other_policy["nodes"][1]["observation"]["observation"]["policy"] =
+            json!("00000000000000000000000000000000");
         assert_eq!(assess(&other_policy.to_string()).state, State::Ok);
 
         let mut sick = ok.clone();

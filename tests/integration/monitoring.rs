@@ -281,6 +281,12 @@ fn check_health(cluster: &LocalCluster, i: usize) -> (i32, String) {
     check_health_with(&["--config", cluster.config_path(i).to_str().unwrap()])
 }
 
+/// The value of `series` (name and labels, as exposed) on site `i`'s `/metrics`.
+fn series(cluster: &LocalCluster, i: usize, series: &str) -> Option<String> {
+    let text = spdu_cluster::http_get(&format!("http://{}/metrics", cluster.control_addr(i))).ok()?;
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ').map(str::to_owned))
+}
+
 /// Waits until site `i`'s check-health exits `code`; returns its line.
 fn wait_state(cluster: &LocalCluster, i: usize, code: i32, what: &str) -> String {
     let mut line = String::new();
@@ -315,6 +321,9 @@ async fn check_health_exit_codes_follow_the_sites_state() {
     let line = wait_state(&cluster, 2, 2, "gamma CRITICAL");
     assert!(line.starts_with("SPDU CRITICAL - gamma out of its own answer, 2/3 sites up"), "{line}");
     assert!(line.contains("own service check failing ("), "{line}");
+    // What the alert rules read says the same.
+    assert_eq!(series(&cluster, 2, "spdu_health_ok{site=\"gamma\"}").as_deref(), Some("0"));
+    assert_eq!(series(&cluster, 2, "spdu_gossip_site_in_answer{site=\"gamma\"}").as_deref(), Some("0"));
     let line = wait_state(&cluster, 0, 1, "alpha WARNING");
     assert!(
         line.starts_with("SPDU WARNING - alpha in answer, 2/3 sites up; gamma out of the answer"),
@@ -331,6 +340,8 @@ async fn check_health_exit_codes_follow_the_sites_state() {
     let line = wait_state(&cluster, 0, 1, "alpha WARNING for beta");
     assert!(line.contains("beta unreachable"), "{line}");
     assert!(line.contains("peers_reachable=1;;;0;2") && !line.contains("rtt_beta"), "{line}");
+    assert_eq!(series(&cluster, 0, "spdu_gossip_peer_reachable{peer=\"beta\"}").as_deref(), Some("0"));
+    assert_eq!(series(&cluster, 0, "spdu_gossip_peer_reachable{peer=\"gamma\"}").as_deref(), Some("1"));
 
     // Nothing listening: UNKNOWN (3), with the reason; so is a config that does not load.
     let (code, line) = check_health(&cluster, 1);
@@ -367,6 +378,8 @@ async fn check_health_warns_when_sites_disagree_on_policy_or_roster() {
     let line = wait_state(&cluster, 0, 1, "alpha WARNING for beta's policy");
     assert!(line.contains("beta has other failover policies"), "{line}");
     assert!(line.contains("3/3 sites up") && !line.contains("gamma"), "only beta differs: {line}");
+    assert_eq!(series(&cluster, 0, "spdu_gossip_peer_policy_agrees{peer=\"beta\"}").as_deref(), Some("0"));
+    assert_eq!(series(&cluster, 0, "spdu_gossip_peer_policy_agrees{peer=\"gamma\"}").as_deref(), Some("1"));
 
     // Back to the same policy, then gamma drops beta from its roster.
     cluster.stop(1).unwrap();
@@ -378,4 +391,6 @@ async fn check_health_warns_when_sites_disagree_on_policy_or_roster() {
     cluster.start_site(2).unwrap();
     let line = wait_state(&cluster, 0, 1, "alpha WARNING for gamma's roster");
     assert!(line.contains("gamma on another roster"), "{line}");
+    assert_eq!(series(&cluster, 0, "spdu_gossip_peer_roster_agrees{peer=\"gamma\"}").as_deref(), Some("0"));
+    assert_eq!(series(&cluster, 0, "spdu_gossip_peer_roster_agrees{peer=\"beta\"}").as_deref(), Some("1"));
 }

@@ -190,7 +190,10 @@ pub(super) fn registry(shared: &Shared, snapshot: Option<&ViewSnapshot>) -> Regi
         }
         if let Some(o) = &node.observation {
             roster_agrees.get_or_create(&peer).set(i64::from(o.same_roster));
-            policy_agrees.get_or_create(&peer).set(i64::from(o.observation.policy == snapshot.policy));
+            // An all-zero digest is an older node's, which signs none: no statement either way.
+            if o.observation.policy != Default::default() {
+                policy_agrees.get_or_create(&peer).set(i64::from(o.observation.policy == snapshot.policy));
+            }
         }
     }
     gossip.register(
