@@ -100,7 +100,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         // A monitoring system reads any exit code but 0-3 as CRITICAL: a plugin's usage error
         // is UNKNOWN.
-        Err(e) if e.use_stderr() && std::env::args().nth(1).as_deref() == Some("check-health") => {
+        Err(e) if e.use_stderr() && std::env::args_os().nth(1).is_some_and(|a| a == "check-health") => {
             let _ = e.print();
             println!("SPDU UNKNOWN - usage error, see `spdu check-health --help`");
             return ExitCode::from(spdu_node::check_health::State::Unknown.code());
