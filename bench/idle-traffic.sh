@@ -49,7 +49,7 @@ snapshot() {
     python3 - "$NET" "$NODES" >"$1" <<'PY' || die "could not read /metrics"
 import sys, urllib.request
 net, n = sys.argv[1], int(sys.argv[2])
-want = ("gossip_bytes_sent_total", "gossip_udp_bytes_sent_total", "gossip_udp_datagrams_sent_total")
+want = ("spdu_gossip_payload_sent_bytes_total", "spdu_gossip_udp_sent_bytes_total", "spdu_gossip_udp_datagrams_sent_total")
 for i in range(1, n + 1):
     text = urllib.request.urlopen(f"http://{net}.{i}:17947/metrics", timeout=5).read().decode()
     values = {}

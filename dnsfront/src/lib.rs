@@ -33,6 +33,7 @@
 //!   RNG seeded from the OS.
 //! - `answer`: [`PoolAnswers`], the per-version record snapshot, what one response picks from
 //!   a name's records, and the pure lookup (question → outcome), unit-tested without sockets.
+//! - `master`: the zone as an RFC 1035 master file ([`AnswerPublisher::zone_file`]).
 //! - `zone`: [`ZoneConfig`], its validation, and the compiled zone (names, empty
 //!   non-terminals, apex records).
 //! - `metrics`: [`DnsMetrics`], prometheus-client counters.
@@ -79,6 +80,7 @@ mod choose;
 mod fast;
 mod handler;
 mod limits;
+mod master;
 mod metrics;
 #[doc(hidden)]
 pub mod offline;

@@ -14,7 +14,7 @@ use tracing::debug;
 
 use crate::{
     answer::{PoolAnswers, Snapshot},
-    fast,
+    fast, master,
     metrics::DnsMetrics,
     zone::{Zone, ZoneConfig, ZoneError},
 };
@@ -83,6 +83,13 @@ impl AnswerPublisher {
     /// A receiver that sees every version published from now on.
     pub fn subscribe(&self) -> watch::Receiver<Arc<ServedAnswers>> {
         self.current.subscribe()
+    }
+
+    /// The zone as an RFC 1035 master file, as served right now: SOA (with the current serial),
+    /// NS, and every address of every pool name with its TTL (for a name whose responses take
+    /// a selection, every address a response may carry).
+    pub fn zone_file(&self) -> String {
+        master::render(&self.zone, &self.current().snapshot)
     }
 
     /// The counters the servers fed by this publisher count into.

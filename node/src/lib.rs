@@ -15,6 +15,8 @@
 //!   `/healthz`).
 //! - [`peers`]: `spdu peers`: fetches and prints the signed view.
 //! - [`explain`]: `spdu explain NAME`: fetches and prints why a pool name answers what it does.
+//! - [`check_health`]: `spdu check-health`: a Nagios / Icinga plugin over the signed view.
+//! - [`zone`]: `spdu zone`: fetches and prints the pool zone as a master file.
 //! - [`limits`]: raises the open-files limit at start.
 //! - [`text`]: escaping peer-supplied text for the terminal.
 //!
@@ -22,6 +24,7 @@
 //! local-cluster harness and the demo live in the `spdu-cluster` crate, never linked into
 //! `spdu run`.
 
+pub mod check_health;
 pub mod config;
 pub mod control;
 pub mod dns_client;
@@ -32,3 +35,4 @@ pub mod limits;
 pub mod peers;
 pub mod run;
 pub mod text;
+pub mod zone;

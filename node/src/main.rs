@@ -66,6 +66,27 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the running node's pool zone, as DNS serves it now, as an RFC 1035 master file
+    /// (SOA, NS, every name's addresses and TTL).
+    Zone {
+        /// The config file (only `node.control` is read).
+        #[arg(long, value_name = "FILE", required_unless_present = "control")]
+        config: Option<PathBuf>,
+        /// The control endpoint, instead of reading it from the config.
+        #[arg(long, value_name = "ADDR", conflicts_with = "config")]
+        control: Option<SocketAddr>,
+    },
+    /// Nagios / Icinga plugin: one status line with performance data; exit 0 OK, 1 WARNING (a
+    /// peer out or unreachable, sites disagree on roster or policies), 2 CRITICAL (this site out
+    /// of its own answer or its service check failing), 3 UNKNOWN (node not reachable).
+    CheckHealth {
+        /// The config file (only `node.control` is read).
+        #[arg(long, value_name = "FILE", required_unless_present = "control")]
+        config: Option<PathBuf>,
+        /// The control endpoint, instead of reading it from the config.
+        #[arg(long, value_name = "ADDR", conflicts_with = "config")]
+        control: Option<SocketAddr>,
+    },
     /// Check a config file and its key file, then exit.
     Check {
         /// The config file.
@@ -75,7 +96,20 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // A monitoring system reads any exit code but 0-3 as CRITICAL: a plugin's usage error
+        // is UNKNOWN.
+        Err(e) if e.use_stderr() && std::env::args_os().nth(1).is_some_and(|a| a == "check-health") => {
+            let _ = e.print();
+            println!("SPDU UNKNOWN - usage error, see `spdu check-health --help`");
+            return ExitCode::from(spdu_node::check_health::State::Unknown.code());
+        }
+        Err(e) => e.exit(),
+    };
+    if let Command::CheckHealth { config, control } = cli.command {
+        return check_health(control, config);
+    }
     match execute(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -109,8 +143,27 @@ fn execute(command: Command) -> anyhow::Result<()> {
             let control = control_address(control, config)?;
             client_runtime()?.block_on(spdu_node::explain::print_explanation(control, &name, json))
         }
+        Command::Zone { config, control } => {
+            let control = control_address(control, config)?;
+            client_runtime()?.block_on(spdu_node::zone::print_zone(control))
+        }
         Command::Check { config } => check(&config),
+        Command::CheckHealth { .. } => unreachable!("main runs check-health"),
     }
+}
+
+/// `spdu check-health`: prints the plugin's line; its state is the exit code.
+fn check_health(control: Option<SocketAddr>, config: Option<PathBuf>) -> ExitCode {
+    use spdu_node::check_health::{Verdict, check};
+    let verdict = match control_address(control, config) {
+        Ok(control) => match client_runtime() {
+            Ok(runtime) => runtime.block_on(check(control)),
+            Err(e) => Verdict::unknown(&spdu_node::text::error_chain(&e)),
+        },
+        Err(e) => Verdict::unknown(&spdu_node::text::error_chain(&e)),
+    };
+    println!("{}", verdict.line);
+    ExitCode::from(verdict.state.code())
 }
 
 fn check(path: &Path) -> anyhow::Result<()> {

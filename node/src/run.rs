@@ -74,7 +74,12 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         shutdown.clone(),
         control::serve(
             control_listener,
-            control::router(membership.clone(), dns_metrics, control::PoolNames::new(&config.zone)),
+            control::router(
+                membership.clone(),
+                dns_metrics,
+                control::PoolNames::new(&config.zone),
+                pool.clone(),
+            ),
             control::Limits::new(config.node.control_allow.clone()),
             shutdown.clone(),
         ),

@@ -37,7 +37,7 @@ pub(crate) fn metric(cluster: &LocalCluster, i: usize, series: &str) -> u64 {
 }
 
 fn rejected(cluster: &LocalCluster, i: usize, reason: &str) -> u64 {
-    metric(cluster, i, &format!("gossip_observations_rejected_total{{reason=\"{reason}\"}}"))
+    metric(cluster, i, &format!("spdu_gossip_observations_rejected_total{{reason=\"{reason}\"}}"))
 }
 
 /// Site `i`'s view as `spdu peers --json` prints it.
@@ -186,7 +186,7 @@ async fn forged_replayed_foreign_and_malformed_gossip_is_refused_and_counted() {
     wait_counted("the foreign observation to be counted", before, || rejected(&cluster, 0, "wrong_cluster"));
 
     // Truncated datagram, then an oversize stream.
-    let malformed = || metric(&cluster, 0, "gossip_malformed_frames_total");
+    let malformed = || metric(&cluster, 0, "spdu_gossip_malformed_frames_total");
     let frame = Message::Push(vec![sign_as(&forged, &beta_key, CLUSTER)]).encode();
     let before = malformed();
     beta.datagram(frame[..frame.len() / 2].to_vec());
@@ -218,7 +218,7 @@ async fn floods_of_connections_and_streams_stay_bounded() {
     wait_until(CONVERGE, "alpha to drop beta", || dig_pool(cluster.dns_addr(0)) == survivors);
 
     // Strangers: handshakes with a key outside the roster, many at once.
-    let refused = metric(&cluster, 0, "gossip_handshakes_refused_total");
+    let refused = metric(&cluster, 0, "spdu_gossip_handshakes_refused_total");
     let (alpha_key, alpha_gossip) = (key_of(&cluster, 0).public(), cluster.gossip_addr(0));
     let mut strangers = tokio::task::JoinSet::new();
     for _ in 0..100 {
@@ -232,7 +232,7 @@ async fn floods_of_connections_and_streams_stay_bounded() {
     }
     tokio::time::timeout(Duration::from_secs(30), strangers.join_all()).await.expect("strangers done");
     assert!(
-        metric(&cluster, 0, "gossip_handshakes_refused_total") >= refused + 50,
+        metric(&cluster, 0, "spdu_gossip_handshakes_refused_total") >= refused + 50,
         "strangers refused and counted"
     );
 
@@ -254,7 +254,7 @@ async fn floods_of_connections_and_streams_stay_bounded() {
         assert_eq!(dig_pool(cluster.dns_addr(0)), survivors, "alpha's answer under the flood");
         std::thread::sleep(Duration::from_millis(200));
     }
-    let open = metric(&cluster, 0, "gossip_connections_open");
+    let open = metric(&cluster, 0, "spdu_gossip_connections_open");
     assert!(open <= 8, "{open} connections open: one peer may hold only a few");
     let view = view(&cluster, 0);
     let gamma = view["nodes"].as_array().unwrap().iter().find(|n| n["name"] == "gamma").unwrap();
@@ -327,7 +327,7 @@ async fn odd_dns_queries_get_the_right_response_code() {
                 metric(
                     &cluster,
                     0,
-                    &format!("dns_queries_total{{rcode=\"{rcode}\",qtype=\"{q}\",transport=\"udp\"}}"),
+                    &format!("spdu_dns_queries_total{{rcode=\"{rcode}\",qtype=\"{q}\",transport=\"udp\"}}"),
                 )
             })
             .sum()

@@ -167,7 +167,7 @@ async fn a_key_outside_the_roster_gets_nothing_in() {
     let _ = stranger.wait();
     let refused: f64 = metrics
         .lines()
-        .find(|l| l.starts_with("gossip_handshakes_refused"))
+        .find(|l| l.starts_with("spdu_gossip_handshakes_refused_total"))
         .and_then(|l| l.split_whitespace().last())
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no refused-handshake counter in:\n{metrics}"));

@@ -181,7 +181,7 @@ async fn a_tcp_connection_flood_from_one_source_leaves_dns_answering() {
     drop(stream);
 
     // Everything past the per-source limit is closed at once and counted.
-    let refused = r#"dns_tcp_refused_connections_total{reason="per_source"}"#;
+    let refused = r#"spdu_dns_tcp_refused_connections_total{reason="per_source"}"#;
     let counted = wait_metric(control, refused, (FLOOD - 16) as u64).await;
     assert_eq!(counted, (FLOOD - 16) as u64, "refusals counted:\n{}", cluster.log_tail(0, 20));
 
@@ -233,6 +233,6 @@ async fn a_cookie_option_of_a_bad_length_is_formerr() {
             }
         }
     }
-    let formerr = r#"dns_queries_total{rcode="formerr",qtype="a",transport="tcp"}"#;
+    let formerr = r#"spdu_dns_queries_total{rcode="formerr",qtype="a",transport="tcp"}"#;
     assert_eq!(wait_metric(cluster.control_addr(0), formerr, 7).await, 7, "TCP FORMERR counted");
 }

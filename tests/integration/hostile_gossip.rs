@@ -221,8 +221,8 @@ async fn a_handshake_flood_does_not_keep_a_restarted_peer_out() {
     let all = ips(&cluster, &[0, 1, 2]);
     wait_until(CONVERGE, "all three in alpha's answer", || dig_pool(cluster.dns_addr(0)) == all);
     let refused = |cluster: &LocalCluster| {
-        metric(cluster, 0, "gossip_handshakes_refused_total")
-            + metric(cluster, 0, "gossip_handshakes_retried_total")
+        metric(cluster, 0, "spdu_gossip_handshakes_refused_total")
+            + metric(cluster, 0, "spdu_gossip_handshakes_retried_total")
     };
     let turned_away = refused(&cluster);
 
@@ -285,10 +285,10 @@ async fn a_want_flood_without_stream_credit_keeps_memory_bounded() {
     let pusher = Member::connect(&cluster, 1, 0, None).await;
     big.seq += 1000;
     big.name = "b".repeat(50_000);
-    let accepted = metric(&cluster, 0, "gossip_observations_accepted_total");
+    let accepted = metric(&cluster, 0, "spdu_gossip_observations_accepted_total");
     pusher.stream(&Message::Push(vec![sign_as(&big, &beta_key)]).encode()).await;
     wait_until(Duration::from_secs(5), "the big observation accepted", || {
-        metric(&cluster, 0, "gossip_observations_accepted_total") > accepted
+        metric(&cluster, 0, "spdu_gossip_observations_accepted_total") > accepted
     });
 
     // The flood: a connection that grants no stream credit, and thousands of 34-byte Wants.
@@ -298,8 +298,8 @@ async fn a_want_flood_without_stream_credit_keeps_memory_bounded() {
     let pid = pid_of(&cluster, 0);
     let before = rss_kib(pid);
     let dropped = || {
-        metric(&cluster, 0, "gossip_send_queue_dropped_total")
-            + metric(&cluster, 0, "gossip_send_coalesced_total")
+        metric(&cluster, 0, "spdu_gossip_send_queue_dropped_total")
+            + metric(&cluster, 0, "spdu_gossip_send_coalesced_total")
     };
     let dropped_before = dropped();
     let want = Message::Want(vec![beta_key.public()]).encode();

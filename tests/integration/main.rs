@@ -12,6 +12,7 @@ mod health;
 mod hostile_dns;
 mod hostile_gossip;
 mod hostile_node;
+mod monitoring;
 mod netns;
 mod policy;
 mod status_page;

@@ -288,7 +288,7 @@ impl Admission {
             in_progress = slots.in_use,
             sources = slots.per_source.len(),
             "incoming QUIC handshakes under pressure: turned away or asked to validate their address \
-             (counted in gossip_handshakes_refused/_retried; next report in {}s at the earliest)",
+             (counted in spdu_gossip_handshakes_refused_total/_retried_total; next report in {}s at the earliest)",
             WARN_EVERY.as_secs()
         );
         slots.warned_at = Some(now);

@@ -3,12 +3,15 @@
 //! - `GET /v1/peers`: the node's signed view ([`ViewSnapshot`] as JSON). Keys are tokens and
 //!   every observation carries its signed body (base64) and signature, so it can be verified
 //!   independently of this node.
-//! - `GET /metrics`: Prometheus / OpenMetrics text: DNS counters, gossip counters, transport
-//!   counters. A registry is built per scrape from the live counters.
+//! - `GET /metrics`: Prometheus text (OpenMetrics if asked for): DNS counters, gossip counters,
+//!   transport counters, per-peer gauges, all named `spdu_…`. A registry is built per scrape
+//!   from the live counters.
 //! - `GET /v1/explain/{name}`: why a pool name answers what it does (`Explanation` as JSON);
 //!   the name in any spelling of a configured one ([`PoolNames`]), else 404 with a JSON error.
 //! - `GET /healthz`: `ok` while the membership actor runs (O(1), no view built).
 //! - `GET /` (and `/index.html`): the status page (`status`), which reads the JSON above.
+//! - `GET /v1/zone`: the pool zone as an RFC 1035 master file (text/plain), rendered from what
+//!   DNS serves right now ([`AnswerPublisher::zone_file`]).
 //!
 //! It only reads; nothing here changes the node's state. The view is not secret, but it is not
 //! for everyone: off loopback, only the networks in `node.control_allow` are served
@@ -25,10 +28,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use spdu_dnsfront::DnsMetrics;
+use spdu_dnsfront::{AnswerPublisher, DnsMetrics};
 use spdu_gossip::net::Membership;
 use spdu_gossip::snapshot::ViewSnapshot;
 
@@ -73,6 +76,8 @@ struct Shared {
     /// The newest explanation of each configured name that was asked for (at most one entry
     /// per configured name), shared like the view.
     explained: tokio::sync::Mutex<HashMap<String, Arc<CachedExplanation>>>,
+    /// What DNS serves, for `/v1/zone`.
+    zone: AnswerPublisher,
 }
 
 impl Shared {
@@ -108,8 +113,14 @@ impl Shared {
     }
 }
 
-/// The HTTP router for the control endpoint; `names` are the configured pool names.
-pub fn router(membership: Membership, dns_metrics: DnsMetrics, names: PoolNames) -> axum::Router {
+/// The HTTP router for the control endpoint; `names` are the configured pool names, `zone`
+/// the publisher DNS serves from.
+pub fn router(
+    membership: Membership,
+    dns_metrics: DnsMetrics,
+    names: PoolNames,
+    zone: AnswerPublisher,
+) -> axum::Router {
     axum::Router::new()
         .route("/", get(status::page))
         .route("/index.html", get(status::page))
@@ -118,12 +129,14 @@ pub fn router(membership: Membership, dns_metrics: DnsMetrics, names: PoolNames)
         .route("/v1/explain/{name}", get(explain))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
+        .route("/v1/zone", get(zone_file))
         .with_state(Arc::new(Shared {
             membership,
             dns_metrics,
             view: tokio::sync::Mutex::new(None),
             names,
             explained: tokio::sync::Mutex::new(HashMap::new()),
+            zone,
         }))
 }
 
@@ -167,15 +180,34 @@ async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
     if shared.membership.is_alive() { "ok\n".into_response() } else { stopped() }
 }
 
-async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+async fn zone_file(State(shared): State<Arc<Shared>>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], shared.zone.zone_file()).into_response()
+}
+
+/// OpenMetrics when the scraper's `Accept` asks for it (Prometheus does), else the classic text
+/// format (curl, `promtool check metrics`).
+async fn metrics(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     let view = shared.view().await;
     let registry = metrics::registry(&shared, view.snapshot.as_ref());
     let mut text = String::new();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &registry) {
         return (StatusCode::INTERNAL_SERVER_ERROR, format!("encoding metrics: {e}\n")).into_response();
     }
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
-        .into_response()
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    if openmetrics {
+        ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
+            .into_response()
+    } else {
+        (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            metrics::prometheus_text(&text),
+        )
+            .into_response()
+    }
 }
 
 #[cfg(test)]
@@ -222,7 +254,9 @@ mod tests {
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let control = listener.local_addr().unwrap();
-        let app = router(membership, DnsMetrics::default(), PoolNames::new(&zone));
+        let initial = spdu_dnsfront::PoolAnswers::same_for_all(1, 2, 5, vec!["192.0.2.1".parse().unwrap()]);
+        let publisher = AnswerPublisher::new(&zone, initial, DnsMetrics::default()).unwrap();
+        let app = router(membership, DnsMetrics::default(), PoolNames::new(&zone), publisher);
         let server = tokio::spawn(serve(listener, app, Limits::new(vec![]), shutdown.clone()));
 
         for asked in ["www", "WWW", "www.pool.example.test", "www.Pool.Example.Test."] {
