@@ -68,13 +68,21 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
 
     let shutdown = CancellationToken::new();
     let tasks = tokio_util::task::TaskTracker::new();
+    let events = crate::events::EventLog::new(config.node.name.clone(), config.cluster.clone())
+        .with_quorum(config.protocol.quorum);
+    tasks.spawn(crate::events::watch(membership.clone(), events.clone(), shutdown.clone()));
     tasks.spawn(bound.run(shutdown.clone()));
     let dns_task = tasks.spawn(cancel_on_exit(shutdown.clone(), dns.run(shutdown.clone())));
     let control_task = tasks.spawn(cancel_on_exit(
         shutdown.clone(),
         control::serve(
             control_listener,
-            control::router(membership.clone(), dns_metrics, control::PoolNames::new(&config.zone)),
+            control::router(
+                membership.clone(),
+                dns_metrics,
+                control::PoolNames::new(&config.zone),
+                events.clone(),
+            ),
             control::Limits::new(config.node.control_allow.clone()),
             shutdown.clone(),
         ),

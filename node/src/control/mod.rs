@@ -8,6 +8,8 @@
 //! - `GET /v1/explain/{name}`: why a pool name answers what it does (`Explanation` as JSON);
 //!   the name in any spelling of a configured one ([`PoolNames`]), else 404 with a JSON error.
 //! - `GET /healthz`: `ok` while the membership actor runs (O(1), no view built).
+//! - `GET /v1/events`: `{"events": [...]}`, the node's last events, oldest first
+//!   ([`crate::events`]).
 //!
 //! It only reads; nothing here changes the node's state. The view is not secret, but it is not
 //! for everyone: off loopback, only the networks in `node.control_allow` are served
@@ -71,6 +73,8 @@ struct Shared {
     /// The newest explanation of each configured name that was asked for (at most one entry
     /// per configured name), shared like the view.
     explained: tokio::sync::Mutex<HashMap<String, Arc<CachedExplanation>>>,
+    /// The node's event log (`/v1/events`).
+    events: crate::events::EventLog,
 }
 
 impl Shared {
@@ -107,9 +111,15 @@ impl Shared {
 }
 
 /// The HTTP router for the control endpoint; `names` are the configured pool names.
-pub fn router(membership: Membership, dns_metrics: DnsMetrics, names: PoolNames) -> axum::Router {
+pub fn router(
+    membership: Membership,
+    dns_metrics: DnsMetrics,
+    names: PoolNames,
+    events: crate::events::EventLog,
+) -> axum::Router {
     axum::Router::new()
         .route("/v1/peers", get(peers))
+        .route("/v1/events", get(events_json))
         .route("/v1/explain/{name}", get(explain))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
@@ -119,6 +129,7 @@ pub fn router(membership: Membership, dns_metrics: DnsMetrics, names: PoolNames)
             view: tokio::sync::Mutex::new(None),
             names,
             explained: tokio::sync::Mutex::new(HashMap::new()),
+            events,
         }))
 }
 
@@ -155,6 +166,10 @@ fn unknown_name(names: &PoolNames, asked: &str) -> Response {
     let asked: String = crate::text::escape(asked).chars().take(100).collect();
     let error = format!("no pool name \"{asked}\" here (the names are: {})", names.list().join(", "));
     (StatusCode::NOT_FOUND, axum::Json(serde_json::json!({ "error": error }))).into_response()
+}
+
+async fn events_json(State(shared): State<Arc<Shared>>) -> Response {
+    axum::Json(serde_json::json!({ "events": shared.events.recent() })).into_response()
 }
 
 async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
@@ -217,7 +232,8 @@ mod tests {
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let control = listener.local_addr().unwrap();
-        let app = router(membership, DnsMetrics::default(), PoolNames::new(&zone));
+        let events = crate::events::EventLog::new("alpha".into(), "pool.example.test".into());
+        let app = router(membership, DnsMetrics::default(), PoolNames::new(&zone), events);
         let server = tokio::spawn(serve(listener, app, Limits::new(vec![]), shutdown.clone()));
 
         for asked in ["www", "WWW", "www.pool.example.test", "www.Pool.Example.Test."] {
