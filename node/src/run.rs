@@ -71,6 +71,10 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let events = crate::events::EventLog::new(config.node.name.clone(), config.cluster.clone())
         .with_quorum(config.protocol.quorum);
     tasks.spawn(crate::events::watch(membership.clone(), events.clone(), shutdown.clone()));
+    // Hooks follow reloads of the config (the sender lives as long as the node).
+    let (_config_tx, config_rx) = watch::channel(std::sync::Arc::new(config.clone()));
+    let notify_metrics = crate::notify::NotifyMetrics::default();
+    tasks.spawn(crate::notify::run(events.clone(), config_rx, notify_metrics.clone(), shutdown.clone()));
     tasks.spawn(bound.run(shutdown.clone()));
     let dns_task = tasks.spawn(cancel_on_exit(shutdown.clone(), dns.run(shutdown.clone())));
     let control_task = tasks.spawn(cancel_on_exit(
@@ -82,6 +86,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
                 dns_metrics,
                 control::PoolNames::new(&config.zone),
                 events.clone(),
+                notify_metrics,
             ),
             control::Limits::new(config.node.control_allow.clone()),
             shutdown.clone(),

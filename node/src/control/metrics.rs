@@ -26,6 +26,7 @@ type Labels = Vec<(&'static str, &'static str)>;
 pub(super) fn registry(shared: &Shared, snapshot: Option<&ViewSnapshot>) -> Registry {
     let mut registry = Registry::default();
     shared.dns_metrics.register(&mut registry);
+    shared.notify.register(&mut registry);
 
     let net = shared.membership.metrics();
     let gossip = registry.sub_registry_with_prefix("gossip");

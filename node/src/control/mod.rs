@@ -75,6 +75,8 @@ struct Shared {
     explained: tokio::sync::Mutex<HashMap<String, Arc<CachedExplanation>>>,
     /// The node's event log (`/v1/events`).
     events: crate::events::EventLog,
+    /// The notification hooks' counters (`/metrics`).
+    notify: crate::notify::NotifyMetrics,
 }
 
 impl Shared {
@@ -116,6 +118,7 @@ pub fn router(
     dns_metrics: DnsMetrics,
     names: PoolNames,
     events: crate::events::EventLog,
+    notify: crate::notify::NotifyMetrics,
 ) -> axum::Router {
     axum::Router::new()
         .route("/v1/peers", get(peers))
@@ -130,6 +133,7 @@ pub fn router(
             names,
             explained: tokio::sync::Mutex::new(HashMap::new()),
             events,
+            notify,
         }))
 }
 
@@ -233,7 +237,8 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let control = listener.local_addr().unwrap();
         let events = crate::events::EventLog::new("alpha".into(), "pool.example.test".into());
-        let app = router(membership, DnsMetrics::default(), PoolNames::new(&zone), events);
+        let app =
+            router(membership, DnsMetrics::default(), PoolNames::new(&zone), events, Default::default());
         let server = tokio::spawn(serve(listener, app, Limits::new(vec![]), shutdown.clone()));
 
         for asked in ["www", "WWW", "www.pool.example.test", "www.Pool.Example.Test."] {

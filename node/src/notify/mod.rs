@@ -1,0 +1,252 @@
+//! Notification hooks (`[[notify]]`): every event of the [`EventLog`] a hook asked for is
+//! delivered to it, by HTTP POST or by running a command.
+//!
+//! Invariants: delivery never blocks the node. [`run`] hands each event to each hook's bounded
+//! queue with `try_send`; a full queue drops the event and counts it. Each hook has one worker
+//! task that delivers its queue in order, one event at a time, each attempt bounded by the
+//! hook's timeout, retried with exponential backoff ([`backoff`]); an event given up is logged
+//! and counted. Workers hold nothing the node needs (no lock, no membership handle). When a
+//! reload changes the `[[notify]]` list, the workers are replaced (events still queued for the
+//! old ones are dropped, not counted: the hooks they were for are gone).
+//!
+//! - `deliver`: one attempt: the HTTP POST (signed) or the command run.
+
+mod deliver;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, NotifyHook};
+use crate::events::{Event, EventLog};
+pub use deliver::{signature, user_agent};
+
+/// The first retry waits this long; each next one twice as long, up to [`MAX_BACKOFF`].
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+/// The longest wait between two attempts.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// The wait before retry number `retry` (0 for the first retry).
+pub fn backoff(retry: u32) -> Duration {
+    FIRST_BACKOFF.saturating_mul(1 << retry.min(16)).min(MAX_BACKOFF)
+}
+
+/// Per-hook delivery counters, kept across reloads (by hook label). Cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct NotifyMetrics {
+    hooks: Arc<Mutex<BTreeMap<String, Arc<HookCounters>>>>,
+}
+
+/// One hook's counters.
+#[derive(Debug, Default)]
+pub struct HookCounters {
+    /// Events delivered.
+    pub delivered: AtomicU64,
+    /// Events given up after every retry failed.
+    pub failed: AtomicU64,
+    /// Events dropped because the hook's queue was full.
+    pub dropped: AtomicU64,
+}
+
+impl NotifyMetrics {
+    /// The counters of the hook labelled `label`.
+    pub fn hook(&self, label: &str) -> Arc<HookCounters> {
+        let mut hooks = self.hooks.lock().unwrap_or_else(|e| e.into_inner());
+        hooks.entry(label.to_owned()).or_default().clone()
+    }
+
+    /// Registers `notify_delivered`, `notify_failed` and `notify_dropped` (counters by `hook`).
+    pub fn register(&self, registry: &mut Registry) {
+        let families: [(&str, &str, fn(&HookCounters) -> u64); 3] = [
+            ("delivered", "Events delivered to a notification hook", |c| c.delivered.load(Ordering::Relaxed)),
+            ("failed", "Events a notification hook did not take after every retry", |c| {
+                c.failed.load(Ordering::Relaxed)
+            }),
+            ("dropped", "Events dropped because a notification hook's queue was full", |c| {
+                c.dropped.load(Ordering::Relaxed)
+            }),
+        ];
+        let hooks = self.hooks.lock().unwrap_or_else(|e| e.into_inner());
+        let notify = registry.sub_registry_with_prefix("notify");
+        for (name, help, read) in families {
+            let family = Family::<Vec<(String, String)>, Counter>::default();
+            for (label, counters) in hooks.iter() {
+                family.get_or_create(&vec![("hook".to_owned(), label.clone())]).inc_by(read(counters));
+            }
+            notify.register(name, help, family);
+        }
+    }
+}
+
+/// Delivers the events of `log` to the hooks of the newest config until `shutdown`.
+pub async fn run(
+    log: EventLog,
+    mut config: watch::Receiver<Arc<Config>>,
+    metrics: NotifyMetrics,
+    shutdown: CancellationToken,
+) {
+    let mut events = log.subscribe();
+    let client = deliver::http_client();
+    let mut hooks = config.borrow_and_update().notify.clone();
+    let mut workers = start(&hooks, &client, &metrics, &shutdown);
+    // Without a sender no reload comes; the current hooks stay.
+    let mut reloads = true;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            changed = config.changed(), if reloads => {
+                if changed.is_err() {
+                    reloads = false;
+                    continue;
+                }
+                let next = config.borrow_and_update().notify.clone();
+                if next != hooks {
+                    tracing::info!(hooks = next.len(), "notify: hooks replaced");
+                    for worker in &workers {
+                        worker.stop.cancel();
+                    }
+                    hooks = next;
+                    workers = start(&hooks, &client, &metrics, &shutdown);
+                }
+            }
+            event = events.recv() => match event {
+                Ok(event) => {
+                    for worker in &workers {
+                        worker.offer(&event);
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "notify: fell behind the event log; events dropped");
+                    for worker in &workers {
+                        worker.counters.dropped.fetch_add(missed, Ordering::Relaxed);
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => break,
+            },
+        }
+    }
+    for worker in &workers {
+        worker.stop.cancel();
+    }
+}
+
+/// The sending side of one hook's worker.
+struct Worker {
+    hook: NotifyHook,
+    queue: mpsc::Sender<Arc<Event>>,
+    counters: Arc<HookCounters>,
+    stop: CancellationToken,
+}
+
+impl Worker {
+    /// Queues `event` if the hook wants it; never waits.
+    fn offer(&self, event: &Event) {
+        if !self.hook.events.contains(&event.event) {
+            return;
+        }
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.queue.try_send(Arc::new(event.clone())) {
+            let dropped = self.counters.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            // One line per power of two, so that a flood of drops does not flood the log.
+            if dropped.is_power_of_two() {
+                tracing::warn!(hook = %self.hook.label, dropped, seq = event.seq, "notify: queue full, event dropped");
+            }
+        }
+    }
+}
+
+fn start(
+    hooks: &[NotifyHook],
+    client: &reqwest::Client,
+    metrics: &NotifyMetrics,
+    shutdown: &CancellationToken,
+) -> Vec<Worker> {
+    (hooks.iter())
+        .map(|hook| {
+            let (queue, receiver) = mpsc::channel(hook.queue);
+            let counters = metrics.hook(&hook.label);
+            let stop = shutdown.child_token();
+            tokio::spawn(deliver_all(hook.clone(), receiver, client.clone(), counters.clone(), stop.clone()));
+            Worker { hook: hook.clone(), queue, counters, stop }
+        })
+        .collect()
+}
+
+/// One hook's worker: delivers its queue in order until `stop`.
+async fn deliver_all(
+    hook: NotifyHook,
+    mut queue: mpsc::Receiver<Arc<Event>>,
+    client: reqwest::Client,
+    counters: Arc<HookCounters>,
+    stop: CancellationToken,
+) {
+    loop {
+        let event = tokio::select! {
+            () = stop.cancelled() => return,
+            event = queue.recv() => match event { Some(e) => e, None => return },
+        };
+        let body = match serde_json::to_vec(&*event) {
+            Ok(body) => body,
+            Err(e) => {
+                tracing::error!(hook = %hook.label, seq = event.seq, "notify: cannot encode the event: {e}");
+                counters.failed.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+        };
+        let mut retry = 0;
+        loop {
+            let attempt = deliver::attempt(&hook, &client, &event, &body);
+            let result = tokio::select! {
+                () = stop.cancelled() => return,
+                result = tokio::time::timeout(hook.timeout, attempt) => {
+                    result.unwrap_or_else(|_| Err(format!("no answer within {} ms", hook.timeout.as_millis())))
+                }
+            };
+            match result {
+                Ok(()) => {
+                    counters.delivered.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(hook = %hook.label, seq = event.seq, "notify: delivered");
+                    break;
+                }
+                Err(e) if retry < hook.retries => {
+                    let wait = backoff(retry);
+                    tracing::debug!(hook = %hook.label, seq = event.seq, "notify: {e}; retrying in {wait:?}");
+                    retry += 1;
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = tokio::time::sleep(wait) => {}
+                    }
+                }
+                Err(e) => {
+                    counters.failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        hook = %hook.label,
+                        seq = event.seq,
+                        kind = %event.event,
+                        "notify: not delivered after {} attempts: {e}",
+                        retry + 1
+                    );
+                    break;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_a_quarter_second_up_to_thirty() {
+        let waits: Vec<u128> = (0..9).map(|r| backoff(r).as_millis()).collect();
+        assert_eq!(waits, [250, 500, 1000, 2000, 4000, 8000, 16000, 30000, 30000]);
+        assert_eq!(backoff(u32::MAX), MAX_BACKOFF);
+    }
+}
