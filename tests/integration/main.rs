@@ -13,5 +13,6 @@ mod hostile_dns;
 mod hostile_gossip;
 mod hostile_node;
 mod netns;
+mod notify;
 mod policy;
 mod testing;

@@ -25,7 +25,9 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, NotifyHook};
-use crate::events::{Event, EventLog};
+use crate::events::Event;
+#[cfg(doc)]
+use crate::events::EventLog;
 pub use deliver::{signature, user_agent};
 
 /// The first retry waits this long; each next one twice as long, up to [`MAX_BACKOFF`].
@@ -85,14 +87,14 @@ impl NotifyMetrics {
     }
 }
 
-/// Delivers the events of `log` to the hooks of the newest config until `shutdown`.
+/// Delivers `events` (from [`EventLog::subscribe`], taken before the producer starts so that
+/// none is missed) to the hooks of the newest config until `shutdown`.
 pub async fn run(
-    log: EventLog,
+    mut events: broadcast::Receiver<Event>,
     mut config: watch::Receiver<Arc<Config>>,
     metrics: NotifyMetrics,
     shutdown: CancellationToken,
 ) {
-    let mut events = log.subscribe();
     let client = deliver::http_client();
     let mut hooks = config.borrow_and_update().notify.clone();
     let mut workers = start(&hooks, &client, &metrics, &shutdown);
