@@ -282,6 +282,13 @@ timeout_ms = 1000
         let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
         assert_eq!(seqs, &expected, "{node}'s events in order, none lost");
     }
+    // The README's python3 check accepts the signature, and refuses it for another body.
+    let body_file = dir.join("body.json");
+    std::fs::write(&body_file, &received[0].body).unwrap();
+    let signature = received[0].headers["x-spdu-signature"].clone();
+    assert_eq!(readme_signature_check(&secret, &body_file, &signature), "True");
+    std::fs::write(&body_file, [&received[0].body[..], b" "].concat()).unwrap();
+    assert_eq!(readme_signature_check(&secret, &body_file, &signature), "False");
     // A tampered body does not verify.
     let mut forged = received[0].body.clone();
     forged[0] ^= 1;
@@ -381,4 +388,20 @@ async fn all_answer(cluster: &LocalCluster, expected: &[IpAddr]) -> bool {
         }
     }
     true
+}
+
+/// Runs the README's python3 one-liner that checks a webhook signature; returns what it prints.
+fn readme_signature_check(secret: &std::path::Path, body: &std::path::Path, signature: &str) -> String {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let line = readme.lines().find(|l| l.starts_with("python3 -c '")).expect("README's signature check");
+    let script = line.strip_prefix("python3 -c '").and_then(|l| l.split_once("' ")).expect("quoted script").0;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(secret)
+        .arg(body)
+        .arg(signature)
+        .output()
+        .unwrap_or_else(|e| panic!("python3 is needed for this test: {e}"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
