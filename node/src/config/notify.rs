@@ -202,23 +202,12 @@ mod tests {
 
     /// A valid config (no key needed to parse) followed by `notify`.
     fn config(notify: &str) -> String {
-        format!(
-            r#"
-[node]
-name = "alpha"
-key = "node.key"
-gossip = "127.0.0.1:7946"
-dns = ["127.0.0.1:5353"]
-control = "127.0.0.1:7947"
-addresses = ["192.0.2.10"]
+        format!("{}\n{notify}", crate::config::tests::valid())
+    }
 
-[zone]
-origin = "pool.example.com"
-names = ["api"]
-ttl = 5
-nameservers = ["alpha.example.com"]
-{notify}"#
-        )
+    /// The line of `notify`'s line `n` (from 1) in [`config`].
+    fn line(n: usize) -> usize {
+        config("").lines().count() + n
     }
 
     fn parse_in(dir: &Path, notify: &str) -> anyhow::Result<Config> {
@@ -279,34 +268,38 @@ queue = 8
     fn hook_mistakes_name_file_line_and_field() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("spdu.toml").display().to_string();
-        for (notify, line, expected) in [
-            ("[[notify]]\nevents = [\"answer\"]", 15, "notify[0]: needs url = \"https://…\" or command"),
+        for (notify, at, expected) in [
+            ("[[notify]]\nevents = [\"answer\"]", line(1), "notify[0]: needs url = \"https://…\" or command"),
             (
                 "[[notify]]\nurl = \"http://a.test/\"\ncommand = [\"x\"]",
-                16,
+                line(2),
                 "notify[0]: set url or command, not both",
             ),
-            ("[[notify]]\nurl = \"ftp://a.test/\"", 16, "notify[0].url: scheme \"ftp\" is not http or https"),
-            ("[[notify]]\nurl = \"not a url\"", 16, "notify[0].url: not a URL"),
-            ("[[notify]]\ncommand = []", 16, "notify[0].command: needs a program"),
+            (
+                "[[notify]]\nurl = \"ftp://a.test/\"",
+                line(2),
+                "notify[0].url: scheme \"ftp\" is not http or https",
+            ),
+            ("[[notify]]\nurl = \"not a url\"", line(2), "notify[0].url: not a URL"),
+            ("[[notify]]\ncommand = []", line(2), "notify[0].command: needs a program"),
             (
                 "[[notify]]\ncommand = [\"x\"]\nevents = [\"answer\", \"dns\"]",
-                17,
+                line(3),
                 "notify[0].events: \"dns\" is not one of",
             ),
-            ("[[notify]]\ncommand = [\"x\"]\nevents = []", 17, "notify[0].events: empty"),
-            ("[[notify]]\ncommand = [\"x\"]\ntimeout_ms = 0", 17, "notify[0].timeout_ms"),
-            ("[[notify]]\ncommand = [\"x\"]\nretries = 11", 17, "notify[0].retries"),
-            ("[[notify]]\ncommand = [\"x\"]\nqueue = 0", 17, "notify[0].queue"),
+            ("[[notify]]\ncommand = [\"x\"]\nevents = []", line(3), "notify[0].events: empty"),
+            ("[[notify]]\ncommand = [\"x\"]\ntimeout_ms = 0", line(3), "notify[0].timeout_ms"),
+            ("[[notify]]\ncommand = [\"x\"]\nretries = 11", line(3), "notify[0].retries"),
+            ("[[notify]]\ncommand = [\"x\"]\nqueue = 0", line(3), "notify[0].queue"),
             (
                 "[[notify]]\ncommand = [\"x\"]\n[[notify]]\ncommand = [\"x\"]\nsecret_file = \"none\"",
-                19,
+                line(5),
                 "notify[1].secret_file: cannot read",
             ),
-            ("[[notify]]\ncommand = [\"x\"]\nheaders = 1", 17, "unknown field `headers`"),
+            ("[[notify]]\ncommand = [\"x\"]\nheaders = 1", line(3), "unknown field `headers`"),
         ] {
             let e = error(dir.path(), notify);
-            assert!(e.starts_with(&format!("{file}:{line}:")), "{notify}: {e}");
+            assert!(e.starts_with(&format!("{file}:{at}:")), "{notify}: {e}");
             assert!(e.contains(expected), "{notify}: {e}");
         }
     }

@@ -17,9 +17,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::config::{HookTarget, NotifyHook};
 use crate::events::Event;
 
-/// Most of a failed command's stderr kept for the log.
-const MAX_ERROR_OUTPUT: usize = 200;
-
 /// The `User-Agent` of webhook requests.
 pub fn user_agent() -> &'static str {
     concat!("spdu-notify/", env!("CARGO_PKG_VERSION"))
@@ -158,10 +155,7 @@ async fn run(argv: &[String], event: &Event, body: &[u8], signed: Option<String>
     if status.success() {
         return Ok(());
     }
-    let output = String::from_utf8_lossy(&stderr);
-    let last = output.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
-    let last: String = last.chars().take(MAX_ERROR_OUTPUT).collect();
-    Err(format!("{}: {status}{}{last}", argv[0], if last.is_empty() { "" } else { ": " }))
+    Err(crate::health::check::command_failure(&argv[0], status, &stderr))
 }
 
 #[cfg(test)]

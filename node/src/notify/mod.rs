@@ -66,24 +66,27 @@ impl NotifyMetrics {
 
     /// Registers `notify_delivered`, `notify_failed` and `notify_dropped` (counters by `hook`).
     pub fn register(&self, registry: &mut Registry) {
-        let families: [(&str, &str, fn(&HookCounters) -> u64); 3] = [
-            ("delivered", "Events delivered to a notification hook", |c| c.delivered.load(Ordering::Relaxed)),
-            ("failed", "Events a notification hook did not take after every retry", |c| {
-                c.failed.load(Ordering::Relaxed)
-            }),
-            ("dropped", "Events dropped because a notification hook's queue was full", |c| {
-                c.dropped.load(Ordering::Relaxed)
-            }),
-        ];
         let hooks = self.hooks.lock().unwrap_or_else(|e| e.into_inner());
-        let notify = registry.sub_registry_with_prefix("notify");
-        for (name, help, read) in families {
+        let family = |counter: fn(&HookCounters) -> &AtomicU64| {
             let family = Family::<Vec<(String, String)>, Counter>::default();
             for (label, counters) in hooks.iter() {
-                family.get_or_create(&vec![("hook".to_owned(), label.clone())]).inc_by(read(counters));
+                let value = counter(counters).load(Ordering::Relaxed);
+                family.get_or_create(&vec![("hook".to_owned(), label.clone())]).inc_by(value);
             }
-            notify.register(name, help, family);
-        }
+            family
+        };
+        let notify = registry.sub_registry_with_prefix("notify");
+        notify.register("delivered", "Events delivered to a notification hook", family(|c| &c.delivered));
+        notify.register(
+            "failed",
+            "Events a notification hook did not take after every retry",
+            family(|c| &c.failed),
+        );
+        notify.register(
+            "dropped",
+            "Events dropped because a notification hook's queue was full",
+            family(|c| &c.dropped),
+        );
     }
 }
 
@@ -243,7 +246,125 @@ async fn deliver_all(
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+    use std::time::Instant;
+
+    use serde_json::json;
+
     use super::*;
+    use crate::events::{EventKind, EventLog};
+
+    /// A config (one line of TOML per table) with `notify` appended, read from `dir`.
+    fn config(dir: &Path, notify: &str) -> Arc<Config> {
+        let text = format!(
+            "[node]\nname = \"alpha\"\nkey = \"k\"\ngossip = \"127.0.0.1:1\"\ndns = [\"127.0.0.1:2\"]\n\
+             control = \"127.0.0.1:3\"\naddresses = [\"192.0.2.1\"]\n[zone]\norigin = \"pool.example.test\"\n\
+             names = [\"api\"]\nttl = 5\nnameservers = [\"ns.example.test\"]\n{notify}"
+        );
+        Arc::new(Config::parse(&dir.join("spdu.toml"), &text).unwrap())
+    }
+
+    /// A command hook running `script` under /bin/sh.
+    fn sh(script: &str, extra: &str) -> String {
+        format!("[[notify]]\ncommand = [\"/bin/sh\", \"-c\", {script:?}]\n{extra}\n")
+    }
+
+    /// Waits (bounded) until `check` holds.
+    async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !check() {
+            assert!(start.elapsed() < Duration::from_secs(10), "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn read(path: &Path) -> String {
+        std::fs::read_to_string(path).unwrap_or_default()
+    }
+
+    fn alive(pid: &str) -> bool {
+        Path::new(&format!("/proc/{}", pid.trim())).exists()
+    }
+
+    #[tokio::test]
+    async fn a_reload_that_changes_the_hooks_replaces_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.log"), dir.path().join("b.log"));
+        let log = EventLog::new("alpha".into(), "pool.example.test".into());
+        let (config_tx, config_rx) =
+            watch::channel(config(dir.path(), &sh(&format!("echo $SPDU_EVENT_SEQ >> {}", a.display()), "")));
+        let metrics = NotifyMetrics::default();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(run(log.subscribe(), config_rx, metrics.clone(), shutdown.clone()));
+
+        log.record(EventKind::Peer, "one".into(), json!({}));
+        eventually("event 1 at hook a", || read(&a) == "1\n").await;
+        // The same hooks again: nothing is replaced.
+        config_tx
+            .send_replace(config(dir.path(), &sh(&format!("echo $SPDU_EVENT_SEQ >> {}", a.display()), "")));
+        log.record(EventKind::Peer, "two".into(), json!({}));
+        eventually("event 2 at hook a", || read(&a) == "1\n2\n").await;
+
+        config_tx
+            .send_replace(config(dir.path(), &sh(&format!("echo $SPDU_EVENT_SEQ >> {}", b.display()), "")));
+        // The dispatcher takes the new config before the next event only once it looked: wait
+        // for that by sending events until one reaches b.
+        let mut sent = 2;
+        let start = Instant::now();
+        while read(&b).is_empty() {
+            assert!(start.elapsed() < Duration::from_secs(10), "hook b never got an event");
+            sent += 1;
+            log.record(EventKind::Peer, "more".into(), json!({}));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        eventually("hook b to take every later event", || read(&b).lines().last() == Some(&sent.to_string()))
+            .await;
+        let at_a = read(&a).lines().count();
+        log.record(EventKind::Peer, "last".into(), json!({}));
+        eventually("the last event at b", || read(&b).lines().last() == Some(&(sent + 1).to_string())).await;
+        assert_eq!(read(&a).lines().count(), at_a, "hook a is gone");
+        assert_eq!(metrics.hook("notify[0]").failed.load(Ordering::Relaxed), 0);
+        shutdown.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_hanging_hook_drops_what_overflows_and_is_killed_whole_on_timeout_and_shutdown() {
+        let dir = tempfile::tempdir().unwrap();
+        let pids = dir.path().join("pids");
+        // The shell leaves a grandchild behind (in its process group) and waits for it.
+        let script = format!("sleep 30 & echo $! >> {}; wait", pids.display());
+        let log = EventLog::new("alpha".into(), "pool.example.test".into());
+        let hooks = sh(&script, "timeout_ms = 300\nretries = 0\nqueue = 1")
+            + &sh(&script, "timeout_ms = 60000\nqueue = 1");
+        let (_config_tx, config_rx) = watch::channel(config(dir.path(), &hooks));
+        let metrics = NotifyMetrics::default();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(run(log.subscribe(), config_rx, metrics.clone(), shutdown.clone()));
+
+        for i in 0..100 {
+            log.record(EventKind::Answer, format!("e{i}"), json!({}));
+        }
+        let (timing_out, hanging) = (metrics.hook("notify[0]"), metrics.hook("notify[1]"));
+        let count = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        // One event in delivery and one queued, the rest dropped (99 if the dispatcher filled
+        // the queue before the worker took the first): every event is dropped or given up.
+        eventually("the overflow to be counted", || count(&hanging.dropped) >= 98).await;
+        eventually("the timeouts", || count(&timing_out.failed) + count(&timing_out.dropped) == 100).await;
+        assert!((98..=99).contains(&count(&timing_out.dropped)));
+        assert_eq!(count(&timing_out.delivered) + count(&hanging.delivered), 0);
+        let runs = count(&timing_out.failed) as usize + 1;
+        eventually("a grandchild per run", || read(&pids).lines().count() == runs).await;
+        let started: Vec<String> = read(&pids).lines().map(str::to_owned).collect();
+        // Those of the timed-out runs are gone with their shell; the hanging one's still runs.
+        eventually("the timed-out runs' grandchildren killed", || {
+            started.iter().filter(|p| alive(p)).count() == 1
+        })
+        .await;
+        shutdown.cancel();
+        task.await.unwrap();
+        eventually("the hanging run killed at shutdown", || !started.iter().any(|p| alive(p))).await;
+    }
 
     #[test]
     fn backoff_doubles_from_a_quarter_second_up_to_thirty() {
