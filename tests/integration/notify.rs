@@ -4,7 +4,8 @@
 //! environment, a receiver that accepts and never answers, a command that hangs, and a URL that
 //! refuses connections. A site is killed: both survivors' answer-change and peer events reach the
 //! receiver within detection + 1 s, correctly signed, while DNS keeps answering; the hanging and
-//! failing hooks' losses are counted in `/metrics`. Block 127.0.97.0/24 (receivers at .200).
+//! failing hooks' losses are counted in `/metrics`. Another cluster shows `health` and `roster`
+//! events through `GET /v1/events`. Blocks 127.0.97.0/24 (receivers at .200) and 127.0.98.0/24.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -404,4 +405,69 @@ fn readme_signature_check(secret: &std::path::Path, body: &std::path::Path, sign
         .unwrap_or_else(|e| panic!("python3 is needed for this test: {e}"));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// `GET /v1/events` of site `i`.
+fn events(cluster: &LocalCluster, i: usize) -> Vec<Value> {
+    let text =
+        spdu_cluster::http_get(&format!("http://{}/v1/events", cluster.control_addr(i))).unwrap_or_default();
+    let listed: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    listed["events"].as_array().cloned().unwrap_or_default()
+}
+
+/// Waits (bounded) until site `i` lists an event `matches` accepts, and returns it.
+async fn wait_event(cluster: &LocalCluster, i: usize, what: &str, matches: impl Fn(&Value) -> bool) -> Value {
+    let start = Instant::now();
+    loop {
+        let listed = events(cluster, i);
+        if let Some(e) = listed.iter().find(|e| matches(e)) {
+            return e.clone();
+        }
+        assert!(start.elapsed() < CONVERGE, "{what}: not in {listed:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_health_flips_and_a_differing_policy_are_events() {
+    let base = Ipv4Addr::new(127, 0, 98, 11);
+    let mut cluster = LocalCluster::create(spdu(), 2, base, Ports::default(), "").expect("cluster config");
+    let up = cluster.dir().join("up");
+    std::fs::write(&up, "").unwrap();
+    let check = format!(
+        "\n[health]\ncheck = \"command\"\ncommand = [\"/bin/sh\", \"-c\", \"test -e {} || {{ echo service down >&2; exit 3; }}\"]\n\
+         interval_ms = 100\n",
+        up.display()
+    );
+    // alpha checks its own service; beta serves `api` with another TTL: its policies differ.
+    cluster.edit_config(0, |text| text.replace("[[peers]]", &format!("{check}\n[[peers]]"))).unwrap();
+    cluster.edit_config(1, |text| text.replace("ttl = 5", "ttl = 6")).unwrap();
+    for i in 0..2 {
+        let check = run_spdu(&["check", "--config", cluster.config_path(i).to_str().unwrap()]);
+        assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+        cluster.start_site(i).expect("site starts");
+    }
+    cluster.wait_ready(Duration::from_secs(20)).await.expect("all sites ready");
+
+    for (i, peer) in [(0, "beta"), (1, "alpha")] {
+        let e = wait_event(&cluster, i, "policy disagreement", |e| e["event"] == "roster").await;
+        assert_eq!(e["detail"], serde_json::json!({"peer": peer, "change": "policy_differs"}), "{e}");
+    }
+
+    std::fs::remove_file(&up).unwrap();
+    let down = wait_event(&cluster, 0, "own check failing", |e| e["event"] == "health").await;
+    assert_eq!(down["detail"]["site"], "alpha");
+    assert_eq!(down["detail"]["healthy"], false);
+    let detail = down["detail"]["detail"].as_str().unwrap();
+    assert!(detail.contains("exit status: 3") && detail.ends_with("service down"), "{down}");
+    assert!(down["summary"].as_str().unwrap().starts_with("alpha: own service check fails"), "{down}");
+
+    std::fs::write(&up, "").unwrap();
+    let back = wait_event(&cluster, 0, "own check passing", |e| {
+        e["event"] == "health" && e["seq"].as_u64() > down["seq"].as_u64()
+    })
+    .await;
+    assert_eq!(back["detail"]["healthy"], true, "{back}");
+    // beta has no check of its own: no health event there.
+    assert!(events(&cluster, 1).iter().all(|e| e["event"] != "health"));
 }
