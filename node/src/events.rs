@@ -364,31 +364,41 @@ fn answer_changes(old: &Seen, new: &Seen, changes: &mut Vec<Change>) {
         if was == name {
             continue;
         }
-        let mut why = Vec::new();
+        // Each reason twice: for `why` ("beta left: …") and for the summary ("beta left the
+        // answer (…)").
+        let mut why: Vec<(String, String)> = Vec::new();
         let left = was.sites.iter().filter(|(s, _)| !name.sites.iter().any(|(n, _)| n == s));
         for (site, _) in left {
-            why.push(format!("{site} left ({})", new.why_out(site)));
+            let reason = new.why_out(site);
+            why.push((format!("{site} left: {reason}"), format!("{site} left the answer ({reason})")));
         }
         let joined = name.sites.iter().filter(|(s, _)| !was.sites.iter().any(|(n, _)| n == s));
         for (site, _) in joined {
-            why.push(format!("{site} joined ({})", new.why_in(site)));
+            let reason = new.why_in(site);
+            why.push((format!("{site} joined: {reason}"), format!("{site} joined the answer ({reason})")));
         }
+        let mut plain = |text: String| why.push((text.clone(), text));
         for (site, addresses) in &name.sites {
             let before = was.sites.iter().find(|(s, _)| s == site);
             if before.is_some_and(|(_, a)| a != addresses) {
-                why.push(format!("{site}'s addresses changed"));
+                plain(format!("{site}'s addresses changed"));
             }
         }
-        if why.is_empty() && was.sites != name.sites {
-            why.push("the policy reordered the sites".to_owned());
+        let membership_same = was.sites.len() == name.sites.len()
+            && was.sites.iter().all(|(s, _)| name.sites.iter().any(|(n, _)| n == s));
+        let order_changed =
+            membership_same && was.sites.iter().map(|(s, _)| s).ne(name.sites.iter().map(|(s, _)| s));
+        if order_changed {
+            plain("the policy reordered the sites".to_owned());
         }
         if was.ttl != name.ttl {
-            why.push(format!("TTL {} -> {}", was.ttl, name.ttl));
+            plain(format!("TTL {} -> {}", was.ttl, name.ttl));
         }
-        let why = why.join("; ");
+        let summary = why.iter().map(|(_, s)| s.as_str()).collect::<Vec<_>>().join("; ");
+        let why = why.iter().map(|(w, _)| w.as_str()).collect::<Vec<_>>().join("; ");
         changes.push(Change {
             kind: EventKind::Answer,
-            summary: format!("{}: {why}", name.name),
+            summary: format!("{}: {summary}", name.name),
             detail: json!({
                 "name": name.name,
                 "old": sites_json(&was.sites),
@@ -584,8 +594,11 @@ mod tests {
             ]
         );
         let answer = &changes[0];
-        let why = "beta left (unreachable from here: seen by 0 of 2 live observers); TTL 5 -> 1";
-        assert_eq!(answer.summary, format!("api: {why}"));
+        let why = "beta left: unreachable from here: seen by 0 of 2 live observers; TTL 5 -> 1";
+        assert_eq!(
+            answer.summary,
+            "api: beta left the answer (unreachable from here: seen by 0 of 2 live observers); TTL 5 -> 1"
+        );
         assert_eq!(
             answer.detail,
             json!({
@@ -613,7 +626,7 @@ mod tests {
         );
         assert_eq!(
             changes[0].summary,
-            "api: beta joined (reachable, healthy, seen by 2 of 2 live observers); TTL 1 -> 5"
+            "api: beta joined the answer (reachable, healthy, seen by 2 of 2 live observers); TTL 1 -> 5"
         );
     }
 
@@ -629,8 +642,8 @@ mod tests {
         let changes = differ.next(sick);
         assert_eq!(
             changes[0].detail["why"],
-            "beta left (reports its own service unhealthy); \
-             gamma left (short of the quorum: seen by 0 of 2 live observers); TTL 5 -> 1"
+            "beta left: reports its own service unhealthy; \
+             gamma left: short of the quorum: seen by 0 of 2 live observers; TTL 5 -> 1"
         );
         assert_eq!(kinds(&changes[1..]), vec![(EventKind::Peer, "quorum_lost".into())]);
     }
@@ -646,7 +659,7 @@ mod tests {
         let changes = differ.next(failing);
         assert_eq!(
             changes[0].detail["why"],
-            "alpha left (its own service check fails: http: connection refused)"
+            "alpha left: its own service check fails: http: connection refused"
         );
         assert_eq!(
             changes[1].detail,
@@ -654,7 +667,7 @@ mod tests {
         );
         assert_eq!(changes[1].summary, "alpha: own service check fails: http: connection refused");
         let changes = differ.next(healthy());
-        assert_eq!(changes[0].detail["why"], "alpha joined (this node, its own check passes)");
+        assert_eq!(changes[0].detail["why"], "alpha joined: this node, its own check passes");
         assert_eq!(changes[1].detail["healthy"], true);
 
         // A node that starts failing says so at once; one that starts healthy says nothing.

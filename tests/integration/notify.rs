@@ -302,12 +302,15 @@ timeout_ms = 1000
         .find(|e| {
             e["node"] == "alpha"
                 && e["event"] == "answer"
-                && e["detail"]["why"].as_str().unwrap_or("").contains("gamma left")
+                && e["detail"]["why"].as_str().unwrap_or("").contains("gamma left:")
         })
         .expect("alpha's answer event");
     assert_eq!(answer["detail"]["name"], "api");
     assert!(answer["detail"]["why"].as_str().unwrap().contains("unreachable from here"), "{answer}");
-    assert!(answer["summary"].as_str().unwrap().starts_with("api: gamma left"), "{answer}");
+    assert!(
+        answer["summary"].as_str().unwrap().starts_with("api: gamma left the answer (unreachable from here"),
+        "{answer}"
+    );
     let new: Vec<&str> =
         answer["detail"]["new"].as_array().unwrap().iter().map(|s| s["site"].as_str().unwrap()).collect();
     assert_eq!(new, ["alpha", "beta"]);
