@@ -474,3 +474,42 @@ async fn own_health_flips_and_a_differing_policy_are_events() {
     // beta has no check of its own: no health event there.
     assert!(events(&cluster, 1).iter().all(|e| e["event"] != "health"));
 }
+
+#[test]
+fn bad_hooks_are_refused_at_start_naming_file_line_and_field() {
+    let cluster = LocalCluster::create(spdu(), 1, Ipv4Addr::new(127, 0, 98, 100), Ports::default(), "")
+        .expect("config");
+    let path = cluster.config_path(0).to_str().unwrap().to_owned();
+    let original = std::fs::read_to_string(&path).unwrap();
+    let readable = cluster.dir().join("open.secret");
+    std::fs::write(&readable, SECRET).unwrap();
+    std::fs::set_permissions(&readable, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let first = original.lines().count() + 2;
+    for (hook, command, line, expected) in [
+        (
+            "url = \"ftp://hooks.example.test/\"",
+            "check",
+            first + 1,
+            "notify[0].url: scheme \"ftp\" is not http or https",
+        ),
+        (
+            "command = [\"/bin/true\"]\nevents = [\"answers\"]",
+            "check",
+            first + 2,
+            "notify[0].events: \"answers\" is not one of",
+        ),
+        (
+            "command = [\"/bin/true\"]\nsecret_file = \"open.secret\"",
+            "run",
+            first + 2,
+            "notify[0].secret_file:",
+        ),
+    ] {
+        std::fs::write(&path, format!("{original}\n[[notify]]\n{hook}\n")).unwrap();
+        let out = run_spdu(&[command, "--config", &path]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{hook}: accepted");
+        assert!(err.contains(&format!("{path}:{line}:")) && err.contains(expected), "{hook}: {err}");
+        assert!(!err.contains(SECRET), "{err}");
+    }
+}
