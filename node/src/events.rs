@@ -96,14 +96,14 @@ pub struct Event {
 #[derive(Clone, Debug)]
 pub struct EventLog {
     inner: Arc<Inner>,
+    /// The quorum [`watch`] judges votes by (the answer rule's).
+    quorum: Quorum,
 }
 
 #[derive(Debug)]
 struct Inner {
     node: String,
     cluster: String,
-    /// The quorum [`watch`] judges votes by (the answer rule's).
-    quorum: Quorum,
     ring: Mutex<Ring>,
     sender: broadcast::Sender<Event>,
 }
@@ -119,22 +119,18 @@ impl EventLog {
     /// default ([`Quorum::Half`]) unless set with [`Self::with_quorum`].
     pub fn new(node: String, cluster: String) -> EventLog {
         let (sender, _) = broadcast::channel(BROADCAST_CAPACITY);
-        let inner = Inner { node, cluster, quorum: Quorum::default(), ring: Mutex::default(), sender };
-        EventLog { inner: Arc::new(inner) }
+        let inner = Inner { node, cluster, ring: Mutex::default(), sender };
+        EventLog { inner: Arc::new(inner), quorum: Quorum::default() }
     }
 
     /// The same log with the answer rule's quorum (`timing.quorum`), for `quorum_*` events.
-    /// Call before cloning: a log shared already keeps its quorum.
-    pub fn with_quorum(mut self, quorum: Quorum) -> EventLog {
-        if let Some(inner) = Arc::get_mut(&mut self.inner) {
-            inner.quorum = quorum;
-        }
-        self
+    pub fn with_quorum(self, quorum: Quorum) -> EventLog {
+        EventLog { quorum, ..self }
     }
 
     /// The quorum `quorum_*` events are judged by.
     pub fn quorum(&self) -> Quorum {
-        self.inner.quorum
+        self.quorum
     }
 
     /// Records an event now: numbers it, keeps it, broadcasts it, and returns it.

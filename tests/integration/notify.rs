@@ -265,6 +265,24 @@ timeout_ms = 1000
         arrived[0], arrived[1]
     );
 
+    // Once the other survivor's observation says so too, gamma's votes fall below the quorum.
+    let quorum_lost = |r: &Received, node: &str| {
+        let e = r.json();
+        e["node"] == node && e["detail"]["peer"] == "gamma" && e["detail"]["change"] == "quorum_lost"
+    };
+    loop {
+        let inbox = inbox.lock().unwrap().clone();
+        let lost: Vec<Option<&Received>> =
+            ["alpha", "beta"].iter().map(|n| inbox.iter().find(|r| quorum_lost(r, n))).collect();
+        if let [Some(a), Some(b)] = lost[..] {
+            let after = [a.at.duration_since(killed), b.at.duration_since(killed)];
+            eprintln!("gamma's quorum lost at both survivors after {after:?}");
+            break;
+        }
+        assert!(killed.elapsed() < CONVERGE, "quorum_lost events from both survivors");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
     // Every webhook request is signed over its exact body, names itself, and numbers events
     // from 1 per node without gaps (the receiver took every event: nothing dropped or failed).
     let received = inbox.lock().unwrap().clone();
