@@ -397,6 +397,18 @@ timeout_ms = 1000
         assert!(start.elapsed() < CONVERGE, "hook counters in /metrics:\n{text}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+
+    // The log names each hook and each loss, never the secret nor a webhook's path.
+    let log = std::fs::read_to_string(cluster.log_path(0)).unwrap();
+    assert!(
+        log.contains(&format!("notify: POST http://{url}")) && log.contains("notify: command /bin/sleep"),
+        "{log}"
+    );
+    assert!(
+        log.contains("notify: not delivered after 2 attempts") && log.contains("queue full, event dropped"),
+        "{log}"
+    );
+    assert!(!log.contains(SECRET) && !log.contains("/hook"), "{log}");
 }
 
 /// Whether every running site answers the pool name with exactly `expected`.

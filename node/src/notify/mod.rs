@@ -24,7 +24,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, NotifyHook};
+use crate::config::{Config, HookTarget, NotifyHook};
 use crate::events::Event;
 #[cfg(doc)]
 use crate::events::EventLog;
@@ -100,6 +100,7 @@ pub async fn run(
 ) {
     let client = deliver::http_client();
     let mut hooks = config.borrow_and_update().notify.clone();
+    describe(&hooks);
     let mut workers = start(&hooks, &client, &metrics, &shutdown);
     // Without a sender no reload comes; the current hooks stay.
     let mut reloads = true;
@@ -114,6 +115,7 @@ pub async fn run(
                 let next = config.borrow_and_update().notify.clone();
                 if next != hooks {
                     tracing::info!(hooks = next.len(), "notify: hooks replaced");
+                    describe(&next);
                     for worker in &workers {
                         worker.stop.cancel();
                     }
@@ -139,6 +141,24 @@ pub async fn run(
     }
     for worker in &workers {
         worker.stop.cancel();
+    }
+}
+
+/// One log line per hook: its label, where it delivers (a URL's origin only: its path may hold
+/// a token) and what.
+fn describe(hooks: &[NotifyHook]) {
+    for hook in hooks {
+        let target = match &hook.target {
+            HookTarget::Url(url) => format!("POST {}", url.origin().ascii_serialization()),
+            HookTarget::Command(argv) => format!("command {}", argv[0]),
+        };
+        let events: Vec<&str> = hook.events.iter().map(|k| k.as_str()).collect();
+        tracing::info!(
+            hook = %hook.label,
+            events = %events.join(","),
+            signed = hook.secret.is_some(),
+            "notify: {target}"
+        );
     }
 }
 
