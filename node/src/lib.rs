@@ -10,6 +10,10 @@
 //!   cancellation token until SIGINT/SIGTERM; bridges the membership answer set into DNS.
 //! - [`health`]: runs this site's service check ([`health::check`]) and schedules the probes of
 //!   the peers' advertised services ([`health::schedule`]).
+//! - [`events`]: the event log (answer, peer, health and roster changes as this node sees
+//!   them) and its producer task; `/v1/events` and the notification hooks read it.
+//! - [`notify`]: the `[[notify]]` hooks: per-hook bounded queues and delivery workers (HTTP
+//!   POST, signed, or a command), never blocking the node.
 //! - [`dns_client`]: the one DNS client (the `dns` check; the local-cluster harness).
 //! - [`control`]: the local HTTP control endpoint (`/v1/peers`, `/v1/explain/{name}`, `/metrics`,
 //!   `/healthz`).
@@ -28,10 +32,12 @@ pub mod check_health;
 pub mod config;
 pub mod control;
 pub mod dns_client;
+pub mod events;
 pub mod explain;
 pub mod health;
 pub mod incarnation;
 pub mod limits;
+pub mod notify;
 pub mod peers;
 pub mod run;
 pub mod text;

@@ -68,6 +68,14 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
 
     let shutdown = CancellationToken::new();
     let tasks = tokio_util::task::TaskTracker::new();
+    let events = crate::events::EventLog::new(config.node.name.clone(), config.cluster.clone())
+        .with_quorum(config.protocol.quorum);
+    // Hooks follow reloads of the config (the sender lives as long as the node), and subscribe
+    // before the producer runs.
+    let (_config_tx, config_rx) = watch::channel(std::sync::Arc::new(config.clone()));
+    let notify_metrics = crate::notify::NotifyMetrics::default();
+    tasks.spawn(crate::notify::run(events.subscribe(), config_rx, notify_metrics.clone(), shutdown.clone()));
+    tasks.spawn(crate::events::watch(membership.clone(), events.clone(), shutdown.clone()));
     tasks.spawn(bound.run(shutdown.clone()));
     let dns_task = tasks.spawn(cancel_on_exit(shutdown.clone(), dns.run(shutdown.clone())));
     let control_task = tasks.spawn(cancel_on_exit(
@@ -79,6 +87,8 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
                 dns_metrics,
                 control::PoolNames::new(&config.zone),
                 pool.clone(),
+                events.clone(),
+                notify_metrics,
             ),
             control::Limits::new(config.node.control_allow.clone()),
             shutdown.clone(),

@@ -14,6 +14,7 @@ mod hostile_gossip;
 mod hostile_node;
 mod monitoring;
 mod netns;
+mod notify;
 mod policy;
 mod status_page;
 mod testing;

@@ -10,6 +10,7 @@
 //! - `peers`: `[[peers]]` and each peer's pinned service addresses.
 //! - `zone`: `[zone]` and `[[zone.record]]`: the pool names and each name's failover rule.
 //! - `health`: the `[health]` section.
+//! - `notify`: `[[notify]]`, the hooks that receive the node's events.
 //!
 //! Address pins ([`AddressPin`]) and the special-purpose rule are the protocol core's
 //! (`spdu_gossip::proto`): the config builds the roster ([`spdu_gossip::proto::Member`]) the
@@ -29,6 +30,7 @@ use spdu_policy::{PolicyConfig, SiteAttrs};
 use toml::Spanned;
 
 mod health;
+mod notify;
 mod peers;
 #[cfg(test)]
 mod tests;
@@ -36,6 +38,7 @@ mod validate;
 mod zone;
 
 pub use health::{HealthConfig, SelfCheck};
+pub use notify::{HookTarget, NotifyHook, Secret};
 pub use spdu_gossip::proto::AddressPin;
 pub use validate::{COUNT, PRIORITY, STALE_AFTER_MS, TIMER_MS, WEIGHT};
 use validate::{RawNode, RawTiming, bounded_count, bounded_ms, name, socket_addr};
@@ -62,6 +65,8 @@ pub struct Config {
     pub protocol: proto::Config,
     /// `[health]`: this site's service check, what peers may check, how checks are run.
     pub health: HealthConfig,
+    /// `[[notify]]`: the hooks that receive the node's events.
+    pub notify: Vec<NotifyHook>,
 }
 
 /// `[node]`: this site.
@@ -192,6 +197,8 @@ struct RawConfig {
     timing: RawTiming,
     #[serde(default)]
     health: health::RawHealth,
+    #[serde(default)]
+    notify: Vec<Spanned<notify::RawNotify>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -223,6 +230,7 @@ impl RawConfig {
         let (health, health_policy) = self.health.validate(&node, &zone)?;
         protocol.health = health_policy;
         protocol.policy = policy;
-        Ok(Config { path: PathBuf::new(), node, zone, peers, cluster, protocol, health })
+        let notify = notify::validate(&self.notify, base)?;
+        Ok(Config { path: PathBuf::new(), node, zone, peers, cluster, protocol, health, notify })
     }
 }

@@ -16,7 +16,7 @@ fn key_token(seed: u8) -> String {
     SecretKey::from_bytes(&[seed; 32]).public().to_string()
 }
 
-fn valid() -> String {
+pub(super) fn valid() -> String {
     format!(
         r#"
 [node]

@@ -45,6 +45,7 @@ type NodeSeconds = Family<Vec<(&'static str, String)>, Gauge<f64, AtomicU64>>;
 pub(super) fn registry(shared: &Shared, snapshot: Option<&ViewSnapshot>) -> Registry {
     let mut registry = Registry::with_prefix(PREFIX);
     shared.dns_metrics.register(&mut registry);
+    shared.notify.register(&mut registry);
 
     // Constant 1, labelled with who this node is: alert rules join on it to pick this node's
     // own series out of the per-site ones (`and on(instance, site) spdu_node_info`).

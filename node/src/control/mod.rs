@@ -12,6 +12,8 @@
 //! - `GET /` (and `/index.html`): the status page (`status`), which reads the JSON above.
 //! - `GET /v1/zone`: the pool zone as an RFC 1035 master file (text/plain), rendered from what
 //!   DNS serves right now ([`AnswerPublisher::zone_file`]).
+//! - `GET /v1/events`: `{"events": [...]}`, the node's last events, oldest first
+//!   ([`crate::events`]).
 //!
 //! It only reads; nothing here changes the node's state. The view is not secret, but it is not
 //! for everyone: off loopback, only the networks in `node.control_allow` are served
@@ -78,6 +80,10 @@ struct Shared {
     explained: tokio::sync::Mutex<HashMap<String, Arc<CachedExplanation>>>,
     /// What DNS serves, for `/v1/zone`.
     zone: AnswerPublisher,
+    /// The node's event log (`/v1/events`).
+    events: crate::events::EventLog,
+    /// The notification hooks' counters (`/metrics`).
+    notify: crate::notify::NotifyMetrics,
 }
 
 impl Shared {
@@ -114,18 +120,21 @@ impl Shared {
 }
 
 /// The HTTP router for the control endpoint; `names` are the configured pool names, `zone`
-/// the publisher DNS serves from.
+/// the publisher DNS serves from, `events` the node's event log, `notify` the hooks' counters.
 pub fn router(
     membership: Membership,
     dns_metrics: DnsMetrics,
     names: PoolNames,
     zone: AnswerPublisher,
+    events: crate::events::EventLog,
+    notify: crate::notify::NotifyMetrics,
 ) -> axum::Router {
     axum::Router::new()
         .route("/", get(status::page))
         .route("/index.html", get(status::page))
         .route("/favicon.ico", get(status::favicon))
         .route("/v1/peers", get(peers))
+        .route("/v1/events", get(events_json))
         .route("/v1/explain/{name}", get(explain))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
@@ -137,6 +146,8 @@ pub fn router(
             names,
             explained: tokio::sync::Mutex::new(HashMap::new()),
             zone,
+            events,
+            notify,
         }))
 }
 
@@ -173,6 +184,10 @@ fn unknown_name(names: &PoolNames, asked: &str) -> Response {
     let asked: String = crate::text::escape(asked).chars().take(100).collect();
     let error = format!("no pool name \"{asked}\" here (the names are: {})", names.list().join(", "));
     (StatusCode::NOT_FOUND, axum::Json(serde_json::json!({ "error": error }))).into_response()
+}
+
+async fn events_json(State(shared): State<Arc<Shared>>) -> Response {
+    axum::Json(serde_json::json!({ "events": shared.events.recent() })).into_response()
 }
 
 async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
@@ -256,7 +271,9 @@ mod tests {
         let control = listener.local_addr().unwrap();
         let initial = spdu_dnsfront::PoolAnswers::same_for_all(1, 2, 5, vec!["192.0.2.1".parse().unwrap()]);
         let publisher = AnswerPublisher::new(&zone, initial, DnsMetrics::default()).unwrap();
-        let app = router(membership, DnsMetrics::default(), PoolNames::new(&zone), publisher);
+        let events = crate::events::EventLog::new("alpha".into(), "pool.example.test".into());
+        let names = PoolNames::new(&zone);
+        let app = router(membership, DnsMetrics::default(), names, publisher, events, Default::default());
         let server = tokio::spawn(serve(listener, app, Limits::new(vec![]), shutdown.clone()));
 
         for asked in ["www", "WWW", "www.pool.example.test", "www.Pool.Example.Test."] {

@@ -237,10 +237,15 @@ async fn run_command(argv: &[String]) -> Result<(), String> {
     if status.success() {
         return Ok(());
     }
-    let output = String::from_utf8_lossy(&stderr);
+    Err(command_failure(&argv[0], status, &stderr))
+}
+
+/// `program: <status>: <last non-empty line of stderr, shortened>`: a failed command, for logs.
+pub(crate) fn command_failure(program: &str, status: std::process::ExitStatus, stderr: &[u8]) -> String {
+    let output = String::from_utf8_lossy(stderr);
     let last = output.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
     let last: String = last.chars().take(MAX_ERROR_OUTPUT).collect();
-    Err(format!("{}: {status}{}{last}", argv[0], if last.is_empty() { "" } else { ": " }))
+    format!("{program}: {status}{}{last}", if last.is_empty() { "" } else { ": " })
 }
 
 fn http_error(url: &str, e: &reqwest::Error) -> Failure {
