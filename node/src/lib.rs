@@ -17,6 +17,8 @@
 //! - [`explain`]: `spdu explain NAME`: fetches and prints why a pool name answers what it does.
 //! - [`limits`]: raises the open-files limit at start.
 //! - [`text`]: escaping peer-supplied text for the terminal.
+//! - [`systemd`]: readiness, status, reload and watchdog notifications to systemd;
+//!   [`manual`]: `spdu man`, the manual page generated from the command line.
 //!
 //! The binary (`main.rs`) only parses the command line and calls into these modules. The
 //! local-cluster harness and the demo live in the `spdu-cluster` crate, never linked into
@@ -29,6 +31,8 @@ pub mod explain;
 pub mod health;
 pub mod incarnation;
 pub mod limits;
+pub mod manual;
 pub mod peers;
 pub mod run;
+pub mod systemd;
 pub mod text;

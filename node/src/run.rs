@@ -66,6 +66,8 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         "listening"
     );
 
+    let dns_listening: Vec<String> = dns.local_addrs().iter().map(ToString::to_string).collect();
+    let ready_status = format!("serving {} on {}", config.zone.origin, dns_listening.join(" "));
     let shutdown = CancellationToken::new();
     let tasks = tokio_util::task::TaskTracker::new();
     tasks.spawn(bound.run(shutdown.clone()));
@@ -88,7 +90,9 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     ));
     let rules = config.zone.names.clone();
     tasks.spawn(publish_answers(answers, pool, fail_open, rules, shutdown.clone()));
+    tasks.spawn(crate::systemd::watchdog(membership.clone(), shutdown.clone()));
     tasks.close();
+    crate::systemd::ready(&ready_status);
 
     tokio::select! {
         signal = shutdown_signal() => {
@@ -98,6 +102,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         }
         () = shutdown.cancelled() => {}
     }
+    crate::systemd::stopping("shutting down");
     tasks.wait().await;
 
     dns_task.await.context("DNS task panicked")?.context("node.dns")?;
