@@ -90,9 +90,10 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     ));
     let rules = config.zone.names.clone();
     tasks.spawn(publish_answers(answers, pool, fail_open, rules, shutdown.clone()));
+    // Every socket is bound and every task spawned: DNS answers from here on.
+    crate::systemd::ready(&ready_status);
     tasks.spawn(crate::systemd::watchdog(membership.clone(), shutdown.clone()));
     tasks.close();
-    crate::systemd::ready(&ready_status);
 
     tokio::select! {
         signal = shutdown_signal() => {

@@ -246,13 +246,16 @@ mod tests {
             protocol: proto::Config::default(),
             service_check: None,
         };
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let bound = runtime.block_on(async { Membership::bind(settings) }).unwrap();
-        let membership = bound.membership();
         let shutdown = CancellationToken::new();
-        let handle = runtime.handle().clone();
         let stop = shutdown.clone();
-        std::thread::spawn(move || runtime.block_on(bound.run(stop)));
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let bound = runtime.block_on(async { Membership::bind(settings) }).unwrap();
+            started_tx.send((bound.membership(), runtime.handle().clone())).unwrap();
+            runtime.block_on(bound.run(stop));
+        });
+        let (membership, handle) = started_rx.recv().unwrap();
         (membership, handle, shutdown)
     }
 
