@@ -143,10 +143,8 @@ pub fn summary(snapshot: &ViewSnapshot) -> String {
     };
     let peers: Vec<_> = snapshot.nodes.iter().filter(|n| !n.is_self).collect();
     let reachable = peers.iter().filter(|n| n.probe.as_ref().is_some_and(|p| p.reachable)).count();
-    let own_failing = (snapshot.nodes.iter())
-        .find(|n| n.is_self)
-        .and_then(|n| n.health.as_ref())
-        .is_some_and(|h| !h.ok);
+    let own_failing =
+        (snapshot.nodes.iter()).find(|n| n.is_self).and_then(|n| n.health.as_ref()).is_some_and(|h| !h.ok);
     let health = if own_failing { "; own service check failing" } else { "" };
     one_line(&format!("{answering}; peers reachable {reachable}/{}{health}", peers.len()))
 }
@@ -302,7 +300,10 @@ mod tests {
             "a ping while stalled: {:?}",
             during.iter().map(|(t, _)| t.duration_since(stalled_at)).collect::<Vec<_>>()
         );
-        assert!(during.iter().any(|(t, _)| *t > still_pinging && *t < silent_from), "pings stopped too early");
+        assert!(
+            during.iter().any(|(t, _)| *t > still_pinging && *t < silent_from),
+            "pings stopped too early"
+        );
         assert!(during.iter().any(|(t, _)| *t > silent_until), "pings did not resume: {during:?}");
 
         shutdown.cancel();

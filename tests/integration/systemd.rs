@@ -137,15 +137,13 @@ async fn notifications_follow_the_node_from_ready_to_stopping() {
     assert!(answer.as_ref().is_ok_and(|a| !a.is_empty()), "DNS right after READY=1: {answer:?}");
 
     // The status line follows what the node answers and sees: both sites, beta reachable...
-    let both = notify.until(Duration::from_secs(15), |m| {
-        m.contains("STATUS=answering api: 2 sites; peers reachable 1/1")
-    });
+    let both = notify
+        .until(Duration::from_secs(15), |m| m.contains("STATUS=answering api: 2 sites; peers reachable 1/1"));
     assert!(both.is_some(), "no status with both sites:\n{}", notify.log());
     // ...and beta's loss.
     cluster.stop(1).unwrap();
-    let alone = notify.until(Duration::from_secs(15), |m| {
-        m.contains("STATUS=answering api: 1 site; peers reachable 0/1")
-    });
+    let alone = notify
+        .until(Duration::from_secs(15), |m| m.contains("STATUS=answering api: 1 site; peers reachable 0/1"));
     assert!(alone.is_some(), "no status without beta:\n{}", notify.log());
 
     // WATCHDOG=1 at half of WATCHDOG_USEC (2 s), never a gap systemd would act on.
@@ -219,7 +217,8 @@ fn the_unit_passes_systemd_analyze_verify_and_is_hardened() {
 
     // The same check refuses a unit whose binary is missing: it does look at ExecStart.
     let missing = unit_for_built_binary(dir.path(), Path::new("/nonexistent/spdu"));
-    let out = tool("systemd-analyze", &["verify", "--man=no", missing.to_str().unwrap()], dir.path()).unwrap();
+    let out =
+        tool("systemd-analyze", &["verify", "--man=no", missing.to_str().unwrap()], dir.path()).unwrap();
     assert!(!out.status.success(), "verify accepted a missing binary");
 
     // systemd's own exposure score (0 = fully locked down, 10 = none): "OK" is below 4.5;
