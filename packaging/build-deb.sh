@@ -19,9 +19,11 @@ spdu="$target/release/spdu"
 generated="$target/release/packaging"
 rm -rf "$generated"
 mkdir -p "$generated"
-"$spdu" man >"$generated/spdu.1"
+# Compressed here: cargo-deb compresses man pages only when they are not under target/.
+"$spdu" man | gzip -9n >"$generated/spdu.1.gz"
 "$spdu" completions bash >"$generated/spdu.bash"
 "$spdu" completions zsh >"$generated/_spdu"
 "$spdu" completions fish >"$generated/spdu.fish"
 
-cargo deb -p spdu-node --no-build --locked "$@"
+# Stripped: the release profile keeps line tables for backtraces, four fifths of the binary.
+cargo deb -p spdu-node --no-build --locked --strip "$@"
