@@ -125,7 +125,7 @@ async fn report_status(socket: &Notifier, membership: &Membership, shutdown: &Ca
 /// The status line: per pool name how many sites it answers with, peers reachable from here,
 /// and this site's own service check when it fails, e.g.
 /// `answering api: 3 sites, admin: 1 site; peers reachable 2/2`.
-pub fn summary(snapshot: &ViewSnapshot) -> String {
+fn summary(snapshot: &ViewSnapshot) -> String {
     let names = &snapshot.answer.names;
     let mut shown: Vec<String> = (names.iter().take(STATUS_NAMES))
         .map(|name| {
