@@ -31,8 +31,12 @@ check() { # check DESCRIPTION COMMAND...: runs COMMAND, fails the script with DE
     fi
 }
 installed=no
+node_pid=
 cleanup() {
+    if [ -n "$node_pid" ]; then kill -KILL "$node_pid" 2>/dev/null || true; fi
     if [ "$installed" = yes ]; then dpkg --purge spdu >/dev/null 2>&1 || true; fi
+    rm -f /etc/spdu/spdu.toml
+    rmdir /etc/spdu 2>/dev/null || true
 }
 trap cleanup EXIT
 
@@ -69,6 +73,40 @@ check "the key belongs to spdu, mode 600" test "$(stat -c '%U %a' /var/lib/spdu/
 check "spdu check accepts the example config with that key, as user spdu" \
     runuser -u spdu -- /usr/bin/spdu check --config /etc/spdu/spdu.toml.example
 
+echo "== running as the unit does: user spdu, only CAP_NET_BIND_SERVICE, DNS on port 53"
+# The example, moved to loopback (127.0.150.1 is this site; its peers are not running) and
+# without its HTTP service check (no service here).
+sed -e 's/192\.0\.2\.10/127.0.150.1/g; s/198\.51\.100\.20/127.0.150.2/g; s/203\.0\.113\.30/127.0.150.3/g' \
+    -e '/^\[health\]/,$d' /etc/spdu/spdu.toml.example >/etc/spdu/spdu.toml
+log=$(mktemp)
+setpriv --reuid=spdu --regid=spdu --init-groups --no-new-privs --bounding-set=-all,+net_bind_service \
+    --inh-caps=-all,+net_bind_service --ambient-caps=-all,+net_bind_service \
+    /usr/bin/spdu run --config /etc/spdu/spdu.toml >"$log" 2>&1 &
+node_pid=$!
+answer=
+for _ in $(seq 1 50); do
+    answer=$(dig @127.0.150.1 -p 53 +short +time=1 +tries=1 api.pool.example.com A 2>/dev/null || true)
+    [ -n "$answer" ] && break
+    sleep 0.2
+done
+check "the node answers DNS on port 53 ($answer)" test "$answer" = 127.0.150.1
+check "it runs as spdu" test "$(ps -o user= -p "$node_pid")" = spdu
+check "its only effective capability is CAP_NET_BIND_SERVICE" \
+    test "$(grep CapEff /proc/"$node_pid"/status | cut -f2)" = 0000000000000400
+check "it wrote its incarnation file beside the key" test -s /var/lib/spdu/node.key.incarnation
+kill -TERM "$node_pid"
+stopped=no
+for _ in $(seq 1 100); do
+    if ! kill -0 "$node_pid" 2>/dev/null; then stopped=yes; break; fi
+    sleep 0.1
+done
+check "it stops on SIGTERM" test "$stopped" = yes
+wait "$node_pid" && status=0 || status=$?
+node_pid=
+check "and exits 0" test "$status" = 0
+[ "$status" = 0 ] || cat "$log"
+rm -f "$log"
+
 echo "== removing"
 dpkg -r spdu
 check "the binary is gone" test ! -e /usr/bin/spdu
@@ -85,5 +123,6 @@ check "the state directory (key, incarnation) is gone" test ! -e /var/lib/spdu
 check "the example conffile is gone" test ! -e /etc/spdu/spdu.toml.example
 check "the spdu user is gone" test -z "$(getent passwd spdu || true)"
 check "the spdu group is gone" test -z "$(getent group spdu || true)"
+check "the operator's /etc/spdu/spdu.toml stays" test -f /etc/spdu/spdu.toml
 
 echo "package: $passed passed, 0 failed"
