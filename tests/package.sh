@@ -90,7 +90,7 @@ for _ in $(seq 1 50); do
     sleep 0.2
 done
 check "the node answers DNS on port 53 ($answer)" test "$answer" = 127.0.150.1
-check "it runs as spdu" test "$(ps -o user= -p "$node_pid")" = spdu
+check "it runs as spdu" test "$(awk '/^Uid:/ { print $2 }' /proc/"$node_pid"/status)" = "$(id -u spdu)"
 check "its only effective capability is CAP_NET_BIND_SERVICE" \
     test "$(grep CapEff /proc/"$node_pid"/status | cut -f2)" = 0000000000000400
 check "it wrote its incarnation file beside the key" test -s /var/lib/spdu/node.key.incarnation
