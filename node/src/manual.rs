@@ -13,7 +13,7 @@ use anyhow::Context;
 pub fn render(cli: clap::Command, out: &mut dyn Write) -> anyhow::Result<()> {
     let mut cli = cli.disable_help_subcommand(true);
     cli.build();
-    let man = clap_mangen::Man::new(cli.clone()).section("1").manual("spdu manual");
+    let man = clap_mangen::Man::new(cli.clone()).section("1").date(page_date()).manual("spdu manual");
     let mut page = Vec::new();
     man.render_title(&mut page)?;
     man.render_name_section(&mut page)?;
@@ -29,6 +29,32 @@ pub fn render(cli: clap::Command, out: &mut dyn Write) -> anyhow::Result<()> {
     out.write_all(text.as_bytes()).context("writing the manual page")?;
     man.render_version_section(out).context("writing the manual page")?;
     Ok(())
+}
+
+/// The page's date (`YYYY-MM-DD`): `SOURCE_DATE_EPOCH` when set (reproducible builds), else
+/// today. An empty date would shift the other `.TH` arguments.
+fn page_date() -> String {
+    let seconds = (std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|s| s.parse::<u64>().ok()))
+        .unwrap_or_else(|| {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+            now.map_or(0, |d| d.as_secs())
+        });
+    let (year, month, day) = civil_date(seconds / 86_400);
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
+/// The proleptic Gregorian date `days` after 1970-01-01 (Howard Hinnant's `civil_from_days`).
+fn civil_date(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
 }
 
 /// One subcommand's subsection: its usage line, its description and its arguments.
@@ -137,6 +163,13 @@ for config mistakes.
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dates_are_civil_dates() {
+        assert_eq!(civil_date(0), (1970, 1, 1));
+        assert_eq!(civil_date(11_016), (2000, 2, 29));
+        assert_eq!(civil_date(20_794), (2026, 12, 7));
+    }
 
     #[test]
     fn roff_requests_and_escapes_cannot_come_from_help_text() {

@@ -265,6 +265,11 @@ fn the_man_page_renders_without_warnings_and_names_every_command() {
     let warnings = String::from_utf8_lossy(&rendered.stderr);
     assert!(rendered.status.success() && warnings.trim().is_empty(), "man: {warnings}");
     let text = String::from_utf8_lossy(&rendered.stdout);
+    // The header and footer: the manual's name, then the version and the date.
+    let header = text.lines().next().unwrap_or_default();
+    assert!(header.starts_with("spdu(1)") && header.contains("spdu manual"), "header: {header:?}");
+    let footer = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default();
+    assert!(footer.contains(&format!("spdu {}", env!("CARGO_PKG_VERSION"))), "footer: {footer:?}");
     for command in ["keygen", "pubkey", "run", "peers", "explain", "check", "man", "completions"] {
         assert!(text.contains(&format!("spdu {command}")), "no {command} in:\n{text}");
     }
