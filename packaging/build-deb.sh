@@ -12,6 +12,10 @@ if ! command -v cargo-deb >/dev/null; then
     exit 1
 fi
 
+# The man page's date and the files' times in the package: the last commit's, for
+# reproducible packages.
+export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}
+
 cargo build --release --locked -p spdu-node --bin spdu
 target=$(cargo metadata --format-version 1 --no-deps --locked |
     sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
