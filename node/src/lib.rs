@@ -23,6 +23,8 @@
 //! - [`zone`]: `spdu zone`: fetches and prints the pool zone as a master file.
 //! - [`limits`]: raises the open-files limit at start.
 //! - [`text`]: escaping peer-supplied text for the terminal.
+//! - [`systemd`]: readiness, status, reload and watchdog notifications to systemd;
+//!   [`manual`]: `spdu man`, the manual page generated from the command line.
 //!
 //! The binary (`main.rs`) only parses the command line and calls into these modules. The
 //! local-cluster harness and the demo live in the `spdu-cluster` crate, never linked into
@@ -38,7 +40,9 @@ pub mod health;
 pub mod incarnation;
 pub mod limits;
 pub mod notify;
+pub mod manual;
 pub mod peers;
 pub mod run;
+pub mod systemd;
 pub mod text;
 pub mod zone;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use spdu_keys::SecretKey;
 use spdu_node::config::{Config, load_control_address};
 
@@ -93,6 +93,13 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Print the manual page (roff), e.g. `spdu man | man -l -`.
+    Man,
+    /// Print the completion script for a shell, e.g. `spdu completions bash`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() -> ExitCode {
@@ -149,6 +156,11 @@ fn execute(command: Command) -> anyhow::Result<()> {
         }
         Command::Check { config } => check(&config),
         Command::CheckHealth { .. } => unreachable!("main runs check-health"),
+        Command::Man => spdu_node::manual::render(Cli::command(), &mut std::io::stdout().lock()),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "spdu", &mut std::io::stdout().lock());
+            Ok(())
+        }
     }
 }
 

@@ -66,6 +66,8 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         "listening"
     );
 
+    let dns_listening: Vec<String> = dns.local_addrs().iter().map(ToString::to_string).collect();
+    let ready_status = format!("serving {} on {}", config.zone.origin, dns_listening.join(" "));
     let shutdown = CancellationToken::new();
     let tasks = tokio_util::task::TaskTracker::new();
     let events = crate::events::EventLog::new(config.node.name.clone(), config.cluster.clone())
@@ -103,6 +105,9 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     ));
     let rules = config.zone.names.clone();
     tasks.spawn(publish_answers(answers, pool, fail_open, rules, shutdown.clone()));
+    // Every socket is bound and every task spawned: DNS answers from here on.
+    crate::systemd::ready(&ready_status);
+    tasks.spawn(crate::systemd::watchdog(membership.clone(), shutdown.clone()));
     tasks.close();
 
     tokio::select! {
@@ -113,6 +118,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         }
         () = shutdown.cancelled() => {}
     }
+    crate::systemd::stopping("shutting down");
     tasks.wait().await;
 
     dns_task.await.context("DNS task panicked")?.context("node.dns")?;

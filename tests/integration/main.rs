@@ -17,4 +17,5 @@ mod netns;
 mod notify;
 mod policy;
 mod status_page;
+mod systemd;
 mod testing;
