@@ -69,6 +69,19 @@ impl Publisher {
         }
     }
 
+    /// New settings from a reload: what the next observation says about this site (identity,
+    /// version and health are kept).
+    pub(super) fn reconfigure(
+        &mut self,
+        addresses: Vec<IpAddr>,
+        service_check: Option<ServiceCheck>,
+        policy: PolicyDigest,
+    ) {
+        self.addresses = addresses;
+        self.service_check = service_check;
+        self.policy = policy;
+    }
+
     pub(super) fn policy(&self) -> PolicyDigest {
         self.policy
     }
