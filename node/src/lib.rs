@@ -8,6 +8,8 @@
 //!   node's observations supersede its old ones.
 //! - [`run`]: `spdu run`: binds QUIC, DNS and the control endpoint, then runs them under one
 //!   cancellation token until SIGINT/SIGTERM; bridges the membership answer set into DNS.
+//! - [`reload`]: SIGHUP re-reads the config and applies it without a restart (or refuses it,
+//!   naming the field, and keeps the running one); the config watch the other parts follow.
 //! - [`health`]: runs this site's service check ([`health::check`]) and schedules the probes of
 //!   the peers' advertised services ([`health::schedule`]).
 //! - [`dns_client`]: the one DNS client (the `dns` check; the local-cluster harness).
@@ -30,5 +32,6 @@ pub mod health;
 pub mod incarnation;
 pub mod limits;
 pub mod peers;
+pub mod reload;
 pub mod run;
 pub mod text;

@@ -68,6 +68,8 @@ struct Shared {
     view: tokio::sync::Mutex<Option<Arc<CachedView>>>,
     /// The configured pool names.
     names: PoolNames,
+    /// Reloads applied and refused (`reloads_total`).
+    reloads: crate::reload::Reloads,
     /// The newest explanation of each configured name that was asked for (at most one entry
     /// per configured name), shared like the view.
     explained: tokio::sync::Mutex<HashMap<String, Arc<CachedExplanation>>>,
@@ -106,8 +108,14 @@ impl Shared {
     }
 }
 
-/// The HTTP router for the control endpoint; `names` are the configured pool names.
-pub fn router(membership: Membership, dns_metrics: DnsMetrics, names: PoolNames) -> axum::Router {
+/// The HTTP router for the control endpoint; `names` are the configured pool names, `reloads`
+/// the reload counters.
+pub fn router(
+    membership: Membership,
+    dns_metrics: DnsMetrics,
+    names: PoolNames,
+    reloads: crate::reload::Reloads,
+) -> axum::Router {
     axum::Router::new()
         .route("/v1/peers", get(peers))
         .route("/v1/explain/{name}", get(explain))
@@ -118,6 +126,7 @@ pub fn router(membership: Membership, dns_metrics: DnsMetrics, names: PoolNames)
             dns_metrics,
             view: tokio::sync::Mutex::new(None),
             names,
+            reloads,
             explained: tokio::sync::Mutex::new(HashMap::new()),
         }))
 }
@@ -139,7 +148,7 @@ async fn peers(State(shared): State<Arc<Shared>>) -> Response {
 
 async fn explain(State(shared): State<Arc<Shared>>, Path(asked): Path<String>) -> Response {
     let Some(name) = shared.names.find(&asked) else { return unknown_name(&shared.names, &asked) };
-    let explained = shared.explanation(name).await;
+    let explained = shared.explanation(&name).await;
     match &explained.json {
         Some(Ok(json)) => ([(header::CONTENT_TYPE, "application/json")], json.clone()).into_response(),
         Some(Err(e)) => {
@@ -217,7 +226,7 @@ mod tests {
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let control = listener.local_addr().unwrap();
-        let app = router(membership, DnsMetrics::default(), PoolNames::new(&zone));
+        let app = router(membership, DnsMetrics::default(), PoolNames::new(&zone), Default::default());
         let server = tokio::spawn(serve(listener, app, Limits::new(vec![]), shutdown.clone()));
 
         for asked in ["www", "WWW", "www.pool.example.test", "www.Pool.Example.Test."] {
