@@ -14,4 +14,5 @@ mod hostile_gossip;
 mod hostile_node;
 mod netns;
 mod policy;
+mod reload;
 mod testing;
