@@ -325,7 +325,7 @@ impl Sim {
         let check = self.config.services.map(|_| ServiceCheck::Tcp { port: 80 });
         let protocol = self.config.protocol.clone();
         let Some(state) = self.nodes[i].state.as_mut() else { return };
-        state.reconfigure(now, members, protocol, addresses, check);
+        state.reconfigure(now, members, protocol, addresses, check, true);
         self.mix(&[Trace::Reconfigure as u64, i as u64, roster.len() as u64]);
         self.process(i);
     }

@@ -183,6 +183,7 @@ fn reload_to(i: u8, roster: &[u8], addrs: &[SocketAddr]) -> Reconfiguration {
         protocol: proto::Config::default(),
         addresses: vec![service_addr(i)],
         service_check: None,
+        self_check: false,
     }
 }
 

@@ -117,6 +117,7 @@ pub async fn reload(
         protocol: new.protocol.clone(),
         addresses: new.node.addresses.clone(),
         service_check: new.health.advertise.clone(),
+        self_check: new.health.check.is_some(),
     };
     let Some(roster) = membership.reconfigure(reconfiguration).await else {
         bail!("membership has stopped");

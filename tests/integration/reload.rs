@@ -267,3 +267,50 @@ async fn a_removed_peer_is_disconnected_and_stops_counting() {
     // And alpha still answers beta: beta's votes over the new roster count.
     assert_eq!(dig_pool(cluster.dns_addr(0)), two);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_follow_a_reload() {
+    let mut cluster =
+        LocalCluster::create(spdu(), 2, Ipv4Addr::new(127, 0, 143, 11), Ports::default(), "").unwrap();
+    for i in 0..2 {
+        cluster.start_site(i).unwrap();
+    }
+    cluster.wait_ready(Duration::from_secs(20)).await.unwrap();
+    let both = ips(&cluster, &[0, 1]);
+    for i in 0..2 {
+        wait_until(Duration::from_secs(15), "both sites answered", || dig_pool(cluster.dns_addr(i)) == both);
+    }
+    // alpha's operator adds a TCP check of a service that is not running: once reloaded, the
+    // check runs, alpha's service is down, and both sites answer beta only.
+    let good = std::fs::read_to_string(cluster.config_path(0)).unwrap();
+    let checked = good.replace("[zone]", "[health]\ncheck = \"tcp\"\nport = 18143\ninterval_ms = 200\n\n[zone]");
+    cluster.edit_config(0, |_| checked).unwrap();
+    sighup(&cluster, 0);
+    let line = wait_for_log(&cluster, 0, "reload applied", 0);
+    assert!(line.contains("health changed"), "{line}");
+    let beta = vec![cluster.ip(1)];
+    for i in 0..2 {
+        wait_until(Duration::from_secs(15), "alpha out", || dig_pool(cluster.dns_addr(i)) == beta);
+    }
+    // The service starts: alpha is back.
+    let service = std::net::TcpListener::bind((cluster.ip(0), 18143)).unwrap();
+    for i in 0..2 {
+        wait_until(Duration::from_secs(15), "alpha back", || dig_pool(cluster.dns_addr(i)) == both);
+    }
+    // The service stops again (alpha out), then the check is removed by a reload: the old
+    // verdict goes with it and alpha is back, checked by nothing.
+    drop(service);
+    for i in 0..2 {
+        wait_until(Duration::from_secs(15), "alpha out again", || dig_pool(cluster.dns_addr(i)) == beta);
+    }
+    cluster.edit_config(0, |_| good).unwrap();
+    sighup(&cluster, 0);
+    wait_for_log(&cluster, 0, "reload applied", 1);
+    for i in 0..2 {
+        wait_until(Duration::from_secs(15), "alpha back unchecked", || dig_pool(cluster.dns_addr(i)) == both);
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    for i in 0..2 {
+        assert_eq!(dig_pool(cluster.dns_addr(i)), both);
+    }
+}

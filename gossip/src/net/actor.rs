@@ -243,7 +243,7 @@ impl Actor {
             }
         }
         let summary =
-            self.state.reconfigure(Self::now(), r.peers, r.protocol, r.addresses, r.service_check);
+            self.state.reconfigure(Self::now(), r.peers, r.protocol, r.addresses, r.service_check, r.self_check);
         self.apply();
         summary
     }

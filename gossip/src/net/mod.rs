@@ -94,6 +94,9 @@ pub struct Reconfiguration {
     pub addresses: Vec<IpAddr>,
     /// The check of this site's service that peers may run.
     pub service_check: Option<ServiceCheck>,
+    /// Whether this node still runs a check of its own service (without one, the verdict of
+    /// the old check is dropped: healthy).
+    pub self_check: bool,
 }
 
 /// Errors starting the driver.

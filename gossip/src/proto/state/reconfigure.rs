@@ -36,8 +36,10 @@ pub struct Reconfigured {
 impl State {
     /// Applies a reload at `now`: `roster` (this node's own entry, if listed, is ignored),
     /// `config` (timing, quorum, health thresholds, failover policies), this site's service
-    /// `addresses` and advertised `service_check`. See the module docs for what is kept. The
-    /// observation is re-signed over the new roster at once, and the answer recomputed (an
+    /// `addresses` and advertised `service_check`, and whether it still runs a check of its own
+    /// (`self_check`: without one, the verdict of the old check is dropped and this node is
+    /// healthy). See the module docs for what is kept. The observation is re-signed over the
+    /// new roster at once, and the answer recomputed (an
     /// [`super::super::OutEvent::AnswerChanged`] follows if it changed).
     pub fn reconfigure(
         &mut self,
@@ -46,6 +48,7 @@ impl State {
         config: Config,
         addresses: Vec<IpAddr>,
         service_check: Option<ServiceCheck>,
+        self_check: bool,
     ) -> Reconfigured {
         let me_key = self.key();
         let peers: BTreeMap<PublicKey, Member> =
@@ -68,7 +71,7 @@ impl State {
         let policy = config.policy.digest(
             peers.values().map(|m| m.name.as_str()).chain([self.publisher.name()]),
         );
-        self.publisher.reconfigure(addresses, service_check, policy);
+        self.publisher.reconfigure(addresses, service_check, policy, self_check);
         self.liveness.remap(&from, me, now);
         self.view.remap(&from, &full, now, config.stale_after);
         self.limits.remap(&from);
@@ -134,7 +137,7 @@ mod tests {
         let version = a.answer().version;
         let (incarnation, held) = (a.incarnation(), a.signed_observation(&public_key(1)).cloned());
 
-        let summary = a.reconfigure(now, roster(4), config.clone(), vec![address(0)], None);
+        let summary = a.reconfigure(now, roster(4), config.clone(), vec![address(0)], None, false);
         assert_eq!(summary, Reconfigured { added: vec![public_key(3)], ..Reconfigured::default() });
         let out = a.drain();
         assert_eq!(a.roster().id(), roster_of(4).id());
@@ -176,7 +179,7 @@ mod tests {
         let mut a = full_mesh(3, &config, &mut now);
         assert_eq!(a.answer().members, keys(&[0, 1, 2]));
 
-        let summary = a.reconfigure(now, roster(2), config.clone(), vec![address(0)], None);
+        let summary = a.reconfigure(now, roster(2), config.clone(), vec![address(0)], None, false);
         assert_eq!(summary, Reconfigured { removed: vec![public_key(2)], ..Reconfigured::default() });
         let out = a.drain();
         assert!(pushed(&out, 2).is_empty(), "nothing more goes to the removed member");
@@ -197,7 +200,7 @@ mod tests {
         let config = Config { quorum: crate::proto::Quorum::AtLeast(2), ..Config::default() };
         let mut now = Instant::now();
         let mut a = full_mesh(3, &config, &mut now);
-        a.reconfigure(now, roster(4), config.clone(), vec![address(0)], None);
+        a.reconfigure(now, roster(4), config.clone(), vec![address(0)], None, false);
         // 1 and 2 still publish over the old roster: no votes, so 0 alone cannot admit them.
         assert_eq!(a.answer().members, keys(&[0]));
         // They reload too and publish over the new one (seq 2): their votes count again.
@@ -211,13 +214,30 @@ mod tests {
     }
 
     #[test]
+    fn the_verdict_of_a_check_removed_by_a_reload_is_dropped() {
+        let config = Config::default();
+        let mut now = Instant::now();
+        let mut a = full_mesh(2, &config, &mut now);
+        a.force_own_health(now, false);
+        assert!(!a.observation(&public_key(0)).unwrap().healthy);
+        // Still checked: the verdict stands.
+        a.reconfigure(now, roster(2), config.clone(), vec![address(0)], None, true);
+        assert!(!a.observation(&public_key(0)).unwrap().healthy);
+        // No check any more: healthy, as a node without one.
+        a.reconfigure(now, roster(2), config, vec![address(0)], None, false);
+        assert!(a.own_health().is_none());
+        assert!(a.observation(&public_key(0)).unwrap().healthy);
+        assert!(a.answer().members.contains(&public_key(0)));
+    }
+
+    #[test]
     fn new_settings_apply_to_what_this_node_publishes() {
         let config = Config::default();
         let mut now = Instant::now();
         let mut a = full_mesh(2, &config, &mut now);
         let faster = Config { probe_interval: Duration::from_millis(20), ..config };
         let addresses = vec![address(0), address(200)];
-        a.reconfigure(now, roster(2), faster, addresses.clone(), None);
+        a.reconfigure(now, roster(2), faster, addresses.clone(), None, false);
         assert_eq!(a.observation(&public_key(0)).unwrap().addresses, addresses);
         assert!(a.poll_timeout().unwrap() <= now + Duration::from_millis(20), "the next tick comes sooner");
         assert!(a.sees_reachable(&public_key(1)));
