@@ -108,7 +108,6 @@ impl AnswerPublisher {
     pub fn metrics(&self) -> &DnsMetrics {
         &self.metrics
     }
-
 }
 
 fn build(zone: Arc<Zone>, answers: PoolAnswers, metrics: &DnsMetrics) -> ServedAnswers {

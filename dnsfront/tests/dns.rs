@@ -86,9 +86,10 @@ async fn a_new_zone_is_served_on_the_same_sockets() {
     new.nameservers.pop();
     let answers = PoolAnswers::same_for_all(2, 2, 30, addrs(&["198.51.100.7"]));
     server.replace_zone(&new, answers).unwrap();
-    for response in
-        [udp(server.addr, &query(WWW, RecordType::A)).await, tcp(server.addr, &query(WWW, RecordType::A)).await]
-    {
+    for response in [
+        udp(server.addr, &query(WWW, RecordType::A)).await,
+        tcp(server.addr, &query(WWW, RecordType::A)).await,
+    ] {
         assert_eq!(response.metadata.response_code, ResponseCode::NoError);
         assert_eq!(answer_ips(&response), addrs(&["198.51.100.7"]));
         assert!(response.answers.iter().all(|r| r.ttl == 30));

@@ -146,7 +146,9 @@ pub fn restart_needed(old: &Config, new: &Config, key: PublicKey, new_key: Publi
     fixed("node.gossip", old.node.gossip.to_string(), new.node.gossip.to_string())?;
     fixed("node.dns", format!("{:?}", old.node.dns), format!("{:?}", new.node.dns))?;
     fixed("node.control", old.node.control.to_string(), new.node.control.to_string())?;
-    let allow = |c: &Config| format!("{:?}", c.node.control_allow.iter().map(ToString::to_string).collect::<Vec<_>>());
+    let allow = |c: &Config| {
+        format!("{:?}", c.node.control_allow.iter().map(ToString::to_string).collect::<Vec<_>>())
+    };
     fixed("node.control_allow", allow(old), allow(new))
 }
 
@@ -159,7 +161,8 @@ fn describe(old: &Config, new: &Config, roster: &Reconfigured) -> String {
     };
     let list = |keys: &[PublicKey]| keys.iter().map(name).collect::<Vec<_>>().join(", ");
     let mut parts = vec![format!("{} peers", new.peers.len())];
-    for (what, keys) in [("added", &roster.added), ("removed", &roster.removed), ("changed", &roster.changed)] {
+    for (what, keys) in [("added", &roster.added), ("removed", &roster.removed), ("changed", &roster.changed)]
+    {
         if !keys.is_empty() {
             parts.push(format!("{what} {}", list(keys)));
         }
@@ -168,7 +171,8 @@ fn describe(old: &Config, new: &Config, roster: &Reconfigured) -> String {
         ("zone", old.zone != new.zone),
         ("policies", old.protocol.policy != new.protocol.policy),
         ("timing", {
-            let strip = |c: &Config| spdu_gossip::proto::Config { policy: Default::default(), ..c.protocol.clone() };
+            let strip =
+                |c: &Config| spdu_gossip::proto::Config { policy: Default::default(), ..c.protocol.clone() };
             strip(old) != strip(new)
         }),
         ("health", old.health != new.health),
@@ -272,7 +276,10 @@ gossip = "127.0.0.2:7946"
         assert!(refused(BASE.replace("name = \"alpha\"", "name = \"alef\""), key).contains("node.name: "));
         let e = refused(format!("{BASE}\n[cluster]\nid = \"other\"\n"), key);
         assert!(e.contains("cluster.id: "), "{e}");
-        let allow = BASE.replace("addresses = [\"192.0.2.1\"]", "addresses = [\"192.0.2.1\"]\ncontrol_allow = [\"10.0.0.0/8\"]");
+        let allow = BASE.replace(
+            "addresses = [\"192.0.2.1\"]",
+            "addresses = [\"192.0.2.1\"]\ncontrol_allow = [\"10.0.0.0/8\"]",
+        );
         assert!(refused(allow, key).contains("node.control_allow: "));
 
         // Zone, TTL, timing, addresses, peers, health: all live.

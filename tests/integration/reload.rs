@@ -63,14 +63,18 @@ fn incarnation(cluster: &LocalCluster, i: usize) -> u64 {
     obs["incarnation"].as_u64().unwrap_or_else(|| panic!("no incarnation in {me}"))
 }
 
+/// Every answer of a [`query_loop`], with the site asked.
+type Answers = Vec<(usize, Result<Vec<IpAddr>, String>)>;
+
 /// Queries each of `sites` over and over (the real client, UDP) until `stop`, at most 10 000
 /// rounds, and returns every answer with the site asked.
 fn query_loop(
     cluster: &LocalCluster,
     sites: &[usize],
     stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<Vec<(usize, Result<Vec<IpAddr>, String>)>> {
-    let targets: Vec<(usize, std::net::SocketAddr)> = sites.iter().map(|i| (*i, cluster.dns_addr(*i))).collect();
+) -> std::thread::JoinHandle<Answers> {
+    let targets: Vec<(usize, std::net::SocketAddr)> =
+        sites.iter().map(|i| (*i, cluster.dns_addr(*i))).collect();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let mut seen = Vec::new();
@@ -101,7 +105,9 @@ async fn a_fourth_site_joins_three_running_nodes_with_no_restart_and_no_gap() {
     cluster.wait_ready(Duration::from_secs(20)).await.unwrap();
     let three = ips(&cluster, &[0, 1, 2]);
     for i in 0..3 {
-        wait_until(Duration::from_secs(15), "three sites in every answer", || dig_pool(cluster.dns_addr(i)) == three);
+        wait_until(Duration::from_secs(15), "three sites in every answer", || {
+            dig_pool(cluster.dns_addr(i)) == three
+        });
     }
     let pids: Vec<Option<u32>> = (0..3).map(|i| cluster.pid(i)).collect();
     let incarnations: Vec<u64> = (0..3).map(|i| incarnation(&cluster, i)).collect();
@@ -124,7 +130,9 @@ async fn a_fourth_site_joins_three_running_nodes_with_no_restart_and_no_gap() {
     cluster.wait_site_ready(3, Duration::from_secs(20)).await.unwrap();
     let four = ips(&cluster, &[0, 1, 2, 3]);
     for i in 0..4 {
-        wait_until(Duration::from_secs(15), "delta in every answer", || dig_pool(cluster.dns_addr(i)) == four);
+        wait_until(Duration::from_secs(15), "delta in every answer", || {
+            dig_pool(cluster.dns_addr(i)) == four
+        });
     }
     let joined = started.elapsed();
     std::thread::sleep(Duration::from_millis(300));
@@ -146,7 +154,10 @@ async fn a_fourth_site_joins_three_running_nodes_with_no_restart_and_no_gap() {
         assert!(three.iter().all(|ip| answer.contains(ip)), "site {i} answered {answer:?} during the reload");
     }
     assert!(seen.iter().any(|(_, a)| a.as_ref().is_ok_and(|a| *a == four)), "delta seen in the loop");
-    eprintln!("delta in every answer {joined:?} after it started; {} queries, none without the three", seen.len());
+    eprintln!(
+        "delta in every answer {joined:?} after it started; {} queries, none without the three",
+        seen.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -230,7 +241,9 @@ async fn a_removed_peer_is_disconnected_and_stops_counting() {
     cluster.wait_ready(Duration::from_secs(20)).await.unwrap();
     let all = ips(&cluster, &[0, 1, 2]);
     for i in 0..3 {
-        wait_until(Duration::from_secs(15), "three sites in every answer", || dig_pool(cluster.dns_addr(i)) == all);
+        wait_until(Duration::from_secs(15), "three sites in every answer", || {
+            dig_pool(cluster.dns_addr(i)) == all
+        });
     }
     wait_until(Duration::from_secs(10), "a full mesh", || {
         counter(&cluster, 0, "gossip_connections_open") == 4
@@ -247,7 +260,9 @@ async fn a_removed_peer_is_disconnected_and_stops_counting() {
     }
     let two = ips(&cluster, &[0, 1]);
     for i in 0..2 {
-        wait_until(Duration::from_secs(10), "gamma gone from the answer", || dig_pool(cluster.dns_addr(i)) == two);
+        wait_until(Duration::from_secs(10), "gamma gone from the answer", || {
+            dig_pool(cluster.dns_addr(i)) == two
+        });
     }
     // Its connections are closed and its redials refused by the handshake.
     wait_until(Duration::from_secs(10), "only beta's connections", || {
@@ -259,7 +274,8 @@ async fn a_removed_peer_is_disconnected_and_stops_counting() {
     // Its observation is gone from alpha's view (so are its votes); gamma hears nobody any more.
     let view: serde_json::Value =
         serde_json::from_str(&spdu_cluster::fetch_view(cluster.control_addr(0)).unwrap()).unwrap();
-    let names: Vec<&str> = view["nodes"].as_array().unwrap().iter().map(|n| n["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> =
+        view["nodes"].as_array().unwrap().iter().map(|n| n["name"].as_str().unwrap()).collect();
     assert_eq!(names.len(), 2, "{names:?}");
     assert!(!names.contains(&"gamma"), "{names:?}");
     let gamma = vec![cluster.ip(2)];
@@ -283,7 +299,8 @@ async fn health_checks_follow_a_reload() {
     // alpha's operator adds a TCP check of a service that is not running: once reloaded, the
     // check runs, alpha's service is down, and both sites answer beta only.
     let good = std::fs::read_to_string(cluster.config_path(0)).unwrap();
-    let checked = good.replace("[zone]", "[health]\ncheck = \"tcp\"\nport = 18143\ninterval_ms = 200\n\n[zone]");
+    let checked =
+        good.replace("[zone]", "[health]\ncheck = \"tcp\"\nport = 18143\ninterval_ms = 200\n\n[zone]");
     cluster.edit_config(0, |_| checked).unwrap();
     sighup(&cluster, 0);
     let line = wait_for_log(&cluster, 0, "reload applied", 0);

@@ -208,7 +208,8 @@ impl Actor {
     /// Spawns the task that keeps a connection to `peer` open.
     pub(super) fn dial(&mut self, peer: Dialled) {
         let token = self.shutdown.child_token();
-        let task = endpoint::dial(self.endpoint.clone(), peer.clone(), self.inbox.urgent.clone(), token.clone());
+        let task =
+            endpoint::dial(self.endpoint.clone(), peer.clone(), self.inbox.urgent.clone(), token.clone());
         self.tasks.spawn(task);
         if let Some((_, old)) = self.dials.insert(peer.key, (peer, token)) {
             old.cancel();
@@ -242,8 +243,14 @@ impl Actor {
                 self.dial(peer);
             }
         }
-        let summary =
-            self.state.reconfigure(Self::now(), r.peers, r.protocol, r.addresses, r.service_check, r.self_check);
+        let summary = self.state.reconfigure(
+            Self::now(),
+            r.peers,
+            r.protocol,
+            r.addresses,
+            r.service_check,
+            r.self_check,
+        );
         self.apply();
         summary
     }

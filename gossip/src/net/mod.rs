@@ -37,8 +37,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::proto::{
-    self, AnswerSet, CheckResult, InEvent, Member, NodeInfo, ProbeTarget, Reconfigured, ServiceCheck,
-    State,
+    self, AnswerSet, CheckResult, InEvent, Member, NodeInfo, ProbeTarget, Reconfigured, ServiceCheck, State,
 };
 use crate::snapshot::{Explanation, ViewSnapshot};
 use actor::{Actor, Command, Pulse};

@@ -97,7 +97,8 @@ impl Liveness {
         let mut old = std::mem::take(&mut self.links);
         self.links = (from.iter().enumerate())
             .map(|(j, i)| {
-                (j != me).then(|| i.and_then(|i| old.get_mut(i)?.take()).unwrap_or_else(|| Link::unheard(now)))
+                (j != me)
+                    .then(|| i.and_then(|i| old.get_mut(i)?.take()).unwrap_or_else(|| Link::unheard(now)))
             })
             .collect();
     }

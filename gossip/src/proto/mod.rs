@@ -57,9 +57,9 @@ pub use roster::{
     AddressPin, Bitmap, MAX_SERVICE_ADDRESSES, Member, PinError, Roster, RosterId, is_special_purpose,
 };
 pub use spdu_policy::{Pick, Policy, PolicyConfig, PolicyDigest, Rule, SiteAttrs};
-pub use state::{Reconfigured, State};
 #[cfg(test)]
 pub(crate) use state::Timer;
+pub use state::{Reconfigured, State};
 
 /// Protocol timing and quorum. Defaults detect a lost peer in under a second and ride out heavy
 /// packet loss: a peer is dropped only after eight probe intervals in which not one of its

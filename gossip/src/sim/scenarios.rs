@@ -450,7 +450,10 @@ fn a_member_removed_and_added_by_reloads_while_the_others_keep_answering() {
             sim.schedule(add + ms(50 * k as u64 % 2000), Action::Reconfigure(*i, everyone.clone()));
         }
         let back = converge(&mut sim, secs(15));
-        eprintln!("{n} nodes: a member added by reloads is in every answer {:?} after it started", back - add);
+        eprintln!(
+            "{n} nodes: a member added by reloads is in every answer {:?} after it started",
+            back - add
+        );
         sim.run_for(secs(5));
         assert!(sim.converged());
         assert_eq!(unexpected_removals(&sim, start, |r| r.dropped == x), vec![], "no gap for the others");

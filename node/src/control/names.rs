@@ -114,7 +114,10 @@ mod tests {
         assert_eq!(names.find(&"a".repeat(300)), None);
         // A relative name that looks absolute is found as given first.
         let odd = ZoneConfig { names: vec!["api".into(), "api.pool.example.com".into()], ..zone.clone() };
-        assert_eq!(PoolNames::new(&odd).find("api.pool.example.com").as_deref(), Some("api.pool.example.com"));
+        assert_eq!(
+            PoolNames::new(&odd).find("api.pool.example.com").as_deref(),
+            Some("api.pool.example.com")
+        );
         assert_eq!(PoolNames::new(&odd).find("api.pool.example.com.").as_deref(), Some("api"));
         assert_eq!(names.list(), vec!["api", "@", "Www.Deep"]);
     }

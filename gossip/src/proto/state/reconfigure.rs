@@ -68,9 +68,8 @@ impl State {
         // The old position of each new position's member (this node's included).
         let from: Vec<Option<usize>> = full.keys().iter().map(|k| self.roster.index(k)).collect();
 
-        let policy = config.policy.digest(
-            peers.values().map(|m| m.name.as_str()).chain([self.publisher.name()]),
-        );
+        let policy =
+            config.policy.digest(peers.values().map(|m| m.name.as_str()).chain([self.publisher.name()]));
         self.publisher.reconfigure(addresses, service_check, policy, self_check);
         self.liveness.remap(&from, me, now);
         self.view.remap(&from, &full, now, config.stale_after);
