@@ -57,6 +57,22 @@ fn bind_nodes_with(n: u8, roster: &[u8], check: impl Fn(u8) -> Option<proto::Ser
         .collect()
 }
 
+/// Binds node `i` on 127.0.0.1 port 0, trusting every node of `nodes` (which do not know it).
+fn bind_outsider(i: u8, nodes: &[Bound]) -> Bound {
+    Membership::bind(Settings {
+        key: key(i),
+        name: format!("n{i}"),
+        cluster: "pool.example.test".into(),
+        incarnation: 1,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        addresses: vec![service_addr(i)],
+        peers: nodes.iter().zip(0u8..).map(|(n, j)| member(j, n.local_addr())).collect(),
+        protocol: proto::Config::default(),
+        service_check: None,
+    })
+    .unwrap()
+}
+
 async fn wait_for(m: &Membership, what: &str, pred: impl Fn(&AnswerSet) -> bool) {
     let mut rx = m.answers();
     let wait = rx.wait_for(|a| pred(a));
@@ -111,19 +127,7 @@ async fn three_nodes_converge_and_drop_a_stopped_one() {
 async fn a_stranger_is_refused_and_never_appears() {
     // Nodes 0 and 1 trust each other. Node 2 trusts both, but nobody trusts node 2.
     let mut nodes = bind_nodes(2, &[0, 1]);
-    let addrs: Vec<SocketAddr> = nodes.iter().map(Bound::local_addr).collect();
-    let stranger = Membership::bind(Settings {
-        key: key(2),
-        name: "stranger".into(),
-        cluster: "pool.example.test".into(),
-        incarnation: 1,
-        listen: "127.0.0.1:0".parse().unwrap(),
-        addresses: vec![service_addr(2)],
-        peers: (0..2u8).map(|j| member(j, addrs[j as usize])).collect(),
-        protocol: proto::Config::default(),
-        service_check: None,
-    })
-    .unwrap();
+    let stranger = bind_outsider(2, &nodes);
     nodes.push(stranger);
     let handles: Vec<Membership> = nodes.iter().map(Bound::membership).collect();
     let token = CancellationToken::new();
@@ -206,18 +210,7 @@ fn record_answers(m: &Membership, stop: CancellationToken) -> tokio::task::JoinH
 async fn a_reload_adds_a_member_without_a_gap_and_removes_one_for_good() {
     // Nodes 0 and 1 know each other; node 2 knows both, but nobody knows node 2 yet.
     let mut nodes = bind_nodes(2, &[0, 1]);
-    let third = Membership::bind(Settings {
-        key: key(2),
-        name: "n2".into(),
-        cluster: "pool.example.test".into(),
-        incarnation: 1,
-        listen: "127.0.0.1:0".parse().unwrap(),
-        addresses: vec![service_addr(2)],
-        peers: (0..2u8).map(|j| member(j, nodes[j as usize].local_addr())).collect(),
-        protocol: proto::Config::default(),
-        service_check: None,
-    })
-    .unwrap();
+    let third = bind_outsider(2, &nodes);
     nodes.push(third);
     let addrs: Vec<SocketAddr> = nodes.iter().map(Bound::local_addr).collect();
     let handles: Vec<Membership> = nodes.iter().map(Bound::membership).collect();

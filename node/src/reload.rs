@@ -51,43 +51,51 @@ impl Reloads {
     }
 }
 
-/// Installs the SIGHUP handler (from now on SIGHUP no longer ends the process) and returns the
-/// task that reloads `config_path` on each one until `shutdown`.
-pub fn on_sighup(
-    config_path: PathBuf,
-    config: watch::Sender<Arc<Config>>,
-    key: PublicKey,
-    membership: Membership,
-    reloads: Reloads,
-    shutdown: CancellationToken,
-) -> anyhow::Result<impl Future<Output = ()>> {
-    let hangups = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-    Ok(reload_on(hangups, config_path, config, key, membership, reloads, shutdown))
+/// What a reload needs: the config file, the config watch (holding the running config), this
+/// node's key, membership, and the counters.
+#[derive(Debug)]
+pub struct Reloader {
+    /// The config file (`spdu run --config`).
+    pub config_path: PathBuf,
+    /// Holds the running config; an accepted reload sends the new one.
+    pub config: watch::Sender<Arc<Config>>,
+    /// This node's public key (a reload may not change it).
+    pub key: PublicKey,
+    /// The running membership.
+    pub membership: Membership,
+    /// Reloads applied and refused.
+    pub reloads: Reloads,
 }
 
-async fn reload_on(
-    mut hangups: Signal,
-    config_path: PathBuf,
-    config: watch::Sender<Arc<Config>>,
-    key: PublicKey,
-    membership: Membership,
-    reloads: Reloads,
-    shutdown: CancellationToken,
-) {
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            received = hangups.recv() => if received.is_none() { return },
+impl Reloader {
+    /// Installs the SIGHUP handler (from now on SIGHUP no longer ends the process) and returns
+    /// the task that reloads the config file on each one until `shutdown`.
+    pub fn on_sighup(self, shutdown: CancellationToken) -> anyhow::Result<impl Future<Output = ()>> {
+        let hangups = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+        Ok(self.run(hangups, shutdown))
+    }
+
+    async fn run(self, mut hangups: Signal, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                received = hangups.recv() => if received.is_none() { return },
+            }
+            self.reload_once().await;
         }
-        tracing::info!("SIGHUP: reloading {}", config_path.display());
+    }
+
+    /// One reload: applied or refused, logged and counted.
+    async fn reload_once(&self) {
+        tracing::info!("SIGHUP: reloading {}", self.config_path.display());
         // (systemd: `crate::systemd::reloading()` goes here once that module is in.)
-        match reload(&config_path, &config, key, &membership).await {
+        match reload(&self.config_path, &self.config, self.key, &self.membership).await {
             Ok(summary) => {
-                reloads.count(true);
+                self.reloads.count(true);
                 tracing::info!("reload applied: {summary}");
             }
             Err(e) => {
-                reloads.count(false);
+                self.reloads.count(false);
                 tracing::error!(
                     "reload refused: {}; still running the previous config",
                     crate::text::error_chain(&e)

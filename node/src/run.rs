@@ -73,14 +73,14 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
 
     let shutdown = CancellationToken::new();
     let reloads = crate::reload::Reloads::default();
-    let reload = crate::reload::on_sighup(
-        config_path.to_owned(),
-        config_tx,
-        public_key,
-        membership.clone(),
-        reloads.clone(),
-        shutdown.clone(),
-    )?;
+    let reload = crate::reload::Reloader {
+        config_path: config_path.to_owned(),
+        config: config_tx,
+        key: public_key,
+        membership: membership.clone(),
+        reloads: reloads.clone(),
+    }
+    .on_sighup(shutdown.clone())?;
     let tasks = tokio_util::task::TaskTracker::new();
     tasks.spawn(bound.run(shutdown.clone()));
     let dns_task = tasks.spawn(cancel_on_exit(shutdown.clone(), dns.run(shutdown.clone())));

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use spdu_cluster::{LocalCluster, POOL_NAME, Ports, http_get};
 
-use crate::testing::{dig, dig_pool, ips, spdu, wait_until};
+use crate::testing::{dig, dig_pool, ips, spdu, start_cluster, wait_until};
 
 /// Sends SIGHUP to site `i`'s process with `kill`.
 fn sighup(cluster: &LocalCluster, i: usize) {
@@ -63,6 +63,36 @@ fn incarnation(cluster: &LocalCluster, i: usize) -> u64 {
     obs["incarnation"].as_u64().unwrap_or_else(|| panic!("no incarnation in {me}"))
 }
 
+/// Waits until each of `sites` answers with exactly `expected` (at most 15 s each).
+fn wait_answers(cluster: &LocalCluster, sites: &[usize], expected: &[IpAddr], what: &str) {
+    for i in sites {
+        wait_until(Duration::from_secs(15), what, || dig_pool(cluster.dns_addr(*i)) == expected);
+    }
+}
+
+/// `n` sites at 127.0.`block`.11…, started, each answering with all of them (their addresses).
+async fn answering_cluster(n: usize, block: u8) -> (LocalCluster, Vec<IpAddr>) {
+    let cluster = start_cluster(n, block, "").await;
+    let sites: Vec<usize> = (0..n).collect();
+    let all = ips(&cluster, &sites);
+    wait_answers(&cluster, &sites, &all, "every site in every answer");
+    (cluster, all)
+}
+
+/// The nodes of site `i`'s view (`/v1/peers`).
+fn view_nodes(cluster: &LocalCluster, i: usize) -> Vec<serde_json::Value> {
+    let view: serde_json::Value =
+        serde_json::from_str(&spdu_cluster::fetch_view(cluster.control_addr(i)).unwrap()).unwrap();
+    view["nodes"].as_array().unwrap().clone()
+}
+
+/// The observers whose votes on `peer` site `i` counts (keys, as its view shows them).
+fn voters(cluster: &LocalCluster, i: usize, peer: &str) -> Vec<serde_json::Value> {
+    let nodes = view_nodes(cluster, i);
+    let node = nodes.iter().find(|n| n["name"] == peer).unwrap_or_else(|| panic!("no {peer} in {nodes:?}"));
+    node["voters"].as_array().unwrap().clone()
+}
+
 /// Every answer of a [`query_loop`], with the site asked.
 type Answers = Vec<(usize, Result<Vec<IpAddr>, String>)>;
 
@@ -104,11 +134,7 @@ async fn a_fourth_site_joins_three_running_nodes_with_no_restart_and_no_gap() {
     }
     cluster.wait_ready(Duration::from_secs(20)).await.unwrap();
     let three = ips(&cluster, &[0, 1, 2]);
-    for i in 0..3 {
-        wait_until(Duration::from_secs(15), "three sites in every answer", || {
-            dig_pool(cluster.dns_addr(i)) == three
-        });
-    }
+    wait_answers(&cluster, &[0, 1, 2], &three, "three sites in every answer");
     let pids: Vec<Option<u32>> = (0..3).map(|i| cluster.pid(i)).collect();
     let incarnations: Vec<u64> = (0..3).map(|i| incarnation(&cluster, i)).collect();
 
@@ -129,11 +155,7 @@ async fn a_fourth_site_joins_three_running_nodes_with_no_restart_and_no_gap() {
     }
     cluster.wait_site_ready(3, Duration::from_secs(20)).await.unwrap();
     let four = ips(&cluster, &[0, 1, 2, 3]);
-    for i in 0..4 {
-        wait_until(Duration::from_secs(15), "delta in every answer", || {
-            dig_pool(cluster.dns_addr(i)) == four
-        });
-    }
+    wait_answers(&cluster, &[0, 1, 2, 3], &four, "delta in every answer");
     let joined = started.elapsed();
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
@@ -162,14 +184,7 @@ async fn a_fourth_site_joins_three_running_nodes_with_no_restart_and_no_gap() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_config_or_a_restart_only_change_is_refused_and_the_node_keeps_answering() {
-    let mut cluster =
-        LocalCluster::create(spdu(), 2, Ipv4Addr::new(127, 0, 141, 11), Ports::default(), "").unwrap();
-    for i in 0..2 {
-        cluster.start_site(i).unwrap();
-    }
-    cluster.wait_ready(Duration::from_secs(20)).await.unwrap();
-    let both = ips(&cluster, &[0, 1]);
-    wait_until(Duration::from_secs(15), "both sites answered", || dig_pool(cluster.dns_addr(0)) == both);
+    let (mut cluster, both) = answering_cluster(2, 141).await;
     let good = std::fs::read_to_string(cluster.config_path(0)).unwrap();
     let path = cluster.config_path(0).display().to_string();
     let key_path = cluster.dir().join("alpha.key");
@@ -233,22 +248,15 @@ async fn a_broken_config_or_a_restart_only_change_is_refused_and_the_node_keeps_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removed_peer_is_disconnected_and_stops_counting() {
-    let mut cluster =
-        LocalCluster::create(spdu(), 3, Ipv4Addr::new(127, 0, 142, 11), Ports::default(), "").unwrap();
-    for i in 0..3 {
-        cluster.start_site(i).unwrap();
-    }
-    cluster.wait_ready(Duration::from_secs(20)).await.unwrap();
-    let all = ips(&cluster, &[0, 1, 2]);
-    for i in 0..3 {
-        wait_until(Duration::from_secs(15), "three sites in every answer", || {
-            dig_pool(cluster.dns_addr(i)) == all
-        });
-    }
+    let (cluster, _) = answering_cluster(3, 142).await;
     wait_until(Duration::from_secs(10), "a full mesh", || {
         counter(&cluster, 0, "gossip_connections_open") == 4
     });
     let refused = counter(&cluster, 0, "gossip_handshakes_refused_total");
+    let gamma_key = view_nodes(&cluster, 0).iter().find(|n| n["name"] == "gamma").unwrap()["key"].clone();
+    wait_until(Duration::from_secs(5), "gamma votes on beta at alpha", || {
+        voters(&cluster, 0, "beta").contains(&gamma_key)
+    });
 
     // alpha and beta drop gamma from their rosters.
     for i in 0..2 {
@@ -259,11 +267,7 @@ async fn a_removed_peer_is_disconnected_and_stops_counting() {
         assert!(line.contains("removed gamma"), "{line}");
     }
     let two = ips(&cluster, &[0, 1]);
-    for i in 0..2 {
-        wait_until(Duration::from_secs(10), "gamma gone from the answer", || {
-            dig_pool(cluster.dns_addr(i)) == two
-        });
-    }
+    wait_answers(&cluster, &[0, 1], &two, "gamma gone from the answer");
     // Its connections are closed and its redials refused by the handshake.
     wait_until(Duration::from_secs(10), "only beta's connections", || {
         counter(&cluster, 0, "gossip_connections_open") == 2
@@ -271,13 +275,15 @@ async fn a_removed_peer_is_disconnected_and_stops_counting() {
     wait_until(Duration::from_secs(10), "gamma's redials refused", || {
         counter(&cluster, 0, "gossip_handshakes_refused_total") > refused
     });
-    // Its observation is gone from alpha's view (so are its votes); gamma hears nobody any more.
-    let view: serde_json::Value =
-        serde_json::from_str(&spdu_cluster::fetch_view(cluster.control_addr(0)).unwrap()).unwrap();
-    let names: Vec<&str> =
-        view["nodes"].as_array().unwrap().iter().map(|n| n["name"].as_str().unwrap()).collect();
-    assert_eq!(names.len(), 2, "{names:?}");
-    assert!(!names.contains(&"gamma"), "{names:?}");
+    // It is gone from alpha's view (the view is cached for up to 250 ms), and so are its votes.
+    wait_until(Duration::from_secs(5), "gamma gone from alpha's view", || {
+        view_nodes(&cluster, 0).iter().all(|n| n["name"] != "gamma")
+    });
+    assert_eq!(view_nodes(&cluster, 0).len(), 2);
+    let beta_voters = voters(&cluster, 0, "beta");
+    assert_eq!(beta_voters.len(), 1, "alpha's own vote only: {beta_voters:?}");
+    assert!(!beta_voters.contains(&gamma_key));
+    // gamma hears nobody any more.
     let gamma = vec![cluster.ip(2)];
     wait_until(Duration::from_secs(15), "gamma alone", || dig_pool(cluster.dns_addr(2)) == gamma);
     // And alpha still answers beta: beta's votes over the new roster count.
@@ -286,16 +292,7 @@ async fn a_removed_peer_is_disconnected_and_stops_counting() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_checks_follow_a_reload() {
-    let mut cluster =
-        LocalCluster::create(spdu(), 2, Ipv4Addr::new(127, 0, 143, 11), Ports::default(), "").unwrap();
-    for i in 0..2 {
-        cluster.start_site(i).unwrap();
-    }
-    cluster.wait_ready(Duration::from_secs(20)).await.unwrap();
-    let both = ips(&cluster, &[0, 1]);
-    for i in 0..2 {
-        wait_until(Duration::from_secs(15), "both sites answered", || dig_pool(cluster.dns_addr(i)) == both);
-    }
+    let (cluster, both) = answering_cluster(2, 143).await;
     // alpha's operator adds a TCP check of a service that is not running: once reloaded, the
     // check runs, alpha's service is down, and both sites answer beta only.
     let good = std::fs::read_to_string(cluster.config_path(0)).unwrap();
@@ -306,26 +303,18 @@ async fn health_checks_follow_a_reload() {
     let line = wait_for_log(&cluster, 0, "reload applied", 0);
     assert!(line.contains("health changed"), "{line}");
     let beta = vec![cluster.ip(1)];
-    for i in 0..2 {
-        wait_until(Duration::from_secs(15), "alpha out", || dig_pool(cluster.dns_addr(i)) == beta);
-    }
+    wait_answers(&cluster, &[0, 1], &beta, "alpha out");
     // The service starts: alpha is back.
     let service = std::net::TcpListener::bind((cluster.ip(0), 18143)).unwrap();
-    for i in 0..2 {
-        wait_until(Duration::from_secs(15), "alpha back", || dig_pool(cluster.dns_addr(i)) == both);
-    }
+    wait_answers(&cluster, &[0, 1], &both, "alpha back");
     // The service stops again (alpha out), then the check is removed by a reload: the old
     // verdict goes with it and alpha is back, checked by nothing.
     drop(service);
-    for i in 0..2 {
-        wait_until(Duration::from_secs(15), "alpha out again", || dig_pool(cluster.dns_addr(i)) == beta);
-    }
+    wait_answers(&cluster, &[0, 1], &beta, "alpha out again");
     cluster.edit_config(0, |_| good).unwrap();
     sighup(&cluster, 0);
     wait_for_log(&cluster, 0, "reload applied", 1);
-    for i in 0..2 {
-        wait_until(Duration::from_secs(15), "alpha back unchecked", || dig_pool(cluster.dns_addr(i)) == both);
-    }
+    wait_answers(&cluster, &[0, 1], &both, "alpha back unchecked");
     std::thread::sleep(Duration::from_secs(1));
     for i in 0..2 {
         assert_eq!(dig_pool(cluster.dns_addr(i)), both);
