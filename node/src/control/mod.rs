@@ -4,7 +4,7 @@
 //!   every observation carries its signed body (base64) and signature, so it can be verified
 //!   independently of this node.
 //! - `GET /metrics`: Prometheus / OpenMetrics text: DNS counters, gossip counters, transport
-//!   counters. A registry is built per scrape from the live counters.
+//!   counters, config reloads (`reloads_total{result}`). A registry is built per scrape from the live counters.
 //! - `GET /v1/explain/{name}`: why a pool name answers what it does (`Explanation` as JSON);
 //!   the name in any spelling of a configured one ([`PoolNames`]), else 404 with a JSON error.
 //! - `GET /healthz`: `ok` while the membership actor runs (O(1), no view built).
