@@ -79,7 +79,11 @@ impl Reloader {
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                received = hangups.recv() => if received.is_none() { return },
+                received = hangups.recv() => if received.is_none() {
+                    // The signal driver is gone: keep the config watch open until shutdown.
+                    shutdown.cancelled().await;
+                    return;
+                },
             }
             self.reload_once().await;
         }
@@ -209,6 +213,8 @@ pub async fn follow_health(
                 () = shutdown.cancelled() => break None,
                 changed = config.changed() => {
                     if changed.is_err() {
+                        // No more reloads (shutting down): the checks run on until shutdown.
+                        shutdown.cancelled().await;
                         break None;
                     }
                     let next = config.borrow_and_update().health.clone();

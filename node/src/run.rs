@@ -223,13 +223,15 @@ async fn publish_answers(
     let mut fail_open = fail_open_of(&zone);
     let mut current = pool.current();
     tracing::info!("answer: {}", describe(&current, &zone.zone.names));
+    // Reloads end when the config watch's sender is gone (at shutdown); answers go on.
+    let mut reloads = true;
     loop {
         let mut reloaded = None;
         tokio::select! {
             changed = answers.changed() => if changed.is_err() { break },
-            changed = config.changed() => match changed {
+            changed = config.changed(), if reloads => match changed {
                 Ok(()) => reloaded = Some(config.borrow_and_update().clone()),
-                Err(_) => break,
+                Err(_) => reloads = false,
             },
             () = shutdown.cancelled() => break,
         }
