@@ -311,6 +311,11 @@ impl LocalCluster {
         }
     }
 
+    /// Site `i`'s process id while it runs (e.g. to send it SIGHUP).
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.sites[i].child.as_ref().map(Child::id)
+    }
+
     /// Whether site `i`'s process is running.
     pub fn is_running(&mut self, i: usize) -> bool {
         self.sites[i].child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))

@@ -101,7 +101,7 @@ impl PoolHandler {
             [query] => response::qtype_label(query.query_type()),
             _ => Qtype::none,
         };
-        let plan = response::plan(self.answers.zone(), &current.snapshot, request, &mut Live);
+        let plan = response::plan(&current.zone, &current.snapshot, request, &mut Live);
         let limit = response::size_limit(transport, edns.as_ref());
         let encoding = response::encode(request, edns.as_ref(), &plan, limit, out);
         self.count(plan.label, qtype, transport, encoding);

@@ -4,9 +4,12 @@
 //! [`PoolAnswers`], and [`ServedAnswers`], what is served for one of them: the record snapshot
 //! and the fast path's encoded responses. Invariants: both are built in [`AnswerPublisher::publish`],
 //! on the publisher's thread, before the new version becomes visible, so the query path only
-//! reads; a query that starts after `publish` returns is answered from the new version; the
-//! compiled zone never changes for the life of a publisher.
+//! reads; a query that starts after `publish` returns is answered from the new version. Each
+//! version carries the compiled zone it was built for: a reload's new zone
+//! ([`AnswerPublisher::replace_zone`]: names, TTL, nameservers) becomes visible together with
+//! answers built for it, on the same sockets, so no query sees one without the other.
 
+use std::sync::{Mutex, PoisonError};
 use std::{ops::Deref, sync::Arc};
 
 use tokio::sync::watch;
@@ -22,6 +25,8 @@ use crate::{
 /// What the DNS front serves for one published [`PoolAnswers`]. Dereferences to it.
 pub struct ServedAnswers {
     answers: PoolAnswers,
+    /// The zone they were built for.
+    pub(crate) zone: Arc<Zone>,
     /// The records.
     pub(crate) snapshot: Snapshot,
     /// The same answers, encoded for the UDP fast path.
@@ -47,14 +52,16 @@ impl std::fmt::Debug for ServedAnswers {
 /// and call [`publish`](Self::publish) whenever the pool changes.
 #[derive(Clone)]
 pub struct AnswerPublisher {
-    zone: Arc<Zone>,
     current: Arc<watch::Sender<Arc<ServedAnswers>>>,
+    /// Held while a version is built and made current, so that two publishers' versions
+    /// cannot interleave a zone and answers built for another.
+    publishing: Arc<Mutex<()>>,
     metrics: DnsMetrics,
 }
 
 impl std::fmt::Debug for AnswerPublisher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AnswerPublisher").field("origin", &self.zone.origin).finish_non_exhaustive()
+        f.debug_struct("AnswerPublisher").field("origin", &self.current().zone.origin).finish_non_exhaustive()
     }
 }
 
@@ -63,16 +70,28 @@ impl AnswerPublisher {
     /// counters are `metrics` (clones share them).
     pub fn new(zone: &ZoneConfig, initial: PoolAnswers, metrics: DnsMetrics) -> Result<Self, ZoneError> {
         let zone = Arc::new(Zone::compile(zone)?);
-        let served = Arc::new(build(&zone, initial, &metrics));
+        let served = Arc::new(build(zone, initial, &metrics));
         let (current, _) = watch::channel(served);
-        Ok(Self { zone, current: Arc::new(current), metrics })
+        Ok(Self { current: Arc::new(current), publishing: Arc::new(Mutex::new(())), metrics })
     }
 
     /// Builds what is served for `answers` (records and encoded responses), then makes it the
     /// current version: every query that starts after this returns is answered from it.
     pub fn publish(&self, answers: PoolAnswers) {
-        let served = Arc::new(build(&self.zone, answers, &self.metrics));
-        self.current.send_replace(served);
+        let _publishing = self.publishing.lock().unwrap_or_else(PoisonError::into_inner);
+        let zone = self.current.borrow().zone.clone();
+        self.current.send_replace(Arc::new(build(zone, answers, &self.metrics)));
+    }
+
+    /// Serves `zone` (a reload's: names, TTL, nameservers, even another origin) from now on,
+    /// with `answers` (one per name of the new zone), on the same sockets: every query that
+    /// starts after this returns is answered from the new zone. Refused, changing nothing: a
+    /// zone [`AnswerPublisher::new`] would refuse.
+    pub fn replace_zone(&self, zone: &ZoneConfig, answers: PoolAnswers) -> Result<(), ZoneError> {
+        let zone = Arc::new(Zone::compile(zone)?);
+        let _publishing = self.publishing.lock().unwrap_or_else(PoisonError::into_inner);
+        self.current.send_replace(Arc::new(build(zone, answers, &self.metrics)));
+        Ok(())
     }
 
     /// The version being served.
@@ -89,23 +108,20 @@ impl AnswerPublisher {
     /// NS, and every address of every pool name with its TTL (for a name whose responses take
     /// a selection, every address a response may carry).
     pub fn zone_file(&self) -> String {
-        master::render(&self.zone, &self.current().snapshot)
+        let served = self.current();
+        master::render(&served.zone, &served.snapshot)
     }
 
     /// The counters the servers fed by this publisher count into.
     pub fn metrics(&self) -> &DnsMetrics {
         &self.metrics
     }
-
-    pub(crate) fn zone(&self) -> &Zone {
-        &self.zone
-    }
 }
 
-fn build(zone: &Zone, answers: PoolAnswers, metrics: &DnsMetrics) -> ServedAnswers {
-    let snapshot = Snapshot::build(zone, &answers);
-    let fast = fast::Table::build(zone, &snapshot);
+fn build(zone: Arc<Zone>, answers: PoolAnswers, metrics: &DnsMetrics) -> ServedAnswers {
+    let snapshot = Snapshot::build(&zone, &answers);
+    let fast = fast::Table::build(&zone, &snapshot);
     metrics.snapshots.inc();
     debug!(serial = answers.serial, names = answers.names.len(), "new pool answers");
-    ServedAnswers { answers, snapshot, fast }
+    ServedAnswers { answers, zone, snapshot, fast }
 }

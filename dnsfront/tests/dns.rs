@@ -74,6 +74,42 @@ async fn answers_and_serial_follow_the_watch_channel() {
 }
 
 #[tokio::test]
+async fn a_new_zone_is_served_on_the_same_sockets() {
+    let server = TestServer::start(zone(&["api"]), 1, addrs(&["192.0.2.1"])).await;
+    const WWW: &str = "www.pool.example.test.";
+    let response = udp(server.addr, &query(WWW, RecordType::A)).await;
+    assert_eq!(response.metadata.response_code, ResponseCode::NXDomain);
+
+    // A reload: a second name, another TTL, one nameserver less.
+    let mut new = zone(&["api", "www"]);
+    new.ttl = 30;
+    new.nameservers.pop();
+    let answers = PoolAnswers::same_for_all(2, 2, 30, addrs(&["198.51.100.7"]));
+    server.replace_zone(&new, answers).unwrap();
+    for response in [
+        udp(server.addr, &query(WWW, RecordType::A)).await,
+        tcp(server.addr, &query(WWW, RecordType::A)).await,
+    ] {
+        assert_eq!(response.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(answer_ips(&response), addrs(&["198.51.100.7"]));
+        assert!(response.answers.iter().all(|r| r.ttl == 30));
+    }
+    let response = udp(server.addr, &query(APEX, RecordType::NS)).await;
+    assert_eq!(response.answers.len(), 1);
+    let soa = soa_of(&udp(server.addr, &query(APEX, RecordType::SOA)).await);
+    assert_eq!((soa.serial, soa.minimum), (2, 30));
+    // Later answers are built for the new zone.
+    server.publish_answers(PoolAnswers::same_for_all(3, 2, 30, addrs(&["198.51.100.8"])));
+    assert_eq!(answer_ips(&udp(server.addr, &query(WWW, RecordType::A)).await), addrs(&["198.51.100.8"]));
+
+    // A zone that does not compile is refused and changes nothing.
+    let bad = ZoneConfig { origin: "".into(), ..new.clone() };
+    assert!(server.replace_zone(&bad, PoolAnswers::same_for_all(4, 2, 30, vec![])).is_err());
+    assert_eq!(answer_ips(&udp(server.addr, &query(WWW, RecordType::A)).await), addrs(&["198.51.100.8"]));
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn soa_and_ns_at_the_apex() {
     let server = TestServer::start(zone(&["api"]), 9, pool()).await;
     let response = udp(server.addr, &query(APEX, RecordType::SOA)).await;

@@ -287,6 +287,7 @@ impl Sim {
             }
             Action::Partition(groups) => self.partition(&groups),
             Action::Heal => self.group.iter_mut().for_each(|g| *g = 0),
+            Action::Reconfigure(i, roster) => self.reconfigure(i, &roster),
             Action::SetService(i, up) => self.nodes[i].service_up = up,
             Action::BlockService { from, to, blocked } => {
                 if blocked {
@@ -312,6 +313,21 @@ impl Sim {
                 }
             }
         }
+    }
+
+    /// Reloads node `i` with the roster of the nodes `roster` (it keeps running; see
+    /// [`State::reconfigure`]). Messages between nodes that are not in each other's rosters
+    /// are still delivered, and refused by the cores. No-op on a crashed node.
+    pub fn reconfigure(&mut self, i: NodeId, roster: &[NodeId]) {
+        let now = self.base + self.now;
+        let members: Vec<Member> = roster.iter().map(|j| fixtures::member(*j)).collect();
+        let addresses = vec![fixtures::address(i)];
+        let check = self.config.services.map(|_| ServiceCheck::Tcp { port: 80 });
+        let protocol = self.config.protocol.clone();
+        let Some(state) = self.nodes[i].state.as_mut() else { return };
+        state.reconfigure(now, members, protocol, addresses, check, true);
+        self.mix(&[Trace::Reconfigure as u64, i as u64, roster.len() as u64]);
+        self.process(i);
     }
 
     /// Stops node `i`: it receives nothing more, its timers are dropped, it answers nothing.
@@ -678,6 +694,7 @@ enum Trace {
     Answer = 5,
     Checks = 6,
     Incarnation = 7,
+    Reconfigure = 8,
 }
 
 const TRACE_START: u64 = 0xcbf2_9ce4_8422_2325;

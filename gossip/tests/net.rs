@@ -5,7 +5,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use spdu_gossip::net::{Bound, Membership, Settings};
+use spdu_gossip::net::{Bound, Membership, Reconfiguration, Settings};
 use spdu_gossip::proto::{self, AnswerSet};
 use spdu_keys::{PublicKey, SecretKey};
 use tokio_util::sync::CancellationToken;
@@ -55,6 +55,22 @@ fn bind_nodes_with(n: u8, roster: &[u8], check: impl Fn(u8) -> Option<proto::Ser
             .unwrap()
         })
         .collect()
+}
+
+/// Binds node `i` on 127.0.0.1 port 0, trusting every node of `nodes` (which do not know it).
+fn bind_outsider(i: u8, nodes: &[Bound]) -> Bound {
+    Membership::bind(Settings {
+        key: key(i),
+        name: format!("n{i}"),
+        cluster: "pool.example.test".into(),
+        incarnation: 1,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        addresses: vec![service_addr(i)],
+        peers: nodes.iter().zip(0u8..).map(|(n, j)| member(j, n.local_addr())).collect(),
+        protocol: proto::Config::default(),
+        service_check: None,
+    })
+    .unwrap()
 }
 
 async fn wait_for(m: &Membership, what: &str, pred: impl Fn(&AnswerSet) -> bool) {
@@ -111,19 +127,7 @@ async fn three_nodes_converge_and_drop_a_stopped_one() {
 async fn a_stranger_is_refused_and_never_appears() {
     // Nodes 0 and 1 trust each other. Node 2 trusts both, but nobody trusts node 2.
     let mut nodes = bind_nodes(2, &[0, 1]);
-    let addrs: Vec<SocketAddr> = nodes.iter().map(Bound::local_addr).collect();
-    let stranger = Membership::bind(Settings {
-        key: key(2),
-        name: "stranger".into(),
-        cluster: "pool.example.test".into(),
-        incarnation: 1,
-        listen: "127.0.0.1:0".parse().unwrap(),
-        addresses: vec![service_addr(2)],
-        peers: (0..2u8).map(|j| member(j, addrs[j as usize])).collect(),
-        protocol: proto::Config::default(),
-        service_check: None,
-    })
-    .unwrap();
+    let stranger = bind_outsider(2, &nodes);
     nodes.push(stranger);
     let handles: Vec<Membership> = nodes.iter().map(Bound::membership).collect();
     let token = CancellationToken::new();
@@ -174,4 +178,93 @@ async fn probe_targets_incarnation_and_liveness_are_pushed_and_shutdown_ends_eve
         tokio::time::timeout(Duration::from_secs(5), t).await.expect("run ends after shutdown").unwrap();
     }
     assert!(handles.iter().all(|m| !m.is_alive()), "a stopped node is not alive");
+}
+
+/// Node `i`'s reload to a roster of `roster` (indexes, `addrs` their gossip addresses).
+fn reload_to(i: u8, roster: &[u8], addrs: &[SocketAddr]) -> Reconfiguration {
+    Reconfiguration {
+        peers: roster.iter().filter(|j| **j != i).map(|j| member(*j, addrs[*j as usize])).collect(),
+        protocol: proto::Config::default(),
+        addresses: vec![service_addr(i)],
+        service_check: None,
+        self_check: false,
+    }
+}
+
+/// Every answer `m` publishes until `stop`, for a check that none lacked what it should hold.
+fn record_answers(m: &Membership, stop: CancellationToken) -> tokio::task::JoinHandle<Vec<AnswerSet>> {
+    let mut rx = m.answers();
+    tokio::spawn(async move {
+        let mut seen = vec![rx.borrow_and_update().clone()];
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return seen,
+                changed = rx.changed() => if changed.is_err() { return seen },
+            }
+            seen.push(rx.borrow_and_update().clone());
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_adds_a_member_without_a_gap_and_removes_one_for_good() {
+    // Nodes 0 and 1 know each other; node 2 knows both, but nobody knows node 2 yet.
+    let mut nodes = bind_nodes(2, &[0, 1]);
+    let third = bind_outsider(2, &nodes);
+    nodes.push(third);
+    let addrs: Vec<SocketAddr> = nodes.iter().map(Bound::local_addr).collect();
+    let handles: Vec<Membership> = nodes.iter().map(Bound::membership).collect();
+    let token = CancellationToken::new();
+    let tasks: Vec<_> = nodes.into_iter().map(|n| tokio::spawn(n.run(token.clone()))).collect();
+    for m in &handles[..2] {
+        wait_for(m, "the two roster members", |a| has(a, &[0, 1])).await;
+    }
+    let refused_before = handles[0].metrics().handshakes_refused();
+    assert!(refused_before > 0, "node 2 knocked and was refused");
+
+    // Both reload with node 2 added: it is dialled and accepted, and enters both answers;
+    // meanwhile neither answer ever lacks the other (no gap).
+    let stop = CancellationToken::new();
+    let recorders: Vec<_> = handles[..2].iter().map(|m| record_answers(m, stop.clone())).collect();
+    for i in 0..2u8 {
+        let summary = handles[i as usize].reconfigure(reload_to(i, &[0, 1, 2], &addrs)).await.unwrap();
+        assert_eq!(summary.added, vec![key(2).public()]);
+        assert!(summary.removed.is_empty());
+    }
+    for m in &handles {
+        wait_for(m, "all three", |a| has(a, &[0, 1, 2])).await;
+    }
+    stop.cancel();
+    for recorder in recorders {
+        for answer in recorder.await.unwrap() {
+            assert!(has(&answer, &[0, 1]) || has(&answer, &[0, 1, 2]), "a gap: {answer:?}");
+        }
+    }
+    let view = handles[0].snapshot().await.unwrap();
+    assert_eq!(view.nodes.len(), 3);
+    assert!(view.nodes.iter().all(|n| n.observation.as_ref().is_some_and(|o| o.fresh)));
+
+    // Node 0 reloads without node 2: node 2's connections to it are closed and its handshakes
+    // refused from then on; node 0 answers without it for good.
+    let summary = handles[0].reconfigure(reload_to(0, &[0, 1], &addrs)).await.unwrap();
+    assert_eq!(summary.removed, vec![key(2).public()]);
+    wait_for(&handles[0], "node 0 without node 2", |a| has(a, &[0, 1])).await;
+    let refused = handles[0].metrics().handshakes_refused();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while handles[0].metrics().handshakes_refused() == refused {
+        assert!(tokio::time::Instant::now() < deadline, "node 2's redials were never refused");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(handles[0].metrics().connections_open(), 2, "only node 1's two connections are left");
+    let view = handles[0].snapshot().await.unwrap();
+    assert!(view.nodes.iter().all(|n| n.key != key(2).public()), "node 2 is gone from the view");
+    // Node 2 can no longer reach node 0 at all.
+    let mut rx = handles[2].answers();
+    let lost = rx.wait_for(|a| !a.addresses.contains(&service_addr(0)));
+    tokio::time::timeout(Duration::from_secs(10), lost).await.expect("node 2 drops node 0").unwrap();
+
+    token.cancel();
+    for t in tasks {
+        t.await.unwrap();
+    }
 }

@@ -7,13 +7,16 @@
 //! looks at names, CAs or validity dates. TLS 1.2 is refused (QUIC is TLS 1.3 only), and the only
 //! signature scheme offered or accepted is ED25519. ring is the one crypto provider.
 //!
+//! Session resumption is off both ways (a resumed session would skip the key check, so a key
+//! removed from the roster by a reload could come back on an old ticket).
+//!
 //! A client whose key the server refuses still sees its connect finish (the TLS 1.3 client
 //! finishes first); the refusal arrives as a connection close with a crypto error. Callers must
 //! therefore treat a peer as authenticated only once they have exchanged application data.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
@@ -46,11 +49,13 @@ pub enum TlsError {
 }
 
 /// The set of keys this node trusts (its roster, without itself), shared by both verifiers.
+/// Replaced as a whole on a reload ([`PinnedKeys::replace`]): every handshake from then on is
+/// checked against the new set (connections already established are the caller's to close).
 ///
 /// Counts every refused handshake so operators can see strangers knocking.
 #[derive(Debug)]
 pub struct PinnedKeys {
-    keys: HashSet<PublicKey>,
+    keys: RwLock<HashSet<PublicKey>>,
     refused: AtomicU64,
     algorithms: WebPkiSupportedAlgorithms,
 }
@@ -59,7 +64,7 @@ impl PinnedKeys {
     /// Pins exactly `keys`.
     pub fn new(keys: impl IntoIterator<Item = PublicKey>) -> Arc<Self> {
         Arc::new(Self {
-            keys: keys.into_iter().collect(),
+            keys: RwLock::new(keys.into_iter().collect()),
             refused: AtomicU64::new(0),
             algorithms: provider().signature_verification_algorithms,
         })
@@ -67,7 +72,13 @@ impl PinnedKeys {
 
     /// Whether `key` is pinned.
     pub fn contains(&self, key: &PublicKey) -> bool {
-        self.keys.contains(key)
+        self.keys.read().unwrap_or_else(PoisonError::into_inner).contains(key)
+    }
+
+    /// Pins exactly `keys` from now on (a reload's new roster).
+    pub fn replace(&self, keys: impl IntoIterator<Item = PublicKey>) {
+        let keys: HashSet<PublicKey> = keys.into_iter().collect();
+        *self.keys.write().unwrap_or_else(PoisonError::into_inner) = keys;
     }
 
     /// How many handshakes were refused because the peer's key is not pinned (or unusable).
@@ -76,7 +87,7 @@ impl PinnedKeys {
     }
 
     fn check(&self, end_entity: &CertificateDer<'_>) -> Result<(), rustls::Error> {
-        let accepted = certificate_key(end_entity).filter(|k| self.keys.contains(k));
+        let accepted = certificate_key(end_entity).filter(|k| self.contains(k));
         if accepted.is_none() {
             self.refused.fetch_add(1, Ordering::Relaxed);
             return Err(rustls::Error::InvalidCertificate(
@@ -196,6 +207,10 @@ pub fn server_config(key: &SecretKey, pinned: Arc<PinnedKeys>) -> Result<quinn::
         .with_client_cert_verifier(Arc::new(Verifier(pinned)))
         .with_single_cert(chain, private)?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
+    // No resumption: a resumed session skips the certificate check, so a key removed from the
+    // roster could come back on a ticket. Every handshake is a full one.
+    tls.send_tls13_tickets = 0;
+    tls.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     let crypto =
         quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| TlsError::Quic(e.to_string()))?;
     Ok(quinn::ServerConfig::with_crypto(Arc::new(crypto)))
@@ -213,6 +228,8 @@ pub fn client_config(key: &SecretKey, pinned: Arc<PinnedKeys>) -> Result<quinn::
         .with_custom_certificate_verifier(Arc::new(Verifier(pinned)))
         .with_client_auth_cert(chain, private)?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
+    // See server_config: no resumption, the server's key is checked on every handshake.
+    tls.resumption = rustls::client::Resumption::disabled();
     let crypto =
         quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| TlsError::Quic(e.to_string()))?;
     Ok(quinn::ClientConfig::new(Arc::new(crypto)))
@@ -302,6 +319,28 @@ mod tests {
         let err = exchange(&a, &impostor).await.unwrap_err();
         assert!(err.contains("client") || err.contains("server"), "{err}");
         assert_eq!(a.pinned.refused(), 1);
+    }
+
+    #[tokio::test]
+    async fn replaced_keys_apply_to_the_next_handshakes() {
+        let a = side(1, &[pk(2)]);
+        let b = side(2, &[pk(3)]);
+        assert!(exchange(&a, &b).await.is_err(), "b does not pin a yet");
+        assert_eq!(b.pinned.refused(), 1);
+        b.pinned.replace([pk(1), pk(3)]);
+        let (client, _) = exchange(&a, &b).await.unwrap();
+        assert_eq!(client, a.key.public());
+        // a drops b from its roster: a refuses b as a server from then on.
+        a.pinned.replace([pk(3)]);
+        assert!(!a.pinned.contains(&pk(2)) && a.pinned.contains(&pk(3)));
+        assert!(exchange(&a, &b).await.is_err());
+        assert_eq!(a.pinned.refused(), 1);
+        // And the other way: b drops a, a (trusting b again) is refused as a client, however
+        // recently it was accepted.
+        a.pinned.replace([pk(2)]);
+        b.pinned.replace([pk(3)]);
+        assert!(exchange(&a, &b).await.is_err());
+        assert_eq!(b.pinned.refused(), 2);
     }
 
     #[test]

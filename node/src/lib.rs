@@ -8,6 +8,8 @@
 //!   node's observations supersede its old ones.
 //! - [`run`]: `spdu run`: binds QUIC, DNS and the control endpoint, then runs them under one
 //!   cancellation token until SIGINT/SIGTERM; bridges the membership answer set into DNS.
+//! - [`reload`]: SIGHUP re-reads the config and applies it without a restart (or refuses it,
+//!   naming the field, and keeps the running one); the config watch the other parts follow.
 //! - [`health`]: runs this site's service check ([`health::check`]) and schedules the probes of
 //!   the peers' advertised services ([`health::schedule`]).
 //! - [`events`]: the event log (answer, peer, health and roster changes as this node sees
@@ -42,6 +44,7 @@ pub mod limits;
 pub mod notify;
 pub mod manual;
 pub mod peers;
+pub mod reload;
 pub mod run;
 pub mod systemd;
 pub mod text;

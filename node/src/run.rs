@@ -4,10 +4,13 @@
 //! socket is bound (QUIC, DNS, control) before anything runs, so a mistake such as an address
 //! in use fails the start with an error naming the field. Then every task runs under one
 //! [`CancellationToken`], cancelled by SIGINT/SIGTERM or by the first task that fails, and the
-//! node waits for all of them before exiting.
+//! node waits for all of them before exiting. SIGHUP reloads the config ([`crate::reload`]):
+//! the accepted config goes out on one watch channel that the DNS zone, the health checks and
+//! the control endpoint follow.
 
 use std::net::IpAddr;
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Context;
 use spdu_dnsfront::{AnswerPublisher, DnsMetrics, DnsServer, NameAnswers, PoolAnswers, SiteAddrs};
@@ -24,6 +27,7 @@ use crate::incarnation::next_incarnation;
 pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let config = Config::load(config_path)?;
     let key = config.load_key()?;
+    let public_key = key.public();
     let incarnation = next_incarnation(&config.node.key);
     tracing::info!(
         name = %config.node.name,
@@ -49,8 +53,9 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let membership = bound.membership();
 
     let answers = membership.answers();
+    let (config_tx, config_rx) = watch::channel(Arc::new(config.clone()));
     let fail_open = fail_open_names(&config.protocol.policy, &config.node.name, &config.node.addresses);
-    let initial = pool_answers(&answers.borrow(), &fail_open, initial_serial());
+    let initial = pool_answers(&answers.borrow(), &config.zone.names, &fail_open, initial_serial());
     let dns_metrics = DnsMetrics::default();
     let pool = AnswerPublisher::new(&config.zone, initial, dns_metrics.clone()).context("zone")?;
     let dns = DnsServer::bind(&pool, &config.node.dns).await.context("node.dns")?;
@@ -69,14 +74,22 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let dns_listening: Vec<String> = dns.local_addrs().iter().map(ToString::to_string).collect();
     let ready_status = format!("serving {} on {}", config.zone.origin, dns_listening.join(" "));
     let shutdown = CancellationToken::new();
+    let reloads = crate::reload::Reloads::default();
+    let reload = crate::reload::Reloader {
+        config_path: config_path.to_owned(),
+        config: config_tx,
+        key: public_key,
+        membership: membership.clone(),
+        reloads: reloads.clone(),
+    }
+    .on_sighup(shutdown.clone())?;
     let tasks = tokio_util::task::TaskTracker::new();
     let events = crate::events::EventLog::new(config.node.name.clone(), config.cluster.clone())
         .with_quorum(config.protocol.quorum);
-    // Hooks follow reloads of the config (the sender lives as long as the node), and subscribe
-    // before the producer runs.
-    let (_config_tx, config_rx) = watch::channel(std::sync::Arc::new(config.clone()));
+    // Hooks follow reloads of the config, and subscribe before the producer runs.
     let notify_metrics = crate::notify::NotifyMetrics::default();
-    tasks.spawn(crate::notify::run(events.subscribe(), config_rx, notify_metrics.clone(), shutdown.clone()));
+    let hooks = crate::notify::run(events.subscribe(), config_rx.clone(), notify_metrics.clone(), shutdown.clone());
+    tasks.spawn(hooks);
     tasks.spawn(crate::events::watch(membership.clone(), events.clone(), shutdown.clone()));
     tasks.spawn(bound.run(shutdown.clone()));
     let dns_task = tasks.spawn(cancel_on_exit(shutdown.clone(), dns.run(shutdown.clone())));
@@ -86,25 +99,28 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
             control_listener,
             control::router(
                 membership.clone(),
-                dns_metrics,
-                control::PoolNames::new(&config.zone),
-                pool.clone(),
-                events.clone(),
-                notify_metrics,
+                control::Sources {
+                    dns_metrics,
+                    names: control::PoolNames::following(config_rx.clone()),
+                    zone: pool.clone(),
+                    events: events.clone(),
+                    notify: notify_metrics,
+                    reloads,
+                },
             ),
             control::Limits::new(config.node.control_allow.clone()),
             shutdown.clone(),
         ),
     ));
-    tasks.spawn(crate::health::run(membership.clone(), config.health.clone(), shutdown.clone()));
+    tasks.spawn(crate::reload::follow_health(membership.clone(), config_rx.clone(), shutdown.clone()));
+    tasks.spawn(reload);
     tasks.spawn(crate::incarnation::persist_changes(
         membership.incarnation(),
         config.node.key.clone(),
         incarnation,
         shutdown.clone(),
     ));
-    let rules = config.zone.names.clone();
-    tasks.spawn(publish_answers(answers, pool, fail_open, rules, shutdown.clone()));
+    tasks.spawn(publish_answers(answers, pool, config_rx, shutdown.clone()));
     // Every socket is bound and every task spawned: DNS answers from here on.
     crate::systemd::ready(&ready_status);
     tasks.spawn(crate::systemd::watchdog(membership.clone(), shutdown.clone()));
@@ -175,15 +191,17 @@ fn fail_open_names(policy: &PolicyConfig, name: &str, addresses: &[IpAddr]) -> V
         .collect()
 }
 
-/// What DNS serves for an answer set: each name's chosen sites, pick and TTL, in zone order
-/// (the answer set's names are the rules', in the same order), or `fail_open` while the set
-/// has no names.
-fn pool_answers(answer: &AnswerSet, fail_open: &[NameAnswers], serial: u32) -> PoolAnswers {
-    let names = if answer.names.is_empty() {
-        fail_open.to_vec()
-    } else {
-        answer.names.iter().map(name_answers).collect()
-    };
+/// What DNS serves for an answer set: for each of the zone's `names`, in zone order, the
+/// chosen sites, pick and TTL of the answer set's name of that name (the rules are named like
+/// the zone's names), or its `fail_open` entry (same order as `names`) while the set has no
+/// such name (before the first answer, or for a moment after a reload added it).
+fn pool_answers(answer: &AnswerSet, names: &[String], fail_open: &[NameAnswers], serial: u32) -> PoolAnswers {
+    let names = (names.iter().zip(fail_open))
+        .map(|(name, fail_open)| {
+            let chosen = answer.names.iter().find(|n| n.name.eq_ignore_ascii_case(name));
+            chosen.map_or_else(|| fail_open.clone(), name_answers)
+        })
+        .collect();
     PoolAnswers { serial, names }
 }
 
@@ -210,24 +228,51 @@ fn describe(answers: &PoolAnswers, rules: &[String]) -> String {
 }
 
 /// Forwards membership's answer set to DNS; the serial grows by one whenever anything served
-/// changes (any name's sites, addresses, weights, pick or TTL).
+/// changes (any name's sites, addresses, weights, pick or TTL). Follows the config watch: a
+/// reloaded zone is served from then on (same sockets), with this node's new fail-open answers.
 async fn publish_answers(
     mut answers: watch::Receiver<AnswerSet>,
     pool: AnswerPublisher,
-    fail_open: Vec<NameAnswers>,
-    rules: Vec<String>,
+    mut config: watch::Receiver<Arc<Config>>,
     shutdown: CancellationToken,
 ) {
+    let fail_open_of = |c: &Config| fail_open_names(&c.protocol.policy, &c.node.name, &c.node.addresses);
+    let mut zone = config.borrow_and_update().clone();
+    let mut fail_open = fail_open_of(&zone);
     let mut current = pool.current();
-    tracing::info!("answer: {}", describe(&current, &rules));
+    tracing::info!("answer: {}", describe(&current, &zone.zone.names));
+    // Reloads end when the config watch's sender is gone (at shutdown); answers go on.
+    let mut reloads = true;
     loop {
+        let mut reloaded = None;
         tokio::select! {
             changed = answers.changed() => if changed.is_err() { break },
+            changed = config.changed(), if reloads => match changed {
+                Ok(()) => reloaded = Some(config.borrow_and_update().clone()),
+                Err(_) => reloads = false,
+            },
             () = shutdown.cancelled() => break,
         }
-        let next = pool_answers(&answers.borrow_and_update(), &fail_open, current.serial.wrapping_add(1));
-        if next.names != current.names {
-            tracing::info!("answer changed: {}", describe(&next, &rules));
+        let new_zone = reloaded.as_ref().is_some_and(|new| new.zone != zone.zone);
+        if let Some(new) = reloaded {
+            fail_open = fail_open_of(&new);
+            zone = new;
+        }
+        let next = pool_answers(
+            &answers.borrow_and_update(),
+            &zone.zone.names,
+            &fail_open,
+            current.serial.wrapping_add(1),
+        );
+        if new_zone {
+            tracing::info!("zone reloaded; answer: {}", describe(&next, &zone.zone.names));
+            if let Err(e) = pool.replace_zone(&zone.zone, next) {
+                // Checked when the config was loaded: not expected.
+                tracing::error!("zone: {e}; still serving the previous zone");
+            }
+            current = pool.current();
+        } else if next.names != current.names {
+            tracing::info!("answer changed: {}", describe(&next, &zone.zone.names));
             pool.publish(next);
             current = pool.current();
         }
@@ -272,7 +317,8 @@ mod tests {
     fn before_any_answer_each_name_fails_open_to_this_node_if_it_may() {
         let own = [ip("192.0.2.1"), ip("2001:db8::1")];
         let fail_open = fail_open_names(&policy(), "alpha", &own);
-        let served = pool_answers(&AnswerSet::default(), &fail_open, 7);
+        let names = ["api".to_owned(), "admin".to_owned()];
+        let served = pool_answers(&AnswerSet::default(), &names, &fail_open, 7);
         assert_eq!(served.serial, 7);
         let api = NameAnswers {
             ttl: 1,
@@ -297,13 +343,21 @@ mod tests {
             ttl: 5,
             nameservers: vec!["ns.example.test".into()],
         };
-        let initial = pool_answers(&answers_rx.borrow(), &fail_open, 100);
+        let initial = pool_answers(&answers_rx.borrow(), &zone.names, &fail_open, 100);
         let pool_tx = AnswerPublisher::new(&zone, initial, DnsMetrics::default()).unwrap();
         let mut pool_rx = pool_tx.subscribe();
         let shutdown = CancellationToken::new();
-        let rules = zone.names.clone();
-        let task =
-            tokio::spawn(publish_answers(answers_rx, pool_tx, fail_open.clone(), rules, shutdown.clone()));
+        let mut config = crate::config::Config::parse(
+            Path::new("/etc/spdu/spdu.toml"),
+            "[node]\nname = \"alpha\"\nkey = \"k\"\ngossip = \"127.0.0.1:1\"\ndns = [\"127.0.0.1:2\"]\n\
+             control = \"127.0.0.1:3\"\naddresses = [\"192.0.2.1\"]\n\
+             [zone]\norigin = \"pool.example.test\"\nnames = [\"api\"]\nttl = 5\nnameservers = [\"ns.example.test\"]\n",
+        )
+        .unwrap();
+        config.zone = zone.clone();
+        config.protocol.policy = policy();
+        let (config_tx, config_rx) = watch::channel(Arc::new(config.clone()));
+        let task = tokio::spawn(publish_answers(answers_rx, pool_tx, config_rx, shutdown.clone()));
 
         let alpha = site(1, "alpha", &["192.0.2.1"], 100);
         let beta = site(2, "beta", &["192.0.2.2", "2001:db8::2"], 50);
@@ -346,6 +400,23 @@ mod tests {
         let served = pool_rx.borrow_and_update().clone();
         assert_eq!(served.serial, 103);
         assert_eq!(served.names, fail_open);
+
+        // A reload adds `www` (served at once, failing open to this node until membership
+        // chooses for it) and drops `admin`; DNS takes the new zone.
+        answers_tx.send_replace(set(5, chosen.clone()));
+        pool_rx.changed().await.unwrap();
+        pool_rx.borrow_and_update();
+        let mut reloaded = config.clone();
+        reloaded.zone.names = vec!["www".into(), "api".into()];
+        reloaded.protocol.policy.rules = vec![Rule::all("www", 60), policy().rules[0].clone()];
+        config_tx.send_replace(Arc::new(reloaded));
+        pool_rx.changed().await.unwrap();
+        let served = pool_rx.borrow_and_update().clone();
+        assert_eq!(served.serial, 105);
+        let own = SiteAddrs { addrs: vec![ip("192.0.2.1")], weight: 100 };
+        assert_eq!(served.names[0], NameAnswers { ttl: 60, sites: vec![own], pick: Pick::All });
+        assert_eq!(served.names[1].pick, Pick::Rotate { max: 1 }, "api as chosen");
+        assert_eq!(served.names.len(), 2);
 
         shutdown.cancel();
         task.await.unwrap();

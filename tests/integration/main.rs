@@ -18,4 +18,5 @@ mod notify;
 mod policy;
 mod status_page;
 mod systemd;
+mod reload;
 mod testing;

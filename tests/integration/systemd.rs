@@ -92,11 +92,11 @@ impl NotifySocket {
     }
 }
 
-/// A two-site cluster on 127.0.140.11–12 whose site beta runs; alpha is started by the test
+/// A two-site cluster on 127.0.154.11–12 whose site beta runs; alpha is started by the test
 /// under systemd's notification environment.
 async fn cluster_with_beta_running() -> LocalCluster {
     let mut cluster =
-        LocalCluster::create(spdu(), 2, "127.0.140.11".parse().unwrap(), Ports::default(), "").unwrap();
+        LocalCluster::create(spdu(), 2, "127.0.154.11".parse().unwrap(), Ports::default(), "").unwrap();
     cluster.start_site(1).unwrap();
     cluster.wait_site_ready(1, Duration::from_secs(20)).await.unwrap();
     cluster
@@ -167,7 +167,6 @@ async fn notifications_follow_the_node_from_ready_to_stopping() {
 /// `systemctl reload spdu` sends SIGHUP (`ExecReload=`): the node says RELOADING=1, then READY=1
 /// again, and keeps running.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs reload"]
 async fn sighup_is_announced_as_a_reload() {
     let dir = tempfile::tempdir().unwrap();
     let mut notify = NotifySocket::bind(dir.path());
@@ -274,7 +273,9 @@ fn the_man_page_renders_without_warnings_and_names_every_command() {
     assert!(header.starts_with("spdu(1)") && header.contains("spdu manual"), "header: {header:?}");
     let footer = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default();
     assert!(footer.contains(&format!("spdu {}", env!("CARGO_PKG_VERSION"))), "footer: {footer:?}");
-    for command in ["keygen", "pubkey", "run", "peers", "explain", "check", "man", "completions"] {
+    for command in
+        ["keygen", "pubkey", "run", "peers", "explain", "check", "check-health", "zone", "man", "completions"]
+    {
         assert!(text.contains(&format!("spdu {command}")), "no {command} in:\n{text}");
     }
     for section in ["SYNOPSIS", "COMMANDS", "FILES", "SIGNALS", "ENVIRONMENT", "EXIT STATUS"] {
@@ -302,7 +303,10 @@ fn bash_completes_subcommands_and_options() {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap()
     };
-    assert_eq!(complete("spdu ch").trim(), "check");
+    let mut commands: Vec<String> = complete("spdu ch").lines().map(str::to_owned).collect();
+    commands.sort();
+    assert_eq!(commands, ["check", "check-health"]);
+    assert_eq!(complete("spdu pu").trim(), "pubkey");
     let options = complete("spdu peers --");
     assert!(options.contains("--control") && options.contains("--json"), "{options}");
     assert!(complete("spdu completions f").lines().any(|l| l == "fish"));

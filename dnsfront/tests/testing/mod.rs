@@ -17,7 +17,7 @@ use hickory_proto::{
     rr::{Name, RData, RecordType, rdata::SOA},
 };
 use prometheus_client::registry::Registry;
-use spdu_dnsfront::{AnswerPublisher, DnsError, DnsMetrics, DnsServer, PoolAnswers, ZoneConfig};
+use spdu_dnsfront::{AnswerPublisher, DnsError, DnsMetrics, DnsServer, PoolAnswers, ZoneConfig, ZoneError};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpStream, UdpSocket},
@@ -107,6 +107,11 @@ impl TestServer {
     /// Publishes new answers, as the node does.
     pub fn publish_answers(&self, answers: PoolAnswers) {
         self.answers.publish(answers);
+    }
+
+    /// Serves a new zone (a reload), with `answers` for its names.
+    pub fn replace_zone(&self, zone: &ZoneConfig, answers: PoolAnswers) -> Result<(), ZoneError> {
+        self.answers.replace_zone(zone, answers)
     }
 
     /// The metrics in Prometheus text format.

@@ -10,7 +10,9 @@
 //!   on watch channels and atomics, so readers never wait on the actor;
 //! - the core's timers are one `Instant` ([`State::poll_timeout`]), no queue of our own;
 //! - the loop wakes at least every [`PULSE`], so [`super::Membership::is_alive`] can tell a
-//!   stalled actor from an idle one.
+//!   stalled actor from an idle one;
+//! - one dial task per roster peer, each under its own child of the shutdown token (cancelled
+//!   when a reload removes or re-addresses the peer); connections are held only for pinned keys.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,15 +21,18 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use spdu_keys::PublicKey;
+use spdu_keys::tls::PinnedKeys;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info};
 
+use super::Reconfiguration;
 use super::conn::{self, Event, Inbox, Outbox};
+use super::endpoint::{self, Admission, Dialled};
 use super::metrics::NetMetrics;
-use crate::proto::{AnswerSet, InEvent, Message, OutEvent, ProbeTarget, State};
+use crate::proto::{AnswerSet, InEvent, Message, OutEvent, ProbeTarget, Reconfigured, State};
 use crate::snapshot::{Explanation, ViewSnapshot};
 
 /// Most connections one peer may hold at once (its dialled one, ours, and reconnects in
@@ -43,6 +48,7 @@ pub(super) enum Command {
     Snapshot(oneshot::Sender<ViewSnapshot>),
     Explain(String, oneshot::Sender<Option<Explanation>>),
     Input(InEvent),
+    Reconfigure(Box<Reconfiguration>, oneshot::Sender<Reconfigured>),
 }
 
 /// Where the actor publishes what the node reads.
@@ -82,6 +88,12 @@ impl Pulse {
 
 pub(super) struct Actor {
     pub(super) state: State,
+    pub(super) endpoint: quinn::Endpoint,
+    /// The keys the TLS handshakes accept (the roster's).
+    pub(super) pinned: Arc<PinnedKeys>,
+    pub(super) admission: Arc<Admission>,
+    /// Each roster peer's dial task: where it dials, and the token that stops it.
+    pub(super) dials: BTreeMap<PublicKey, (Dialled, CancellationToken)>,
     pub(super) connections: BTreeMap<PublicKey, Vec<Outbox>>,
     pub(super) outputs: Outputs,
     pub(super) metrics: Arc<NetMetrics>,
@@ -186,7 +198,61 @@ impl Actor {
                 self.state.handle(Self::now(), event);
                 self.apply();
             }
+            Command::Reconfigure(reconfiguration, reply) => {
+                let summary = self.reconfigure(*reconfiguration);
+                let _ = reply.send(summary);
+            }
         }
+    }
+
+    /// Spawns the task that keeps a connection to `peer` open.
+    pub(super) fn dial(&mut self, peer: Dialled) {
+        let token = self.shutdown.child_token();
+        let task =
+            endpoint::dial(self.endpoint.clone(), peer.clone(), self.inbox.urgent.clone(), token.clone());
+        self.tasks.spawn(task);
+        if let Some((_, old)) = self.dials.insert(peer.key, (peer, token)) {
+            old.cancel();
+        }
+    }
+
+    /// A reload: the handshakes accept the new roster's keys only, removed peers are let go of
+    /// (dial task stopped, connections closed), added or re-addressed ones dialled, and the
+    /// core takes the new roster and settings.
+    fn reconfigure(&mut self, r: Reconfiguration) -> Reconfigured {
+        self.pinned.replace(r.peers.iter().map(|p| p.key));
+        self.admission.set_peer_ips(r.peers.iter().map(|p| p.gossip.ip()));
+        let wanted: BTreeMap<PublicKey, Dialled> = (r.peers.iter())
+            .map(|p| (p.key, Dialled { name: p.name.clone(), key: p.key, addr: p.gossip }))
+            .collect();
+        let gone: Vec<PublicKey> = self.dials.keys().filter(|k| !wanted.contains_key(*k)).copied().collect();
+        for key in gone {
+            if let Some((peer, token)) = self.dials.remove(&key) {
+                info!(peer = %peer.name, key = %key.fingerprint(), "removed from the roster: disconnecting");
+                token.cancel();
+            }
+            for outbox in self.connections.remove(&key).unwrap_or_default() {
+                outbox.conn.close(3u32.into(), b"removed from the roster");
+                self.forget(&outbox.conn);
+            }
+        }
+        for (key, peer) in wanted {
+            let current = self.dials.get(&key).map(|(d, _)| d.addr);
+            if current != Some(peer.addr) {
+                info!(peer = %peer.name, addr = %peer.addr, "dialling (roster changed)");
+                self.dial(peer);
+            }
+        }
+        let summary = self.state.reconfigure(
+            Self::now(),
+            r.peers,
+            r.protocol,
+            r.addresses,
+            r.service_check,
+            r.self_check,
+        );
+        self.apply();
+        summary
     }
 
     fn on_event(&mut self, event: Event) {
@@ -209,6 +275,11 @@ impl Actor {
     }
 
     fn on_connected(&mut self, peer: PublicKey, conn: quinn::Connection) {
+        if !self.pinned.contains(&peer) {
+            // Its handshake finished just before a reload removed it.
+            conn.close(3u32.into(), b"removed from the roster");
+            return;
+        }
         info!(peer = %peer.fingerprint(), remote = %conn.remote_address(), "connected");
         self.metrics.connections_open.fetch_add(1, Ordering::Relaxed);
         let outbox = conn::start(

@@ -202,13 +202,14 @@ pub(super) enum Verdict {
 /// The handshake slots (see the module docs for the policy).
 #[derive(Debug)]
 pub(super) struct Admission {
-    peer_ips: BTreeSet<IpAddr>,
     slots: Mutex<Slots>,
     metrics: Arc<NetMetrics>,
 }
 
 #[derive(Debug)]
 struct Slots {
+    /// The roster peers' gossip IPs (replaced on a reload).
+    peer_ips: BTreeSet<IpAddr>,
     in_use: usize,
     per_source: HashMap<IpAddr, usize>,
     /// Turned away since the last warning: (refused, retried), and when that warning was.
@@ -239,8 +240,20 @@ impl Drop for Slot {
 impl Admission {
     /// Slots for handshakes, with [`RESERVED_FOR_PEERS`] kept for sources in `peer_ips`.
     pub(super) fn new(peer_ips: impl IntoIterator<Item = IpAddr>, metrics: Arc<NetMetrics>) -> Arc<Self> {
-        let slots = Slots { in_use: 0, per_source: HashMap::new(), unreported: (0, 0), warned_at: None };
-        Arc::new(Self { peer_ips: peer_ips.into_iter().collect(), slots: Mutex::new(slots), metrics })
+        let slots = Slots {
+            peer_ips: peer_ips.into_iter().collect(),
+            in_use: 0,
+            per_source: HashMap::new(),
+            unreported: (0, 0),
+            warned_at: None,
+        };
+        Arc::new(Self { slots: Mutex::new(slots), metrics })
+    }
+
+    /// The roster changed: the reserved slots and the per-source exemption go to `peer_ips`
+    /// from now on (handshakes in progress keep their slots).
+    pub(super) fn set_peer_ips(&self, peer_ips: impl IntoIterator<Item = IpAddr>) {
+        self.lock().peer_ips = peer_ips.into_iter().collect();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Slots> {
@@ -259,7 +272,7 @@ impl Admission {
             self.warn_if_due(&mut slots);
             return Verdict::Retry;
         }
-        let from_peer = self.peer_ips.contains(&source);
+        let from_peer = slots.peer_ips.contains(&source);
         let limit = if from_peer { MAX_HANDSHAKES } else { MAX_HANDSHAKES - RESERVED_FOR_PEERS };
         // A validated roster address is not held to the per-source limit: unvalidated Initials
         // spoofing its address must not lock the real peer out.
@@ -368,6 +381,10 @@ mod tests {
             let Verdict::Admit(slot) = a.admit(peer, true, false) else { panic!("peer refused") };
             peer_slots.push(slot);
         }
+        // A reload drops that peer: its address is a stranger's from then on.
+        a.set_peer_ips([ip(13, 0)]);
+        assert!(matches!(a.admit(peer, true, false), Verdict::Refuse));
+        assert!(matches!(a.admit(ip(13, 0), true, false), Verdict::Admit(_)));
         held.clear();
         peer_slots.clear();
         assert_eq!(a.lock().in_use, 0);

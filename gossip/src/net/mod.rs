@@ -11,7 +11,11 @@
 //! - `metrics`: the transport counters.
 //!
 //! Every node dials every roster peer and accepts connections from them; the TLS handshake pins
-//! both sides to roster keys ([`spdu_keys::tls`]). Frames small enough travel as QUIC datagrams
+//! both sides to roster keys ([`spdu_keys::tls`]). A reload ([`Membership::reconfigure`])
+//! replaces the roster in one step of the actor: the pinned keys and admission's peer addresses
+//! first, then the removed peers' dial tasks are cancelled and their connections closed, the
+//! added (or re-addressed) peers dialled, and the core reconfigured; kept peers' connections
+//! stay up. Frames small enough travel as QUIC datagrams
 //! (probes must see real loss, not retransmissions); larger ones as one unidirectional stream
 //! each. Every task is spawned on one tracker and ends when the shutdown token is cancelled.
 
@@ -33,7 +37,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::proto::{
-    self, AnswerSet, CheckResult, InEvent, Member, NodeInfo, ProbeTarget, ServiceCheck, State,
+    self, AnswerSet, CheckResult, InEvent, Member, NodeInfo, ProbeTarget, Reconfigured, ServiceCheck, State,
 };
 use crate::snapshot::{Explanation, ViewSnapshot};
 use actor::{Actor, Command, Pulse};
@@ -77,6 +81,23 @@ pub struct Settings {
     pub service_check: Option<ServiceCheck>,
 }
 
+/// What a reload may change in a running node (see [`Membership::reconfigure`]); the key,
+/// name, cluster and listen address are fixed for the life of the process.
+#[derive(Clone, Debug)]
+pub struct Reconfiguration {
+    /// The roster, without this node.
+    pub peers: Vec<Member>,
+    /// Protocol timing, quorum, health thresholds and failover policies.
+    pub protocol: proto::Config,
+    /// This site's service addresses.
+    pub addresses: Vec<IpAddr>,
+    /// The check of this site's service that peers may run.
+    pub service_check: Option<ServiceCheck>,
+    /// Whether this node still runs a check of its own service (without one, the verdict of
+    /// the old check is dropped: healthy).
+    pub self_check: bool,
+}
+
 /// Errors starting the driver.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -111,6 +132,7 @@ impl std::fmt::Debug for Command {
             Command::Snapshot(_) => "Snapshot",
             Command::Explain(..) => "Explain",
             Command::Input(_) => "Input",
+            Command::Reconfigure(..) => "Reconfigure",
         })
     }
 }
@@ -160,11 +182,11 @@ impl Membership {
             incarnation: incarnation_tx,
         };
         let (commands_tx, commands) = mpsc::channel(64);
-        let metrics = Arc::new(NetMetrics::new(pinned));
+        let metrics = Arc::new(NetMetrics::new(pinned.clone()));
         let pulse = Arc::new(Pulse::new());
         let membership =
             Membership { commands: commands_tx, answers, probe_targets, incarnation, metrics, pulse };
-        Ok(Bound { endpoint: quic, state, peers: dialled, commands, outputs, membership })
+        Ok(Bound { endpoint: quic, state, peers: dialled, pinned, commands, outputs, membership })
     }
 
     /// The answer set, updated whenever it changes.
@@ -204,6 +226,15 @@ impl Membership {
         !self.commands.is_closed() && self.pulse.since() < ALIVE_WITHIN
     }
 
+    /// Applies a reload to the running node: the new roster and settings (see the module docs
+    /// and [`State::reconfigure`] for what is kept). Returns what changed in the roster, or
+    /// `None` if the node stopped.
+    pub async fn reconfigure(&self, reconfiguration: Reconfiguration) -> Option<Reconfigured> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(Command::Reconfigure(Box::new(reconfiguration), tx)).await.ok()?;
+        rx.await.ok()
+    }
+
     /// Reports one result of this node's own service check (counted with hysteresis).
     pub fn report_self_check(&self, result: CheckResult) {
         // A full queue means the actor is far behind; dropping one result only delays a verdict.
@@ -227,6 +258,7 @@ pub struct Bound {
     endpoint: quinn::Endpoint,
     state: State,
     peers: Vec<endpoint::Dialled>,
+    pinned: Arc<PinnedKeys>,
     commands: mpsc::Receiver<Command>,
     outputs: actor::Outputs,
     membership: Membership,
@@ -246,25 +278,26 @@ impl Bound {
     /// Runs until `shutdown` is cancelled, then closes every connection and waits (briefly) for
     /// every task to end.
     pub async fn run(self, shutdown: CancellationToken) {
-        let Bound { endpoint: quic, state, peers, commands, outputs, membership } = self;
+        let Bound { endpoint: quic, state, peers, pinned, commands, outputs, membership } = self;
         let (urgent_tx, urgent) = mpsc::channel(URGENT_BACKLOG);
         let (bulk_tx, bulk) = mpsc::channel(BULK_BACKLOG);
         let inbox = conn::Inbox { urgent: urgent_tx, bulk: bulk_tx };
         let tasks = tokio_util::task::TaskTracker::new();
         let admission =
             endpoint::Admission::new(peers.iter().map(|p| p.addr.ip()), membership.metrics.clone());
-        for peer in peers {
-            tasks.spawn(endpoint::dial(quic.clone(), peer, inbox.urgent.clone(), shutdown.clone()));
-        }
         tasks.spawn(endpoint::accept(
             quic.clone(),
-            admission,
+            admission.clone(),
             inbox.urgent.clone(),
             tasks.clone(),
             shutdown.clone(),
         ));
-        let actor = Actor {
+        let mut actor = Actor {
             state,
+            endpoint: quic.clone(),
+            pinned,
+            admission,
+            dials: BTreeMap::new(),
             connections: BTreeMap::new(),
             outputs,
             metrics: membership.metrics.clone(),
@@ -274,6 +307,9 @@ impl Bound {
             tasks: tasks.clone(),
             shutdown: shutdown.clone(),
         };
+        for peer in peers {
+            actor.dial(peer);
+        }
         actor.run(commands, urgent, bulk).await;
         quic.close(0u32.into(), b"shutdown");
         tasks.close();

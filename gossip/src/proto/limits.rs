@@ -53,6 +53,19 @@ struct Peer {
     verify_at: Option<Instant>,
 }
 
+impl Peer {
+    /// Nothing spent, in a roster of `len`.
+    fn new(len: usize) -> Self {
+        Self {
+            owed: Bitmap::new(len),
+            wants_answered_at: None,
+            replied_at: [None; 5],
+            verify_tokens: VERIFY_BURST_ROSTERS * len as f64,
+            verify_at: None,
+        }
+    }
+}
+
 /// The per-sender limits of every roster member, by position.
 #[derive(Debug)]
 pub(super) struct Limits {
@@ -62,16 +75,22 @@ pub(super) struct Limits {
 impl Limits {
     /// Nothing spent, over a roster of `len`.
     pub(super) fn new(len: usize) -> Self {
-        let peers = (0..len)
-            .map(|_| Peer {
-                owed: Bitmap::new(len),
-                wants_answered_at: None,
-                replied_at: [None; 5],
-                verify_tokens: VERIFY_BURST_ROSTERS * len as f64,
-                verify_at: None,
+        Self { peers: (0..len).map(|_| Peer::new(len)).collect() }
+    }
+
+    /// The roster changed: the peer at new position `j` keeps what the one at old position
+    /// `from[j]` spent (its replies and verification budget); a new member starts with nothing
+    /// spent. What was owed is dropped (positions moved; a peer that still lacks something asks
+    /// again).
+    pub(super) fn remap(&mut self, from: &[Option<usize>]) {
+        let len = from.len();
+        let mut old: Vec<Option<Peer>> = std::mem::take(&mut self.peers).into_iter().map(Some).collect();
+        self.peers = (from.iter())
+            .map(|i| match i.and_then(|i| old.get_mut(i)?.take()) {
+                Some(peer) => Peer { owed: Bitmap::new(len), ..peer },
+                None => Peer::new(len),
             })
             .collect();
-        Self { peers }
     }
 
     /// The peer at `i` asked for the observations at `observers`: they are owed to it. Returns

@@ -57,6 +57,24 @@ pub(super) struct Link {
     pub(super) service: Option<Verdict>,
 }
 
+impl Link {
+    /// A peer not heard yet: unreachable since `now`.
+    fn unheard(now: Instant) -> Self {
+        Self {
+            reachable: false,
+            changed_at: now,
+            streak: 0,
+            last_heard: None,
+            last_counted: None,
+            last_periodic: None,
+            loss: 0.0,
+            rtt: None,
+            ping: None,
+            service: None,
+        }
+    }
+}
+
 /// Every peer's [`Link`], by roster position.
 #[derive(Debug)]
 pub(super) struct Liveness {
@@ -68,23 +86,21 @@ pub(super) struct Liveness {
 impl Liveness {
     /// Every peer of a roster of `len` unreachable, `me` (a position) excluded.
     pub(super) fn new(len: usize, me: usize, now: Instant, first_nonce: u32) -> Self {
-        let links = (0..len)
-            .map(|i| {
-                (i != me).then_some(Link {
-                    reachable: false,
-                    changed_at: now,
-                    streak: 0,
-                    last_heard: None,
-                    last_counted: None,
-                    last_periodic: None,
-                    loss: 0.0,
-                    rtt: None,
-                    ping: None,
-                    service: None,
-                })
+        let links = (0..len).map(|i| (i != me).then(|| Link::unheard(now))).collect();
+        Self { links, ticks: 0, next_nonce: first_nonce }
+    }
+
+    /// The roster changed: the link at new position `j` is the one held at old position
+    /// `from[j]` (kept as it is), or, for a new peer, unreachable and never heard; links of
+    /// removed peers are dropped. `me` is this node's new position.
+    pub(super) fn remap(&mut self, from: &[Option<usize>], me: usize, now: Instant) {
+        let mut old = std::mem::take(&mut self.links);
+        self.links = (from.iter().enumerate())
+            .map(|(j, i)| {
+                (j != me)
+                    .then(|| i.and_then(|i| old.get_mut(i)?.take()).unwrap_or_else(|| Link::unheard(now)))
             })
             .collect();
-        Self { links, ticks: 0, next_nonce: first_nonce }
     }
 
     /// The link to the peer at position `i` (none for this node itself).

@@ -12,7 +12,7 @@
 //! Layout (each module's header states what it owns and its invariants):
 //! - `state`: [`State`], which routes inputs, timeouts and outputs between the sub-machines
 //!   below (its push and beat intake in `state/intake.rs`, its anti-entropy answers in
-//!   `state/exchange.rs`);
+//!   `state/exchange.rs`, a reload's new roster and settings in `state/reconfigure.rs`);
 //! - `liveness`: the per-peer failure detector and what this node reports about each peer;
 //! - `view`: every member's newest verified observation, freshness, the tally, digests;
 //! - `publisher`: this node's own observation, version, health and beats;
@@ -57,9 +57,9 @@ pub use roster::{
     AddressPin, Bitmap, MAX_SERVICE_ADDRESSES, Member, PinError, Roster, RosterId, is_special_purpose,
 };
 pub use spdu_policy::{Pick, Policy, PolicyConfig, PolicyDigest, Rule, SiteAttrs};
-pub use state::State;
 #[cfg(test)]
 pub(crate) use state::Timer;
+pub use state::{Reconfigured, State};
 
 /// Protocol timing and quorum. Defaults detect a lost peer in under a second and ride out heavy
 /// packet loss: a peer is dropped only after eight probe intervals in which not one of its

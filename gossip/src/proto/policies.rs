@@ -53,6 +53,21 @@ impl Policies {
         }
     }
 
+    /// The rules changed: a rule equal to one held keeps its selector (its current sites and
+    /// held changes), the others start afresh. The last selection is forgotten, so the next
+    /// [`Policies::update`] reports a change.
+    pub(crate) fn reconfigure(&mut self, config: &PolicyConfig) {
+        let mut old = std::mem::take(&mut self.selectors);
+        self.selectors = (config.rules.iter())
+            .map(|rule| match old.iter().position(|s| s.rule() == rule) {
+                Some(k) => old.swap_remove(k),
+                None => Selector::new(rule.clone()),
+            })
+            .collect();
+        self.names.clear();
+        self.uses_latency = config.rules.iter().any(|r| r.policy == Policy::Fastest);
+    }
+
     /// Whether some rule ranks sites by latency (so latency changes call for a new selection).
     pub(crate) fn uses_latency(&self) -> bool {
         self.uses_latency

@@ -69,6 +69,24 @@ impl Publisher {
         }
     }
 
+    /// New settings from a reload: what the next observation says about this site (identity
+    /// and version are kept; so is the verdict on its own check, unless it has none any more:
+    /// then it is healthy, as a node without a check is).
+    pub(super) fn reconfigure(
+        &mut self,
+        addresses: Vec<IpAddr>,
+        service_check: Option<ServiceCheck>,
+        policy: PolicyDigest,
+        self_check: bool,
+    ) {
+        self.addresses = addresses;
+        self.service_check = service_check;
+        self.policy = policy;
+        if !self_check {
+            self.own = None;
+        }
+    }
+
     pub(super) fn policy(&self) -> PolicyDigest {
         self.policy
     }

@@ -617,5 +617,8 @@ mod exchange;
 #[cfg(test)]
 mod hostile_tests;
 mod intake;
+mod reconfigure;
 #[cfg(test)]
 mod tests;
+
+pub use reconfigure::Reconfigured;

@@ -74,6 +74,31 @@ impl View {
         Self { entries: (0..len).map(|_| None).collect(), tally: Tally::new(len), summary: None }
     }
 
+    /// The roster changed to `roster`: the entry at new position `j` is the one held at old
+    /// position `from[j]` (none for a new member); entries of removed members are dropped. The
+    /// tally is counted afresh: an entry counts if it is fresh and over the new roster (entries
+    /// over the old one have no vote until their observers publish over the new one).
+    pub(super) fn remap(
+        &mut self,
+        from: &[Option<usize>],
+        roster: &Roster,
+        now: Instant,
+        stale_after: Duration,
+    ) {
+        let mut old = std::mem::take(&mut self.entries);
+        self.entries = from.iter().map(|i| i.and_then(|i| old.get_mut(i)?.take())).collect();
+        self.tally = Tally::new(roster.len());
+        for (i, entry) in self.entries.iter().enumerate() {
+            if let Some(entry) = entry
+                && entry.is_fresh(now, stale_after)
+                && entry.obs.is_over(roster)
+            {
+                self.tally.add(i, &entry.obs.reachable);
+            }
+        }
+        self.summary = None;
+    }
+
     /// The entry of the member at `i`.
     pub(super) fn get(&self, i: usize) -> Option<&Entry> {
         self.entries.get(i)?.as_ref()

@@ -68,6 +68,9 @@ pub enum Action {
     /// Feed a node's own health check results until its verdict is this (as many in a row as
     /// its thresholds need).
     SetHealthy(NodeId, bool),
+    /// Reload a node's config with the roster `roster` (node ids; its own is added if missing)
+    /// and the run's protocol config ([`State::reconfigure`](crate::proto::State::reconfigure)).
+    Reconfigure(NodeId, Vec<NodeId>),
     /// Start or stop a node's service (its node keeps running); needs [`SimConfig::services`].
     SetService(NodeId, bool),
     /// Make service probes from one node to another fail (or pass again), whatever the service

@@ -418,3 +418,44 @@ fn a_node_restarted_with_a_lower_incarnation_is_a_full_member_again() {
         assert!(sim.converged());
     }
 }
+
+/// Reloads: every node but `x` drops `x` from its roster (one after the other, as operators
+/// would) while `x` is stopped; later `x` starts again and is added back the same way. The
+/// others never leave one another's answers, and `x` joins every answer.
+#[test]
+fn a_member_removed_and_added_by_reloads_while_the_others_keep_answering() {
+    for n in sizes() {
+        let mut sim = Sim::new(n, with_seed(40 + n as u64));
+        converge(&mut sim, secs(5));
+        let x = n - 1;
+        let others = all_but(n, &[x]);
+        let start = sim.now();
+        sim.crash(x);
+        for (k, i) in others.iter().enumerate() {
+            sim.schedule(start + ms(50 * k as u64 % 2000), Action::Reconfigure(*i, others.clone()));
+        }
+        sim.run_for(secs(3));
+        converge(&mut sim, secs(10));
+        for i in &others {
+            let state = sim.state(*i).unwrap();
+            assert_eq!(state.roster().len(), n - 1);
+            assert!(state.observation(&sim.key(x)).is_none(), "{i} dropped x's observation");
+        }
+        sim.run_for(secs(2));
+
+        let add = sim.now();
+        sim.restart(x);
+        let everyone: Vec<NodeId> = (0..n).collect();
+        for (k, i) in others.iter().enumerate() {
+            sim.schedule(add + ms(50 * k as u64 % 2000), Action::Reconfigure(*i, everyone.clone()));
+        }
+        let back = converge(&mut sim, secs(15));
+        eprintln!(
+            "{n} nodes: a member added by reloads is in every answer {:?} after it started",
+            back - add
+        );
+        sim.run_for(secs(5));
+        assert!(sim.converged());
+        assert_eq!(unexpected_removals(&sim, start, |r| r.dropped == x), vec![], "no gap for the others");
+    }
+}

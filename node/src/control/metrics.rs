@@ -60,6 +60,11 @@ pub(super) fn registry(shared: &Shared, snapshot: Option<&ViewSnapshot>) -> Regi
         registry.register("node_info", "This node: its site name, cluster and spdu version (always 1)", info);
     }
 
+    let reloads = Family::<Labels, Counter>::default();
+    reloads.get_or_create(&vec![("result", "ok")]).inc_by(shared.reloads.ok());
+    reloads.get_or_create(&vec![("result", "refused")]).inc_by(shared.reloads.refused());
+    registry.register("reloads", "Config reloads (SIGHUP) applied and refused", reloads);
+
     let net = shared.membership.metrics();
     let gossip = registry.sub_registry_with_prefix("gossip");
     gossip.register(

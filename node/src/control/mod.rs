@@ -4,8 +4,9 @@
 //!   every observation carries its signed body (base64) and signature, so it can be verified
 //!   independently of this node.
 //! - `GET /metrics`: Prometheus text (OpenMetrics if asked for): DNS counters, gossip counters,
-//!   transport counters, per-peer gauges, all named `spdu_…`. A registry is built per scrape
-//!   from the live counters.
+//!   transport counters, per-peer gauges, config reloads (`spdu_reloads_total{result}`),
+//!   notification hooks, all named `spdu_…`. A registry is built per scrape from the live
+//!   counters.
 //! - `GET /v1/explain/{name}`: why a pool name answers what it does (`Explanation` as JSON);
 //!   the name in any spelling of a configured one ([`PoolNames`]), else 404 with a JSON error.
 //! - `GET /healthz`: `ok` while the membership actor runs (O(1), no view built).
@@ -75,6 +76,8 @@ struct Shared {
     view: tokio::sync::Mutex<Option<Arc<CachedView>>>,
     /// The configured pool names.
     names: PoolNames,
+    /// Reloads applied and refused (`reloads_total`).
+    reloads: crate::reload::Reloads,
     /// The newest explanation of each configured name that was asked for (at most one entry
     /// per configured name), shared like the view.
     explained: tokio::sync::Mutex<HashMap<String, Arc<CachedExplanation>>>,
@@ -119,16 +122,25 @@ impl Shared {
     }
 }
 
-/// The HTTP router for the control endpoint; `names` are the configured pool names, `zone`
-/// the publisher DNS serves from, `events` the node's event log, `notify` the hooks' counters.
-pub fn router(
-    membership: Membership,
-    dns_metrics: DnsMetrics,
-    names: PoolNames,
-    zone: AnswerPublisher,
-    events: crate::events::EventLog,
-    notify: crate::notify::NotifyMetrics,
-) -> axum::Router {
+/// What the control endpoint reads besides membership.
+pub struct Sources {
+    /// DNS counters (`/metrics`).
+    pub dns_metrics: DnsMetrics,
+    /// The configured pool names (following reloads).
+    pub names: PoolNames,
+    /// The publisher DNS serves from (`/v1/zone`).
+    pub zone: AnswerPublisher,
+    /// The node's event log (`/v1/events`).
+    pub events: crate::events::EventLog,
+    /// The notification hooks' counters (`/metrics`).
+    pub notify: crate::notify::NotifyMetrics,
+    /// The reload counters (`/metrics`).
+    pub reloads: crate::reload::Reloads,
+}
+
+/// The HTTP router for the control endpoint.
+pub fn router(membership: Membership, sources: Sources) -> axum::Router {
+    let Sources { dns_metrics, names, zone, events, notify, reloads } = sources;
     axum::Router::new()
         .route("/", get(status::page))
         .route("/index.html", get(status::page))
@@ -144,6 +156,7 @@ pub fn router(
             dns_metrics,
             view: tokio::sync::Mutex::new(None),
             names,
+            reloads,
             explained: tokio::sync::Mutex::new(HashMap::new()),
             zone,
             events,
@@ -168,7 +181,7 @@ async fn peers(State(shared): State<Arc<Shared>>) -> Response {
 
 async fn explain(State(shared): State<Arc<Shared>>, Path(asked): Path<String>) -> Response {
     let Some(name) = shared.names.find(&asked) else { return unknown_name(&shared.names, &asked) };
-    let explained = shared.explanation(name).await;
+    let explained = shared.explanation(&name).await;
     match &explained.json {
         Some(Ok(json)) => ([(header::CONTENT_TYPE, "application/json")], json.clone()).into_response(),
         Some(Err(e)) => {
@@ -270,10 +283,15 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let control = listener.local_addr().unwrap();
         let initial = spdu_dnsfront::PoolAnswers::same_for_all(1, 2, 5, vec!["192.0.2.1".parse().unwrap()]);
-        let publisher = AnswerPublisher::new(&zone, initial, DnsMetrics::default()).unwrap();
-        let events = crate::events::EventLog::new("alpha".into(), "pool.example.test".into());
-        let names = PoolNames::new(&zone);
-        let app = router(membership, DnsMetrics::default(), names, publisher, events, Default::default());
+        let sources = Sources {
+            dns_metrics: DnsMetrics::default(),
+            names: PoolNames::new(&zone),
+            zone: AnswerPublisher::new(&zone, initial, DnsMetrics::default()).unwrap(),
+            events: crate::events::EventLog::new("alpha".into(), "pool.example.test".into()),
+            notify: Default::default(),
+            reloads: Default::default(),
+        };
+        let app = router(membership, sources);
         let server = tokio::spawn(serve(listener, app, Limits::new(vec![]), shutdown.clone()));
 
         for asked in ["www", "WWW", "www.pool.example.test", "www.Pool.Example.Test."] {

@@ -3,32 +3,73 @@
 //! Invariant: a name is found only if it is one of the configured pool names, spelled as in
 //! the config or any other way that is the same name: any letter case, absolute with or without
 //! the trailing dot (`api.pool.example.com`), or the origin itself for `"@"`. Anything else is
-//! refused here, before the membership actor is asked.
+//! refused here, before the membership actor is asked. The names follow the config watch
+//! ([`PoolNames::following`]): a reload that adds or removes a name applies here at once.
+
+use std::sync::Arc;
 
 use spdu_dnsfront::ZoneConfig;
+use tokio::sync::watch;
 
-use crate::config::name_key;
+use crate::config::{Config, name_key};
 
 /// Longest name the endpoint looks up (a domain name has at most 253 characters).
 const MAX_ASKED_LEN: usize = 255;
 
-/// The configured pool names, as the rules name them.
+/// The configured pool names, as the rules name them: fixed, or those of the current config.
 #[derive(Clone, Debug)]
-pub struct PoolNames {
-    origin: String,
-    /// `(configured name, key)`, in zone order.
-    names: Vec<(String, String)>,
+pub struct PoolNames(Source);
+
+#[derive(Clone, Debug)]
+enum Source {
+    Fixed(Names),
+    Config(watch::Receiver<Arc<Config>>),
 }
 
 impl PoolNames {
     /// The names of `zone` (the rule names, in the same order).
     pub fn new(zone: &ZoneConfig) -> Self {
+        Self(Source::Fixed(Names::new(zone)))
+    }
+
+    /// The names of the zone of whatever config `config` holds at the time of asking.
+    pub fn following(config: watch::Receiver<Arc<Config>>) -> Self {
+        Self(Source::Config(config))
+    }
+
+    fn names(&self) -> Names {
+        match &self.0 {
+            Source::Fixed(names) => names.clone(),
+            Source::Config(config) => Names::new(&config.borrow().zone),
+        }
+    }
+
+    /// The configured spelling of the pool name `asked` stands for, if any.
+    pub fn find(&self, asked: &str) -> Option<String> {
+        self.names().find(asked).map(str::to_owned)
+    }
+
+    /// Every configured name, in zone order.
+    pub fn list(&self) -> Vec<String> {
+        self.names().names.into_iter().map(|(name, _)| name).collect()
+    }
+}
+
+/// One zone's names.
+#[derive(Clone, Debug)]
+struct Names {
+    origin: String,
+    /// `(configured name, key)`, in zone order.
+    names: Vec<(String, String)>,
+}
+
+impl Names {
+    fn new(zone: &ZoneConfig) -> Self {
         let names = zone.names.iter().map(|n| (n.clone(), name_key(n, &zone.origin))).collect();
         Self { origin: zone.origin.clone(), names }
     }
 
-    /// The configured spelling of the pool name `asked` stands for, if any.
-    pub fn find(&self, asked: &str) -> Option<&str> {
+    fn find(&self, asked: &str) -> Option<&str> {
         if asked.is_empty() || asked.len() > MAX_ASKED_LEN {
             return None;
         }
@@ -37,11 +78,6 @@ impl PoolNames {
         let absolute = (!asked.ends_with('.')).then(|| name_key(&format!("{asked}."), &self.origin));
         let found = |key: &String| self.names.iter().find(|(_, k)| k == key).map(|(name, _)| name.as_str());
         found(&as_given).or_else(|| absolute.as_ref().and_then(found))
-    }
-
-    /// Every configured name, in zone order.
-    pub fn list(&self) -> Vec<&str> {
-        self.names.iter().map(|(name, _)| name.as_str()).collect()
     }
 }
 
@@ -73,13 +109,16 @@ mod tests {
             ("api.other.example", None),
             ("", None),
         ] {
-            assert_eq!(names.find(asked), found, "{asked}");
+            assert_eq!(names.find(asked).as_deref(), found, "{asked}");
         }
         assert_eq!(names.find(&"a".repeat(300)), None);
         // A relative name that looks absolute is found as given first.
         let odd = ZoneConfig { names: vec!["api".into(), "api.pool.example.com".into()], ..zone.clone() };
-        assert_eq!(PoolNames::new(&odd).find("api.pool.example.com"), Some("api.pool.example.com"));
-        assert_eq!(PoolNames::new(&odd).find("api.pool.example.com."), Some("api"));
+        assert_eq!(
+            PoolNames::new(&odd).find("api.pool.example.com").as_deref(),
+            Some("api.pool.example.com")
+        );
+        assert_eq!(PoolNames::new(&odd).find("api.pool.example.com.").as_deref(), Some("api"));
         assert_eq!(names.list(), vec!["api", "@", "Www.Deep"]);
     }
 }
