@@ -88,7 +88,8 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         .with_quorum(config.protocol.quorum);
     // Hooks follow reloads of the config, and subscribe before the producer runs.
     let notify_metrics = crate::notify::NotifyMetrics::default();
-    let hooks = crate::notify::run(events.subscribe(), config_rx.clone(), notify_metrics.clone(), shutdown.clone());
+    let hooks =
+        crate::notify::run(events.subscribe(), config_rx.clone(), notify_metrics.clone(), shutdown.clone());
     tasks.spawn(hooks);
     tasks.spawn(crate::events::watch(membership.clone(), events.clone(), shutdown.clone()));
     tasks.spawn(bound.run(shutdown.clone()));

@@ -16,7 +16,7 @@ mod monitoring;
 mod netns;
 mod notify;
 mod policy;
+mod reload;
 mod status_page;
 mod systemd;
-mod reload;
 mod testing;

@@ -92,11 +92,11 @@ impl NotifySocket {
     }
 }
 
-/// A two-site cluster on 127.0.154.11–12 whose site beta runs; alpha is started by the test
+/// A two-site cluster on 127.0.`block`.11–12 whose site beta runs; alpha is started by the test
 /// under systemd's notification environment.
-async fn cluster_with_beta_running() -> LocalCluster {
+async fn cluster_with_beta_running(block: u8) -> LocalCluster {
     let mut cluster =
-        LocalCluster::create(spdu(), 2, "127.0.154.11".parse().unwrap(), Ports::default(), "").unwrap();
+        LocalCluster::create(spdu(), 2, [127, 0, block, 11].into(), Ports::default(), "").unwrap();
     cluster.start_site(1).unwrap();
     cluster.wait_site_ready(1, Duration::from_secs(20)).await.unwrap();
     cluster
@@ -125,7 +125,7 @@ fn alpha_log(cluster: &LocalCluster) -> String {
 async fn notifications_follow_the_node_from_ready_to_stopping() {
     let dir = tempfile::tempdir().unwrap();
     let mut notify = NotifySocket::bind(dir.path());
-    let mut cluster = cluster_with_beta_running().await;
+    let mut cluster = cluster_with_beta_running(154).await;
     let mut alpha = start_alpha(&cluster, &notify);
 
     // READY=1 comes first, with a status line, and only once DNS answers: asked right then,
@@ -170,7 +170,7 @@ async fn notifications_follow_the_node_from_ready_to_stopping() {
 async fn sighup_is_announced_as_a_reload() {
     let dir = tempfile::tempdir().unwrap();
     let mut notify = NotifySocket::bind(dir.path());
-    let cluster = cluster_with_beta_running().await;
+    let cluster = cluster_with_beta_running(155).await;
     let mut alpha = start_alpha(&cluster, &notify);
     let ready = notify.until(Duration::from_secs(20), |m| m.lines().any(|l| l == "READY=1"));
     assert!(ready.is_some(), "no READY=1; log:\n{}", alpha_log(&cluster));
