@@ -262,3 +262,23 @@ fn netns_primary_backup_2() {
     o.within("ttl_ok", 1, 1);
     o.within("changes_max", 0, 1);
 }
+
+/// A full-rate DNS flood of one site (dnsperf from a namespace of its own): no site's answer
+/// changes and no site logs an answer or peer event, the flooded one included.
+#[test]
+fn netns_dns_flood_3() {
+    for tool in ["dnsperf", "curl"] {
+        if !has_tool(tool) {
+            loud(&format!("SKIPPED (needs {tool}): netns scenario dns-flood with 3 sites"));
+            return;
+        }
+    }
+    let Some(o) = run("dns-flood", 3, &["--duration", "8"]) else { return };
+    o.within("answer_changes", 0, 0);
+    o.within("wrong_answers", 0, 0);
+    o.within("answer_events", 0, 0);
+    o.within("peer_events", 0, 0);
+    o.within("unreachable_samples", 0, 0);
+    // The flood happened: dnsperf got answers, so the flooded site was loaded.
+    o.within("flood_qps", 1, u64::MAX >> 1);
+}
