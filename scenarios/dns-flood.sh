@@ -105,10 +105,11 @@ rtt_figures() {
 printf '%s\n' "$QNAME A" "$ORIGIN SOA" "$ORIGIN NS" "nope.$ORIGIN A" "$QNAME AAAA" "www.elsewhere.test A" \
     >"$WORK/queries.txt"
 
-# The RTT sampler starts 4 s early: its first samples are the baseline without a flood.
-sample_rtt $(( $(now_ns) + (4 + DURATION_S) * 1000000000 )) "$WORK/rtt.log" &
+# The RTT sampler starts 6 s early: its first samples are the baseline without a flood (a
+# fresh connection has no RTT estimate for its first seconds).
+sample_rtt $(( $(now_ns) + (6 + DURATION_S) * 1000000000 )) "$WORK/rtt.log" &
 AUX_PID[sampler]=$!
-sleep 4
+sleep 6
 read -r to_sent0 to_recv0 from_sent0 from_recv0 < <(gossip_counts)
 flood_ms=$(date +%s%3N)
 flood_ts=$(now_ns)

@@ -8,6 +8,7 @@
 //!   node's observations supersede its old ones.
 //! - [`run`]: `spdu run`: binds QUIC, DNS and the control endpoint, then runs them under one
 //!   cancellation token until SIGINT/SIGTERM; bridges the membership answer set into DNS.
+//! - [`dns_runtime`]: the DNS server on a tokio runtime of its own (DNS load never delays gossip).
 //! - [`reload`]: SIGHUP re-reads the config and applies it without a restart (or refuses it,
 //!   naming the field, and keeps the running one); the config watch the other parts follow.
 //! - [`health`]: runs this site's service check ([`health::check`]) and schedules the probes of
@@ -36,6 +37,7 @@ pub mod check_health;
 pub mod config;
 pub mod control;
 pub mod dns_client;
+pub mod dns_runtime;
 pub mod events;
 pub mod explain;
 pub mod health;

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use spdu_dnsfront::{AnswerPublisher, DnsMetrics, DnsServer, NameAnswers, PoolAnswers, SiteAddrs};
+use spdu_dnsfront::{AnswerPublisher, DnsMetrics, NameAnswers, PoolAnswers, SiteAddrs};
 use spdu_gossip::net::{Membership, Settings};
 use spdu_gossip::proto::{AnswerSet, NameAnswer, Pick, PolicyConfig};
 use tokio::sync::watch;
@@ -58,7 +58,9 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let initial = pool_answers(&answers.borrow(), &config.zone.names, &fail_open, initial_serial());
     let dns_metrics = DnsMetrics::default();
     let pool = AnswerPublisher::new(&config.zone, initial, dns_metrics.clone()).context("zone")?;
-    let dns = DnsServer::bind(&pool, &config.node.dns).await.context("node.dns")?;
+    // DNS runs on a runtime of its own: a flood must not delay the membership.
+    let dns_runtime = crate::dns_runtime::DnsRuntime::new()?;
+    let dns = dns_runtime.bind(&pool, &config.node.dns).await.context("node.dns")?;
 
     let control_listener = tokio::net::TcpListener::bind(config.node.control)
         .await
@@ -93,7 +95,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     tasks.spawn(hooks);
     tasks.spawn(crate::events::watch(membership.clone(), events.clone(), shutdown.clone()));
     tasks.spawn(bound.run(shutdown.clone()));
-    let dns_task = tasks.spawn(cancel_on_exit(shutdown.clone(), dns.run(shutdown.clone())));
+    let dns_task = tasks.spawn(cancel_on_exit(shutdown.clone(), dns_runtime.run(dns, shutdown.clone())));
     let control_task = tasks.spawn(cancel_on_exit(
         shutdown.clone(),
         control::serve(
