@@ -1,15 +1,17 @@
 //! The request path: one raw DNS message in, one raw response out, counted.
 //!
-//! Owns [`PoolHandler`]: the answers being served (through the [`AnswerPublisher`]) and the
-//! metrics. Both listeners (`udp`, `tcp`) and the socket-less entry in `offline` run
-//! [`PoolHandler::respond`]; the fast and the slow path choose a pool name's records with the
-//! same live [`Chooser`](crate::answer::Chooser) (`choose`). Invariants: every message gets
-//! exactly one response, except those dropped before decoding (unreadable header, QR=1);
-//! nothing on this path waits on IO or builds records (they are built at publish time; a
-//! weighted draw only selects among them); every response sent is counted once, under the
-//! response code it carries.
+//! Owns [`PoolHandler`]: the answers being served (through the [`AnswerPublisher`]), the
+//! response rate limiter ([`Rrl`], if on) and the metrics. Both listeners (`udp`, `tcp`) and the
+//! socket-less entry in `offline` run [`PoolHandler::respond`]; the fast and the slow path
+//! choose a pool name's records with the same live [`Chooser`](crate::answer::Chooser)
+//! (`choose`). Invariants: every message gets exactly one response, except those dropped before
+//! decoding (unreadable header, QR=1) and UDP responses over the rate limit that are not slipped
+//! (`rrl`: decided per response once it is made, by the response code it carries; TCP is never
+//! limited); nothing on this path waits on IO or builds records (they are built at publish time;
+//! a weighted draw only selects among them); every response sent is counted once, under the
+//! response code it carries, and every one held back by RRL once in its own counter.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, time::Instant};
 
 use hickory_proto::{
     op::{Header, HeaderCounts, MessageType, Metadata, ResponseCode},
@@ -21,9 +23,10 @@ use tracing::debug;
 use crate::{
     choose::Live,
     fast,
-    metrics::{DnsMetrics, Qtype, QueryCounters, Rcode},
+    metrics::{DnsMetrics, Limited, LimitedCounters, Qtype, QueryCounters, Rcode},
     publish::AnswerPublisher,
     response::{self, Encoding},
+    rrl::{self, Action, Kind, Rrl, RrlConfig},
     transport::Transport,
 };
 
@@ -31,11 +34,29 @@ use crate::{
 pub(crate) struct PoolHandler {
     answers: AnswerPublisher,
     counters: QueryCounters,
+    rrl: Option<Rrl>,
+    limited: LimitedCounters,
 }
 
 impl PoolHandler {
+    /// A handler without rate limiting.
     pub(crate) fn new(answers: AnswerPublisher) -> Self {
-        Self { counters: QueryCounters::new(answers.metrics()), answers }
+        Self {
+            counters: QueryCounters::new(answers.metrics()),
+            limited: LimitedCounters::new(answers.metrics()),
+            answers,
+            rrl: None,
+        }
+    }
+
+    /// This handler with response rate limiting as `config` says (off when its rate is 0).
+    pub(crate) fn with_rrl(self, config: RrlConfig) -> Self {
+        Self { rrl: Rrl::new(config, rrl::TABLE_BUCKETS, Instant::now()), ..self }
+    }
+
+    /// The rate-limiting settings in force.
+    pub(crate) fn rrl_config(&self) -> RrlConfig {
+        self.rrl.as_ref().map_or(RrlConfig::OFF, Rrl::config)
     }
 
     /// Answers one raw DNS message, writing the response into `out`; returns false when nothing
@@ -64,8 +85,10 @@ impl PoolHandler {
         fast: bool,
         out: &mut Vec<u8>,
     ) -> bool {
-        if fast && transport == Transport::Udp && self.answer_fast(packet, out) {
-            return true;
+        if fast && transport == Transport::Udp {
+            if let Some((rcode, qtype)) = self.fast_response(packet, out) {
+                return self.send(src, transport, rcode, qtype, Encoding::Whole, out);
+            }
         }
         out.clear();
         let Ok(header) = Header::read(&mut BinDecoder::new(packet)) else {
@@ -82,19 +105,68 @@ impl PoolHandler {
                 let mut metadata = Metadata::response_from_request(&header.metadata);
                 metadata.response_code = ResponseCode::FormErr;
                 let header = Header { metadata, counts: HeaderCounts::default() };
-                return header.emit(&mut BinEncoder::new(out)).is_ok();
+                // Not counted in `queries` (see `DnsMetrics`), but limited like any error.
+                return header.emit(&mut BinEncoder::new(out)).is_ok()
+                    && self.within_rate(src, transport, Rcode::formerr, out);
             }
         };
         if request.metadata.message_type == MessageType::Response {
             // Never answer a response: that would make us a reflector.
             return false;
         }
-        self.answer_request(&request, transport, out);
+        let (rcode, qtype, encoding) = self.answer_request(&request, transport, out);
+        self.send(src, transport, rcode, qtype, encoding, out)
+    }
+
+    /// Whether the response in `out` goes out (rate limiting may drop it, or truncate it in
+    /// place); counts it as sent, or as limited.
+    fn send(
+        &self,
+        src: SocketAddr,
+        transport: Transport,
+        rcode: Rcode,
+        qtype: Qtype,
+        encoding: Encoding,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let sent = match encoding {
+            Encoding::Failed => Rcode::servfail,
+            Encoding::Whole | Encoding::Truncated => rcode,
+        };
+        if !self.within_rate(src, transport, sent, out) {
+            return false;
+        }
+        self.count(rcode, qtype, transport, encoding);
         true
     }
 
-    /// Plans, encodes and counts the response to a decoded query.
-    fn answer_request(&self, request: &Request, transport: Transport, out: &mut Vec<u8>) {
+    /// Applies response rate limiting to the response in `out`, carrying `rcode`, to `src`:
+    /// false if it is dropped; true if it goes out, whole or (slipped) truncated in place.
+    /// TCP responses are never limited: the handshake proved the source address.
+    fn within_rate(&self, src: SocketAddr, transport: Transport, rcode: Rcode, out: &mut Vec<u8>) -> bool {
+        let Some(rrl) = self.rrl.as_ref().filter(|_| transport == Transport::Udp) else {
+            return true;
+        };
+        let kind = Kind::of(rcode);
+        let (action, evicted) = rrl.decide(src.ip(), kind, Instant::now());
+        if evicted {
+            self.metrics().rrl_evictions.inc();
+        }
+        match action {
+            Action::Send => true,
+            Action::Slip if rrl::truncate_to_slip(out) => {
+                self.limited.inc(kind, Limited::slipped);
+                true
+            }
+            Action::Slip | Action::Drop => {
+                self.limited.inc(kind, Limited::dropped);
+                false
+            }
+        }
+    }
+
+    /// Plans and encodes the response to a decoded query; returns what to count it as.
+    fn answer_request(&self, request: &Request, transport: Transport, out: &mut Vec<u8>) -> (Rcode, Qtype, Encoding) {
         let current = self.answers.current();
         let edns = response::response_edns(request);
         let qtype = match request.queries.queries() {
@@ -104,7 +176,7 @@ impl PoolHandler {
         let plan = response::plan(&current.zone, &current.snapshot, request, &mut Live);
         let limit = response::size_limit(transport, edns.as_ref());
         let encoding = response::encode(request, edns.as_ref(), &plan, limit, out);
-        self.count(plan.label, qtype, transport, encoding);
+        (plan.label, qtype, encoding)
     }
 
     /// Counts one response: under the planned code, unless encoding failed and a SERVFAIL went
@@ -127,18 +199,23 @@ impl PoolHandler {
     /// Answers `packet` through the fast path into `out` (cleared first) and counts it; false
     /// if the fast path does not take it.
     pub(crate) fn answer_fast(&self, packet: &[u8], out: &mut Vec<u8>) -> bool {
-        out.clear();
-        let Some(query) = fast::Query::parse(packet) else {
-            return false;
-        };
-        let current = self.answers.current();
-        match current.fast.answer(&query, &current.snapshot, out) {
-            Some(rcode) => {
-                self.counters.inc(rcode, query.qtype_label(), Transport::Udp);
+        match self.fast_response(packet, out) {
+            Some((rcode, qtype)) => {
+                self.counters.inc(rcode, qtype, Transport::Udp);
                 true
             }
             None => false,
         }
+    }
+
+    /// The fast path's response to `packet` in `out` (cleared first) and what to count it as;
+    /// `None` if the fast path does not take it.
+    fn fast_response(&self, packet: &[u8], out: &mut Vec<u8>) -> Option<(Rcode, Qtype)> {
+        out.clear();
+        let query = fast::Query::parse(packet)?;
+        let current = self.answers.current();
+        let rcode = current.fast.answer(&query, &current.snapshot, out)?;
+        Some((rcode, query.qtype_label()))
     }
 
     /// The counters this handler counts into.
