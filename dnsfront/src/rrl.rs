@@ -124,11 +124,10 @@ pub(crate) enum Action {
 struct Bucket {
     key: u64,
     tat: u64,
-    limited: u8,
+    limited: u32,
 }
 
 /// The rate limiter: a fixed table of buckets, shared by every UDP loop.
-#[derive(Debug)]
 pub(crate) struct Rrl {
     config: RrlConfig,
     /// Nanoseconds between two responses at the rate.
@@ -202,10 +201,8 @@ impl Rrl {
         if slip == 0 {
             return (Action::Drop, evicted);
         }
-        // `slip` is at most 100 in a valid config; wider values wrap as u32, correctly too.
-        let limited = (u32::from(bucket.limited) + 1) % slip;
-        bucket.limited = u8::try_from(limited).unwrap_or(0);
-        let action = if limited == 0 { Action::Slip } else { Action::Drop };
+        bucket.limited = (bucket.limited + 1) % slip;
+        let action = if bucket.limited == 0 { Action::Slip } else { Action::Drop };
         (action, evicted)
     }
 
@@ -219,6 +216,15 @@ impl Rrl {
             },
         };
         self.hasher.hash_one((family, prefix, kind)).max(1)
+    }
+}
+
+impl std::fmt::Debug for Rrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rrl")
+            .field("config", &self.config)
+            .field("buckets", &(self.sets.len() * WAYS))
+            .finish_non_exhaustive()
     }
 }
 
