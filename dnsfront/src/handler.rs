@@ -166,7 +166,12 @@ impl PoolHandler {
     }
 
     /// Plans and encodes the response to a decoded query; returns what to count it as.
-    fn answer_request(&self, request: &Request, transport: Transport, out: &mut Vec<u8>) -> (Rcode, Qtype, Encoding) {
+    fn answer_request(
+        &self,
+        request: &Request,
+        transport: Transport,
+        out: &mut Vec<u8>,
+    ) -> (Rcode, Qtype, Encoding) {
         let current = self.answers.current();
         let edns = response::response_edns(request);
         let qtype = match request.queries.queries() {

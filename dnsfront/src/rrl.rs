@@ -99,9 +99,7 @@ impl Kind {
         match rcode {
             Rcode::noerror | Rcode::nodata => Self::answer,
             Rcode::nxdomain => Self::nxdomain,
-            Rcode::refused | Rcode::formerr | Rcode::notimp | Rcode::badvers | Rcode::servfail => {
-                Self::error
-            }
+            Rcode::refused | Rcode::formerr | Rcode::notimp | Rcode::badvers | Rcode::servfail => Self::error,
         }
     }
 }
@@ -389,17 +387,27 @@ mod tests {
             // 100k responses a second: a new prefix each, and the flooder every 100th.
             now = epoch + Duration::from_micros(u64::from(i) * 10);
             let spread = IpAddr::V4((i << 8).into());
-            assert_ne!(rrl.decide(spread, Kind::answer, now).0, Action::Drop, "a new prefix is never limited");
+            assert_ne!(
+                rrl.decide(spread, Kind::answer, now).0,
+                Action::Drop,
+                "a new prefix is never limited"
+            );
             if i % 100 == 0 && rrl.decide(flooder, Kind::answer, now).0 == Action::Send {
                 flood_sent += 1;
             }
         }
         assert_eq!(rrl.capacity(), capacity);
         assert!(rrl.buckets_in_use() <= capacity);
-        assert_eq!(std::mem::size_of_val(&*rrl.sets), capacity / WAYS * std::mem::size_of::<Mutex<[Bucket; WAYS]>>());
+        assert_eq!(
+            std::mem::size_of_val(&*rrl.sets),
+            capacity / WAYS * std::mem::size_of::<Mutex<[Bucket; WAYS]>>()
+        );
         // 10 s at 1,000 a second from the flooder: 10 for the burst plus 10 a second.
         let elapsed = now.duration_since(epoch).as_secs_f64();
-        assert!(f64::from(flood_sent) <= 10.0 + 10.0 * elapsed + 1.0, "flooder sent {flood_sent} in {elapsed} s");
+        assert!(
+            f64::from(flood_sent) <= 10.0 + 10.0 * elapsed + 1.0,
+            "flooder sent {flood_sent} in {elapsed} s"
+        );
         assert!(flood_sent >= 100, "flooder sent {flood_sent}");
     }
 

@@ -115,9 +115,7 @@ fn steady_client(socket: UdpSocket, server: SocketAddr) -> (u32, u32) {
 
 /// The value of the metric line starting with `prefix` (0 if absent).
 fn metric(text: &str, prefix: &str) -> u64 {
-    text.lines()
-        .find_map(|line| line.strip_prefix(prefix))
-        .map_or(0, |value| value.trim().parse().unwrap())
+    text.lines().find_map(|line| line.strip_prefix(prefix)).map_or(0, |value| value.trim().parse().unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

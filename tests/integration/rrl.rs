@@ -18,9 +18,7 @@ const RATE: u32 = 20;
 
 /// The value of the series `series` in `/metrics` text (0 if absent).
 fn counter(text: &str, series: &str) -> u64 {
-    text.lines()
-        .find_map(|line| line.strip_prefix(series))
-        .map_or(0, |value| value.trim().parse().unwrap())
+    text.lines().find_map(|line| line.strip_prefix(series)).map_or(0, |value| value.trim().parse().unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -99,7 +97,8 @@ async fn dns_section_limits_a_flooding_prefix_and_slips_to_tcp() {
     assert_eq!(other.trim(), answer);
 
     let metrics = spdu_cluster::http_get(&format!("http://{}/metrics", cluster.control_addr(0))).unwrap();
-    let limited = counter(&metrics, r#"spdu_dns_rrl_limited_responses_total{kind="answer",action="slipped"} "#);
+    let limited =
+        counter(&metrics, r#"spdu_dns_rrl_limited_responses_total{kind="answer",action="slipped"} "#);
     assert!(limited > slipped, "the floods' and dig's truncated replies counted (> {slipped}):\n{metrics}");
     assert_eq!(
         counter(&metrics, r#"spdu_dns_rrl_limited_responses_total{kind="answer",action="dropped"} "#),

@@ -115,7 +115,12 @@ mod tests {
         assert_eq!(config.dns, DnsConfig::default());
         assert_eq!(config.dns.rrl(), RrlConfig::default());
         assert_eq!(
-            (config.dns.rrl_rate, config.dns.rrl_slip, config.dns.rrl_ipv4_prefix, config.dns.rrl_ipv6_prefix),
+            (
+                config.dns.rrl_rate,
+                config.dns.rrl_slip,
+                config.dns.rrl_ipv4_prefix,
+                config.dns.rrl_ipv6_prefix
+            ),
             (1_000, 2, 24, 56)
         );
         assert_eq!(parse("").unwrap().dns, DnsConfig::default());
@@ -123,7 +128,8 @@ mod tests {
 
     #[test]
     fn fields_are_read() {
-        let config = parse("rrl_rate = 50\nrrl_slip = 0\nrrl_ipv4_prefix = 32\nrrl_ipv6_prefix = 64").unwrap();
+        let config =
+            parse("rrl_rate = 50\nrrl_slip = 0\nrrl_ipv4_prefix = 32\nrrl_ipv6_prefix = 64").unwrap();
         let expected = RrlConfig { rate: 50, slip: 0, ipv4_prefix: 32, ipv6_prefix: 64 };
         assert_eq!(config.dns.rrl(), expected);
         assert_eq!(parse("rrl_rate = 0").unwrap().dns.rrl().rate, 0, "0 is off");
