@@ -85,10 +85,11 @@ impl PoolHandler {
         fast: bool,
         out: &mut Vec<u8>,
     ) -> bool {
-        if fast && transport == Transport::Udp {
-            if let Some((rcode, qtype)) = self.fast_response(packet, out) {
-                return self.send(src, transport, rcode, qtype, Encoding::Whole, out);
-            }
+        if fast
+            && transport == Transport::Udp
+            && let Some((rcode, qtype)) = self.fast_response(packet, out)
+        {
+            return self.send(src, transport, rcode, qtype, Encoding::Whole, out);
         }
         out.clear();
         let Ok(header) = Header::read(&mut BinDecoder::new(packet)) else {
