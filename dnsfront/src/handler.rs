@@ -268,4 +268,79 @@ mod tests {
         assert!(!text.contains(r#"rcode="nodata""#), "{text}");
         assert!(text.contains("dns_send_errors_total 1"), "{text}");
     }
+
+    /// With a rate of 1 and slip 1, the second response of each kind to a prefix is its slip
+    /// form: one valid message with the same ID, response code and question, TC set, no
+    /// records, and an OPT exactly when the whole response had one. On the fast path and the
+    /// slow path, for every kind of response; never over TCP.
+    #[test]
+    fn slipped_responses_are_valid_truncated_messages() {
+        use hickory_proto::{
+            op::{Edns, Message, Query},
+            rr::{Name, RecordType},
+        };
+
+        let zone = ZoneConfig {
+            origin: "pool.example.test".into(),
+            names: vec!["api".into()],
+            ttl: 5,
+            nameservers: vec!["alpha.example.test".into()],
+        };
+        let answers = PoolAnswers::same_for_all(1, 1, 5, vec!["192.0.2.1".parse().unwrap()]);
+        let publisher = AnswerPublisher::new(&zone, answers, DnsMetrics::default()).unwrap();
+        let rrl = RrlConfig { rate: 1, slip: 1, ..RrlConfig::default() };
+        let handler = PoolHandler::new(publisher).with_rrl(rrl);
+        let query = |name: &str, qtype: RecordType, edns: Option<u8>| {
+            let mut message = Message::query();
+            message.metadata.id = 4711;
+            message.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+            if let Some(version) = edns {
+                let mut opt = Edns::new();
+                opt.set_version(version);
+                message.set_edns(opt);
+            }
+            message.to_vec().unwrap()
+        };
+        let mut two_questions = Message::query();
+        for _ in 0..2 {
+            two_questions
+                .add_query(Query::query(Name::from_ascii("api.pool.example.test.").unwrap(), RecordType::A));
+        }
+        let cases = [
+            ("answer, fast path", query("api.pool.example.test.", RecordType::A, Some(0)), "10.0.0.1"),
+            ("answer, no EDNS", query("api.pool.example.test.", RecordType::A, None), "10.0.1.1"),
+            ("NXDOMAIN with the SOA", query("nope.pool.example.test.", RecordType::A, Some(0)), "10.0.2.1"),
+            ("REFUSED", query("example.org.", RecordType::A, None), "10.0.3.1"),
+            ("BADVERS, slow path", query("api.pool.example.test.", RecordType::A, Some(1)), "10.0.4.1"),
+            ("FORMERR, two questions", two_questions.to_vec().unwrap(), "10.0.5.1"),
+            ("FORMERR, undecodable", vec![0x12, 0x67, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 3], "10.0.6.1"),
+        ];
+        for (what, packet, src) in cases {
+            let src = SocketAddr::new(src.parse().unwrap(), 5353);
+            let (mut whole, mut slipped) = (Vec::new(), Vec::new());
+            assert!(handler.respond(&packet, src, Transport::Udp, &mut whole), "{what}");
+            assert!(handler.respond(&packet, src, Transport::Udp, &mut slipped), "{what}: slipped");
+            let raw = slipped.clone();
+            let (whole, slipped) = (Message::from_vec(&whole).unwrap(), Message::from_vec(&slipped).unwrap());
+            assert!(slipped.metadata.truncation, "{what}: {slipped:?}");
+            assert_eq!(slipped.metadata.id, whole.metadata.id, "{what}");
+            assert_eq!(slipped.metadata.response_code, whole.metadata.response_code, "{what}");
+            assert_eq!(slipped.queries, whole.queries, "{what}");
+            assert!(slipped.answers.is_empty() && slipped.authorities.is_empty(), "{what}: {slipped:?}");
+            assert_eq!(slipped.edns.is_some(), whole.edns.is_some(), "{what}");
+            assert_eq!(slipped.to_vec().unwrap(), raw, "{what}: no trailing bytes");
+            let mut over_tcp = Vec::new();
+            assert!(handler.respond(&packet, src, Transport::Tcp, &mut over_tcp), "{what}: TCP");
+            assert!(!Message::from_vec(&over_tcp).unwrap().metadata.truncation, "{what}: TCP never limited");
+        }
+        let mut text = String::new();
+        let mut registry = Registry::default();
+        handler.metrics().register(&mut registry);
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for (kind, count) in [("answer", 2), ("nxdomain", 1), ("error", 4)] {
+            let series =
+                format!(r#"dns_rrl_limited_responses_total{{kind="{kind}",action="slipped"}} {count}"#);
+            assert!(text.contains(&series), "{series}: {text}");
+        }
+    }
 }
