@@ -1,15 +1,17 @@
 //! The request path: one raw DNS message in, one raw response out, counted.
 //!
-//! Owns [`PoolHandler`]: the answers being served (through the [`AnswerPublisher`]) and the
-//! metrics. Both listeners (`udp`, `tcp`) and the socket-less entry in `offline` run
-//! [`PoolHandler::respond`]; the fast and the slow path choose a pool name's records with the
-//! same live [`Chooser`](crate::answer::Chooser) (`choose`). Invariants: every message gets
-//! exactly one response, except those dropped before decoding (unreadable header, QR=1);
-//! nothing on this path waits on IO or builds records (they are built at publish time; a
-//! weighted draw only selects among them); every response sent is counted once, under the
-//! response code it carries.
+//! Owns [`PoolHandler`]: the answers being served (through the [`AnswerPublisher`]), the
+//! response rate limiter ([`Rrl`], if on) and the metrics. Both listeners (`udp`, `tcp`) and the
+//! socket-less entry in `offline` run [`PoolHandler::respond`]; the fast and the slow path
+//! choose a pool name's records with the same live [`Chooser`](crate::answer::Chooser)
+//! (`choose`). Invariants: every message gets exactly one response, except those dropped before
+//! decoding (unreadable header, QR=1) and UDP responses over the rate limit that are not slipped
+//! (`rrl`: decided per response once it is made, by the response code it carries; TCP is never
+//! limited); nothing on this path waits on IO or builds records (they are built at publish time;
+//! a weighted draw only selects among them); every response sent is counted once, under the
+//! response code it carries, and every one held back by RRL once in its own counter.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, time::Instant};
 
 use hickory_proto::{
     op::{Header, HeaderCounts, MessageType, Metadata, ResponseCode},
@@ -21,9 +23,10 @@ use tracing::debug;
 use crate::{
     choose::Live,
     fast,
-    metrics::{DnsMetrics, Qtype, QueryCounters, Rcode},
+    metrics::{DnsMetrics, Limited, LimitedCounters, Qtype, QueryCounters, Rcode},
     publish::AnswerPublisher,
     response::{self, Encoding},
+    rrl::{self, Action, Kind, Rrl, RrlConfig},
     transport::Transport,
 };
 
@@ -31,11 +34,29 @@ use crate::{
 pub(crate) struct PoolHandler {
     answers: AnswerPublisher,
     counters: QueryCounters,
+    rrl: Option<Rrl>,
+    limited: LimitedCounters,
 }
 
 impl PoolHandler {
+    /// A handler without rate limiting.
     pub(crate) fn new(answers: AnswerPublisher) -> Self {
-        Self { counters: QueryCounters::new(answers.metrics()), answers }
+        Self {
+            counters: QueryCounters::new(answers.metrics()),
+            limited: LimitedCounters::new(answers.metrics()),
+            answers,
+            rrl: None,
+        }
+    }
+
+    /// This handler with response rate limiting as `config` says (off when its rate is 0).
+    pub(crate) fn with_rrl(self, config: RrlConfig) -> Self {
+        Self { rrl: Rrl::new(config, rrl::TABLE_BUCKETS, Instant::now()), ..self }
+    }
+
+    /// The rate-limiting settings in force.
+    pub(crate) fn rrl_config(&self) -> RrlConfig {
+        self.rrl.as_ref().map_or(RrlConfig::OFF, Rrl::config)
     }
 
     /// Answers one raw DNS message, writing the response into `out`; returns false when nothing
@@ -64,8 +85,11 @@ impl PoolHandler {
         fast: bool,
         out: &mut Vec<u8>,
     ) -> bool {
-        if fast && transport == Transport::Udp && self.answer_fast(packet, out) {
-            return true;
+        if fast
+            && transport == Transport::Udp
+            && let Some((rcode, qtype)) = self.fast_response(packet, out)
+        {
+            return self.send(src, transport, rcode, qtype, Encoding::Whole, out);
         }
         out.clear();
         let Ok(header) = Header::read(&mut BinDecoder::new(packet)) else {
@@ -82,19 +106,73 @@ impl PoolHandler {
                 let mut metadata = Metadata::response_from_request(&header.metadata);
                 metadata.response_code = ResponseCode::FormErr;
                 let header = Header { metadata, counts: HeaderCounts::default() };
-                return header.emit(&mut BinEncoder::new(out)).is_ok();
+                // Not counted in `queries` (see `DnsMetrics`), but limited like any error.
+                return header.emit(&mut BinEncoder::new(out)).is_ok()
+                    && self.within_rate(src, transport, Rcode::formerr, out);
             }
         };
         if request.metadata.message_type == MessageType::Response {
             // Never answer a response: that would make us a reflector.
             return false;
         }
-        self.answer_request(&request, transport, out);
+        let (rcode, qtype, encoding) = self.answer_request(&request, transport, out);
+        self.send(src, transport, rcode, qtype, encoding, out)
+    }
+
+    /// Whether the response in `out` goes out (rate limiting may drop it, or truncate it in
+    /// place); counts it as sent, or as limited.
+    fn send(
+        &self,
+        src: SocketAddr,
+        transport: Transport,
+        rcode: Rcode,
+        qtype: Qtype,
+        encoding: Encoding,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let sent = match encoding {
+            Encoding::Failed => Rcode::servfail,
+            Encoding::Whole | Encoding::Truncated => rcode,
+        };
+        if !self.within_rate(src, transport, sent, out) {
+            return false;
+        }
+        self.count(rcode, qtype, transport, encoding);
         true
     }
 
-    /// Plans, encodes and counts the response to a decoded query.
-    fn answer_request(&self, request: &Request, transport: Transport, out: &mut Vec<u8>) {
+    /// Applies response rate limiting to the response in `out`, carrying `rcode`, to `src`:
+    /// false if it is dropped; true if it goes out, whole or (slipped) truncated in place.
+    /// TCP responses are never limited: the handshake proved the source address.
+    fn within_rate(&self, src: SocketAddr, transport: Transport, rcode: Rcode, out: &mut Vec<u8>) -> bool {
+        let Some(rrl) = self.rrl.as_ref().filter(|_| transport == Transport::Udp) else {
+            return true;
+        };
+        let kind = Kind::of(rcode);
+        let (action, evicted) = rrl.decide(src.ip(), kind, Instant::now());
+        if evicted {
+            self.metrics().rrl_evictions.inc();
+        }
+        match action {
+            Action::Send => true,
+            Action::Slip if rrl::truncate_to_slip(out) => {
+                self.limited.inc(kind, Limited::slipped);
+                true
+            }
+            Action::Slip | Action::Drop => {
+                self.limited.inc(kind, Limited::dropped);
+                false
+            }
+        }
+    }
+
+    /// Plans and encodes the response to a decoded query; returns what to count it as.
+    fn answer_request(
+        &self,
+        request: &Request,
+        transport: Transport,
+        out: &mut Vec<u8>,
+    ) -> (Rcode, Qtype, Encoding) {
         let current = self.answers.current();
         let edns = response::response_edns(request);
         let qtype = match request.queries.queries() {
@@ -104,7 +182,7 @@ impl PoolHandler {
         let plan = response::plan(&current.zone, &current.snapshot, request, &mut Live);
         let limit = response::size_limit(transport, edns.as_ref());
         let encoding = response::encode(request, edns.as_ref(), &plan, limit, out);
-        self.count(plan.label, qtype, transport, encoding);
+        (plan.label, qtype, encoding)
     }
 
     /// Counts one response: under the planned code, unless encoding failed and a SERVFAIL went
@@ -127,18 +205,23 @@ impl PoolHandler {
     /// Answers `packet` through the fast path into `out` (cleared first) and counts it; false
     /// if the fast path does not take it.
     pub(crate) fn answer_fast(&self, packet: &[u8], out: &mut Vec<u8>) -> bool {
-        out.clear();
-        let Some(query) = fast::Query::parse(packet) else {
-            return false;
-        };
-        let current = self.answers.current();
-        match current.fast.answer(&query, &current.snapshot, out) {
-            Some(rcode) => {
-                self.counters.inc(rcode, query.qtype_label(), Transport::Udp);
+        match self.fast_response(packet, out) {
+            Some((rcode, qtype)) => {
+                self.counters.inc(rcode, qtype, Transport::Udp);
                 true
             }
             None => false,
         }
+    }
+
+    /// The fast path's response to `packet` in `out` (cleared first) and what to count it as;
+    /// `None` if the fast path does not take it.
+    fn fast_response(&self, packet: &[u8], out: &mut Vec<u8>) -> Option<(Rcode, Qtype)> {
+        out.clear();
+        let query = fast::Query::parse(packet)?;
+        let current = self.answers.current();
+        let rcode = current.fast.answer(&query, &current.snapshot, out)?;
+        Some((rcode, query.qtype_label()))
     }
 
     /// The counters this handler counts into.
@@ -184,5 +267,80 @@ mod tests {
         );
         assert!(!text.contains(r#"rcode="nodata""#), "{text}");
         assert!(text.contains("dns_send_errors_total 1"), "{text}");
+    }
+
+    /// With a rate of 1 and slip 1, the second response of each kind to a prefix is its slip
+    /// form: one valid message with the same ID, response code and question, TC set, no
+    /// records, and an OPT exactly when the whole response had one. On the fast path and the
+    /// slow path, for every kind of response; never over TCP.
+    #[test]
+    fn slipped_responses_are_valid_truncated_messages() {
+        use hickory_proto::{
+            op::{Edns, Message, Query},
+            rr::{Name, RecordType},
+        };
+
+        let zone = ZoneConfig {
+            origin: "pool.example.test".into(),
+            names: vec!["api".into()],
+            ttl: 5,
+            nameservers: vec!["alpha.example.test".into()],
+        };
+        let answers = PoolAnswers::same_for_all(1, 1, 5, vec!["192.0.2.1".parse().unwrap()]);
+        let publisher = AnswerPublisher::new(&zone, answers, DnsMetrics::default()).unwrap();
+        let rrl = RrlConfig { rate: 1, slip: 1, ..RrlConfig::default() };
+        let handler = PoolHandler::new(publisher).with_rrl(rrl);
+        let query = |name: &str, qtype: RecordType, edns: Option<u8>| {
+            let mut message = Message::query();
+            message.metadata.id = 4711;
+            message.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+            if let Some(version) = edns {
+                let mut opt = Edns::new();
+                opt.set_version(version);
+                message.set_edns(opt);
+            }
+            message.to_vec().unwrap()
+        };
+        let mut two_questions = Message::query();
+        for _ in 0..2 {
+            two_questions
+                .add_query(Query::query(Name::from_ascii("api.pool.example.test.").unwrap(), RecordType::A));
+        }
+        let cases = [
+            ("answer, fast path", query("api.pool.example.test.", RecordType::A, Some(0)), "10.0.0.1"),
+            ("answer, no EDNS", query("api.pool.example.test.", RecordType::A, None), "10.0.1.1"),
+            ("NXDOMAIN with the SOA", query("nope.pool.example.test.", RecordType::A, Some(0)), "10.0.2.1"),
+            ("REFUSED", query("example.org.", RecordType::A, None), "10.0.3.1"),
+            ("BADVERS, slow path", query("api.pool.example.test.", RecordType::A, Some(1)), "10.0.4.1"),
+            ("FORMERR, two questions", two_questions.to_vec().unwrap(), "10.0.5.1"),
+            ("FORMERR, undecodable", vec![0x12, 0x67, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 3], "10.0.6.1"),
+        ];
+        for (what, packet, src) in cases {
+            let src = SocketAddr::new(src.parse().unwrap(), 5353);
+            let (mut whole, mut slipped) = (Vec::new(), Vec::new());
+            assert!(handler.respond(&packet, src, Transport::Udp, &mut whole), "{what}");
+            assert!(handler.respond(&packet, src, Transport::Udp, &mut slipped), "{what}: slipped");
+            let raw = slipped.clone();
+            let (whole, slipped) = (Message::from_vec(&whole).unwrap(), Message::from_vec(&slipped).unwrap());
+            assert!(slipped.metadata.truncation, "{what}: {slipped:?}");
+            assert_eq!(slipped.metadata.id, whole.metadata.id, "{what}");
+            assert_eq!(slipped.metadata.response_code, whole.metadata.response_code, "{what}");
+            assert_eq!(slipped.queries, whole.queries, "{what}");
+            assert!(slipped.answers.is_empty() && slipped.authorities.is_empty(), "{what}: {slipped:?}");
+            assert_eq!(slipped.edns.is_some(), whole.edns.is_some(), "{what}");
+            assert_eq!(slipped.to_vec().unwrap(), raw, "{what}: no trailing bytes");
+            let mut over_tcp = Vec::new();
+            assert!(handler.respond(&packet, src, Transport::Tcp, &mut over_tcp), "{what}: TCP");
+            assert!(!Message::from_vec(&over_tcp).unwrap().metadata.truncation, "{what}: TCP never limited");
+        }
+        let mut text = String::new();
+        let mut registry = Registry::default();
+        handler.metrics().register(&mut registry);
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for (kind, count) in [("answer", 2), ("nxdomain", 1), ("error", 4)] {
+            let series =
+                format!(r#"dns_rrl_limited_responses_total{{kind="{kind}",action="slipped"}} {count}"#);
+            assert!(text.contains(&series), "{series}: {text}");
+        }
     }
 }

@@ -9,7 +9,8 @@
 //! opcodes, FORMERR for anything but one question, minimal RFC 8482 answers to ANY, EDNS
 //! echoed, TC when the answer does not fit (UDP payload size, or 65,535 bytes over TCP),
 //! FORMERR for a malformed COOKIE option. TCP connections are limited in total and per source
-//! ([`TcpLimits`]).
+//! ([`TcpLimits`]); UDP responses per source prefix and response kind ([`RrlConfig`], response
+//! rate limiting, off unless [`DnsServer::with_rrl`] turns it on).
 //! This crate holds no membership or policy logic: it is a thin layer over the node's answer
 //! snapshot (which sites a name answers with is decided by the node, with `spdu-policy`).
 //!
@@ -22,7 +23,10 @@
 //! - `udp`: one receive-and-answer loop per UDP socket.
 //! - `tcp`: the TCP accept loop and one task per connection (RFC 7766 framing, idle timeouts).
 //! - `limits`: [`TcpLimits`] and the table of open TCP connections (total and per source).
-//! - `handler`: the request path, raw message in, raw response out, counted.
+//! - `handler`: the request path, raw message in, raw response out (or held back by `rrl`),
+//!   counted.
+//! - `rrl`: [`RrlConfig`] and the response rate limiter: a fixed table of token buckets per
+//!   source prefix and response kind; the slip (TC-only) form of a response.
 //! - `publish`: [`AnswerPublisher`]: the node publishes [`PoolAnswers`]; everything served for
 //!   them (records, the fast path's encoded responses) is built there, not per query.
 //! - `fast`: the UDP fast path: plain queries parsed without allocating and answered from the
@@ -86,6 +90,7 @@ mod metrics;
 pub mod offline;
 mod publish;
 mod response;
+mod rrl;
 mod server;
 mod tcp;
 mod transport;
@@ -96,6 +101,7 @@ pub use answer::{MAX_RECORDS_PER_RRSET, NameAnswers, PoolAnswers, SiteAddrs};
 pub use limits::TcpLimits;
 pub use metrics::DnsMetrics;
 pub use publish::{AnswerPublisher, ServedAnswers};
+pub use rrl::RrlConfig;
 pub use server::{DnsError, DnsServer};
 pub use spdu_policy::Pick;
 pub use transport::Transport;

@@ -5,7 +5,8 @@
 //! [`QueryCounters`] resolves each label set to its counter once, so a response costs one atomic
 //! increment. Invariant: every response sent is counted once in `queries`, under the response
 //! code it actually carries (a SERVFAIL sent because encoding failed counts as `servfail`, and in
-//! `send_errors`, never under the code that was planned).
+//! `send_errors`, never under the code that was planned); a response over the rate limit is
+//! counted once in `rrl_limited_responses`, and also in `queries` if it was slipped (sent).
 
 use std::sync::OnceLock;
 
@@ -15,7 +16,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::transport::Transport;
+use crate::{rrl::Kind, transport::Transport};
 
 /// Response code class of a response, as a label.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
@@ -59,6 +60,22 @@ pub(crate) struct RefusalLabels {
     pub(crate) reason: Refusal,
 }
 
+/// What response rate limiting did with a response over the rate.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub(crate) enum Limited {
+    /// Not sent.
+    dropped,
+    /// Sent truncated (TC set, no records).
+    slipped,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct LimitedLabels {
+    pub(crate) kind: Kind,
+    pub(crate) action: Limited,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct QueryLabels {
     pub(crate) rcode: Rcode,
@@ -96,6 +113,27 @@ impl QueryCounters {
     }
 }
 
+/// The `rrl_limited_responses` counter of every label set, each looked up on its first use only
+/// (as [`QueryCounters`]: a flood is counted at one atomic increment per response).
+pub(crate) struct LimitedCounters {
+    family: Family<LimitedLabels, Counter>,
+    cells: [OnceLock<Counter>; 6],
+}
+
+impl LimitedCounters {
+    pub(crate) fn new(metrics: &DnsMetrics) -> Self {
+        Self { family: metrics.rrl_limited.clone(), cells: std::array::from_fn(|_| OnceLock::new()) }
+    }
+
+    /// Counts one response over the rate.
+    pub(crate) fn inc(&self, kind: Kind, action: Limited) {
+        let index = kind as usize * 2 + action as usize;
+        self.cells[index]
+            .get_or_init(|| self.family.get_or_create_owned(&LimitedLabels { kind, action }))
+            .inc();
+    }
+}
+
 /// Counters of the DNS front, registered in the node's prometheus-client `Registry`.
 ///
 /// Malformed packets whose header cannot be read are dropped and not counted; malformed packets
@@ -111,6 +149,8 @@ pub struct DnsMetrics {
     pub(crate) tcp_refused: Family<RefusalLabels, Counter>,
     pub(crate) tcp_accept_errors: Counter,
     pub(crate) tcp_connections: Gauge,
+    pub(crate) rrl_limited: Family<LimitedLabels, Counter>,
+    pub(crate) rrl_evictions: Counter,
 }
 
 impl DnsMetrics {
@@ -155,6 +195,16 @@ impl DnsMetrics {
             self.tcp_accept_errors.clone(),
         );
         registry.register("tcp_connections", "TCP connections open now", self.tcp_connections.clone());
+        registry.register(
+            "rrl_limited_responses",
+            "UDP responses over the rate limit of their source prefix and kind, dropped or sent truncated",
+            self.rrl_limited.clone(),
+        );
+        registry.register(
+            "rrl_table_evictions",
+            "Rate-limit buckets still limiting a prefix that were given to a new one (the table is full)",
+            self.rrl_evictions.clone(),
+        );
     }
 }
 

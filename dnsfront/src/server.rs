@@ -20,6 +20,7 @@ use crate::{
     handler::PoolHandler,
     limits::{ConnectionTable, TcpLimits, open_file_limit},
     publish::AnswerPublisher,
+    rrl::RrlConfig,
     tcp,
     transport::Transport,
     udp,
@@ -69,6 +70,7 @@ impl std::fmt::Debug for DnsServer {
         f.debug_struct("DnsServer")
             .field("addrs", &self.addrs)
             .field("tcp_limits", &self.tcp_limits)
+            .field("rrl", &self.handler.rrl_config())
             .finish_non_exhaustive()
     }
 }
@@ -114,6 +116,18 @@ impl DnsServer {
         self.tcp_limits
     }
 
+    /// Turns response rate limiting on over UDP as `config` says (off when its `rate` is 0,
+    /// as without this call).
+    pub fn with_rrl(mut self, config: RrlConfig) -> Self {
+        self.handler = self.handler.with_rrl(config);
+        self
+    }
+
+    /// The response rate limiting in force ([`RrlConfig::OFF`] when off).
+    pub fn rrl(&self) -> RrlConfig {
+        self.handler.rrl_config()
+    }
+
     /// The addresses actually bound (UDP and TCP share each one).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.addrs.clone()
@@ -124,6 +138,7 @@ impl DnsServer {
     /// Returns an error if a listener stops on its own before that; the others are then
     /// stopped too.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), DnsError> {
+        let rrl = self.handler.rrl_config();
         let handler = Arc::new(self.handler);
         let table = ConnectionTable::new(self.tcp_limits);
         // Not a child of `shutdown`: a listener that returns before `stop` is cancelled failed.
@@ -137,7 +152,7 @@ impl DnsServer {
             let serving = tcp::serve(listener, handler.clone(), table.clone(), stop.clone());
             listeners.spawn(async move { (Transport::Tcp, serving.await) });
         }
-        info!(addrs = ?self.addrs, tcp_limits = ?self.tcp_limits, "serving DNS");
+        info!(addrs = ?self.addrs, tcp_limits = ?self.tcp_limits, ?rrl, "serving DNS");
 
         // Every listener loops until shutdown; one returning first has failed.
         let failed = tokio::select! {

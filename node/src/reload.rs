@@ -4,8 +4,9 @@
 //! [`Config::load_key`]); a config with any error is refused as a whole (logged with its
 //! file:line:field, counted as `reloads_total{result="refused"}`) and the node keeps running the
 //! one it has. So is a config that changes what only a restart can change ([`restart_needed`]):
-//! the node's identity (`node.name`, `node.key` path or key, `cluster.id`) and the sockets it
-//! bound (`node.gossip`, `node.dns`, `node.control`, `node.control_allow`).
+//! the node's identity (`node.name`, `node.key` path or key, `cluster.id`), the sockets it
+//! bound (`node.gossip`, `node.dns`, `node.control`, `node.control_allow`) and how the DNS
+//! server limits them (`[dns]`).
 //!
 //! An accepted config is applied, in this order: membership ([`Membership::reconfigure`]: the
 //! roster, timing, quorum, policies and TTLs, this site's addresses and advertised check: kept
@@ -160,6 +161,7 @@ pub fn restart_needed(old: &Config, new: &Config, key: PublicKey, new_key: Publi
     fixed("node.gossip", old.node.gossip.to_string(), new.node.gossip.to_string())?;
     fixed("node.dns", format!("{:?}", old.node.dns), format!("{:?}", new.node.dns))?;
     fixed("node.control", old.node.control.to_string(), new.node.control.to_string())?;
+    fixed("dns", format!("{:?}", old.dns), format!("{:?}", new.dns))?;
     let allow = |c: &Config| {
         format!("{:?}", c.node.control_allow.iter().map(ToString::to_string).collect::<Vec<_>>())
     };
@@ -297,6 +299,8 @@ gossip = "127.0.0.2:7946"
             "addresses = [\"192.0.2.1\"]\ncontrol_allow = [\"10.0.0.0/8\"]",
         );
         assert!(refused(allow, key).contains("node.control_allow: "));
+        let e = refused(format!("{BASE}\n[dns]\nrrl_rate = 50\n"), key);
+        assert!(e.contains("dns: changed from DnsConfig { rrl_rate: 1000"), "{e}");
 
         // Zone, TTL, timing, addresses, peers, health: all live.
         let live = BASE

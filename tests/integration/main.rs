@@ -17,6 +17,7 @@ mod netns;
 mod notify;
 mod policy;
 mod reload;
+mod rrl;
 mod status_page;
 mod systemd;
 mod testing;

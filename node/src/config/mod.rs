@@ -11,6 +11,7 @@
 //! - `zone`: `[zone]` and `[[zone.record]]`: the pool names and each name's failover rule.
 //! - `health`: the `[health]` section.
 //! - `notify`: `[[notify]]`, the hooks that receive the node's events.
+//! - `dns`: the `[dns]` section: response rate limiting.
 //!
 //! Address pins ([`AddressPin`]) and the special-purpose rule are the protocol core's
 //! (`spdu_gossip::proto`): the config builds the roster ([`spdu_gossip::proto::Member`]) the
@@ -29,6 +30,7 @@ use spdu_keys::SecretKey;
 use spdu_policy::{PolicyConfig, SiteAttrs};
 use toml::Spanned;
 
+mod dns;
 mod health;
 mod notify;
 mod peers;
@@ -37,6 +39,7 @@ mod tests;
 mod validate;
 mod zone;
 
+pub use dns::{DnsConfig, RRL_IPV4_PREFIX, RRL_IPV6_PREFIX, RRL_RATE, RRL_SLIP};
 pub use health::{HealthConfig, SelfCheck};
 pub use notify::{HookTarget, NotifyHook, Secret};
 pub use spdu_gossip::proto::AddressPin;
@@ -67,6 +70,8 @@ pub struct Config {
     pub health: HealthConfig,
     /// `[[notify]]`: the hooks that receive the node's events.
     pub notify: Vec<NotifyHook>,
+    /// `[dns]`: response rate limiting.
+    pub dns: DnsConfig,
 }
 
 /// `[node]`: this site.
@@ -199,6 +204,8 @@ struct RawConfig {
     health: health::RawHealth,
     #[serde(default)]
     notify: Vec<Spanned<notify::RawNotify>>,
+    #[serde(default)]
+    dns: dns::RawDns,
 }
 
 #[derive(Default, Deserialize)]
@@ -231,6 +238,7 @@ impl RawConfig {
         protocol.health = health_policy;
         protocol.policy = policy;
         let notify = notify::validate(&self.notify, base)?;
-        Ok(Config { path: PathBuf::new(), node, zone, peers, cluster, protocol, health, notify })
+        let dns = self.dns.validate()?;
+        Ok(Config { path: PathBuf::new(), node, zone, peers, cluster, protocol, health, notify, dns })
     }
 }
