@@ -20,6 +20,7 @@ use tracing::debug;
 
 use crate::{
     choose::Live,
+    cookie::{self, CookieVerdict, Secrets},
     fast,
     metrics::{DnsMetrics, Qtype, QueryCounters, Rcode},
     publish::AnswerPublisher,
@@ -31,11 +32,39 @@ use crate::{
 pub(crate) struct PoolHandler {
     answers: AnswerPublisher,
     counters: QueryCounters,
+    /// The server cookie secrets; `None`: cookies are off (COOKIE options are checked for
+    /// length and otherwise ignored).
+    cookies: Option<Secrets>,
 }
 
 impl PoolHandler {
+    /// A handler for what `answers` publishes, with cookies on (a random secret).
     pub(crate) fn new(answers: AnswerPublisher) -> Self {
-        Self { counters: QueryCounters::new(answers.metrics()), answers }
+        Self { counters: QueryCounters::new(answers.metrics()), answers, cookies: Some(Secrets::random()) }
+    }
+
+    /// Replaces the cookie secrets (`None`: cookies off).
+    pub(crate) fn set_cookies(&mut self, cookies: Option<Secrets>) {
+        self.cookies = cookies;
+    }
+
+    /// Whether cookies are on.
+    pub(crate) fn cookies_on(&self) -> bool {
+        self.cookies.is_some()
+    }
+
+    /// The COOKIE option content to answer `client` from `src` with (`None`: cookies off).
+    pub(crate) fn issue_cookie(
+        &self,
+        client: &[u8; cookie::CLIENT_LEN],
+        src: SocketAddr,
+    ) -> Option<[u8; cookie::OPTION_LEN]> {
+        self.cookies.as_ref().map(|secrets| secrets.issue(client, src.ip()))
+    }
+
+    /// The verdict on a COOKIE option's content from `src` (`None` when cookies are off).
+    pub(crate) fn cookie_verdict(&self, option: Option<&[u8]>, src: SocketAddr) -> CookieVerdict {
+        self.cookies.as_ref().map_or(CookieVerdict::None, |secrets| cookie::verdict(option, src.ip(), secrets))
     }
 
     /// Answers one raw DNS message, writing the response into `out`; returns false when nothing
@@ -64,7 +93,7 @@ impl PoolHandler {
         fast: bool,
         out: &mut Vec<u8>,
     ) -> bool {
-        if fast && transport == Transport::Udp && self.answer_fast(packet, out) {
+        if fast && transport == Transport::Udp && self.answer_fast(packet, src, out) {
             return true;
         }
         out.clear();
@@ -94,14 +123,33 @@ impl PoolHandler {
     }
 
     /// Plans, encodes and counts the response to a decoded query.
+    ///
+    /// Cookies (RFC 7873 §5.2): a well-formed client cookie gets a fresh server cookie in the
+    /// response's OPT; a bad server cookie over UDP gets BADCOOKIE instead of the answer (unless
+    /// the query is in error already), over TCP the answer.
     fn answer_request(&self, request: &Request, transport: Transport, out: &mut Vec<u8>) {
         let current = self.answers.current();
-        let edns = response::response_edns(request);
+        let mut edns = response::response_edns(request);
         let qtype = match request.queries.queries() {
             [query] => response::qtype_label(query.query_type()),
             _ => Qtype::none,
         };
-        let plan = response::plan(&current.zone, &current.snapshot, request, &mut Live);
+        let mut plan = response::plan(&current.zone, &current.snapshot, request, &mut Live);
+        let option = response::request_cookie(request).filter(|o| response::valid_cookie_len(o.len()));
+        if let (Some(secrets), Some(option), Some(edns)) = (&self.cookies, option, edns.as_mut())
+            && plan.label != Rcode::formerr
+        {
+            let src = request.src();
+            if secrets.verdict(Some(option), src.ip()) == CookieVerdict::Bad
+                && transport == Transport::Udp
+                && plan.label != Rcode::badvers
+            {
+                plan = response::bad_cookie();
+            }
+            if let Some(client) = cookie::client_cookie(option) {
+                response::add_cookie(edns, &secrets.issue(client, src.ip()));
+            }
+        }
         let limit = response::size_limit(transport, edns.as_ref());
         let encoding = response::encode(request, edns.as_ref(), &plan, limit, out);
         self.count(plan.label, qtype, transport, encoding);
@@ -126,13 +174,27 @@ impl PoolHandler {
 
     /// Answers `packet` through the fast path into `out` (cleared first) and counts it; false
     /// if the fast path does not take it.
-    pub(crate) fn answer_fast(&self, packet: &[u8], out: &mut Vec<u8>) -> bool {
+    ///
+    /// With cookies on, a query with a client cookie only or a valid server cookie is answered
+    /// here with a fresh server cookie appended to the OPT; one with a bad server cookie goes to
+    /// the slow path (BADCOOKIE is rare: it has no precomputed response).
+    pub(crate) fn answer_fast(&self, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>) -> bool {
         out.clear();
         let Some(query) = fast::Query::parse(packet) else {
             return false;
         };
+        let issued = match query.cookie() {
+            Some(option) => match self.cookie_verdict(Some(option), src) {
+                CookieVerdict::Bad => return false,
+                CookieVerdict::None => None,
+                CookieVerdict::ClientOnly | CookieVerdict::Valid => {
+                    cookie::client_cookie(option).and_then(|client| self.issue_cookie(client, src))
+                }
+            },
+            None => None,
+        };
         let current = self.answers.current();
-        match current.fast.answer(&query, &current.snapshot, out) {
+        match current.fast.answer(&query, &current.snapshot, issued.as_ref(), out) {
             Some(rcode) => {
                 self.counters.inc(rcode, query.qtype_label(), Transport::Udp);
                 true

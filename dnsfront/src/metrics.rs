@@ -28,6 +28,7 @@ pub(crate) enum Rcode {
     formerr,
     notimp,
     badvers,
+    badcookie,
     servfail,
 }
 
@@ -66,7 +67,7 @@ pub(crate) struct QueryLabels {
     pub(crate) transport: Transport,
 }
 
-const RCODES: usize = 8;
+const RCODES: usize = 9;
 const QTYPES: usize = 7;
 const TRANSPORTS: usize = 2;
 
