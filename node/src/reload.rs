@@ -160,6 +160,7 @@ pub fn restart_needed(old: &Config, new: &Config, key: PublicKey, new_key: Publi
     fixed("node.gossip", old.node.gossip.to_string(), new.node.gossip.to_string())?;
     fixed("node.dns", format!("{:?}", old.node.dns), format!("{:?}", new.node.dns))?;
     fixed("node.control", old.node.control.to_string(), new.node.control.to_string())?;
+    fixed("dns.cookies", old.dns.cookies.to_string(), new.dns.cookies.to_string())?;
     let allow = |c: &Config| {
         format!("{:?}", c.node.control_allow.iter().map(ToString::to_string).collect::<Vec<_>>())
     };
@@ -297,6 +298,8 @@ gossip = "127.0.0.2:7946"
             "addresses = [\"192.0.2.1\"]\ncontrol_allow = [\"10.0.0.0/8\"]",
         );
         assert!(refused(allow, key).contains("node.control_allow: "));
+        let e = refused(format!("{BASE}\n[dns]\ncookies = false\n"), key);
+        assert!(e.contains("dns.cookies: changed from true to false"), "{e}");
 
         // Zone, TTL, timing, addresses, peers, health: all live.
         let live = BASE

@@ -29,6 +29,7 @@ use spdu_keys::SecretKey;
 use spdu_policy::{PolicyConfig, SiteAttrs};
 use toml::Spanned;
 
+mod dns;
 mod health;
 mod notify;
 mod peers;
@@ -37,6 +38,7 @@ mod tests;
 mod validate;
 mod zone;
 
+pub use dns::DnsConfig;
 pub use health::{HealthConfig, SelfCheck};
 pub use notify::{HookTarget, NotifyHook, Secret};
 pub use spdu_gossip::proto::AddressPin;
@@ -67,6 +69,8 @@ pub struct Config {
     pub health: HealthConfig,
     /// `[[notify]]`: the hooks that receive the node's events.
     pub notify: Vec<NotifyHook>,
+    /// `[dns]`: DNS cookies.
+    pub dns: DnsConfig,
 }
 
 /// `[node]`: this site.
@@ -199,6 +203,8 @@ struct RawConfig {
     health: health::RawHealth,
     #[serde(default)]
     notify: Vec<Spanned<notify::RawNotify>>,
+    #[serde(default)]
+    dns: DnsConfig,
 }
 
 #[derive(Default, Deserialize)]
@@ -231,6 +237,7 @@ impl RawConfig {
         protocol.health = health_policy;
         protocol.policy = policy;
         let notify = notify::validate(&self.notify, base)?;
-        Ok(Config { path: PathBuf::new(), node, zone, peers, cluster, protocol, health, notify })
+        let dns = self.dns;
+        Ok(Config { path: PathBuf::new(), node, zone, peers, cluster, protocol, health, notify, dns })
     }
 }
