@@ -73,7 +73,10 @@ impl Secrets {
     /// A random secret, made now, rotated on the system clock.
     pub(crate) fn random() -> Self {
         let now = system_now();
-        Self { keys: RwLock::new(Keys { current: random_key(), previous: None, since: now }), fixed_now: None }
+        Self {
+            keys: RwLock::new(Keys { current: random_key(), previous: None, since: now }),
+            fixed_now: None,
+        }
     }
 
     /// `secret`, with the clock stopped at `now` (never rotated unless asked to).
@@ -216,7 +219,12 @@ fn random_key() -> [u8; 16] {
 fn siphash24(key: &[u8; 16], data: &[u8]) -> [u8; 8] {
     let k0 = u64::from_le_bytes(key[..8].try_into().expect("8 bytes"));
     let k1 = u64::from_le_bytes(key[8..].try_into().expect("8 bytes"));
-    let mut v = [k0 ^ 0x736f_6d65_7073_6575, k1 ^ 0x646f_7261_6e64_6f6d, k0 ^ 0x6c79_6765_6e65_7261, k1 ^ 0x7465_6462_7974_6573];
+    let mut v = [
+        k0 ^ 0x736f_6d65_7073_6575,
+        k1 ^ 0x646f_7261_6e64_6f6d,
+        k0 ^ 0x6c79_6765_6e65_7261,
+        k1 ^ 0x7465_6462_7974_6573,
+    ];
     let round = |v: &mut [u64; 4]| {
         v[0] = v[0].wrapping_add(v[1]);
         v[1] = v[1].rotate_left(13) ^ v[0];
@@ -300,7 +308,10 @@ mod tests {
             assert_eq!(at(now - MAX_AHEAD - 1), CookieVerdict::Bad, "further ahead");
             let other: IpAddr = "198.51.100.101".parse().unwrap();
             assert_eq!(Secrets::fixed(secret, now).verdict(Some(&option), other), CookieVerdict::Bad);
-            assert_eq!(Secrets::fixed(secret, now).verdict(Some(&option[..8]), ip), CookieVerdict::ClientOnly);
+            assert_eq!(
+                Secrets::fixed(secret, now).verdict(Some(&option[..8]), ip),
+                CookieVerdict::ClientOnly
+            );
         }
     }
 

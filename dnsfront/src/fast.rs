@@ -36,8 +36,8 @@ use hickory_server::{net::xfer::Protocol, server::Request};
 use crate::{
     answer::{Chooser, RRsetId, Snapshot, Variants},
     choose::Live,
-    metrics::{Qtype, Rcode},
     cookie,
+    metrics::{Qtype, Rcode},
     response::{self, Encoding, MAX_UDP_PAYLOAD, MIN_UDP_PAYLOAD},
     zone::Zone,
 };

@@ -64,7 +64,9 @@ impl PoolHandler {
 
     /// The verdict on a COOKIE option's content from `src` (`None` when cookies are off).
     pub(crate) fn cookie_verdict(&self, option: Option<&[u8]>, src: SocketAddr) -> CookieVerdict {
-        self.cookies.as_ref().map_or(CookieVerdict::None, |secrets| cookie::verdict(option, src.ip(), secrets))
+        self.cookies
+            .as_ref()
+            .map_or(CookieVerdict::None, |secrets| cookie::verdict(option, src.ip(), secrets))
     }
 
     /// Answers one raw DNS message, writing the response into `out`; returns false when nothing

@@ -29,8 +29,8 @@ use hickory_server::{
 };
 
 use crate::{
-    cookie,
     answer::{Chooser, Outcome, RRsetId, Selection, Snapshot, Variants, resolve},
+    cookie,
     metrics::{Qtype, Rcode},
     transport::Transport,
     zone::Zone,

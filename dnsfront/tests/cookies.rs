@@ -39,10 +39,8 @@ async fn run(tool: &'static str, server: SocketAddr, args: &[&str]) -> String {
 fn printed_cookie(output: &str) -> Option<String> {
     let line = output.lines().find(|l| l.contains("COOKIE:"))?;
     let after = &line[line.find("COOKIE:")? + "COOKIE:".len()..];
-    let hex: String = after
-        .split_whitespace()
-        .take_while(|word| word.chars().all(|c| c.is_ascii_hexdigit()))
-        .collect();
+    let hex: String =
+        after.split_whitespace().take_while(|word| word.chars().all(|c| c.is_ascii_hexdigit())).collect();
     Some(hex.to_ascii_lowercase())
 }
 
@@ -92,7 +90,8 @@ async fn udp_from(from: IpAddr, server: SocketAddr, message: &Message) -> Messag
     let socket = UdpSocket::bind((from, 0)).await.unwrap();
     socket.send_to(&message.to_vec().unwrap(), server).await.unwrap();
     let mut buf = vec![0; 65535];
-    let (len, _) = timeout(Duration::from_secs(3), socket.recv_from(&mut buf)).await.expect("a reply").unwrap();
+    let (len, _) =
+        timeout(Duration::from_secs(3), socket.recv_from(&mut buf)).await.expect("a reply").unwrap();
     Message::from_vec(&buf[..len]).unwrap()
 }
 
@@ -139,7 +138,10 @@ async fn dig_and_kdig_get_server_cookies_that_validate() {
         assert_eq!(retried.metadata.response_code, ResponseCode::NoError);
     }
     let metrics = server.metrics_text();
-    assert!(metrics.contains(r#"dns_queries_total{rcode="badcookie",qtype="a",transport="udp"} 2"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"dns_queries_total{rcode="badcookie",qtype="a",transport="udp"} 2"#),
+        "{metrics}"
+    );
     server.stop().await;
 }
 
@@ -151,7 +153,9 @@ async fn bad_server_cookies_get_badcookie_over_udp_and_answers_over_tcp() {
     let server = TestServer::start(zone(&["api"]), 1, addrs(&["192.0.2.1"])).await;
     let client = "0123456789abcdef";
     let bad = format!("{client}01000000{:08x}0011223344556677", now());
-    for (tool, no_retry, retry) in [("dig", "+nobadcookie", "+badcookie"), ("kdig", "+nobadcookie", "+badcookie")] {
+    for (tool, no_retry, retry) in
+        [("dig", "+nobadcookie", "+badcookie"), ("kdig", "+nobadcookie", "+badcookie")]
+    {
         let out = run(tool, server.addr, &[&format!("+cookie={bad}"), no_retry, API, "A"]).await;
         assert_eq!(status(&out), "BADCOOKIE", "{tool}: {out}");
         assert!(!out.contains("192.0.2.1"), "{tool}: no answer with BADCOOKIE: {out}");

@@ -764,7 +764,8 @@ fn fast_path_with_cookies_is_byte_identical_to_the_slow_path() {
                     let what = format!("{name} {qtype} {payload} cookie {cookie:02x?}");
                     fast += usize::from(assert_same_as_slow(&r, &bytes, &what));
                     let served = Message::from_vec(&r.answer(&bytes, true).unwrap()).unwrap();
-                    let option = served.edns.as_ref().and_then(|e| e.options().get(EdnsCode::Cookie)).cloned();
+                    let option =
+                        served.edns.as_ref().and_then(|e| e.options().get(EdnsCode::Cookie)).cloned();
                     let Some(EdnsOption::Unknown(10, sent)) = option else { panic!("{what}: no COOKIE") };
                     assert_eq!(sent, valid, "{what}: the fresh cookie (same clock, same secret)");
                 }

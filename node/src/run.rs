@@ -58,7 +58,8 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let initial = pool_answers(&answers.borrow(), &config.zone.names, &fail_open, initial_serial());
     let dns_metrics = DnsMetrics::default();
     let pool = AnswerPublisher::new(&config.zone, initial, dns_metrics.clone()).context("zone")?;
-    let dns = DnsServer::bind(&pool, &config.node.dns).await.context("node.dns")?.with_cookies(config.dns.cookies);
+    let dns =
+        DnsServer::bind(&pool, &config.node.dns).await.context("node.dns")?.with_cookies(config.dns.cookies);
 
     let control_listener = tokio::net::TcpListener::bind(config.node.control)
         .await

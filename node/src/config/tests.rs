@@ -522,7 +522,9 @@ fn site_attributes_are_bounded() {
 #[test]
 fn dns_cookies_default_on_and_turn_off() {
     assert!(parse(&valid()).unwrap().dns.cookies, "on by default");
-    let with_dns = |dns: &str| valid().replace("[[peers]]\nname = \"beta\"", &format!("[dns]\n{dns}\n\n[[peers]]\nname = \"beta\""));
+    let with_dns = |dns: &str| {
+        valid().replace("[[peers]]\nname = \"beta\"", &format!("[dns]\n{dns}\n\n[[peers]]\nname = \"beta\""))
+    };
     assert!(!parse(&with_dns("cookies = false")).unwrap().dns.cookies);
     assert!(parse(&with_dns("cookies = true")).unwrap().dns.cookies);
     let e = error(&with_dns("cookies = \"no\""));

@@ -138,7 +138,9 @@ fn check_cookies(s: &Structured, query: &[u8]) {
         return;
     }
     let back = response.edns.as_ref().and_then(|e| e.options().get(EdnsCode::Cookie));
-    let Some(EdnsOption::Unknown(_, back)) = back else { panic!("no COOKIE back for {sent:02x?} ({rcode:?})") };
+    let Some(EdnsOption::Unknown(_, back)) = back else {
+        panic!("no COOKIE back for {sent:02x?} ({rcode:?})")
+    };
     assert_eq!(back.len(), 24, "client and RFC 9018 server cookie");
     assert_eq!(back[..8], sent[..8], "the client cookie is echoed");
     assert_eq!(back[8..12], [1, 0, 0, 0], "version 1, reserved 0");
