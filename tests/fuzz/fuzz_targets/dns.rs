@@ -229,10 +229,7 @@ fuzz_target!(|data: &[u8]| {
                     check(&query, s.udp);
                     check_cookies(&s, &query);
                     let bad_cookie = s.edns.is_some_and(|(_, version, _)| version == 0)
-                        && s.cookie.as_ref().is_some_and(|c| {
-                            let len = c.len().min(64);
-                            len != 8 && !(16..=40).contains(&len)
-                        });
+                        && cookie_of(&s).is_some_and(|c| c.len() != 8 && !(16..=40).contains(&c.len()));
                     if bad_cookie && let Some(response) = responder().answer(&query, s.udp) {
                         let rcode = decode_whole(&response).metadata.response_code;
                         assert_eq!(rcode, ResponseCode::FormErr, "COOKIE of a bad length");
