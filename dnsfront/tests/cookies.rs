@@ -32,7 +32,8 @@ async fn run(tool: &'static str, server: SocketAddr, args: &[&str]) -> String {
         .await
         .unwrap()
         .unwrap_or_else(|e| panic!("{tool} is needed for this test (dnsutils, knot-dnsutils): {e}"));
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    // Standard error too: the tools' warnings explain a failed assertion.
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
 /// The COOKIE option dig or kdig printed (hex, client and server cookie), if any.
@@ -47,8 +48,12 @@ fn printed_cookie(output: &str) -> Option<String> {
 /// The status of the last response the tool printed (kdig prints the BADCOOKIE it retried
 /// after, too).
 fn status(output: &str) -> &str {
-    let start = output.rfind("status: ").map(|i| i + "status: ".len()).unwrap_or_else(|| panic!("{output}"));
-    output[start..].split([',', ';']).next().unwrap()
+    status_of(output).unwrap_or_else(|| panic!("no response: {output}"))
+}
+
+fn status_of(output: &str) -> Option<&str> {
+    let start = output.rfind("status: ")? + "status: ".len();
+    output[start..].split([',', ';']).next()
 }
 
 fn unhex(s: &str) -> Vec<u8> {
@@ -211,4 +216,91 @@ async fn cookies_can_be_turned_off() {
     assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
     assert_eq!(cookie_of(&reply), None);
     server.stop().await;
+}
+
+/// A knotd (`mod-cookies`) started by the test, killed and reaped on drop.
+struct Knotd {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Knotd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// RFC 9018 interoperability, both ways, with knotd's `mod-cookies` under the same secret: the
+/// server cookie knotd issues to 127.0.0.1 is valid here, and the one we issue to 127.0.0.1 is
+/// valid for knotd (which answers a bad one with BADCOOKIE).
+#[tokio::test]
+async fn server_cookies_interoperate_with_knotd() {
+    const SECRET: &str = "e5e973e5a6b2a43f48e7dc849e37bfcf";
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let path = dir.path().display().to_string();
+    std::fs::write(
+        dir.path().join("pool.zone"),
+        "$ORIGIN pool.example.test.\n@ 5 IN SOA alpha.example.test. hostmaster.pool.example.test. 1 3600 600 1209600 5\n\
+         @ 5 IN NS alpha.example.test.\napi 5 IN A 192.0.2.1\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("knot.conf"),
+        format!(
+            "server:\n  listen: 127.0.0.1@{port}\n  rundir: {path}\n  udp-workers: 1\n  tcp-workers: 1\n  \
+             background-workers: 1\nlog:\n  - target: stderr\n    any: error\ndatabase:\n  storage: {path}\n\
+             mod-cookies:\n  - id: shared\n    secret: 0x{SECRET}\ntemplate:\n  - id: default\n    storage: {path}\n    \
+             zonefile-sync: -1\n    journal-content: none\n    global-module: mod-cookies/shared\n\
+             zone:\n  - domain: pool.example.test\n    file: {path}/pool.zone\n"
+        ),
+    )
+    .unwrap();
+    let child = Command::new("knotd")
+        .arg("-c")
+        .arg(dir.path().join("knot.conf"))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("knotd is needed for this test (apt-get install knot): {e}"));
+    let knotd = Knotd { child, _dir: dir };
+    let server: SocketAddr = (IpAddr::from([127, 0, 0, 1]), port).into();
+    let mut knot_cookie = None;
+    for _ in 0..50 {
+        // knotd answers a client cookie alone with BADCOOKIE; kdig retries with the cookie.
+        let out = run("kdig", server, &["+cookie=0123456789abcdef", API, "A"]).await;
+        if status_of(&out) == Some("NOERROR") {
+            knot_cookie = printed_cookie(&out);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let knot_cookie = knot_cookie.expect("knotd answered with a cookie within 5 s");
+    assert_eq!(knot_cookie.len(), 48);
+    assert_rfc9018(&unhex(&knot_cookie)[8..]);
+
+    let mut responder = spdu_dnsfront::offline::Responder::new(
+        &zone(&["api"]),
+        spdu_dnsfront::PoolAnswers::same_for_all(1, 1, 5, addrs(&["192.0.2.1"])),
+    )
+    .unwrap();
+    responder.set_cookies(Some((unhex(SECRET).try_into().unwrap(), now())));
+    // The responder's queries come from 127.0.0.1, as kdig's to knotd did.
+    let reply = responder.answer(&with_cookie(&unhex(&knot_cookie)).to_vec().unwrap(), true).unwrap();
+    let reply = Message::from_vec(&reply).unwrap();
+    assert_eq!(reply.metadata.response_code, ResponseCode::NoError, "knotd's cookie is valid here");
+    let mut forged = unhex(&knot_cookie);
+    forged[23] ^= 1;
+    let reply =
+        Message::from_vec(&responder.answer(&with_cookie(&forged).to_vec().unwrap(), true).unwrap()).unwrap();
+    assert_eq!(reply.metadata.response_code, ResponseCode::BADCOOKIE, "a forged one is not");
+
+    let ours = responder.issue_cookie([0xab; 8], "127.0.0.1:5353".parse().unwrap()).unwrap();
+    let ours: String = ours.iter().map(|b| format!("{b:02x}")).collect();
+    let out = run("kdig", server, &[&format!("+cookie={ours}"), "+nobadcookie", API, "A"]).await;
+    assert_eq!(status(&out), "NOERROR", "knotd accepts our server cookie: {out}");
+    let forged = format!("{}{}", &ours[..47], if ours.ends_with('0') { "1" } else { "0" });
+    let out = run("kdig", server, &[&format!("+cookie={forged}"), "+nobadcookie", API, "A"]).await;
+    assert_eq!(status(&out), "BADCOOKIE", "knotd checks cookies at all: {out}");
+    drop(knotd);
 }
