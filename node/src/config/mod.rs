@@ -11,6 +11,7 @@
 //! - `zone`: `[zone]` and `[[zone.record]]`: the pool names and each name's failover rule.
 //! - `health`: the `[health]` section.
 //! - `notify`: `[[notify]]`, the hooks that receive the node's events.
+//! - `dns`: the `[dns]` section: DNS cookies.
 //!
 //! Address pins ([`AddressPin`]) and the special-purpose rule are the protocol core's
 //! (`spdu_gossip::proto`): the config builds the roster ([`spdu_gossip::proto::Member`]) the
