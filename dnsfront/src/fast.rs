@@ -36,6 +36,7 @@ use hickory_server::{net::xfer::Protocol, server::Request};
 use crate::{
     answer::{Chooser, RRsetId, Snapshot, Variants},
     choose::Live,
+    cookie,
     metrics::{Qtype, Rcode},
     response::{self, Encoding, MAX_UDP_PAYLOAD, MIN_UDP_PAYLOAD},
     zone::Zone,
@@ -58,8 +59,6 @@ const TYPE_AAAA: u16 = 28;
 const TYPE_OPT: u16 = 41;
 const TYPE_ANY: u16 = 255;
 const CLASS_IN: u16 = 1;
-/// The EDNS COOKIE option (RFC 7873).
-const OPTION_COOKIE: u16 = 10;
 
 /// The query types with a response of their own; every other fast type answers like TXT (the
 /// handler gives them all NODATA, or NXDOMAIN / REFUSED by name alone).
@@ -98,6 +97,8 @@ pub(crate) struct Query<'a> {
     qtype: u16,
     /// The client's EDNS payload size, if the query has an OPT.
     payload: Option<u16>,
+    /// Where the content of the query's COOKIE option is in `packet` (start, end), if any.
+    cookie: Option<(usize, usize)>,
 }
 
 impl<'a> Query<'a> {
@@ -145,6 +146,7 @@ impl<'a> Query<'a> {
             return None;
         }
         let rest = &packet[pos + 4..];
+        let mut cookie = None;
 
         let payload = if header[11] == 0 {
             if !rest.is_empty() {
@@ -161,6 +163,7 @@ impl<'a> Query<'a> {
             if options.len() != usize::from(u16::from_be_bytes([opt[9], opt[10]])) {
                 return None;
             }
+            let mut at = packet.len() - options.len();
             while !options.is_empty() {
                 let head = options.get(..4)?;
                 let code = u16::from_be_bytes([head[0], head[1]]);
@@ -168,15 +171,24 @@ impl<'a> Query<'a> {
                 if parsed_option(code) || options.len() < end {
                     return None;
                 }
-                if code == OPTION_COOKIE && !response::valid_cookie_len(end - 4) {
-                    // FORMERR: the slow path's to give.
-                    return None;
+                if code == cookie::OPTION_CODE {
+                    if !response::valid_cookie_len(end - 4) || cookie.is_some() {
+                        // FORMERR, or two cookies: the slow path's to give.
+                        return None;
+                    }
+                    cookie = Some((at + 4, at + end));
                 }
                 options = &options[end..];
+                at += end;
             }
             Some(u16::from_be_bytes([opt[3], opt[4]]))
         };
-        Some(Self { packet, name_len, lower, qtype, payload })
+        Some(Self { packet, name_len, lower, qtype, payload, cookie })
+    }
+
+    /// The content of the query's COOKIE option, if it has one (of a valid length).
+    pub(crate) fn cookie(&self) -> Option<&'a [u8]> {
+        self.cookie.map(|(start, end)| &self.packet[start..end])
     }
 
     /// The query type, as a metrics label.
@@ -258,8 +270,16 @@ impl Table {
     /// Writes the response to `query` into `out` and returns its metrics label, or `None` when
     /// the slow path must answer (no precomputed response, or it would not fit the client's
     /// payload size and needs truncating). Chooses the rotation or the site as the slow path
-    /// does, from `snapshot` (the one the table was built for).
-    pub(crate) fn answer(&self, query: &Query<'_>, snapshot: &Snapshot, out: &mut Vec<u8>) -> Option<Rcode> {
+    /// does, from `snapshot` (the one the table was built for). With `cookie` (the COOKIE
+    /// option content to send: client and server cookie), the OPT carries it, as the slow path
+    /// adds it.
+    pub(crate) fn answer(
+        &self,
+        query: &Query<'_>,
+        snapshot: &Snapshot,
+        cookie: Option<&[u8; cookie::OPTION_LEN]>,
+        out: &mut Vec<u8>,
+    ) -> Option<Rcode> {
         let name = query.name();
         let encoded = if let Some(by_kind) = self.names.get(name) {
             by_kind[kind(query.qtype)].as_ref()?
@@ -271,7 +291,10 @@ impl Table {
 
         let question = query.question();
         let tail_len = encoded.tails[0].len();
-        let opt_len = if query.payload.is_some() { OPT_LEN } else { 0 };
+        // A cookie comes in an OPT only.
+        let cookie = cookie.filter(|_| query.payload.is_some());
+        let cookie_len = cookie.map_or(0, |c| 4 + c.len());
+        let opt_len = if query.payload.is_some() { OPT_LEN + cookie_len } else { 0 };
         let payload = query.payload.map(|p| p.clamp(MIN_UDP_PAYLOAD, MAX_UDP_PAYLOAD));
         let total = HEADER + question.len() + tail_len + opt_len;
         if total > usize::from(payload.unwrap_or(MIN_UDP_PAYLOAD)) {
@@ -298,7 +321,13 @@ impl Table {
         out.extend_from_slice(tail);
         if let Some(payload) = payload {
             let [high, low] = payload.to_be_bytes();
-            out.extend_from_slice(&[0, 0, TYPE_OPT as u8, high, low, 0, 0, 0, 0, 0, 0]);
+            let [rd_high, rd_low] = (cookie_len as u16).to_be_bytes();
+            out.extend_from_slice(&[0, 0, TYPE_OPT as u8, high, low, 0, 0, 0, 0, rd_high, rd_low]);
+            if let Some(content) = cookie {
+                let [code_high, code_low] = cookie::OPTION_CODE.to_be_bytes();
+                out.extend_from_slice(&[code_high, code_low, 0, content.len() as u8]);
+                out.extend_from_slice(content);
+            }
         }
         Some(encoded.label)
     }

@@ -22,6 +22,7 @@ use tracing::debug;
 
 use crate::{
     choose::Live,
+    cookie::{self, CookieVerdict, Secrets},
     fast,
     metrics::{DnsMetrics, Limited, LimitedCounters, Qtype, QueryCounters, Rcode},
     publish::AnswerPublisher,
@@ -36,16 +37,20 @@ pub(crate) struct PoolHandler {
     counters: QueryCounters,
     rrl: Option<Rrl>,
     limited: LimitedCounters,
+    /// The server cookie secrets; `None`: cookies are off (COOKIE options are checked for
+    /// length and otherwise ignored).
+    cookies: Option<Secrets>,
 }
 
 impl PoolHandler {
-    /// A handler without rate limiting.
+    /// A handler without rate limiting, with cookies on (a random secret).
     pub(crate) fn new(answers: AnswerPublisher) -> Self {
         Self {
             counters: QueryCounters::new(answers.metrics()),
             limited: LimitedCounters::new(answers.metrics()),
             answers,
             rrl: None,
+            cookies: Some(Secrets::random()),
         }
     }
 
@@ -57,6 +62,32 @@ impl PoolHandler {
     /// The rate-limiting settings in force.
     pub(crate) fn rrl_config(&self) -> RrlConfig {
         self.rrl.as_ref().map_or(RrlConfig::OFF, Rrl::config)
+    }
+
+    /// Replaces the cookie secrets (`None`: cookies off).
+    pub(crate) fn set_cookies(&mut self, cookies: Option<Secrets>) {
+        self.cookies = cookies;
+    }
+
+    /// Whether cookies are on.
+    pub(crate) fn cookies_on(&self) -> bool {
+        self.cookies.is_some()
+    }
+
+    /// The COOKIE option content to answer `client` from `src` with (`None`: cookies off).
+    pub(crate) fn issue_cookie(
+        &self,
+        client: &[u8; cookie::CLIENT_LEN],
+        src: SocketAddr,
+    ) -> Option<[u8; cookie::OPTION_LEN]> {
+        self.cookies.as_ref().map(|secrets| secrets.issue(client, src.ip()))
+    }
+
+    /// The verdict on a COOKIE option's content from `src` (`None` when cookies are off).
+    pub(crate) fn cookie_verdict(&self, option: Option<&[u8]>, src: SocketAddr) -> CookieVerdict {
+        self.cookies
+            .as_ref()
+            .map_or(CookieVerdict::None, |secrets| cookie::verdict(option, src.ip(), secrets))
     }
 
     /// Answers one raw DNS message, writing the response into `out`; returns false when nothing
@@ -87,9 +118,9 @@ impl PoolHandler {
     ) -> bool {
         if fast
             && transport == Transport::Udp
-            && let Some((rcode, qtype)) = self.fast_response(packet, out)
+            && let Some((rcode, qtype, verdict)) = self.fast_response(packet, src, out)
         {
-            return self.send(src, transport, rcode, qtype, Encoding::Whole, out);
+            return self.send(src, transport, (rcode, qtype, Encoding::Whole), verdict, out);
         }
         out.clear();
         let Ok(header) = Header::read(&mut BinDecoder::new(packet)) else {
@@ -108,33 +139,34 @@ impl PoolHandler {
                 let header = Header { metadata, counts: HeaderCounts::default() };
                 // Not counted in `queries` (see `DnsMetrics`), but limited like any error.
                 return header.emit(&mut BinEncoder::new(out)).is_ok()
-                    && self.within_rate(src, transport, Rcode::formerr, out);
+                    && self.within_rate(src, transport, Rcode::formerr, CookieVerdict::None, out);
             }
         };
         if request.metadata.message_type == MessageType::Response {
             // Never answer a response: that would make us a reflector.
             return false;
         }
-        let (rcode, qtype, encoding) = self.answer_request(&request, transport, out);
-        self.send(src, transport, rcode, qtype, encoding, out)
+        let (made, verdict) = self.answer_request(&request, transport, out);
+        self.send(src, transport, made, verdict, out)
     }
 
-    /// Whether the response in `out` goes out (rate limiting may drop it, or truncate it in
-    /// place); counts it as sent, or as limited.
+    /// Whether the response in `out` (`made`: its planned code, the query's type, how it was
+    /// encoded) goes out (rate limiting may drop it, or truncate it in place, unless the query's
+    /// cookie `verdict` is a valid server cookie); counts it as sent, or as limited.
     fn send(
         &self,
         src: SocketAddr,
         transport: Transport,
-        rcode: Rcode,
-        qtype: Qtype,
-        encoding: Encoding,
+        made: (Rcode, Qtype, Encoding),
+        verdict: CookieVerdict,
         out: &mut Vec<u8>,
     ) -> bool {
+        let (rcode, qtype, encoding) = made;
         let sent = match encoding {
             Encoding::Failed => Rcode::servfail,
             Encoding::Whole | Encoding::Truncated => rcode,
         };
-        if !self.within_rate(src, transport, sent, out) {
+        if !self.within_rate(src, transport, sent, verdict, out) {
             return false;
         }
         self.count(rcode, qtype, transport, encoding);
@@ -143,9 +175,19 @@ impl PoolHandler {
 
     /// Applies response rate limiting to the response in `out`, carrying `rcode`, to `src`:
     /// false if it is dropped; true if it goes out, whole or (slipped) truncated in place.
-    /// TCP responses are never limited: the handshake proved the source address.
-    fn within_rate(&self, src: SocketAddr, transport: Transport, rcode: Rcode, out: &mut Vec<u8>) -> bool {
-        let Some(rrl) = self.rrl.as_ref().filter(|_| transport == Transport::Udp) else {
+    /// TCP responses are never limited: the handshake proved the source address; nor are
+    /// responses to a query with a valid server cookie (RFC 7873 §5.2.3: a cookie this site
+    /// issued to that address proves it, as a spoofed source cannot have one).
+    fn within_rate(
+        &self,
+        src: SocketAddr,
+        transport: Transport,
+        rcode: Rcode,
+        verdict: CookieVerdict,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let limited = transport == Transport::Udp && verdict != CookieVerdict::Valid;
+        let Some(rrl) = self.rrl.as_ref().filter(|_| limited) else {
             return true;
         };
         let kind = Kind::of(rcode);
@@ -166,23 +208,45 @@ impl PoolHandler {
         }
     }
 
-    /// Plans and encodes the response to a decoded query; returns what to count it as.
+    /// Plans and encodes the response to a decoded query; returns what to count it as and the
+    /// verdict on its cookie.
+    ///
+    /// Cookies (RFC 7873 §5.2): a well-formed client cookie gets a fresh server cookie in the
+    /// response's OPT; a bad server cookie over UDP gets BADCOOKIE instead of the answer (unless
+    /// the query is in error already), over TCP the answer.
     fn answer_request(
         &self,
         request: &Request,
         transport: Transport,
         out: &mut Vec<u8>,
-    ) -> (Rcode, Qtype, Encoding) {
+    ) -> ((Rcode, Qtype, Encoding), CookieVerdict) {
         let current = self.answers.current();
-        let edns = response::response_edns(request);
+        let mut edns = response::response_edns(request);
         let qtype = match request.queries.queries() {
             [query] => response::qtype_label(query.query_type()),
             _ => Qtype::none,
         };
-        let plan = response::plan(&current.zone, &current.snapshot, request, &mut Live);
+        let mut plan = response::plan(&current.zone, &current.snapshot, request, &mut Live);
+        let option = response::request_cookie(request).filter(|o| response::valid_cookie_len(o.len()));
+        let mut verdict = CookieVerdict::None;
+        if let (Some(secrets), Some(option), Some(edns)) = (&self.cookies, option, edns.as_mut())
+            && plan.label != Rcode::formerr
+        {
+            let src = request.src();
+            verdict = secrets.verdict(Some(option), src.ip());
+            if verdict == CookieVerdict::Bad
+                && transport == Transport::Udp
+                && plan.label != Rcode::badvers
+            {
+                plan = response::bad_cookie();
+            }
+            if let Some(client) = cookie::client_cookie(option) {
+                response::add_cookie(edns, &secrets.issue(client, src.ip()));
+            }
+        }
         let limit = response::size_limit(transport, edns.as_ref());
         let encoding = response::encode(request, edns.as_ref(), &plan, limit, out);
-        (plan.label, qtype, encoding)
+        ((plan.label, qtype, encoding), verdict)
     }
 
     /// Counts one response: under the planned code, unless encoding failed and a SERVFAIL went
@@ -204,9 +268,13 @@ impl PoolHandler {
 
     /// Answers `packet` through the fast path into `out` (cleared first) and counts it; false
     /// if the fast path does not take it.
-    pub(crate) fn answer_fast(&self, packet: &[u8], out: &mut Vec<u8>) -> bool {
-        match self.fast_response(packet, out) {
-            Some((rcode, qtype)) => {
+    ///
+    /// With cookies on, a query with a client cookie only or a valid server cookie is answered
+    /// here with a fresh server cookie appended to the OPT; one with a bad server cookie goes to
+    /// the slow path (BADCOOKIE is rare: it has no precomputed response).
+    pub(crate) fn answer_fast(&self, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>) -> bool {
+        match self.fast_response(packet, src, out) {
+            Some((rcode, qtype, _)) => {
                 self.counters.inc(rcode, qtype, Transport::Udp);
                 true
             }
@@ -214,14 +282,29 @@ impl PoolHandler {
         }
     }
 
-    /// The fast path's response to `packet` in `out` (cleared first) and what to count it as;
-    /// `None` if the fast path does not take it.
-    fn fast_response(&self, packet: &[u8], out: &mut Vec<u8>) -> Option<(Rcode, Qtype)> {
+    /// The fast path's response to `packet` from `src` in `out` (cleared first), what to count
+    /// it as and the verdict on its cookie; `None` if the fast path does not take it.
+    fn fast_response(
+        &self,
+        packet: &[u8],
+        src: SocketAddr,
+        out: &mut Vec<u8>,
+    ) -> Option<(Rcode, Qtype, CookieVerdict)> {
         out.clear();
         let query = fast::Query::parse(packet)?;
+        let (verdict, issued) = match query.cookie() {
+            Some(option) => match self.cookie_verdict(Some(option), src) {
+                CookieVerdict::Bad => return None,
+                CookieVerdict::None => (CookieVerdict::None, None),
+                verdict @ (CookieVerdict::ClientOnly | CookieVerdict::Valid) => {
+                    (verdict, cookie::client_cookie(option).and_then(|client| self.issue_cookie(client, src)))
+                }
+            },
+            None => (CookieVerdict::None, None),
+        };
         let current = self.answers.current();
-        let rcode = current.fast.answer(&query, &current.snapshot, out)?;
-        Some((rcode, query.qtype_label()))
+        let rcode = current.fast.answer(&query, &current.snapshot, issued.as_ref(), out)?;
+        Some((rcode, query.qtype_label(), verdict))
     }
 
     /// The counters this handler counts into.

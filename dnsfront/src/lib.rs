@@ -8,9 +8,12 @@
 //! NODATA with the SOA for negative caching, REFUSED outside the zone, NOTIMP for other
 //! opcodes, FORMERR for anything but one question, minimal RFC 8482 answers to ANY, EDNS
 //! echoed, TC when the answer does not fit (UDP payload size, or 65,535 bytes over TCP),
-//! FORMERR for a malformed COOKIE option. TCP connections are limited in total and per source
-//! ([`TcpLimits`]); UDP responses per source prefix and response kind ([`RrlConfig`], response
-//! rate limiting, off unless [`DnsServer::with_rrl`] turns it on).
+//! FORMERR for a malformed COOKIE option, DNS cookies (RFC 7873, RFC 9018 server cookies:
+//! a fresh server cookie for every client cookie, BADCOOKIE over UDP for a bad server cookie;
+//! [`DnsServer::with_cookies`] turns them off). TCP connections are limited in total and per
+//! source ([`TcpLimits`]); UDP responses per source prefix and response kind ([`RrlConfig`],
+//! response rate limiting, off unless [`DnsServer::with_rrl`] turns it on; a query with a valid
+//! server cookie is exempt).
 //! This crate holds no membership or policy logic: it is a thin layer over the node's answer
 //! snapshot (which sites a name answers with is decided by the node, with `spdu-policy`).
 //!
@@ -33,6 +36,8 @@
 //!   responses encoded at publish time (one per rotation start, or per site drawn first).
 //! - `response`: what a response says (rcode, records, EDNS, COOKIE checks) and its encoding,
 //!   with truncation; used by the slow path and to build the fast path's table.
+//! - `cookie`: DNS cookies (RFC 7873) with RFC 9018 server cookies: the site's rotating
+//!   secrets, the verdict on a query's COOKIE option, the server cookies issued.
 //! - `choose`: the live per-query choices: rotation counters, weighted draws from a per-thread
 //!   RNG seeded from the OS.
 //! - `answer`: [`PoolAnswers`], the per-version record snapshot, what one response picks from
@@ -81,6 +86,7 @@
 
 mod answer;
 mod choose;
+mod cookie;
 mod fast;
 mod handler;
 mod limits;

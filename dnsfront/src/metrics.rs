@@ -29,6 +29,7 @@ pub(crate) enum Rcode {
     formerr,
     notimp,
     badvers,
+    badcookie,
     servfail,
 }
 
@@ -83,7 +84,7 @@ pub(crate) struct QueryLabels {
     pub(crate) transport: Transport,
 }
 
-const RCODES: usize = 8;
+const RCODES: usize = 9;
 const QTYPES: usize = 7;
 const TRANSPORTS: usize = 2;
 

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     answer::PoolAnswers,
     choose,
+    cookie::Secrets,
     handler::PoolHandler,
     limits::{ConnectionTable, TcpLimits},
     metrics::{DnsMetrics, Refusal},
@@ -28,7 +29,13 @@ use crate::{
     zone::{ZoneConfig, ZoneError},
 };
 
-/// A pool zone answering raw query bytes in memory.
+/// The secret of a [`Responder`]'s server cookies unless [`Responder::set_cookies`] says
+/// otherwise.
+pub const DEFAULT_SECRET: [u8; 16] = *b"spdu-offline-key";
+/// The time a [`Responder`]'s cookie clock stands at by default (2026-01-01T00:00:00Z).
+pub const DEFAULT_NOW: u32 = 1_767_225_600;
+
+/// A pool zone answering raw query bytes in memory (queries come from 127.0.0.1:5353).
 pub struct Responder {
     handler: PoolHandler,
     answers: AnswerPublisher,
@@ -48,7 +55,22 @@ impl Responder {
         metrics: DnsMetrics,
     ) -> Result<Self, ZoneError> {
         let answers = AnswerPublisher::new(zone, answers, metrics)?;
-        Ok(Self { handler: PoolHandler::new(answers.clone()), answers, runtime: OnceLock::new() })
+        let mut handler = PoolHandler::new(answers.clone());
+        handler.set_cookies(Some(Secrets::fixed(DEFAULT_SECRET, DEFAULT_NOW)));
+        Ok(Self { handler, answers, runtime: OnceLock::new() })
+    }
+
+    /// Server cookies from `secret` on a clock stopped at `now` (seconds since the epoch), so
+    /// that the same query always gets the same response; `None`: cookies off. By default
+    /// cookies are on, with a fixed secret at [`DEFAULT_NOW`].
+    pub fn set_cookies(&mut self, cookies: Option<([u8; 16], u32)>) {
+        self.handler.set_cookies(cookies.map(|(secret, now)| Secrets::fixed(secret, now)));
+    }
+
+    /// The COOKIE option content the server would send to `client` from `src`: the client
+    /// cookie and a server cookie (`None` when cookies are off).
+    pub fn issue_cookie(&self, client: [u8; 8], src: SocketAddr) -> Option<Vec<u8>> {
+        self.handler.issue_cookie(&client, src).map(|c| c.to_vec())
     }
 
     /// Publishes a new answer set, as the node does.
@@ -71,7 +93,7 @@ impl Responder {
     /// Whether the fast path answers `query` over UDP. It does answer it, as a served query:
     /// counted in the metrics, rotation advanced, a weighted draw made.
     pub fn is_fast(&self, query: &[u8]) -> bool {
-        self.handler.answer_fast(query, &mut Vec::new())
+        self.handler.answer_fast(query, SocketAddr::from((Ipv4Addr::LOCALHOST, 5353)), &mut Vec::new())
     }
 
     /// Seeds the weighted draws of the calling thread: after the same seed, the same query

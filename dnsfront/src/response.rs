@@ -17,7 +17,10 @@ use std::{iter, sync::LazyLock};
 
 use hickory_proto::{
     op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode},
-    rr::{DNSClass, Record, RecordType, rdata::opt::EdnsCode},
+    rr::{
+        DNSClass, Record, RecordType,
+        rdata::opt::{EdnsCode, EdnsOption},
+    },
     serialize::binary::{BinDecoder, BinEncodable, BinEncoder},
 };
 use hickory_server::{
@@ -27,6 +30,7 @@ use hickory_server::{
 
 use crate::{
     answer::{Chooser, Outcome, RRsetId, Selection, Snapshot, Variants, resolve},
+    cookie,
     metrics::{Qtype, Rcode},
     transport::Transport,
     zone::Zone,
@@ -149,6 +153,26 @@ pub(crate) fn plan<'a>(
             Outcome::NxDomain => Plan::negative(ResponseCode::NXDomain, &snapshot.soa, Rcode::nxdomain),
         }
     }
+}
+
+/// The BADCOOKIE response (RFC 7873 §5.2.4, over UDP): no records; the COOKIE option with a
+/// fresh server cookie goes in its OPT.
+pub(crate) fn bad_cookie<'a>() -> Plan<'a> {
+    Plan::error(ResponseCode::BADCOOKIE, Rcode::badcookie)
+}
+
+/// The content of `request`'s first COOKIE option, if it has one.
+pub(crate) fn request_cookie(request: &Request) -> Option<&[u8]> {
+    let edns = request.edns.as_ref()?;
+    match edns.options().get(EdnsCode::Cookie)? {
+        EdnsOption::Unknown(_, data) => Some(data),
+        _ => None,
+    }
+}
+
+/// Adds a COOKIE option with `content` (client cookie and our server cookie) to `edns`.
+pub(crate) fn add_cookie(edns: &mut Edns, content: &[u8; cookie::OPTION_LEN]) {
+    edns.options_mut().insert(EdnsOption::Unknown(cookie::OPTION_CODE, content.to_vec()));
 }
 
 /// The OPT to answer `request`'s OPT with (RFC 6891 §6.1.1), if it has one. The payload we put

@@ -89,7 +89,7 @@ pub(crate) enum Kind {
     answer,
     /// NXDOMAIN.
     nxdomain,
-    /// Any other response code (REFUSED, FORMERR, NOTIMP, BADVERS, SERVFAIL).
+    /// Any other response code (REFUSED, FORMERR, NOTIMP, BADVERS, BADCOOKIE, SERVFAIL).
     error,
 }
 
@@ -99,7 +99,12 @@ impl Kind {
         match rcode {
             Rcode::noerror | Rcode::nodata => Self::answer,
             Rcode::nxdomain => Self::nxdomain,
-            Rcode::refused | Rcode::formerr | Rcode::notimp | Rcode::badvers | Rcode::servfail => Self::error,
+            Rcode::refused
+            | Rcode::formerr
+            | Rcode::notimp
+            | Rcode::badvers
+            | Rcode::badcookie
+            | Rcode::servfail => Self::error,
         }
     }
 }

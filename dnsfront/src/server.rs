@@ -71,6 +71,7 @@ impl std::fmt::Debug for DnsServer {
             .field("addrs", &self.addrs)
             .field("tcp_limits", &self.tcp_limits)
             .field("rrl", &self.handler.rrl_config())
+            .field("cookies", &self.handler.cookies_on())
             .finish_non_exhaustive()
     }
 }
@@ -109,6 +110,20 @@ impl DnsServer {
     pub fn with_tcp_limits(mut self, limits: TcpLimits) -> Self {
         self.tcp_limits = limits.within(open_file_limit());
         self
+    }
+
+    /// Turns DNS cookies (RFC 7873, RFC 9018 server cookies) on or off; on by default, with
+    /// a random secret made at bind time and rotated every six hours.
+    pub fn with_cookies(mut self, on: bool) -> Self {
+        if on != self.handler.cookies_on() {
+            self.handler.set_cookies(on.then(crate::cookie::Secrets::random));
+        }
+        self
+    }
+
+    /// Whether DNS cookies are on.
+    pub fn cookies(&self) -> bool {
+        self.handler.cookies_on()
     }
 
     /// The TCP connection limits in force.
@@ -152,7 +167,13 @@ impl DnsServer {
             let serving = tcp::serve(listener, handler.clone(), table.clone(), stop.clone());
             listeners.spawn(async move { (Transport::Tcp, serving.await) });
         }
-        info!(addrs = ?self.addrs, tcp_limits = ?self.tcp_limits, ?rrl, "serving DNS");
+        info!(
+            addrs = ?self.addrs,
+            tcp_limits = ?self.tcp_limits,
+            ?rrl,
+            cookies = handler.cookies_on(),
+            "serving DNS"
+        );
 
         // Every listener loops until shutdown; one returning first has failed.
         let failed = tokio::select! {

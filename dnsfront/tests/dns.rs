@@ -9,12 +9,13 @@ use hickory_proto::{
     op::{Edns, Message, MessageType, OpCode, Query, ResponseCode},
     rr::{
         DNSClass, Name, RData, RecordType,
-        rdata::opt::{ClientSubnet, EdnsOption},
+        rdata::opt::{ClientSubnet, EdnsCode, EdnsOption},
     },
 };
 use spdu_dnsfront::{
     AnswerPublisher, DnsError, DnsMetrics, DnsServer, MAX_RECORDS_PER_RRSET, NameAnswers, Pick, PoolAnswers,
-    SiteAddrs, ZoneConfig, offline::Responder,
+    SiteAddrs, ZoneConfig,
+    offline::{self, Responder},
 };
 use testing::{TestServer, addrs, answer_ips, query, soa_of, tcp, udp, udp_raw, zone};
 use tokio_util::sync::CancellationToken;
@@ -715,14 +716,93 @@ fn nxdomain_of_every_name_length_matches_the_slow_path() {
     }
 }
 
+/// `message` with a COOKIE option holding `cookie`.
+fn with_cookie(mut message: Message, cookie: &[u8]) -> Message {
+    message.edns.as_mut().expect("EDNS first").options_mut().insert(EdnsOption::Unknown(10, cookie.to_vec()));
+    message
+}
+
+/// With cookies on, the fast path answers a client cookie alone or with a valid server cookie
+/// byte for byte as the slow path does (the same fresh server cookie appended to the OPT), and
+/// leaves every bad server cookie to the slow path, which answers BADCOOKIE with a fresh cookie.
+#[test]
+fn fast_path_with_cookies_is_byte_identical_to_the_slow_path() {
+    let r = responder(pool());
+    let src = "127.0.0.1:5353".parse().unwrap();
+    let client = [0xc1, 0x1e, 0x47, 0, 1, 2, 3, 4];
+    let valid = r.issue_cookie(client, src).expect("cookies are on");
+    assert_eq!(valid.len(), 24);
+    let for_other_ip = r.issue_cookie(client, "127.0.0.2:5353".parse().unwrap()).unwrap();
+    let flipped = {
+        let mut c = valid.clone();
+        c[23] ^= 0x80;
+        c
+    };
+    let version_2 = {
+        let mut c = valid.clone();
+        c[8] = 2;
+        c
+    };
+    let longer = [valid.as_slice(), &[0; 8]].concat();
+    let stale = r.issue_cookie(client, src).map(|mut c| {
+        // Two hours before the responder's clock, re-hashed or not it is too old.
+        let stamp = offline::DEFAULT_NOW - 7200;
+        c[12..16].copy_from_slice(&stamp.to_be_bytes());
+        c
+    });
+    let good: [&[u8]; 2] = [&client, &valid];
+    let bad: [&[u8]; 5] = [&for_other_ip, &flipped, &version_2, &longer, stale.as_deref().unwrap()];
+    let names = [API, "ApI.PoOl.ExAmPlE.TeSt.", APEX, "nope.pool.example.test.", "example.test."];
+    let types = [RecordType::A, RecordType::AAAA, RecordType::SOA, RecordType::NS, RecordType::TXT];
+    let mut fast = 0;
+    for name in names {
+        for qtype in types {
+            for payload in [512, 1232, 4096] {
+                let base = with_edns(query(name, qtype), payload);
+                for cookie in good {
+                    let bytes = with_cookie(base.clone(), cookie).to_vec().unwrap();
+                    let what = format!("{name} {qtype} {payload} cookie {cookie:02x?}");
+                    fast += usize::from(assert_same_as_slow(&r, &bytes, &what));
+                    let served = Message::from_vec(&r.answer(&bytes, true).unwrap()).unwrap();
+                    let option =
+                        served.edns.as_ref().and_then(|e| e.options().get(EdnsCode::Cookie)).cloned();
+                    let Some(EdnsOption::Unknown(10, sent)) = option else { panic!("{what}: no COOKIE") };
+                    assert_eq!(sent, valid, "{what}: the fresh cookie (same clock, same secret)");
+                }
+                for cookie in bad {
+                    let bytes = with_cookie(base.clone(), cookie).to_vec().unwrap();
+                    let what = format!("{name} {qtype} {payload} bad cookie {cookie:02x?}");
+                    assert!(!assert_same_as_slow(&r, &bytes, &what), "{what}: the slow path's");
+                    let served = Message::from_vec(&r.answer(&bytes, true).unwrap()).unwrap();
+                    assert_eq!(served.metadata.response_code, ResponseCode::BADCOOKIE, "{what}");
+                    assert!(served.answers.is_empty() && served.authorities.is_empty(), "{what}");
+                    let tcp = Message::from_vec(&r.answer(&bytes, false).unwrap()).unwrap();
+                    assert_ne!(tcp.metadata.response_code, ResponseCode::BADCOOKIE, "{what} over TCP");
+                }
+            }
+        }
+    }
+    assert!(fast > 100, "the fast path answered only {fast} queries with cookies");
+    // Cookies off: no cookie back, bad ones answered; the fast path still matches.
+    let mut r = responder(pool());
+    r.set_cookies(None);
+    let bytes = with_cookie(with_edns(query(API, RecordType::A), 1232), &flipped).to_vec().unwrap();
+    assert!(assert_same_as_slow(&r, &bytes, "cookies off"));
+    let served = Message::from_vec(&r.answer(&bytes, true).unwrap()).unwrap();
+    assert_eq!(served.metadata.response_code, ResponseCode::NoError);
+    assert!(served.edns.unwrap().options().get(EdnsCode::Cookie).is_none());
+}
+
 #[test]
 fn mutated_queries_get_the_slow_path_answer() {
     let r = responder(pool());
     let mut cookie = with_edns(query("Api.pool.example.test.", RecordType::A), 1232);
     cookie.metadata.recursion_desired = true;
     cookie.edns.as_mut().unwrap().options_mut().insert(EdnsOption::Unknown(10, vec![1; 8]));
+    let valid = r.issue_cookie([1; 8], "127.0.0.1:5353".parse().unwrap()).unwrap();
     let seeds = [
         cookie.to_vec().unwrap(),
+        with_cookie(with_edns(query(API, RecordType::AAAA), 1232), &valid).to_vec().unwrap(),
         query("nope.pool.example.test.", RecordType::AAAA).to_vec().unwrap(),
         with_edns(query(APEX, RecordType::SOA), 4096).to_vec().unwrap(),
     ];

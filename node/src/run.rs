@@ -60,7 +60,8 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let pool = AnswerPublisher::new(&config.zone, initial, dns_metrics.clone()).context("zone")?;
     // DNS runs on a runtime of its own: a flood must not delay the membership.
     let dns_runtime = crate::dns_runtime::DnsRuntime::new()?;
-    let dns = dns_runtime.bind(&pool, &config.node.dns).await.context("node.dns")?.with_rrl(config.dns.rrl());
+    let dns = dns_runtime.bind(&pool, &config.node.dns).await.context("node.dns")?;
+    let dns = dns.with_rrl(config.dns.rrl()).with_cookies(config.dns.cookies);
 
     let control_listener = tokio::net::TcpListener::bind(config.node.control)
         .await

@@ -201,7 +201,9 @@ async fn a_tcp_connection_flood_from_one_source_leaves_dns_answering() {
 
 /// RFC 7873 §5.2.2: a COOKIE option that is neither a client cookie (8 bytes) nor a client
 /// and a server cookie (16 to 40 bytes) is answered FORMERR, over UDP and TCP alike; a
-/// well-formed one is answered as usual. (Before, every length was answered NOERROR.)
+/// client cookie alone is answered as usual, and so is one with a server cookie this site never
+/// issued over TCP; over UDP that one gets BADCOOKIE (§5.2.4). (Before, every length was
+/// answered NOERROR.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cookie_option_of_a_bad_length_is_formerr() {
     let cluster = start_cluster(1, 172, "").await;
@@ -218,12 +220,16 @@ async fn a_cookie_option_of_a_bad_length_is_formerr() {
     };
     let mut stream = connect_from(Ipv4Addr::new(127, 0, 172, 98), server).await.expect("connect");
     for len in [0, 1, 7, 8, 9, 15, 16, 24, 40, 41, 64] {
-        let expected =
-            if len == 8 || (16..=40).contains(&len) { ResponseCode::NoError } else { ResponseCode::FormErr };
         let query = with_cookie(len);
         let over_udp = udp_exchange(server, &query).await.expect("a UDP response");
         let over_tcp = tcp_exchange(&mut stream, &query).await.expect("a TCP response");
         for (transport, raw) in [("UDP", over_udp), ("TCP", over_tcp)] {
+            let expected = match len {
+                8 => ResponseCode::NoError,
+                16..=40 if transport == "UDP" => ResponseCode::BADCOOKIE,
+                16..=40 => ResponseCode::NoError,
+                _ => ResponseCode::FormErr,
+            };
             let response = Message::from_vec(&raw).expect("response parses");
             assert_eq!(response.metadata.id, 0x7873);
             assert_eq!(response.metadata.response_code, expected, "{len}-byte cookie over {transport}");

@@ -8,6 +8,7 @@ mod adversarial;
 mod bad_config;
 mod cli;
 mod cluster;
+mod cookies;
 mod health;
 mod hostile_dns;
 mod hostile_gossip;

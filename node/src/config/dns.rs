@@ -1,4 +1,6 @@
-//! `[dns]`: how the DNS server protects itself and others: response rate limiting.
+//! `[dns]`: how the DNS server protects itself and others: response rate limiting and DNS
+//! cookies (`cookies`, default true: RFC 7873 with RFC 9018 server cookies, under a per-site
+//! secret made at start and rotated).
 //!
 //! The section is optional; every field has a default. Rate limiting is on by default, at a
 //! rate no resolver farm behind one prefix reaches in normal use, so the node is never a useful
@@ -35,6 +37,10 @@ pub struct DnsConfig {
     pub rrl_ipv4_prefix: u8,
     /// `dns.rrl_ipv6_prefix`: IPv6 sources are counted per prefix of this length.
     pub rrl_ipv6_prefix: u8,
+    /// `dns.cookies`: answer client cookies with server cookies and check those sent back
+    /// (BADCOOKIE over UDP for a bad one; a valid one exempts the query from rate limiting);
+    /// false: COOKIE options are ignored.
+    pub cookies: bool,
 }
 
 impl Default for DnsConfig {
@@ -45,6 +51,7 @@ impl Default for DnsConfig {
             rrl_slip: rrl.slip,
             rrl_ipv4_prefix: rrl.ipv4_prefix,
             rrl_ipv6_prefix: rrl.ipv6_prefix,
+            cookies: true,
         }
     }
 }
@@ -72,6 +79,8 @@ pub(super) struct RawDns {
     rrl_ipv4_prefix: Option<Spanned<u8>>,
     #[serde(default)]
     rrl_ipv6_prefix: Option<Spanned<u8>>,
+    #[serde(default)]
+    cookies: Option<bool>,
 }
 
 impl RawDns {
@@ -94,6 +103,7 @@ impl RawDns {
                 &RRL_IPV6_PREFIX,
                 " bits",
             )?,
+            cookies: self.cookies.unwrap_or(default.cookies),
         })
     }
 }

@@ -11,7 +11,7 @@
 //! - `zone`: `[zone]` and `[[zone.record]]`: the pool names and each name's failover rule.
 //! - `health`: the `[health]` section.
 //! - `notify`: `[[notify]]`, the hooks that receive the node's events.
-//! - `dns`: the `[dns]` section: response rate limiting.
+//! - `dns`: the `[dns]` section: response rate limiting and DNS cookies.
 //!
 //! Address pins ([`AddressPin`]) and the special-purpose rule are the protocol core's
 //! (`spdu_gossip::proto`): the config builds the roster ([`spdu_gossip::proto::Member`]) the
@@ -70,7 +70,7 @@ pub struct Config {
     pub health: HealthConfig,
     /// `[[notify]]`: the hooks that receive the node's events.
     pub notify: Vec<NotifyHook>,
-    /// `[dns]`: response rate limiting.
+    /// `[dns]`: response rate limiting and DNS cookies.
     pub dns: DnsConfig,
 }
 

@@ -518,3 +518,17 @@ fn site_attributes_are_bounded() {
     let config = parse(&with_policies("priority = 0\nweight = 0", "names = [\"api\"]", "")).unwrap();
     assert_eq!(config.node.attrs, SiteAttrs { priority: 0, weight: 0 });
 }
+
+#[test]
+fn dns_cookies_default_on_and_turn_off() {
+    assert!(parse(&valid()).unwrap().dns.cookies, "on by default");
+    let with_dns = |dns: &str| {
+        valid().replace("[[peers]]\nname = \"beta\"", &format!("[dns]\n{dns}\n\n[[peers]]\nname = \"beta\""))
+    };
+    assert!(!parse(&with_dns("cookies = false")).unwrap().dns.cookies);
+    assert!(parse(&with_dns("cookies = true")).unwrap().dns.cookies);
+    let e = error(&with_dns("cookies = \"no\""));
+    assert!(e.starts_with("/etc/spdu/spdu.toml:") && e.contains("expected a boolean"), "{e}");
+    let e = error(&with_dns("cookie = false"));
+    assert!(e.starts_with("/etc/spdu/spdu.toml:") && e.contains("cookie"), "{e}");
+}

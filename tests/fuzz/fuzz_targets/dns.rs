@@ -11,7 +11,9 @@
 //! is a response to this query (same id, QR set), never SERVFAIL (our handler has no reason to
 //! fail); over UDP it never exceeds 512 bytes without EDNS, nor the smaller of the client's
 //! EDNS size and 1232 with it; a COOKIE option of a bad length (not 8, not 16 to 40) is
-//! FORMERR. On a TCP stream, the responses answer the stream's messages in order, one each, up
+//! FORMERR; a well-formed client cookie is answered with itself and an RFC 9018 server cookie
+//! (half the structured cookies are issued by the responder, so valid ones are exercised too),
+//! a valid one is never BADCOOKIE, BADCOOKIE comes over UDP only and without records. On a TCP stream, the responses answer the stream's messages in order, one each, up
 //! to where the server closed it. In the connection table, no limit is ever exceeded and every
 //! slot is given back (asserted inside `connection_table_run`).
 #![no_main]
@@ -21,7 +23,7 @@ use std::sync::OnceLock;
 
 use arbitrary::{Arbitrary, Unstructured};
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::rdata::opt::EdnsOption;
+use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
 use hickory_proto::rr::{DNSClass, Name, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use libfuzzer_sys::fuzz_target;
@@ -59,6 +61,8 @@ struct Structured {
     questions: Vec<(u8, Vec<u8>, u16, u16)>,
     edns: Option<(u16, u8, bool)>,
     cookie: Option<Vec<u8>>,
+    /// Replace the cookie by one the responder issued for its first 8 bytes (a valid one).
+    issued: bool,
     udp: bool,
 }
 
@@ -92,12 +96,54 @@ fn build(s: &Structured) -> Vec<u8> {
         edns.set_max_payload(size);
         edns.set_version(version);
         edns.set_dnssec_ok(dnssec_ok);
-        if let Some(cookie) = &s.cookie {
-            edns.options_mut().insert(EdnsOption::Unknown(10, cookie.iter().copied().take(64).collect()));
+        if let Some(cookie) = cookie_of(s) {
+            edns.options_mut().insert(EdnsOption::Unknown(10, cookie));
         }
         msg.set_edns(edns);
     }
     msg.to_vec().unwrap_or_default()
+}
+
+/// The COOKIE option content `s` asks for: its bytes (at most 64), or with `issued` and at
+/// least 8 of them, the client cookie and the server cookie the responder issues for it.
+fn cookie_of(s: &Structured) -> Option<Vec<u8>> {
+    let cookie = s.cookie.as_ref()?;
+    match cookie.first_chunk::<8>() {
+        Some(client) if s.issued => responder().issue_cookie(*client, SRC.parse().unwrap()),
+        _ => Some(cookie.iter().copied().take(64).collect()),
+    }
+}
+
+/// Where the offline responder's queries come from.
+const SRC: &str = "127.0.0.1:5353";
+
+/// Cookies (RFC 7873 §5.2): a well-formed client cookie in a version-0 query is answered with
+/// the same client cookie and an RFC 9018 server cookie (unless the query is a FORMERR, or hits
+/// the ANY / one-question rules before EDNS is read); a cookie the responder issued is never
+/// BADCOOKIE; BADCOOKIE only over UDP, only for a query that had a server cookie, and without
+/// records.
+fn check_cookies(s: &Structured, query: &[u8]) {
+    let Some(response) = responder().answer(query, s.udp) else { return };
+    let response = decode_whole(&response);
+    let rcode = response.metadata.response_code;
+    let sent = cookie_of(s).filter(|_| s.edns.is_some_and(|(_, version, _)| version == 0));
+    if rcode == ResponseCode::BADCOOKIE {
+        assert!(s.udp, "BADCOOKIE over TCP");
+        assert!(!s.issued || sent.as_ref().is_none_or(|c| c.len() < 8), "an issued cookie was refused");
+        assert!(sent.as_ref().is_some_and(|c| c.len() > 8), "BADCOOKIE without a server cookie");
+        assert!(response.answers.is_empty() && response.authorities.is_empty(), "BADCOOKIE with records");
+    }
+    let Some(sent) = sent.filter(|c| c.len() == 8 || (16..=40).contains(&c.len())) else { return };
+    if rcode == ResponseCode::FormErr {
+        return;
+    }
+    let back = response.edns.as_ref().and_then(|e| e.options().get(EdnsCode::Cookie));
+    let Some(EdnsOption::Unknown(_, back)) = back else {
+        panic!("no COOKIE back for {sent:02x?} ({rcode:?})")
+    };
+    assert_eq!(back.len(), 24, "client and RFC 9018 server cookie");
+    assert_eq!(back[..8], sent[..8], "the client cookie is echoed");
+    assert_eq!(back[8..12], [1, 0, 0, 0], "version 1, reserved 0");
 }
 
 /// Decodes `raw` as exactly one message.
@@ -181,11 +227,9 @@ fuzz_target!(|data: &[u8]| {
                 let query = build(&s);
                 if query.len() >= 12 {
                     check(&query, s.udp);
+                    check_cookies(&s, &query);
                     let bad_cookie = s.edns.is_some_and(|(_, version, _)| version == 0)
-                        && s.cookie.as_ref().is_some_and(|c| {
-                            let len = c.len().min(64);
-                            len != 8 && !(16..=40).contains(&len)
-                        });
+                        && cookie_of(&s).is_some_and(|c| c.len() != 8 && !(16..=40).contains(&c.len()));
                     if bad_cookie && let Some(response) = responder().answer(&query, s.udp) {
                         let rcode = decode_whole(&response).metadata.response_code;
                         assert_eq!(rcode, ResponseCode::FormErr, "COOKIE of a bad length");
