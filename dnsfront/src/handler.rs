@@ -234,10 +234,7 @@ impl PoolHandler {
         {
             let src = request.src();
             verdict = secrets.verdict(Some(option), src.ip());
-            if verdict == CookieVerdict::Bad
-                && transport == Transport::Udp
-                && plan.label != Rcode::badvers
-            {
+            if verdict == CookieVerdict::Bad && transport == Transport::Udp && plan.label != Rcode::badvers {
                 plan = response::bad_cookie();
             }
             if let Some(client) = cookie::client_cookie(option) {

@@ -197,3 +197,76 @@ async fn rate_zero_limits_nothing() {
     assert!(!server.metrics_text().contains("dns_rrl_limited_responses_total{"));
     server.stop().await;
 }
+
+/// A query with a valid server cookie proves its source address (a spoofed source never got
+/// the cookie), so it is exempt from the rate: from one /24 limited to 20 a second with every
+/// limited response dropped, 300 queries carrying the cookie this server issued are all answered
+/// in full, while the same socket's queries with only a client cookie are held to the rate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_valid_server_cookie_exempts_a_query_from_the_rate() {
+    use hickory_proto::op::Edns;
+    use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+
+    let rrl = RrlConfig { rate: 20, slip: 0, ..RrlConfig::default() };
+    let pool = addrs(&["192.0.2.1", "192.0.2.2", "192.0.2.3"]);
+    let server = TestServer::start_with(zone(&["api"]), 1, pool, |s| s.with_rrl(rrl)).await;
+    let addr = server.addr;
+    let with_cookie = |cookie: &[u8]| {
+        let mut message = query(API, RecordType::A);
+        let mut edns = Edns::new();
+        edns.set_max_payload(1232);
+        edns.options_mut().insert(EdnsOption::Unknown(10, cookie.to_vec()));
+        message.set_edns(edns);
+        message
+    };
+    let client_only = with_cookie(&[7; 8]);
+    let (exempt, limited) = tokio::task::spawn_blocking(move || {
+        let socket = UdpSocket::bind("127.0.2.1:0").unwrap();
+        socket.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        let mut buf = [0u8; 2048];
+        // The server cookie, from the first answer to a client cookie.
+        socket.send_to(&client_only.to_vec().unwrap(), addr).unwrap();
+        let len = socket.recv(&mut buf).expect("an answer to the first query");
+        let first = Message::from_vec(&buf[..len]).unwrap();
+        let cookie = match first.edns.as_ref().and_then(|e| e.options().get(EdnsCode::Cookie)) {
+            Some(EdnsOption::Unknown(_, data)) => data.clone(),
+            other => panic!("no COOKIE in the answer: {other:?}"),
+        };
+        assert_eq!((cookie.len(), &cookie[..8]), (24, &[7u8; 8][..]), "client cookie + server cookie");
+        // Windows of 20 queries, each answered (or not) before the next window goes out.
+        let mut burst = |message: &Message| {
+            let mut message = message.clone();
+            let mut answered = 0u32;
+            for window in 0..15u16 {
+                for i in 0..20 {
+                    message.metadata.id = window * 20 + i;
+                    socket.send_to(&message.to_vec().unwrap(), addr).unwrap();
+                }
+                for _ in 0..20 {
+                    let Ok(len) = socket.recv(&mut buf) else { break };
+                    let response = Message::from_vec(&buf[..len]).unwrap();
+                    answered += u32::from(!response.metadata.truncation && response.answers.len() == 3);
+                }
+            }
+            answered
+        };
+        let exempt = burst(&with_cookie(&cookie));
+        let start = Instant::now();
+        let limited = burst(&client_only);
+        (exempt, (limited, start.elapsed()))
+    })
+    .await
+    .unwrap();
+    let (limited, took) = limited;
+    assert_eq!(exempt, 300, "every query with the server cookie answered");
+    // At most the burst (one second's worth), the first query's token and the rate over the time taken.
+    let most = 20.0 + 1.0 + 20.0 * took.as_secs_f64();
+    assert!(
+        f64::from(limited) <= most && limited < 300,
+        "{limited} of 300 client-only queries answered in {took:?} at a rate of 20/s"
+    );
+    let text = server.metrics_text();
+    let dropped = metric(&text, r#"dns_rrl_limited_responses_total{kind="answer",action="dropped"} "#);
+    assert_eq!(dropped, u64::from(300 - limited), "{text}");
+    server.stop().await;
+}
