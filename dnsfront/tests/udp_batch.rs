@@ -7,7 +7,7 @@ mod testing;
 use std::{
     collections::{HashMap, HashSet},
     net::{IpAddr, Ipv4Addr, SocketAddr},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use hickory_proto::{
@@ -132,7 +132,6 @@ async fn a_burst_from_many_sockets_gets_every_reply_right() {
     let bound = server.local_addrs();
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(server.run(shutdown.clone()));
-    let started = Instant::now();
 
     for &server in &bound {
         let mut clients = tokio::task::JoinSet::new();
@@ -162,7 +161,6 @@ async fn a_burst_from_many_sockets_gets_every_reply_right() {
         assert_eq!(replies, CLIENTS * expected_per_client, "{server}");
         assert!(replies >= 1000, "a burst of 1000+ replies, got {replies}");
     }
-    assert!(started.elapsed() < Duration::from_secs(60), "bounded");
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(5), task).await.expect("run returns").unwrap().unwrap();
 }
