@@ -225,12 +225,17 @@ pub(crate) async fn serve(
 }
 
 /// Sends every reply queued in `batch`, awaiting the socket's writability when its buffer is
-/// full; a reply that fails is counted as a send error and the rest are still sent.
+/// full. An error is retried once (it may be a pending error of the socket's, not this
+/// reply's); a reply that fails twice is counted as a send error and the rest are still sent.
 async fn send_replies(socket: &UdpSocket, batch: &mut Batch, handler: &PoolHandler) {
     let mut sent = 0;
+    let mut failed_once = false;
     while sent < batch.reply_count {
         match socket.try_io(Interest::WRITABLE, || batch.send(socket.as_fd(), sent)) {
-            Ok(count) => sent += count,
+            Ok(count) => {
+                sent += count;
+                failed_once = false;
+            }
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
                 if let Err(error) = socket.writable().await {
                     debug!(%error, "DNS UDP socket not writable: replies not sent");
@@ -240,11 +245,15 @@ async fn send_replies(socket: &UdpSocket, batch: &mut Batch, handler: &PoolHandl
                     break;
                 }
             }
+            // A signal before anything went: nothing was sent, try again.
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) if !failed_once => failed_once = true,
             Err(error) => {
                 let to = batch.destinations[sent];
                 debug!(%error, ?to, "failed to send DNS response");
                 handler.send_failed();
                 sent += 1;
+                failed_once = false;
             }
         }
     }
