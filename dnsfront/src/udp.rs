@@ -11,7 +11,7 @@
 //!
 //! Invariants: one set of receive and reply buffers per socket ([`Batch`]), reused; every
 //! datagram gets its reply sent or counted as a send error (a reply that cannot be sent right
-//! away is awaited: no drop, no queue); a reply goes to the source of its query, in the order
+//! away is awaited: no drop, no queue; one the kernel refuses is tried once more); a reply goes to the source of its query, in the order
 //! received; the loop yields to the runtime every [`YIELD_EVERY`] datagrams and checks for
 //! shutdown then; it ends on shutdown, or with an error only on an error hickory-server also
 //! treats as fatal. The system calls go through safe wrappers (the workspace forbids `unsafe`):
