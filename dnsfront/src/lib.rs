@@ -23,7 +23,7 @@
 //!
 //! - `offline`: the request path without sockets, for fuzzing.
 //! - `server`: [`DnsServer`]: binding UDP+TCP, serving until the shutdown token fires.
-//! - `udp`: one receive-and-answer loop per UDP socket.
+//! - `udp`: one receive-and-answer loop per UDP socket, in `recvmmsg`/`sendmmsg` batches.
 //! - `tcp`: the TCP accept loop and one task per connection (RFC 7766 framing, idle timeouts).
 //! - `limits`: [`TcpLimits`] and the table of open TCP connections (total and per source).
 //! - `handler`: the request path, raw message in, raw response out (or held back by `rrl`),

@@ -5,7 +5,7 @@
 //! Over UDP that is exactly the served path: the fast path for the queries it takes (so a
 //! fuzzer exercises it), else hickory's decoding (drop what has no readable header or is a
 //! response, FORMERR what does not decode) and the slow path, encoded against the UDP size
-//! limit. Over TCP the same decoding and slow path, encoded against 65,535 bytes. Weighted
+//! limit; several datagrams can also go through the UDP loop's batch code. Over TCP the same decoding and slow path, encoded against 65,535 bytes. Weighted
 //! draws come from the calling thread's RNG, which [`Responder::seed`] makes repeatable. Not
 //! part of the public API.
 
@@ -26,6 +26,7 @@ use crate::{
     publish::AnswerPublisher,
     tcp,
     transport::Transport,
+    udp::Batch,
     zone::{ZoneConfig, ZoneError},
 };
 
@@ -94,6 +95,27 @@ impl Responder {
     /// counted in the metrics, rotation advanced, a weighted draw made.
     pub fn is_fast(&self, query: &[u8]) -> bool {
         self.handler.answer_fast(query, SocketAddr::from((Ipv4Addr::LOCALHOST, 5353)), &mut Vec::new())
+    }
+
+    /// The replies the UDP loop sends when `datagrams` arrive (each with its source address)
+    /// in that order: the datagrams go through the loop's batch code (in batches of as many as
+    /// one `recvmmsg` takes, each truncated to the receive buffer, sources through the same
+    /// address conversions) and the handler, as on a socket. Returns each reply with its
+    /// destination, in the order they are sent; a datagram the server does not answer (no
+    /// readable header, a response, a source that cannot be replied to) has none.
+    pub fn answer_udp_batch(&self, datagrams: &[(&[u8], SocketAddr)]) -> Vec<(SocketAddr, Vec<u8>)> {
+        let mut batch = Batch::new();
+        let mut replies = Vec::with_capacity(datagrams.len());
+        for &(datagram, src) in datagrams {
+            if !batch.push(datagram, src) {
+                batch.answer(&self.handler);
+                replies.extend(batch.take_replies());
+                assert!(batch.push(datagram, src), "an answered batch takes a datagram");
+            }
+        }
+        batch.answer(&self.handler);
+        replies.extend(batch.take_replies());
+        replies
     }
 
     /// Seeds the weighted draws of the calling thread: after the same seed, the same query

@@ -451,19 +451,33 @@ fn responder(addrs: Vec<IpAddr>) -> Responder {
 
 /// Asserts that the served UDP response to `query` is the slow path's for the same selection:
 /// the same rotation (the slow path is asked until it reaches it; both advance the same
-/// counter) and the same weighted draw (both draw after the same seed). Returns whether the
-/// fast path answered.
+/// counter) and the same weighted draw (both draw after the same seed). Served twice: by the
+/// request path alone and through the UDP loop's batch code (`recvmmsg`/`sendmmsg` batches).
+/// Returns whether the fast path answered.
 fn assert_same_as_slow(r: &Responder, query: &[u8], what: &str) -> bool {
     const SEED: u64 = 0x5eed;
     let fast = r.is_fast(query);
     r.seed(SEED);
     let served = r.answer(query, true);
+    assert_reaches_slow(r, query, &served, what);
+    let src = std::net::SocketAddr::from(([127, 0, 0, 1], 5353));
+    r.seed(SEED);
+    let batched = r.answer_udp_batch(&[(query, src)]);
+    assert!(batched.iter().all(|(to, _)| *to == src), "{what}: batched reply to another address");
+    let batched = batched.into_iter().next().map(|(_, reply)| reply);
+    assert_reaches_slow(r, query, &batched, &format!("{what} (batched)"));
+    fast
+}
+
+/// Asserts that the slow path gives `served` within a full rotation.
+fn assert_reaches_slow(r: &Responder, query: &[u8], served: &Option<Vec<u8>>, what: &str) {
+    const SEED: u64 = 0x5eed;
     let mut slow = Vec::new();
     for _ in 0..=MAX_RECORDS_PER_RRSET {
         r.seed(SEED);
         let answer = r.answer_slow(query, true);
-        if answer == served {
-            return fast;
+        if answer == *served {
+            return;
         }
         slow.push(answer);
     }

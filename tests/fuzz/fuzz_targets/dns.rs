@@ -5,7 +5,8 @@
 //! connection table. The first byte picks the mode: raw query bytes; a well-formed query built
 //! from structured input (any name near the zone, any type, class, opcode, EDNS version, size
 //! and COOKIE option, any number of questions) so the fuzzer spends its time past the header
-//! parser; a TCP stream; or a connection-table run.
+//! parser; a TCP stream; a connection-table run; or a run of datagrams from several sources
+//! through the UDP loop's batch code (`recvmmsg`/`sendmmsg` batches, without the sockets).
 //!
 //! Checks: nothing panics; every response decodes as exactly one message (no trailing bytes),
 //! is a response to this query (same id, QR set), never SERVFAIL (our handler has no reason to
@@ -15,7 +16,9 @@
 //! (half the structured cookies are issued by the responder, so valid ones are exercised too),
 //! a valid one is never BADCOOKIE, BADCOOKIE comes over UDP only and without records. On a TCP stream, the responses answer the stream's messages in order, one each, up
 //! to where the server closed it. In the connection table, no limit is ever exceeded and every
-//! slot is given back (asserted inside `connection_table_run`).
+//! slot is given back (asserted inside `connection_table_run`). Through the batch code, the
+//! replies come in the datagrams' order, one for each datagram the single-query path answers
+//! and whose source can be replied to, each to that source, each passing the UDP checks above.
 #![no_main]
 
 use std::net::IpAddr;
@@ -203,9 +206,52 @@ fn check_table(data: &[u8]) {
     connection_table_run(limits, &steps);
 }
 
+/// Sources a batch's datagrams come from: some cannot be replied to (port 0, unspecified,
+/// broadcast).
+const SOURCES: [&str; 8] = [
+    "127.0.0.1:5353",
+    "192.0.2.7:53",
+    "[2001:db8::1]:1053",
+    "[fe80::1%2]:5300",
+    "[::ffff:198.51.100.1]:40000",
+    "0.0.0.0:53",
+    "255.255.255.255:53",
+    "127.0.0.1:0",
+];
+
+/// Datagrams through the batch code: each is a source byte, a length byte and that many bytes.
+fn check_batch(mut data: &[u8]) {
+    let mut datagrams = Vec::new();
+    while let Some((&[source, len], rest)) = data.split_first_chunk::<2>() {
+        let len = usize::from(len).min(rest.len());
+        let (datagram, rest) = rest.split_at(len);
+        let src: std::net::SocketAddr = SOURCES[usize::from(source) % SOURCES.len()].parse().expect("valid");
+        datagrams.push((datagram, src));
+        data = rest;
+    }
+    let replies = responder().answer_udp_batch(&datagrams);
+    let mut replies = replies.iter();
+    for &(datagram, src) in &datagrams {
+        let answerable =
+            src.port() != 0 && !src.ip().is_unspecified() && src.ip() != IpAddr::from([255, 255, 255, 255]);
+        if !answerable || responder().answer(datagram, true).is_none() {
+            continue;
+        }
+        let (to, reply) = replies.next().expect("a datagram left unanswered");
+        assert_eq!(*to, src, "reply to another source");
+        check_response(datagram, reply, true);
+    }
+    assert!(replies.next().is_none(), "more replies than datagrams answered");
+}
+
 fn check(query: &[u8], udp: bool) {
     let Some(response) = responder().answer(query, udp) else { return };
-    let parsed = decode_whole(&response);
+    check_response(query, &response, udp);
+}
+
+/// The checks on one response to `query`.
+fn check_response(query: &[u8], response: &[u8], udp: bool) {
+    let parsed = decode_whole(response);
     assert_eq!(parsed.metadata.id, u16::from_be_bytes([query[0], query[1]]), "wrong id");
     assert_eq!(parsed.metadata.message_type, MessageType::Response);
     assert_ne!(parsed.metadata.response_code, ResponseCode::ServFail, "SERVFAIL: encoding failed");
@@ -220,7 +266,7 @@ fn check(query: &[u8], udp: bool) {
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else { return };
-    match mode % 8 {
+    match mode % 9 {
         0..=2 => check(rest, mode & 1 == 0),
         3..=5 => {
             if let Ok(s) = Structured::arbitrary(&mut Unstructured::new(rest)) {
@@ -238,6 +284,7 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         6 => check_stream(rest),
-        _ => check_table(rest),
+        7 => check_table(rest),
+        _ => check_batch(rest),
     }
 });
