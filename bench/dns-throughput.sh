@@ -13,32 +13,57 @@
 # --policy P serves `api` under a [[zone.record]] with that failover policy (all, priority,
 # weighted, fastest) instead of the plain `[zone] names` entry; knot's zone is the same.
 #
+# By default spdu runs with response rate limiting off (`[dns] rrl_rate = 0`: knotd runs without
+# mod-rrl, and one dnsperf is one source, which the default rate would limit) and the load is one
+# dnsperf (-c C -q Q) from 127.0.0.1.
+# --rrl runs spdu with rate limiting on at its defaults (no `[dns]` section: rrl_rate 1000
+# responses/s per source /24 and response kind, slip 2) and spreads the load over --sources N
+# (default 128) source prefixes so that no prefix should reach the rate: N dnsperf processes,
+# started together, each with -c 1 and its share of the Q outstanding queries (at least 1), each
+# from its own /24 (source i: 127.(100 + i/250).(i%250).1). knotd gets the same N sources (it
+# has no rate limiting: the same load on both). QPS and completed queries are summed over the
+# processes, the latency is their mean weighted by completed queries, loss is total lost over
+# total sent, CPU per query is the server's CPU time over the summed completed queries. After
+# the runs it prints spdu's /metrics counter spdu_dns_rrl_limited_responses_total (0 when no
+# prefix went over the rate) and the highest QPS of one source against spdu.
+# --sources N without --rrl spreads the load the same way with rate limiting off; --clients
+# applies to the one-source run only.
+#
 # usage: bench/dns-throughput.sh [--runs N] [--duration S] [--clients C] [--outstanding Q]
-#                                [--policy P]
+#                                [--policy P] [--rrl] [--sources N]
 # env:   SPDU=path/to/spdu (default: cargo build --release), BENCH_KEEP=1 keeps the work dir.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-RUNS=5 DURATION=10 CLIENTS=10 OUTSTANDING=100 POLICY=
+RUNS=5 DURATION=10 CLIENTS=10 OUTSTANDING=100 POLICY= RRL=0 SOURCES= CLIENTS_SET=0
 SERVER_CPU=${SERVER_CPU:-1} CLIENT_CPU=${CLIENT_CPU:-0}
 while (( $# > 0 )); do
     case $1 in
         --runs) RUNS=$2; shift 2 ;;
         --duration) DURATION=$2; shift 2 ;;
-        --clients) CLIENTS=$2; shift 2 ;;
+        --clients) CLIENTS=$2; CLIENTS_SET=1; shift 2 ;;
         --outstanding) OUTSTANDING=$2; shift 2 ;;
         --policy) POLICY=$2; shift 2 ;;
-        -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --rrl) RRL=1; shift ;;
+        --sources) SOURCES=$2; shift 2 ;;
+        -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 0 ;;
         *) die "unknown option $1" ;;
     esac
 done
 [[ $RUNS =~ ^[0-9]+$ && $RUNS -ge 1 && $RUNS -le 50 ]] || die "--runs: 1..50"
 [[ $DURATION =~ ^[0-9]+$ && $DURATION -ge 1 && $DURATION -le 120 ]] || die "--duration: 1..120 s"
 [[ -z $POLICY || $POLICY =~ ^(all|priority|weighted|fastest)$ ]] || die "--policy: all, priority, weighted or fastest"
+[[ -n $SOURCES ]] || SOURCES=$(( RRL ? 128 : 1 ))
+[[ $SOURCES =~ ^[0-9]+$ && $SOURCES -ge 1 && $SOURCES -le 1000 ]] || die "--sources: 1..1000"
+[[ $OUTSTANDING =~ ^[0-9]+$ && $OUTSTANDING -ge 1 ]] || die "--outstanding: at least 1"
+# SPREAD: the load comes from SOURCES dnsperf processes, one /24 each (--rrl, or --sources N).
+SPREAD=$(( RRL || SOURCES > 1 ))
+(( ! SPREAD || ! CLIENTS_SET )) || die "--clients applies to one source only (each of the --sources is one dnsperf with -c 1)"
 
 need dnsperf dnsperf
 need knotd knot
 need kdig knot-dnsutils
 need taskset util-linux
+(( ! RRL )) || need curl curl
 (( $(nproc) >= 2 )) || die "needs 2 cores (server on $SERVER_CPU, dnsperf on $CLIENT_CPU)"
 
 bench_init
@@ -53,8 +78,9 @@ if [[ -n $POLICY ]]; then
     printf '\n[[zone.record]]\nname = "api"\npolicy = "%s"\n' "$POLICY" >>"$WORK/alpha.toml"
 fi
 # knotd runs without mod-rrl, so spdu runs without response rate limiting too (dnsperf is one
-# source: at the default rate almost every response would be dropped or slipped).
-printf '\n[dns]\nrrl_rate = 0\n' >>"$WORK/alpha.toml"
+# source: at the default rate almost every response would be dropped or slipped); with --rrl it
+# runs at its defaults, and the load is spread over enough prefixes to stay under the rate.
+(( RRL )) || printf '\n[dns]\nrrl_rate = 0\n' >>"$WORK/alpha.toml"
 knot_setup "$WORK/knot" "$KNOT_IP" "$PORT"
 
 # --- query mix ---
@@ -105,12 +131,68 @@ run_one() {
         END { printf "%.0f %.3f %.2f %.2f\n", qps, lat, loss, (c1 - c0) * 1e6 / (done ? done : 1) }' "$out"
 }
 
+# source_ip I: the address of source I (0-based), alone in its /24, never in 127.0.x.
+source_ip() { echo "127.$(( 100 + $1 / 250 )).$(( $1 % 250 )).1"; }
+
+# run_spread NAME IP PID: SOURCES dnsperf processes at once, source i from source_ip i with -c 1
+# and its share of the OUTSTANDING queries; sets LINE to "qps latency_ms loss_pct
+# cpu_us_per_query" over all of them and SOURCE_QPS_MAX to the highest QPS of one process.
+# Runs in the main shell (not in $(…)) so that every dnsperf is tracked, and killed on exit.
+LINE= SOURCE_QPS_MAX=0
+run_spread() {
+    local name=$1 ip=$2 pid=$3 dir cpu0 cpu1 i q p failed= pids=()
+    dir="$WORK/dnsperf.$name.$RANDOM"
+    mkdir "$dir"
+    cpu0=$(cpu_seconds "$pid")
+    for (( i = 0; i < SOURCES; i++ )); do
+        q=$(( OUTSTANDING / SOURCES + (i < OUTSTANDING % SOURCES ? 1 : 0) ))
+        (( q >= 1 )) || q=1
+        # -l bounds each run in time; timeout bounds it even if dnsperf hangs.
+        timeout $(( DURATION + 30 )) taskset -c "$CLIENT_CPU" dnsperf -e -a "$(source_ip "$i")" \
+            -s "$ip" -p "$PORT" -d "$WORK/queries.txt" -l "$DURATION" -c 1 -q "$q" -t 2 \
+            >"$dir/$i.txt" 2>&1 &
+        pids+=("$!"); track "$!"
+    done
+    for i in "${!pids[@]}"; do
+        p=${pids[$i]}
+        wait "$p" || failed=${failed:-$i}
+        untrack "$p"
+    done
+    cpu1=$(cpu_seconds "$pid")
+    [[ -z $failed ]] || die "dnsperf (source $(source_ip "$failed")) failed against $name: $(tail -3 "$dir/$failed.txt")"
+    LINE=$(awk -v c0="$cpu0" -v c1="$cpu1" '
+        FNR == 1 { files++ }
+        /Queries sent:/ { sent += $3 }
+        /Queries completed:/ { done += $3; last = $3 }
+        /Queries lost:/ { lost += $3 }
+        /Queries per second:/ { qps += $4; if ($4 > max) max = $4 }
+        /Average Latency/ { lat += $4 * 1000 * last; got++ }
+        END {
+            if (got != files) { print "parse"; exit }
+            printf "%.0f %.3f %.2f %.2f %.0f\n", qps, lat / (done ? done : 1),
+                100 * lost / (sent ? sent : 1), (c1 - c0) * 1e6 / (done ? done : 1), max }' "$dir"/*.txt)
+    [[ $LINE != parse ]] || die "dnsperf output against $name without statistics (in $dir)"
+    if [[ $name == spdu ]]; then
+        SOURCE_QPS_MAX=$(awk -v a="$SOURCE_QPS_MAX" -v b="${LINE##* }" 'BEGIN { print (b > a ? b : a) }')
+    fi
+    LINE=${LINE% *}
+}
+
 say "policy of api: ${POLICY:-names entry (all)}"
-say "spdu $("$SPDU_BIN" --version | awk '{print $2}') vs $(knotd --version | head -1); $RUNS runs of ${DURATION}s each, -c $CLIENTS -q $OUTSTANDING, server cpu $SERVER_CPU, dnsperf cpu $CLIENT_CPU"
+if (( SPREAD )); then
+    q_each=$(( OUTSTANDING / SOURCES )); (( q_each >= 1 )) || q_each=1
+    (( OUTSTANDING % SOURCES == 0 || OUTSTANDING < SOURCES )) || q_each="$q_each-$(( q_each + 1 ))"
+    say "spdu $("$SPDU_BIN" --version | awk '{print $2}') vs $(knotd --version | head -1); $RUNS runs of ${DURATION}s each, $SOURCES sources ($(source_ip 0) .. $(source_ip $(( SOURCES - 1 ))), one /24 each; one dnsperf each, -c 1 -q $q_each), spdu rrl $( (( RRL )) && echo "on (defaults)" || echo off), server cpu $SERVER_CPU, dnsperf cpu $CLIENT_CPU"
+else
+    say "spdu $("$SPDU_BIN" --version | awk '{print $2}') vs $(knotd --version | head -1); $RUNS runs of ${DURATION}s each, -c $CLIENTS -q $OUTSTANDING, server cpu $SERVER_CPU, dnsperf cpu $CLIENT_CPU"
+fi
 printf '%-4s %-5s %10s %10s %8s %12s\n' run server qps lat_ms loss_% cpu_us/query
 for r in $(seq "$RUNS"); do
     for s in spdu knot; do
-        if [[ $s == spdu ]]; then line=$(run_one spdu "$SPDU_IP" "$SPDU_PID"); else line=$(run_one knot "$KNOT_IP" "$KNOT_PID"); fi
+        if (( SPREAD )); then
+            if [[ $s == spdu ]]; then run_spread spdu "$SPDU_IP" "$SPDU_PID"; else run_spread knot "$KNOT_IP" "$KNOT_PID"; fi
+            line=$LINE
+        elif [[ $s == spdu ]]; then line=$(run_one spdu "$SPDU_IP" "$SPDU_PID"); else line=$(run_one knot "$KNOT_IP" "$KNOT_PID"); fi
         echo "$r $s $line" >>"$WORK/results.txt"
         # shellcheck disable=SC2086
         printf '%-4s %-5s %10s %10s %8s %12s\n' "$r" "$s" $line
@@ -130,3 +212,18 @@ for fig in qps lat_ms loss_% cpu_us/query; do
     col=$(( col + 1 ))
 done
 echo "server RSS after the runs: spdu $(rss_kib "$SPDU_PID") KiB, knot $(rss_kib "$KNOT_PID") KiB"
+if (( SPREAD )); then
+    echo "highest QPS of one source against spdu: $SOURCE_QPS_MAX (answers are 80 % of the mix, NXDOMAIN 20 %)"
+fi
+if (( RRL )); then
+    # The rate limiter's verdicts, from spdu's control endpoint (control = $SPDU_IP:17947).
+    metrics=$(curl -sf --max-time 5 "http://$SPDU_IP:17947/metrics") || die "cannot read http://$SPDU_IP:17947/metrics"
+    awk '
+        /^spdu_dns_rrl_limited_responses_total[{ ]/ { print "  " $0; total += $NF; n++ }
+        /^spdu_dns_rrl_table_evictions_total[{ ]/ { evictions = $NF }
+        END {
+            printf "spdu_dns_rrl_limited_responses_total over all series: %d (%s)\n", total,
+                n ? n " series" : "no series: nothing was limited"
+            print "spdu_dns_rrl_table_evictions_total: " (evictions == "" ? "not exported" : evictions)
+        }' <<<"$metrics"
+fi

@@ -45,15 +45,21 @@ bench_init() {
 # Records a started process so that cleanup kills it.
 track() { PIDS+=("$1"); }
 
+# Forgets a tracked process that has ended and been waited for (so its pid is not killed later).
+untrack() {
+    local pid=$1 keep=() p
+    for p in "${PIDS[@]}"; do [[ $p == "$pid" ]] || keep+=("$p"); done
+    PIDS=("${keep[@]}")
+}
+
 # Kills one tracked process now (TERM, then KILL after 2 s) and forgets it.
 untrack_kill() {
-    local pid=$1 keep=() p
+    local pid=$1
     kill -TERM "$pid" 2>/dev/null || true
     for _ in $(seq 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
-    for p in "${PIDS[@]}"; do [[ $p == "$pid" ]] || keep+=("$p"); done
-    PIDS=("${keep[@]}")
+    untrack "$pid"
 }
 
 # need COMMAND PACKAGE: installs PACKAGE with apt-get if COMMAND is missing (root only).
