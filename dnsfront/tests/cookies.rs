@@ -14,9 +14,9 @@ use std::{
 
 use hickory_proto::{
     op::{Edns, Message, ResponseCode},
-    rr::{RecordType, rdata::opt::EdnsCode, rdata::opt::EdnsOption},
+    rr::RecordType,
 };
-use testing::{TestServer, addrs, answer_ips, query, tcp, zone};
+use testing::{TestServer, addrs, answer_ips, cookie_of, query, query_with_cookie, tcp, zone};
 use tokio::{net::UdpSocket, time::timeout};
 
 const API: &str = "api.pool.example.test.";
@@ -74,20 +74,7 @@ fn assert_rfc9018(server_cookie: &[u8]) {
 
 /// An A query for `API` with EDNS and a COOKIE option holding `cookie`.
 fn with_cookie(cookie: &[u8]) -> Message {
-    let mut message = query(API, RecordType::A);
-    let mut edns = Edns::new();
-    edns.set_max_payload(1232);
-    edns.options_mut().insert(EdnsOption::Unknown(10, cookie.to_vec()));
-    message.set_edns(edns);
-    message
-}
-
-/// The COOKIE option content of a response, if any.
-fn cookie_of(message: &Message) -> Option<Vec<u8>> {
-    match message.edns.as_ref()?.options().get(EdnsCode::Cookie)? {
-        EdnsOption::Unknown(_, data) => Some(data.clone()),
-        _ => None,
-    }
+    query_with_cookie(API, RecordType::A, cookie)
 }
 
 /// Sends `message` over UDP from `from` (any port) and returns the reply.

@@ -19,7 +19,7 @@ use hickory_proto::{
     rr::RecordType,
 };
 use spdu_dnsfront::RrlConfig;
-use testing::{TestServer, addrs, query, tcp, zone};
+use testing::{TestServer, addrs, cookie_of, query, query_with_cookie, tcp, zone};
 
 const API: &str = "api.pool.example.test.";
 /// The configured rate (responses per second per prefix and kind).
@@ -113,6 +113,28 @@ fn steady_client(socket: UdpSocket, server: SocketAddr) -> (u32, u32) {
     (answered, sent)
 }
 
+/// Sends `windows` windows of 20 copies of `message` (ids 0, 1, …) from `socket` to `server`,
+/// each window's replies read (until the socket's read timeout) before the next goes out, so no
+/// socket buffer overflows on a busy machine; returns how many were whole answers (no TC, the
+/// three pool addresses).
+fn whole_answers_in_windows(socket: &UdpSocket, server: SocketAddr, message: &Message, windows: u16) -> u32 {
+    let mut message = message.clone();
+    let mut buf = [0u8; 2048];
+    let mut answered = 0;
+    for window in 0..windows {
+        for i in 0..20 {
+            message.metadata.id = window * 20 + i;
+            socket.send_to(&message.to_vec().unwrap(), server).unwrap();
+        }
+        for _ in 0..20 {
+            let Ok(len) = socket.recv(&mut buf) else { break };
+            let response = Message::from_vec(&buf[..len]).unwrap();
+            answered += u32::from(!response.metadata.truncation && response.answers.len() == 3);
+        }
+    }
+    answered
+}
+
 /// The value of the metric line starting with `prefix` (0 if absent).
 fn metric(text: &str, prefix: &str) -> u64 {
     text.lines().find_map(|line| line.strip_prefix(prefix)).map_or(0, |value| value.trim().parse().unwrap())
@@ -173,23 +195,8 @@ async fn rate_zero_limits_nothing() {
     let answered = tokio::task::spawn_blocking(move || {
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
         socket.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        let mut buf = [0u8; 2048];
-        let mut message = query(API, RecordType::A);
-        let mut answered = 0;
-        // In windows of 20 queries, so no socket buffer overflows on a busy machine; 1,500 in
-        // all, more than a second's worth at the default rate.
-        for window in 0..75u16 {
-            for i in 0..20 {
-                message.metadata.id = window * 20 + i;
-                socket.send_to(&message.to_vec().unwrap(), addr).unwrap();
-            }
-            for _ in 0..20 {
-                let Ok(len) = socket.recv(&mut buf) else { break };
-                let response = Message::from_vec(&buf[..len]).unwrap();
-                answered += u32::from(!response.metadata.truncation && response.answers.len() == 3);
-            }
-        }
-        answered
+        // 1,500 in all, more than a second's worth at the default rate.
+        whole_answers_in_windows(&socket, addr, &query(API, RecordType::A), 75)
     })
     .await
     .unwrap();
@@ -204,22 +211,11 @@ async fn rate_zero_limits_nothing() {
 /// in full, while the same socket's queries with only a client cookie are held to the rate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_valid_server_cookie_exempts_a_query_from_the_rate() {
-    use hickory_proto::op::Edns;
-    use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
-
     let rrl = RrlConfig { rate: 20, slip: 0, ..RrlConfig::default() };
     let pool = addrs(&["192.0.2.1", "192.0.2.2", "192.0.2.3"]);
     let server = TestServer::start_with(zone(&["api"]), 1, pool, |s| s.with_rrl(rrl)).await;
     let addr = server.addr;
-    let with_cookie = |cookie: &[u8]| {
-        let mut message = query(API, RecordType::A);
-        let mut edns = Edns::new();
-        edns.set_max_payload(1232);
-        edns.options_mut().insert(EdnsOption::Unknown(10, cookie.to_vec()));
-        message.set_edns(edns);
-        message
-    };
-    let client_only = with_cookie(&[7; 8]);
+    let client_only = query_with_cookie(API, RecordType::A, &[7; 8]);
     let (exempt, limited) = tokio::task::spawn_blocking(move || {
         let socket = UdpSocket::bind("127.0.2.1:0").unwrap();
         socket.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
@@ -228,31 +224,12 @@ async fn a_valid_server_cookie_exempts_a_query_from_the_rate() {
         socket.send_to(&client_only.to_vec().unwrap(), addr).unwrap();
         let len = socket.recv(&mut buf).expect("an answer to the first query");
         let first = Message::from_vec(&buf[..len]).unwrap();
-        let cookie = match first.edns.as_ref().and_then(|e| e.options().get(EdnsCode::Cookie)) {
-            Some(EdnsOption::Unknown(_, data)) => data.clone(),
-            other => panic!("no COOKIE in the answer: {other:?}"),
-        };
+        let cookie = cookie_of(&first).expect("a COOKIE in the answer");
         assert_eq!((cookie.len(), &cookie[..8]), (24, &[7u8; 8][..]), "client cookie + server cookie");
-        // Windows of 20 queries, each answered (or not) before the next window goes out.
-        let mut burst = |message: &Message| {
-            let mut message = message.clone();
-            let mut answered = 0u32;
-            for window in 0..15u16 {
-                for i in 0..20 {
-                    message.metadata.id = window * 20 + i;
-                    socket.send_to(&message.to_vec().unwrap(), addr).unwrap();
-                }
-                for _ in 0..20 {
-                    let Ok(len) = socket.recv(&mut buf) else { break };
-                    let response = Message::from_vec(&buf[..len]).unwrap();
-                    answered += u32::from(!response.metadata.truncation && response.answers.len() == 3);
-                }
-            }
-            answered
-        };
-        let exempt = burst(&with_cookie(&cookie));
+        let with_server_cookie = query_with_cookie(API, RecordType::A, &cookie);
+        let exempt = whole_answers_in_windows(&socket, addr, &with_server_cookie, 15);
         let start = Instant::now();
-        let limited = burst(&client_only);
+        let limited = whole_answers_in_windows(&socket, addr, &client_only, 15);
         (exempt, (limited, start.elapsed()))
     })
     .await

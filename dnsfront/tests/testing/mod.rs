@@ -13,8 +13,12 @@ use std::{
 };
 
 use hickory_proto::{
-    op::{Message, Query},
-    rr::{Name, RData, RecordType, rdata::SOA},
+    op::{Edns, Message, Query},
+    rr::{
+        Name, RData, RecordType,
+        rdata::SOA,
+        rdata::opt::{EdnsCode, EdnsOption},
+    },
 };
 use prometheus_client::registry::Registry;
 use spdu_dnsfront::{AnswerPublisher, DnsError, DnsMetrics, DnsServer, PoolAnswers, ZoneConfig, ZoneError};
@@ -137,6 +141,24 @@ pub fn query(name: &str, qtype: RecordType) -> Message {
     let mut message = Message::query();
     message.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
     message
+}
+
+/// A query for `name`/`qtype` with EDNS (payload 1232) and a COOKIE option holding `cookie`.
+pub fn query_with_cookie(name: &str, qtype: RecordType, cookie: &[u8]) -> Message {
+    let mut message = query(name, qtype);
+    let mut edns = Edns::new();
+    edns.set_max_payload(1232);
+    edns.options_mut().insert(EdnsOption::Unknown(10, cookie.to_vec()));
+    message.set_edns(edns);
+    message
+}
+
+/// The COOKIE option content of a response, if any.
+pub fn cookie_of(message: &Message) -> Option<Vec<u8>> {
+    match message.edns.as_ref()?.options().get(EdnsCode::Cookie)? {
+        EdnsOption::Unknown(_, data) => Some(data.clone()),
+        _ => None,
+    }
 }
 
 /// Sends raw bytes over UDP and returns the reply, or `None` if none came within a second.
