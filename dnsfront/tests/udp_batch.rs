@@ -61,6 +61,29 @@ fn burst_query(n: usize, id: u16) -> (Vec<u8>, Option<(String, RecordType, Respo
     (message.to_vec().unwrap(), Some((name.to_string(), qtype, rcode)))
 }
 
+/// Datagrams the kernel dropped because a UDP socket's receive buffer was full, over IPv4 and
+/// IPv6 (`RcvbufErrors` in /proc/net/snmp and /proc/net/snmp6), for the failure message.
+fn receive_buffer_drops() -> u64 {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+    let mut lines = snmp.lines().filter(|line| line.starts_with("Udp: "));
+    let v4 = match (lines.next(), lines.next()) {
+        (Some(names), Some(values)) => names
+            .split_whitespace()
+            .zip(values.split_whitespace())
+            .find(|(name, _)| *name == "RcvbufErrors")
+            .and_then(|(_, value)| value.parse().ok())
+            .unwrap_or(0),
+        _ => 0,
+    };
+    let snmp6 = std::fs::read_to_string("/proc/net/snmp6").unwrap_or_default();
+    let v6 = snmp6
+        .lines()
+        .find_map(|line| line.strip_prefix("Udp6RcvbufErrors"))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0);
+    v4 + v6
+}
+
 /// One client: sends `count` queries to `server` keeping at most `window` unanswered (so that
 /// neither side's socket buffer overflows and drops a datagram on a busy machine), and checks
 /// every reply: from the server, an id it is waiting for and answered once, its question and
@@ -85,7 +108,13 @@ async fn client(socket: UdpSocket, server: SocketAddr, first_id: u16, count: usi
         }
         let (len, from) = tokio::time::timeout(TIMEOUT, socket.recv_from(&mut buf))
             .await
-            .unwrap_or_else(|_| panic!("no reply within {TIMEOUT:?}; {} unanswered", waiting.len()))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "no reply within {TIMEOUT:?}; {} unanswered; receive-buffer drops on this host so far: {}",
+                    waiting.len(),
+                    receive_buffer_drops()
+                )
+            })
             .unwrap();
         assert_eq!(from, server, "reply from another address");
         let response = Message::from_vec(&buf[..len]).expect("reply parses");
@@ -109,13 +138,18 @@ async fn client(socket: UdpSocket, server: SocketAddr, first_id: u16, count: usi
 /// `CLIENTS` sockets (IPv4: each on its own loopback address) send 160 queries each, as fast as
 /// their window allows, to one server address: every query gets exactly one reply, to the
 /// socket that sent it, with its id, question and response code. Meanwhile sockets that send
-/// and close at once make the kernel report ICMP errors on the server's sockets, which must not
-/// stop it. Run over IPv4 and, when the host has it, IPv6.
+/// and close at once have their replies bounce, which must not stop the server. Run over IPv4
+/// and, when the host has it, IPv6.
+///
+/// What is in flight at once (`CLIENTS * WINDOW` plus the vanishing clients' queries) stays far
+/// below what a socket's default receive buffer holds (about 160 small datagrams at the default
+/// 208 KiB): a datagram the kernel drops for a full buffer is lost to any UDP server, and a test
+/// that counted on it not happening failed on a busy machine.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_from_many_sockets_gets_every_reply_right() {
     const CLIENTS: usize = 8;
     const PER_CLIENT: usize = 160;
-    const WINDOW: usize = 24;
+    const WINDOW: usize = 8;
     let answers = AnswerPublisher::new(
         &zone(&["api"]),
         PoolAnswers::same_for_all(1, 1, 5, pool()),
@@ -149,7 +183,7 @@ async fn a_burst_from_many_sockets_gets_every_reply_right() {
         for v in 0..4u16 {
             let socket =
                 UdpSocket::bind(if server.is_ipv4() { "127.0.0.1:0" } else { "[::1]:0" }).await.unwrap();
-            for n in 0..20 {
+            for n in 0..5 {
                 socket.send_to(&burst_query(0, 50_000 + v * 100 + n).0, server).await.unwrap();
             }
         }
