@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use spdu_keys::PublicKey;
 
 use crate::proto::{
-    AnswerSet, Observation, PeerReport, Policy, PolicyDigest, ServiceCheck, SignedObservation, State, Stats,
+    AnswerSet, AnycastVerdict, Observation, PeerReport, Policy, PolicyDigest, ServiceCheck, SignedObservation, State, Stats,
     Verdict, votes,
 };
 
@@ -71,6 +71,7 @@ impl ViewSnapshot {
             nodes,
             stats: state.stats().clone(),
             policy: state.policy_digest(),
+            anycast: state.anycast(),
         }
     }
 }
@@ -92,6 +93,8 @@ pub struct ViewSnapshot {
     pub stats: Stats,
     /// The digest of this node's failover policies (each node's own is in its observation).
     pub policy: PolicyDigest,
+    /// Whether this site announces its anycast prefixes, and why (`/v1/anycast`).
+    pub anycast: AnycastVerdict,
 }
 
 /// One node in a [`ViewSnapshot`].

@@ -18,12 +18,14 @@
 //! - `publisher`: this node's own observation, version, health and beats;
 //! - `limits`: the bounds on the work one peer can cause (request rates, verification budget);
 //! - `answer`: the answer rule and the cached answer set;
+//! - `anycast`: whether this site announces its anycast prefixes (same votes, fails closed);
 //! - `policies`: each name's failover policy over the qualifying sites (`spdu-policy`'s
 //!   selectors, fed this node's view and latencies);
 //! - `events`: inputs, outputs, identity and counters;
 //! - `roster`, `observation`, `beat`, `message`, `health`: the data and its wire forms.
 
 mod answer;
+mod anycast;
 mod beat;
 mod events;
 #[cfg(test)]
@@ -41,6 +43,7 @@ mod view;
 
 use std::time::Duration;
 
+pub use anycast::{AnycastReason, AnycastVerdict, anycast_verdict};
 pub use answer::{Quorum, Tally, Votes, admitted_peers, members_of, votes};
 pub use beat::{BEAT_CONTEXT, Beat, SignedBeat};
 pub use events::{

@@ -302,6 +302,13 @@ impl State {
         self.answer.answer()
     }
 
+    /// Whether this site should announce its anycast prefixes now ([`super::anycast_verdict`]
+    /// over its own current observation and the live votes).
+    pub fn anycast(&self) -> super::AnycastVerdict {
+        let mine = &self.view.get(self.me).expect("this node's own observation is always held").obs;
+        super::anycast_verdict(self.me, mine, self.view.tally(), self.config.quorum)
+    }
+
     /// Counters of accepted and refused input.
     pub fn stats(&self) -> &Stats {
         &self.stats
