@@ -21,6 +21,8 @@
 //! - [`control`]: the local HTTP control endpoint (`/v1/peers`, `/v1/explain/{name}`, `/metrics`,
 //!   `/healthz`).
 //! - [`peers`]: `spdu peers`: fetches and prints the signed view.
+//! - [`exabgp`]: `spdu exabgp`: the ExaBGP process that announces `[anycast] prefixes` while
+//!   the node's `/v1/anycast` says so, and withdraws them otherwise (fail safe).
 //! - [`explain`]: `spdu explain NAME`: fetches and prints why a pool name answers what it does.
 //! - [`check_health`]: `spdu check-health`: a Nagios / Icinga plugin over the signed view.
 //! - [`zone`]: `spdu zone`: fetches and prints the pool zone as a master file.
@@ -39,6 +41,7 @@ pub mod control;
 pub mod dns_client;
 pub mod dns_runtime;
 pub mod events;
+pub mod exabgp;
 pub mod explain;
 pub mod health;
 pub mod incarnation;

@@ -87,6 +87,14 @@ enum Command {
         #[arg(long, value_name = "ADDR", conflicts_with = "config")]
         control: Option<SocketAddr>,
     },
+    /// The ExaBGP process (text encoder, API 4): prints `announce`/`withdraw route P next-hop
+    /// self` for each `[anycast] prefixes` entry as the running node decides; withdraws when the
+    /// node stops answering; exits when stdin (ExaBGP) closes.
+    Exabgp {
+        /// The config file (`node.control` and `[anycast]` are used).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
     /// Check a config file and its key file, then exit.
     Check {
         /// The config file.
@@ -153,6 +161,10 @@ fn execute(command: Command) -> anyhow::Result<()> {
         Command::Zone { config, control } => {
             let control = control_address(control, config)?;
             client_runtime()?.block_on(spdu_node::zone::print_zone(control))
+        }
+        Command::Exabgp { config } => {
+            let config = Config::load(&config)?;
+            client_runtime()?.block_on(spdu_node::exabgp::run(config.node.control, config.anycast))
         }
         Command::Check { config } => check(&config),
         Command::CheckHealth { .. } => unreachable!("main runs check-health"),

@@ -5,6 +5,7 @@
 //! skip loudly without it.
 
 mod adversarial;
+mod anycast;
 mod bad_config;
 mod cli;
 mod cluster;

@@ -282,3 +282,30 @@ fn netns_dns_flood_3() {
     // The flood happened: dnsperf got answers, so the flooded site was loaded.
     o.within("flood_qps", 1, u64::MAX >> 1);
 }
+
+/// BGP anycast with real ExaBGP at two sites (and a witness) peering with a real BIRD: BIRD's
+/// table loses a site's route when its service stops, when it is cut off from its peers while
+/// its own check passes, and when its node dies; the route comes back after each. ExaBGP and
+/// BIRD are required (not skipped) under `SPDU_REQUIRE_TOOLS`, as CI installs them.
+#[test]
+fn netns_anycast_3() {
+    for (tool, package) in [("exabgp", "exabgp"), ("bird", "bird2"), ("birdc", "bird2"), ("python3", "python3")] {
+        if !has_tool(tool) {
+            assert!(
+                std::env::var_os("SPDU_REQUIRE_TOOLS").is_none(),
+                "{tool} is required (SPDU_REQUIRE_TOOLS is set): apt-get install {package}"
+            );
+            loud(&format!("SKIPPED (needs {tool}, apt-get install {package}): netns scenario anycast with 3 sites"));
+            return;
+        }
+    }
+    let Some(o) = run("anycast", 3, &[]) else { return };
+    // The script's own PASS bounds; these restate them.
+    o.within("withdraw_after_service_stop_ms", 0, 5_000);
+    o.within("withdraw_after_cut_ms", 0, 10_000);
+    o.within("withdraw_after_node_stop_ms", 0, 3_000);
+    o.within("reannounce_after_service_ms", 0, 15_000);
+    o.within("reannounce_after_heal_ms", 0, 15_000);
+    o.within("collateral", 0, 0);
+    o.within("samples", 1, u64::MAX >> 1);
+}

@@ -13,6 +13,9 @@
 //! - `GET /` (and `/index.html`): the status page (`status`), which reads the JSON above.
 //! - `GET /v1/zone`: the pool zone as an RFC 1035 master file (text/plain), rendered from what
 //!   DNS serves right now ([`AnswerPublisher::zone_file`]).
+//! - `GET /v1/anycast`: whether this site should announce its anycast prefixes
+//!   (`spdu_gossip::proto::AnycastVerdict` as JSON, with the node's `name`), what `spdu exabgp`
+//!   polls.
 //! - `GET /v1/events`: `{"events": [...]}`, the node's last events, oldest first
 //!   ([`crate::events`]).
 //!
@@ -147,6 +150,7 @@ pub fn router(membership: Membership, sources: Sources) -> axum::Router {
         .route("/favicon.ico", get(status::favicon))
         .route("/v1/peers", get(peers))
         .route("/v1/events", get(events_json))
+        .route("/v1/anycast", get(anycast))
         .route("/v1/explain/{name}", get(explain))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
@@ -177,6 +181,14 @@ async fn peers(State(shared): State<Arc<Shared>>) -> Response {
             (StatusCode::INTERNAL_SERVER_ERROR, format!("encoding the view: {e}\n")).into_response()
         }
     }
+}
+
+async fn anycast(State(shared): State<Arc<Shared>>) -> Response {
+    let view = shared.view().await;
+    let Some(snapshot) = &view.snapshot else { return stopped() };
+    let mut body = serde_json::json!(snapshot.anycast);
+    body["name"] = serde_json::Value::String(snapshot.name.clone());
+    axum::Json(body).into_response()
 }
 
 async fn explain(State(shared): State<Arc<Shared>>, Path(asked): Path<String>) -> Response {
