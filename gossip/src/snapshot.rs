@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use spdu_keys::PublicKey;
 
 use crate::proto::{
-    AnswerSet, AnycastVerdict, Observation, PeerReport, Policy, PolicyDigest, ServiceCheck, SignedObservation, State, Stats,
-    Verdict, votes,
+    AnswerSet, AnycastVerdict, Observation, PeerReport, Policy, PolicyDigest, ServiceCheck,
+    SignedObservation, State, Stats, Verdict, votes,
 };
 
 impl ViewSnapshot {

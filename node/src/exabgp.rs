@@ -114,7 +114,10 @@ pub async fn run(control: SocketAddr, anycast: AnycastConfig) -> anyhow::Result<
                 match announced {
                     // Before the first reply, and after FAIL_AFTER without one: withdraw.
                     Some(current) if !failing => (current, String::new()),
-                    _ => (false, format!("no good reply from the node for {} ms: {error}", FAIL_AFTER.as_millis())),
+                    _ => (
+                        false,
+                        format!("no good reply from the node for {} ms: {error}", FAIL_AFTER.as_millis()),
+                    ),
                 }
             }
         };

@@ -74,7 +74,11 @@ impl Exabgp {
             let (t, line) = match self.lines.recv_timeout(left) {
                 Ok(got) => got,
                 Err(RecvTimeoutError::Timeout) => {
-                    panic!("no {} of both prefixes within {timeout:?} (state {:?})", verb(announce), self.state)
+                    panic!(
+                        "no {} of both prefixes within {timeout:?} (state {:?})",
+                        verb(announce),
+                        self.state
+                    )
                 }
                 Err(RecvTimeoutError::Disconnected) => panic!("spdu exabgp closed its stdout"),
             };
@@ -163,7 +167,10 @@ async fn exabgp_routes_follow_health_votes_and_the_node_itself() {
     let at = exabgp.wait_for(false, CONVERGE);
     eprintln!("withdrawn {:?} after both peers died", at - stopped);
     let v = anycast_json(&cluster, 0);
-    assert_eq!((v["reason"].as_str(), v["healthy"].as_bool(), v["voters"].as_u64()), (Some("no_observers"), Some(true), Some(0)));
+    assert_eq!(
+        (v["reason"].as_str(), v["healthy"].as_bool(), v["voters"].as_u64()),
+        (Some("no_observers"), Some(true), Some(0))
+    );
     cluster.start_site(1).unwrap();
     cluster.start_site(2).unwrap();
     exabgp.wait_for(true, CONVERGE);
@@ -215,13 +222,33 @@ fn exabgp_config_errors_name_the_field() {
     };
     let path = dir.path().join("spdu.toml");
     for (anycast, line, says) in [
-        ("[anycast]\nprefixes = [\"198.18.100.1/24\"]\n", 16, "anycast.prefixes[0]: 198.18.100.1/24 has host bits set"),
-        ("[anycast]\nprefixes = [\"198.18.0.0/16\", \"0.0.0.0/0\"]\n", 16, "anycast.prefixes[1]: 0.0.0.0/0 holds the special-purpose"),
-        ("[anycast]\nprefixes = [\"ff00::/8\"]\n", 16, "anycast.prefixes[0]: ff00::/8 holds the special-purpose"),
+        (
+            "[anycast]\nprefixes = [\"198.18.100.1/24\"]\n",
+            16,
+            "anycast.prefixes[0]: 198.18.100.1/24 has host bits set",
+        ),
+        (
+            "[anycast]\nprefixes = [\"198.18.0.0/16\", \"0.0.0.0/0\"]\n",
+            16,
+            "anycast.prefixes[1]: 0.0.0.0/0 holds the special-purpose",
+        ),
+        (
+            "[anycast]\nprefixes = [\"ff00::/8\"]\n",
+            16,
+            "anycast.prefixes[0]: ff00::/8 holds the special-purpose",
+        ),
         ("[anycast]\nprefixes = [\"198.18.0.0/16\", \"198.18.0.0/16\"]\n", 16, "is listed twice"),
         ("[anycast]\nprefixes = [\"198.18.0.0/16\"]\nmed = -1\n", 17, "expected u32"),
-        ("[anycast]\nprefixes = [\"198.18.0.0/16\"]\nmed = 4294967295\n", 17, "anycast.med: 4294967295 is out of bounds"),
-        ("[anycast]\nprefixes = [\"198.18.0.0/16\"]\npoll_ms = 10\n", 17, "anycast.poll_ms: 10 is out of bounds"),
+        (
+            "[anycast]\nprefixes = [\"198.18.0.0/16\"]\nmed = 4294967295\n",
+            17,
+            "anycast.med: 4294967295 is out of bounds",
+        ),
+        (
+            "[anycast]\nprefixes = [\"198.18.0.0/16\"]\npoll_ms = 10\n",
+            17,
+            "anycast.poll_ms: 10 is out of bounds",
+        ),
         ("[anycast]\nprefix = [\"198.18.0.0/16\"]\n", 16, "unknown field `prefix`"),
     ] {
         std::fs::write(&path, config(anycast)).unwrap();

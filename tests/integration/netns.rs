@@ -289,13 +289,17 @@ fn netns_dns_flood_3() {
 /// BIRD are required (not skipped) under `SPDU_REQUIRE_TOOLS`, as CI installs them.
 #[test]
 fn netns_anycast_3() {
-    for (tool, package) in [("exabgp", "exabgp"), ("bird", "bird2"), ("birdc", "bird2"), ("python3", "python3")] {
+    for (tool, package) in
+        [("exabgp", "exabgp"), ("bird", "bird2"), ("birdc", "bird2"), ("python3", "python3")]
+    {
         if !has_tool(tool) {
             assert!(
                 std::env::var_os("SPDU_REQUIRE_TOOLS").is_none(),
                 "{tool} is required (SPDU_REQUIRE_TOOLS is set): apt-get install {package}"
             );
-            loud(&format!("SKIPPED (needs {tool}, apt-get install {package}): netns scenario anycast with 3 sites"));
+            loud(&format!(
+                "SKIPPED (needs {tool}, apt-get install {package}): netns scenario anycast with 3 sites"
+            ));
             return;
         }
     }

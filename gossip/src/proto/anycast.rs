@@ -62,7 +62,13 @@ pub fn anycast_verdict(me: usize, mine: &Observation, tally: &Tally, quorum: Quo
     } else {
         AnycastReason::Reachable
     };
-    AnycastVerdict { announce: reason == AnycastReason::Reachable, reason, healthy: mine.healthy, yes, voters }
+    AnycastVerdict {
+        announce: reason == AnycastReason::Reachable,
+        reason,
+        healthy: mine.healthy,
+        yes,
+        voters,
+    }
 }
 
 #[cfg(test)]

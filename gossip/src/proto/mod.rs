@@ -43,8 +43,8 @@ mod view;
 
 use std::time::Duration;
 
-pub use anycast::{AnycastReason, AnycastVerdict, anycast_verdict};
 pub use answer::{Quorum, Tally, Votes, admitted_peers, members_of, votes};
+pub use anycast::{AnycastReason, AnycastVerdict, anycast_verdict};
 pub use beat::{BEAT_CONTEXT, Beat, SignedBeat};
 pub use events::{
     AnswerSet, AnswerSite, InEvent, LinkStatus, NameAnswer, NodeInfo, OutEvent, ProbeTarget, Stats,

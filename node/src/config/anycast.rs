@@ -117,7 +117,8 @@ impl RawAnycast {
         let mut prefixes: Vec<Prefix> = Vec::with_capacity(self.prefixes.len());
         for (i, raw) in self.prefixes.iter().enumerate() {
             let field = format!("anycast.prefixes[{i}]");
-            let prefix: Prefix = raw.get_ref().trim().parse().map_err(|e| FieldError::at(raw, format!("{field}: {e}")))?;
+            let prefix: Prefix =
+                raw.get_ref().trim().parse().map_err(|e| FieldError::at(raw, format!("{field}: {e}")))?;
             if prefixes.contains(&prefix) {
                 return Err(FieldError::at(raw, format!("{field}: {prefix} is listed twice")));
             }

@@ -247,6 +247,17 @@ impl RawConfig {
         let notify = notify::validate(&self.notify, base)?;
         let dns = self.dns.validate()?;
         let anycast = self.anycast.validate(node.attrs.priority)?;
-        Ok(Config { path: PathBuf::new(), node, zone, peers, cluster, protocol, health, notify, dns, anycast })
+        Ok(Config {
+            path: PathBuf::new(),
+            node,
+            zone,
+            peers,
+            cluster,
+            protocol,
+            health,
+            notify,
+            dns,
+            anycast,
+        })
     }
 }
