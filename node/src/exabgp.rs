@@ -154,7 +154,11 @@ async fn poll(client: &reqwest::Client, url: &reqwest::Url) -> anyhow::Result<Re
     let response = client.get(url.clone()).send().await.with_context(|| format!("cannot reach {url}"))?;
     let status = response.status();
     let body = response.text().await.with_context(|| format!("reading the answer of {url}"))?;
-    anyhow::ensure!(status.is_success(), "{url} answered HTTP {}: {}", status.as_u16(), body.trim());
+    if !status.is_success() {
+        // The body is the node's text, or anyone's who listens there: escaped, cut short.
+        let body: String = crate::text::escape(body.trim()).chars().take(200).collect();
+        anyhow::bail!("{url} answered HTTP {}: {body}", status.as_u16());
+    }
     serde_json::from_str(&body).with_context(|| format!("{url} sent an answer this version cannot read"))
 }
 

@@ -175,6 +175,18 @@ async fn exabgp_routes_follow_health_votes_and_the_node_itself() {
     cluster.start_site(2).unwrap();
     exabgp.wait_for(true, CONVERGE);
 
+    // The node hangs (SIGSTOP): its control endpoint accepts but never answers. Withdrawn
+    // within about a second plus one request timeout; announced again once it runs on.
+    let pid = cluster.pid(0).expect("alpha runs").to_string();
+    assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    let hung = Instant::now();
+    let at = exabgp.wait_for(false, Duration::from_secs(5));
+    let after = at - hung;
+    assert!(Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
+    eprintln!("withdrawn {after:?} after the node hung");
+    assert!(after < Duration::from_secs(3), "withdrawn only after {after:?}");
+    exabgp.wait_for(true, CONVERGE);
+
     // The node itself dies: withdrawn within about a second, and spdu exabgp keeps running.
     cluster.stop(0).unwrap();
     let killed = Instant::now();
@@ -208,18 +220,78 @@ async fn exabgp_routes_follow_health_votes_and_the_node_itself() {
     cluster.stop_all();
 }
 
+/// A config for one site whose control endpoint is `control`, with `anycast` appended.
+fn lone_config(control: SocketAddr, anycast: &str) -> String {
+    format!(
+        "[node]\nname = \"a\"\nkey = \"node.key\"\ngossip = \"127.0.201.11:7946\"\n\
+         dns = [\"127.0.201.11:5353\"]\ncontrol = \"{control}\"\naddresses = [\"127.0.201.11\"]\n\n\
+         [zone]\norigin = \"pool.example.test\"\nnames = [\"api\"]\nttl = 5\nnameservers = [\"a.example.test\"]\n\n{anycast}"
+    )
+}
+
+/// A control endpoint played by test code: the first `good` requests get `{"announce":true,...}`,
+/// every later one `bad` (a whole HTTP response, or nothing at all when empty: the connection
+/// is closed unanswered).
+fn fake_control(addr: SocketAddr, good: usize, bad: &'static str) -> SocketAddr {
+    let listener = std::net::TcpListener::bind(addr).expect("fake control address free");
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let announce =
+            r#"{"announce":true,"reason":"reachable","healthy":true,"yes":2,"voters":2,"name":"a"}"#;
+        for (n, stream) in listener.incoming().enumerate().take(10_000) {
+            let Ok(mut stream) = stream else { continue };
+            let mut buffer = [0u8; 2048];
+            let _ = std::io::Read::read(&mut stream, &mut buffer);
+            let reply = if n < good {
+                format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{announce}",
+                    announce.len()
+                )
+            } else {
+                bad.to_owned()
+            };
+            let _ = stream.write_all(reply.as_bytes());
+        }
+    });
+    addr
+}
+
+/// Whatever a broken or hostile control endpoint answers (garbage, an error, a JSON of another
+/// shape, nothing), `spdu exabgp` withdraws within about a second of the last good answer and
+/// keeps running.
+#[test]
+fn exabgp_withdraws_on_bad_answers_and_keeps_running() {
+    let bad_answers: [&'static str; 4] = [
+        "HTTP/1.1 200 OK\r\ncontent-length: 9\r\nconnection: close\r\n\r\nnot json!",
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 19\r\nconnection: close\r\n\r\nmembership stopped\n",
+        "HTTP/1.1 200 OK\r\ncontent-length: 16\r\nconnection: close\r\n\r\n{\"announce\":\"y\"}",
+        "",
+    ];
+    for (i, bad) in bad_answers.into_iter().enumerate() {
+        let dir = tempfile::tempdir().unwrap();
+        let control = fake_control(SocketAddr::new([127, 0, 201, 21 + i as u8].into(), 0), 5, bad);
+        let path = dir.path().join("spdu.toml");
+        std::fs::write(
+            &path,
+            lone_config(control, &format!("[anycast]\nprefixes = [\"{V4}\", \"{V6}\"]\nmed = 100\n")),
+        )
+        .unwrap();
+        let mut exabgp = Exabgp::start(&path);
+        exabgp.wait_for(true, Duration::from_secs(5));
+        // 5 good answers (about a second of polls), then only bad ones: withdrawn, for good.
+        exabgp.wait_for(false, Duration::from_secs(5));
+        exabgp.assert_quiet(Duration::from_secs(1));
+        assert!(exabgp.is_running(), "answer {i}: spdu exabgp exited");
+    }
+}
+
 #[test]
 fn exabgp_config_errors_name_the_field() {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("node.key");
     assert!(run_spdu(&["keygen", "--out", key.to_str().unwrap()]).status.success());
-    let config = |anycast: &str| {
-        format!(
-            "[node]\nname = \"a\"\nkey = \"node.key\"\ngossip = \"127.0.201.11:7946\"\n\
-             dns = [\"127.0.201.11:5353\"]\ncontrol = \"127.0.201.11:7947\"\naddresses = [\"127.0.201.11\"]\n\n\
-             [zone]\norigin = \"pool.example.test\"\nnames = [\"api\"]\nttl = 5\nnameservers = [\"a.example.test\"]\n\n{anycast}"
-        )
-    };
+    let control: SocketAddr = "127.0.201.11:7947".parse().unwrap();
+    let config = |anycast: &str| lone_config(control, anycast);
     let path = dir.path().join("spdu.toml");
     for (anycast, line, says) in [
         (
