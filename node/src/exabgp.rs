@@ -102,7 +102,8 @@ pub async fn run(control: SocketAddr, anycast: AnycastConfig) -> anyhow::Result<
             Ok(reply) => {
                 last_good = Some(now);
                 last_error.clear();
-                (reply.announce, format!("{} ({} of {} observers)", reply.reason, reply.yes, reply.voters))
+                let reason = crate::text::escape(&reply.reason);
+                (reply.announce, format!("{reason} ({} of {} observers)", reply.yes, reply.voters))
             }
             Err(e) => {
                 let error = crate::text::error_chain(e);

@@ -144,3 +144,98 @@ mod tests {
         assert!(verdict(0, &all, &[0, 1], Quorum::AtLeast(1)).announce);
     }
 }
+
+/// The rule on the simulated network: real protocol states, partitions and crashes.
+#[cfg(test)]
+mod sim_tests {
+    use std::time::Duration;
+
+    use super::AnycastReason;
+    use crate::sim::{Sim, SimConfig};
+
+    fn reason(sim: &Sim, i: usize) -> AnycastReason {
+        sim.state(i).expect("node is up").anycast().reason
+    }
+
+    /// Runs in 50 ms steps until `done` holds (the sim's own condition runner looks only after
+    /// answer changes) or `within` passes; returns the simulated time it held at.
+    fn run_until(sim: &mut Sim, within: Duration, done: impl Fn(&Sim) -> bool) -> Option<Duration> {
+        let deadline = sim.now() + within;
+        while !done(sim) {
+            if sim.now() >= deadline {
+                return None;
+            }
+            sim.run_for(Duration::from_millis(50));
+        }
+        Some(sim.now())
+    }
+
+    fn all_announce(sim: &Sim, nodes: &[usize]) -> bool {
+        nodes.iter().all(|i| reason(sim, *i) == AnycastReason::Reachable)
+    }
+
+    #[test]
+    fn cut_off_withdraws_its_company_keeps_announcing() {
+        for n in [3, 10] {
+            let mut sim = Sim::new(n, SimConfig { seed: 7 + n as u64, ..SimConfig::default() });
+            let everyone: Vec<usize> = (0..n).collect();
+            let at = run_until(&mut sim, Duration::from_secs(20), |s| all_announce(s, &everyone));
+            assert!(at.is_some(), "{n} nodes: not every node announces after start");
+
+            // Node 0 alone on one side: it hears nobody, so nobody vouches for it. Within
+            // stale_after (plus a few intervals) it withdraws; the rest never stop announcing.
+            let rest: Vec<usize> = (1..n).collect();
+            let cut = sim.now();
+            sim.partition(&[vec![0], rest.clone()]);
+            let stale = sim.state(0).unwrap().anycast();
+            assert!(stale.announce, "withdrawn at once, before the votes went stale: {stale:?}");
+            let withdrawn =
+                run_until(&mut sim, Duration::from_secs(6), |s| reason(s, 0) == AnycastReason::NoObservers)
+                    .unwrap_or_else(|| panic!("{n} nodes: node 0 still {:?}", reason(&sim, 0)));
+            assert!(
+                withdrawn - cut >= Duration::from_secs(3),
+                "withdrawn {:?} after the cut",
+                withdrawn - cut
+            );
+            let until = sim.now() + Duration::from_secs(5);
+            while sim.now() < until {
+                assert!(all_announce(&sim, &rest), "{n} nodes: a connected node withdrew");
+                assert_eq!(reason(&sim, 0), AnycastReason::NoObservers);
+                sim.run_for(Duration::from_millis(100));
+            }
+
+            // Healed: announced again.
+            sim.partition(std::slice::from_ref(&everyone));
+            assert!(
+                run_until(&mut sim, Duration::from_secs(10), |s| all_announce(s, &everyone)).is_some(),
+                "{n} nodes: node 0 not announced after the heal"
+            );
+
+            // Two of them on one side: each still has a live observer that vouches for it.
+            if n >= 5 {
+                let (pair, others) = (vec![0, 1], (2..n).collect::<Vec<usize>>());
+                sim.partition(&[pair.clone(), others.clone()]);
+                sim.run_for(Duration::from_secs(8));
+                assert!(
+                    all_announce(&sim, &pair),
+                    "the pair withdrew: {:?}",
+                    pair.iter().map(|i| reason(&sim, *i)).collect::<Vec<_>>()
+                );
+                assert!(all_announce(&sim, &others));
+            }
+        }
+    }
+
+    #[test]
+    fn a_crashed_peer_withdraws_nobody() {
+        let mut sim = Sim::new(3, SimConfig { seed: 3, ..SimConfig::default() });
+        assert!(run_until(&mut sim, Duration::from_secs(20), |s| all_announce(s, &[0, 1, 2])).is_some());
+        sim.crash(2);
+        sim.run_for(Duration::from_secs(8));
+        assert!(all_announce(&sim, &[0, 1]), "{:?} {:?}", reason(&sim, 0), reason(&sim, 1));
+        // And with both peers gone, the survivor cannot tell that from being cut off.
+        sim.crash(1);
+        sim.run_for(Duration::from_secs(8));
+        assert_eq!(reason(&sim, 0), AnycastReason::NoObservers);
+    }
+}
