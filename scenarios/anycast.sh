@@ -15,7 +15,10 @@
 #      vouches for it any more;
 #   3. the cut heals: announced again (reannounce_after_heal_ms);
 #   4. s1's node is killed (ExaBGP and `spdu exabgp` keep running): withdrawn by the fail-safe
-#      (withdraw_after_node_stop_ms).
+#      (withdraw_after_node_stop_ms); started again: announced again
+#      (reannounce_after_node_start_ms);
+#   5. s1's `spdu exabgp` is killed: ExaBGP restarts it (respawned=1), the new one sends the
+#      state again, and BIRD still holds s1's route.
 #
 # s2's route must be in BIRD's table at every sample (collateral = samples without it).
 SCENARIO=anycast
@@ -241,19 +244,45 @@ withdraw_node=$WAITED_MS
 wait "${SITE_PID[1]}" 2>/dev/null || true
 unset "SITE_PID[1]"
 kill -0 "${AUX_PID[exabgp1]}" 2>/dev/null || die "ExaBGP at s1 exited with its node"
-pgrep -f "exabgp --config $WORK/s1/spdu.toml" >/dev/null || die "spdu exabgp at s1 exited with its node"
+helper=$(pgrep -f "$SPDU exabgp --config $WORK/s1/spdu.toml" | head -n 1) \
+    || die "spdu exabgp at s1 exited with its node"
+sleep 1
+
+# 5. The node starts again: announced again.
+FROM_NS=$(now_ns)
+site_start 1
+wait_routes "s1=1 s2=1" "$WAIT_S"
+back_node=$WAITED_MS
+
+# 6. ExaBGP restarts its process (the old one killed): the new one sends the state again, and
+#    s1's route is still (or again) in BIRD's table.
+FROM_NS=$(now_ns)
+kill -KILL "$helper"
+event "SIGKILL s1's spdu exabgp (pid $helper); ExaBGP respawns it"
+respawned=0
+for (( n = 0; n < 100; n++ )); do
+    new_helper=$(pgrep -f "$SPDU exabgp --config $WORK/s1/spdu.toml" | head -n 1) || true
+    if [[ -n $new_helper && $new_helper != "$helper" ]]; then respawned=1; break; fi
+    sleep 0.1
+done
+(( respawned == 1 )) || die "ExaBGP did not restart spdu exabgp at s1 within 10 s"
+event "ExaBGP restarted spdu exabgp at s1 (pid $new_helper)"
+sleep 2
+wait_routes "s1=1 s2=1" "$WAIT_S"
 
 result=PASS
 fail() { echo "FAIL: $*" >&2; result=FAIL; }
 (( withdraw_service <= SERVICE_WITHDRAW_MAX_MS )) || fail "service stop withdrawn after $withdraw_service ms"
 (( withdraw_cut <= CUT_WITHDRAW_MAX_MS )) || fail "cut withdrawn after $withdraw_cut ms"
 (( withdraw_node <= NODE_WITHDRAW_MAX_MS )) || fail "node stop withdrawn after $withdraw_node ms"
-(( back_service <= BACK_MAX_MS && back_heal <= BACK_MAX_MS )) || fail "slow return: $back_service / $back_heal ms"
+(( back_service <= BACK_MAX_MS && back_heal <= BACK_MAX_MS && back_node <= BACK_MAX_MS )) \
+    || fail "slow return: $back_service / $back_heal / $back_node ms"
 (( COLLATERAL == 0 )) || fail "s2's route was missing in $COLLATERAL of $SAMPLES samples"
 (( SAMPLES > 0 )) || fail "no samples of s2's route"
 
 summary "announce_ms=$announce_ms withdraw_after_service_stop_ms=$withdraw_service" \
     "reannounce_after_service_ms=$back_service withdraw_after_cut_ms=$withdraw_cut" \
     "reannounce_after_heal_ms=$back_heal withdraw_after_node_stop_ms=$withdraw_node" \
+    "reannounce_after_node_start_ms=$back_node respawned=$respawned" \
     "collateral=$COLLATERAL samples=$SAMPLES result=$result"
 [[ $result == PASS ]]

@@ -143,8 +143,8 @@ fn read_acks() {
         let line = String::from_utf8_lossy(&line);
         match line.trim() {
             "done" | "" => {}
-            // ExaBGP is stopping: it will not read another line.
-            "shutdown" => break,
+            // ExaBGP is stopping (4.2 writes `shutdown <pid> <ppid>`): it reads no more lines.
+            l if l == "shutdown" || l.starts_with("shutdown ") => break,
             other => eprintln!("spdu exabgp: ExaBGP answered: {}", crate::text::escape(other)),
         }
     }

@@ -206,7 +206,8 @@ async fn exabgp_routes_follow_health_votes_and_the_node_itself() {
     again.wait_for(true, Duration::from_secs(5));
 
     // ExaBGP stops: it says `shutdown`, and the process ends by itself.
-    again.stdin.as_mut().unwrap().write_all(b"shutdown\n").unwrap();
+    // (ExaBGP 4.2's words: `shutdown <its pid> <its parent's pid>`.)
+    again.stdin.as_mut().unwrap().write_all(b"shutdown 4242 1\n").unwrap();
     wait_until(Duration::from_secs(5), "spdu exabgp to exit after shutdown", || !again.is_running());
     assert_eq!(again.child.wait().unwrap().code(), Some(0));
 

@@ -285,7 +285,8 @@ fn netns_dns_flood_3() {
 
 /// BGP anycast with real ExaBGP at two sites (and a witness) peering with a real BIRD: BIRD's
 /// table loses a site's route when its service stops, when it is cut off from its peers while
-/// its own check passes, and when its node dies; the route comes back after each. ExaBGP and
+/// its own check passes, and when its node dies; the route comes back after each, and stays
+/// when ExaBGP restarts a killed `spdu exabgp`. ExaBGP and
 /// BIRD are required (not skipped) under `SPDU_REQUIRE_TOOLS`, as CI installs them.
 #[test]
 fn netns_anycast_3() {
@@ -310,6 +311,8 @@ fn netns_anycast_3() {
     o.within("withdraw_after_node_stop_ms", 0, 3_000);
     o.within("reannounce_after_service_ms", 0, 15_000);
     o.within("reannounce_after_heal_ms", 0, 15_000);
+    o.within("reannounce_after_node_start_ms", 0, 15_000);
+    o.within("respawned", 1, 1);
     o.within("collateral", 0, 0);
     o.within("samples", 1, u64::MAX >> 1);
 }
