@@ -159,4 +159,23 @@ mod tests {
             assert!(e.contains(says), "{bad}: {e}");
         }
     }
+
+    /// The announced MED is `med` plus this site's `node.priority`; no `med`, no MED.
+    #[test]
+    fn med_adds_the_site_priority() {
+        let config = |node: &str, anycast: &str| {
+            let text = format!(
+                "[node]\nname = \"a\"\nkey = \"k\"\ngossip = \"127.0.201.11:7946\"\ndns = [\"127.0.201.11:53\"]\n\
+                 control = \"127.0.201.11:7947\"\naddresses = [\"127.0.201.11\"]\n{node}\n\
+                 [zone]\norigin = \"pool.example.test\"\nnames = [\"api\"]\nttl = 5\nnameservers = [\"a.example.test\"]\n\n\
+                 [anycast]\nprefixes = [\"198.18.100.0/24\"]\n{anycast}"
+            );
+            super::super::Config::parse(std::path::Path::new("spdu.toml"), &text).expect("valid").anycast
+        };
+        assert_eq!(config("priority = 5", "med = 100").med, Some(105));
+        assert_eq!(config("", "med = 100").med, Some(101));
+        let plain = config("priority = 5", "");
+        assert_eq!((plain.med, plain.poll), (None, DEFAULT_POLL));
+        assert_eq!(config("", "poll_ms = 250").poll, Duration::from_millis(250));
+    }
 }
