@@ -12,6 +12,7 @@
 //! - `health`: the `[health]` section.
 //! - `notify`: `[[notify]]`, the hooks that receive the node's events.
 //! - `dns`: the `[dns]` section: response rate limiting and DNS cookies.
+//! - `acme`: the `[acme]` section: ACME http-01 challenge answers.
 //!
 //! Address pins ([`AddressPin`]) and the special-purpose rule are the protocol core's
 //! (`spdu_gossip::proto`): the config builds the roster ([`spdu_gossip::proto::Member`]) the
@@ -30,6 +31,7 @@ use spdu_keys::SecretKey;
 use spdu_policy::{PolicyConfig, SiteAttrs};
 use toml::Spanned;
 
+mod acme;
 mod dns;
 mod health;
 mod notify;
@@ -39,6 +41,7 @@ mod tests;
 mod validate;
 mod zone;
 
+pub use acme::{AcmeConfig, THUMBPRINT_LEN, is_thumbprint};
 pub use dns::{DnsConfig, RRL_IPV4_PREFIX, RRL_IPV6_PREFIX, RRL_RATE, RRL_SLIP};
 pub use health::{HealthConfig, SelfCheck};
 pub use notify::{HookTarget, NotifyHook, Secret};
@@ -72,6 +75,8 @@ pub struct Config {
     pub notify: Vec<NotifyHook>,
     /// `[dns]`: response rate limiting and DNS cookies.
     pub dns: DnsConfig,
+    /// `[acme]`: ACME http-01 challenge answers; `None` without the section.
+    pub acme: Option<AcmeConfig>,
 }
 
 /// `[node]`: this site.
@@ -206,6 +211,8 @@ struct RawConfig {
     notify: Vec<Spanned<notify::RawNotify>>,
     #[serde(default)]
     dns: dns::RawDns,
+    #[serde(default)]
+    acme: Option<acme::RawAcme>,
 }
 
 #[derive(Default, Deserialize)]
@@ -239,6 +246,7 @@ impl RawConfig {
         protocol.policy = policy;
         let notify = notify::validate(&self.notify, base)?;
         let dns = self.dns.validate()?;
-        Ok(Config { path: PathBuf::new(), node, zone, peers, cluster, protocol, health, notify, dns })
+        let acme = self.acme.as_ref().map(acme::RawAcme::validate).transpose()?;
+        Ok(Config { path: PathBuf::new(), node, zone, peers, cluster, protocol, health, notify, dns, acme })
     }
 }
