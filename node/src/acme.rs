@@ -122,8 +122,7 @@ pub fn router(config: watch::Receiver<Arc<Config>>, metrics: AcmeMetrics) -> axu
 }
 
 async fn challenge(State(shared): State<Arc<Shared>>, method: Method, uri: Uri) -> Response {
-    let token = (uri.path().strip_prefix(CHALLENGE_PREFIX))
-        .filter(|t| is_token(t) && uri.query().is_none());
+    let token = (uri.path().strip_prefix(CHALLENGE_PREFIX)).filter(|t| is_token(t) && uri.query().is_none());
     let thumbprint = shared.config.borrow().acme.as_ref().map(|a| a.thumbprint.clone());
     match (token, thumbprint) {
         (Some(token), Some(thumbprint)) if method == Method::GET || method == Method::HEAD => {

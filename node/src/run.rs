@@ -97,7 +97,8 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let acme_metrics = crate::acme::AcmeMetrics::default();
     if !acme_listeners.is_empty() {
         tracing::info!(acme = ?acme_listen, "answering ACME http-01 challenges");
-        let acme = crate::acme::serve(acme_listeners, config_rx.clone(), acme_metrics.clone(), shutdown.clone());
+        let acme =
+            crate::acme::serve(acme_listeners, config_rx.clone(), acme_metrics.clone(), shutdown.clone());
         tasks.spawn(cancel_on_exit(shutdown.clone(), acme));
     }
     let hooks =

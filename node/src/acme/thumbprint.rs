@@ -128,8 +128,8 @@ pub fn from_jwk(value: &serde_json::Value) -> anyhow::Result<AccountKey> {
         let v = value.get(name).with_context(|| format!("JWK: no member {name:?}"))?;
         let text = v.as_str().with_context(|| format!("JWK: member {name:?} is not a string"))?;
         if name != "kty" && name != "crv" {
-            let ok = !text.is_empty()
-                && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            let ok =
+                !text.is_empty() && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
             if !ok {
                 bail!("JWK: member {name:?} is not base64url");
             }
@@ -221,7 +221,9 @@ fn rsa_private(der: AnyRef<'_>) -> anyhow::Result<PublicJwk> {
 fn ec_private(der: AnyRef<'_>, curve: Option<&[u8]>) -> anyhow::Result<PublicJwk> {
     let items = sequence(der)?;
     let explicit = |number: u32| {
-        items.iter().find(|i| matches!(i.tag(), Tag::ContextSpecific { number: n, .. } if n.value() == number))
+        items
+            .iter()
+            .find(|i| matches!(i.tag(), Tag::ContextSpecific { number: n, .. } if n.value() == number))
     };
     let from_params = explicit(0).map(|p| any(p.value())).transpose()?;
     let curve = match (&from_params, curve) {
@@ -271,7 +273,8 @@ fn from_der(label: &str, der: &[u8]) -> anyhow::Result<AccountKey> {
             let jwk = match alg {
                 oid::RSA => rsa_private(any(inner)?)?,
                 oid::EC => {
-                    let curve = params.as_ref().map(|p| tagged(Some(p), Tag::ObjectIdentifier)).transpose()?;
+                    let curve =
+                        params.as_ref().map(|p| tagged(Some(p), Tag::ObjectIdentifier)).transpose()?;
                     ec_private(any(inner)?, curve.map(|c| c.value()))?
                 }
                 oid::ED25519 => bail!(

@@ -97,7 +97,8 @@ mod tests {
         let config = Config::parse(Path::new("/etc/spdu/spdu.toml"), &valid()).unwrap();
         assert_eq!(config.acme, None);
         let config =
-            parse(&format!("thumbprint = \"{RFC7638}\"\nlisten = [\"127.0.0.1:80\", \"[::1]:8080\"]")).unwrap();
+            parse(&format!("thumbprint = \"{RFC7638}\"\nlisten = [\"127.0.0.1:80\", \"[::1]:8080\"]"))
+                .unwrap();
         let acme = config.acme.unwrap();
         assert_eq!(acme.thumbprint, RFC7638);
         assert_eq!(acme.listen, vec!["127.0.0.1:80".parse().unwrap(), "[::1]:8080".parse().unwrap()]);
