@@ -1,28 +1,39 @@
-//! ACME http-01 answers on a real node (loopback block 127.0.202.x): the right token gets
-//! `200 text/plain` `TOKEN.THUMBPRINT`, everything else 404/405/400/431 or a closed connection
-//! (bad tokens, other paths and methods, oversize heads, a slowloris, too many connections), the
-//! node unaffected; the thumbprint follows SIGHUP, the address needs a restart; and
-//! `spdu acme-thumbprint` against RFC 7638's vector and keys made by openssl.
+//! ACME http-01 answers on real nodes (loopback, 127.0.202.x and 127.0.203.x): the right token
+//! gets `200 text/plain` `TOKEN.THUMBPRINT`, everything else 404/405/400/431 or a closed
+//! connection (bad tokens, other paths and methods, oversize heads, a slowloris, too many
+//! connections), the node unaffected; the thumbprint follows SIGHUP, the address needs a
+//! restart; `spdu acme-thumbprint` against RFC 7638's vector and keys made by openssl; and the
+//! README's nginx and HAProxy lines, run by nginx and HAProxy, answer as spdu does.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use spdu_cluster::{LocalCluster, http_get};
+use spdu_cluster::{LocalCluster, Ports, http_get};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::reload::{counter, log, sighup};
-use crate::testing::{dig_pool, ips, run_spdu, start_cluster, wait_until};
+use crate::testing::{dig_pool, ips, run_spdu, spdu, wait_until};
 
 const THUMBPRINT: &str = "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs";
 const OTHER_THUMBPRINT: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 const TOKEN: &str = "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA";
 const ACME_PORT: u16 = 18480;
 
-fn acme_toml(block: u8, thumbprint: &str) -> String {
-    format!("[acme]\nthumbprint = \"{thumbprint}\"\nlisten = [\"127.0.{block}.11:{ACME_PORT}\"]\n")
+fn acme_toml(ip: Ipv4Addr, thumbprint: &str) -> String {
+    format!("[acme]\nthumbprint = \"{thumbprint}\"\nlisten = [\"{ip}:{ACME_PORT}\"]\n")
+}
+
+/// One site at `ip` answering challenges on `ip`:[`ACME_PORT`] with `thumbprint`.
+async fn start_acme_site(ip: Ipv4Addr, thumbprint: &str) -> LocalCluster {
+    let mut cluster =
+        LocalCluster::create(spdu(), 1, ip, Ports::default(), &acme_toml(ip, thumbprint)).unwrap();
+    cluster.start_site(0).expect("site starts");
+    cluster.wait_ready(Duration::from_secs(20)).await.expect("site ready");
+    cluster
 }
 
 fn acme_addr(cluster: &LocalCluster) -> SocketAddr {
@@ -74,7 +85,7 @@ fn has_header(reply: &str, header: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acme_answers_exactly_the_challenge_and_survives_abuse() {
-    let cluster = start_cluster(1, 202, &acme_toml(202, THUMBPRINT)).await;
+    let cluster = start_acme_site(Ipv4Addr::new(127, 0, 202, 11), THUMBPRINT).await;
     let addr = acme_addr(&cluster);
 
     let reply = exchange(addr, &get(&format!("/.well-known/acme-challenge/{TOKEN}"))).await;
@@ -197,7 +208,8 @@ async fn acme_answers_exactly_the_challenge_and_survives_abuse() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acme_thumbprint_follows_reload_and_listen_needs_a_restart() {
-    let cluster = start_cluster(1, 203, &acme_toml(203, THUMBPRINT)).await;
+    let ip = Ipv4Addr::new(127, 0, 203, 11);
+    let cluster = start_acme_site(ip, THUMBPRINT).await;
     let addr = acme_addr(&cluster);
     let path = format!("/.well-known/acme-challenge/{TOKEN}");
     assert_eq!(body(&exchange(addr, &get(&path)).await), format!("{TOKEN}.{THUMBPRINT}"));
@@ -214,7 +226,7 @@ async fn acme_thumbprint_follows_reload_and_listen_needs_a_restart() {
     let edits = [
         ("acme.listen", original.replace(&format!(":{ACME_PORT}\""), ":18481\"")),
         ("acme.thumbprint", original.replace(OTHER_THUMBPRINT, "short")),
-        ("acme.listen", original.replace(&acme_toml(203, OTHER_THUMBPRINT), "")),
+        ("acme.listen", original.replace(&acme_toml(ip, OTHER_THUMBPRINT), "")),
     ];
     for (n, (field, edited)) in edits.iter().enumerate() {
         assert_ne!(edited, &original);
@@ -235,10 +247,10 @@ async fn acme_thumbprint_follows_reload_and_listen_needs_a_restart() {
 fn acme_config_mistakes_are_named() {
     let dir = tempfile::tempdir().unwrap();
     let cluster = LocalCluster::create(
-        crate::testing::spdu(),
+        spdu(),
         1,
         "127.0.203.21".parse().unwrap(),
-        spdu_cluster::Ports::default(),
+        Ports::default(),
         "[acme]\nthumbprint = \"not-a-thumbprint\"\nlisten = [\"127.0.203.21:18480\"]\n",
     )
     .unwrap();
@@ -365,6 +377,133 @@ fn acme_thumbprint_of_jwk_and_pem_keys() {
                 expected,
                 "{curve} {kind}"
             );
+        }
+    }
+}
+
+/// The one-line configuration in the README's fenced block tagged `lang`, with `thumbprint`.
+fn readme_line(lang: &str, thumbprint: &str) -> String {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md")).unwrap();
+    let block = readme.split(&format!("```{lang}\n")).nth(1).unwrap_or_else(|| panic!("no {lang} block"));
+    let line = block.split("```").next().unwrap().trim();
+    assert_eq!(line.lines().count(), 1, "{lang}: one line: {line}");
+    assert!(line.contains("THUMBPRINT"), "{line}");
+    line.replace("THUMBPRINT", thumbprint)
+}
+
+/// Whether `tool` runs (`None`: skip; a failure under SPDU_REQUIRE_TOOLS).
+fn have(tool: &str, package: &str) -> bool {
+    let found = Command::new(tool).arg("-v").output().is_ok();
+    if !found {
+        assert!(
+            std::env::var_os("SPDU_REQUIRE_TOOLS").is_none(),
+            "{tool} is required (SPDU_REQUIRE_TOOLS is set): apt-get install {package}"
+        );
+        eprintln!("SKIPPED: {tool} is not installed (apt-get install {package})");
+    }
+    found
+}
+
+/// A child process killed and reaped on drop.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    /// SIGTERM first (nginx's master then stops its workers), SIGKILL after 3 s.
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        for _ in 0..30 {
+            if self.0.try_wait().is_ok_and(|s| s.is_some()) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A GET of `path` that asks the server to close the connection after the reply.
+fn get_and_close(path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: api.pool.example.test\r\nConnection: close\r\n\r\n").into_bytes()
+}
+
+/// Waits (at most 10 s) until `addr` accepts connections.
+async fn wait_listening(addr: SocketAddr, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(addr).await.is_err() {
+        assert!(Instant::now() < deadline, "{what} does not listen on {addr}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The README's nginx and HAProxy one-liners, run by real nginx and HAProxy, answer a challenge
+/// exactly as spdu does (status, content type, body) and answer no malformed token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acme_readme_nginx_and_haproxy_lines_answer_like_spdu() {
+    if !have("nginx", "nginx-light") || !have("haproxy", "haproxy") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let nginx_addr: SocketAddr = "127.0.203.31:18490".parse().unwrap();
+    let haproxy_addr: SocketAddr = "127.0.203.32:18490".parse().unwrap();
+
+    let nginx_conf = format!(
+        "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/nginx.err;\n\
+         events {{ worker_connections 64; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {d}/b;\n  proxy_temp_path {d}/p;\n  \
+         fastcgi_temp_path {d}/f;\n  uwsgi_temp_path {d}/u;\n  scgi_temp_path {d}/s;\n  \
+         server {{\n    listen {nginx_addr};\n    {}\n  }}\n}}\n",
+        readme_line("nginx", THUMBPRINT)
+    );
+    std::fs::write(dir.path().join("nginx.conf"), nginx_conf).unwrap();
+    let haproxy_conf = format!(
+        "defaults\n  mode http\n  timeout connect 1s\n  timeout client 5s\n  timeout server 5s\n\
+         frontend acme\n  bind {haproxy_addr}\n  {}\n",
+        readme_line("haproxy", THUMBPRINT)
+    );
+    std::fs::write(dir.path().join("haproxy.cfg"), haproxy_conf).unwrap();
+    let check = Command::new("haproxy")
+        .args(["-c", "-q", "-f"])
+        .arg(dir.path().join("haproxy.cfg"))
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "haproxy -c: {}", String::from_utf8_lossy(&check.stderr));
+
+    let _nginx = Child(
+        Command::new("nginx")
+            .args(["-p", &d.to_string(), "-e", &format!("{d}/nginx.err"), "-c"])
+            .arg(dir.path().join("nginx.conf"))
+            .spawn()
+            .unwrap(),
+    );
+    let _haproxy = Child(
+        Command::new("haproxy").args(["-db", "-f"]).arg(dir.path().join("haproxy.cfg")).spawn().unwrap(),
+    );
+    let cluster = start_acme_site(Ipv4Addr::new(127, 0, 203, 41), THUMBPRINT).await;
+    wait_listening(nginx_addr, "nginx").await;
+    wait_listening(haproxy_addr, "haproxy").await;
+
+    for (name, addr) in [("spdu", acme_addr(&cluster)), ("nginx", nginx_addr), ("haproxy", haproxy_addr)] {
+        for token in [TOKEN, "a", "A-_z9"] {
+            let reply = exchange(addr, &get_and_close(&format!("/.well-known/acme-challenge/{token}"))).await;
+            assert_eq!(status(&reply), "200", "{name} {token}: {reply}");
+            assert!(has_header(&reply, "content-type: text/plain"), "{name}: {reply}");
+            assert_eq!(body(&reply), format!("{token}.{THUMBPRINT}"), "{name}: {reply}");
+        }
+        for path in [
+            "/.well-known/acme-challenge/",
+            "/.well-known/acme-challenge/a.b",
+            "/.well-known/acme-challenge/a%2Fb",
+            "/.well-known/acme-challenge/a/b",
+            "/.well-known/acme-challenge/t%C3%A9st",
+            "/Xwell-known/acme-challenge/abc",
+            "/.well-known/acme-challengeX/abc",
+            "/",
+        ] {
+            let reply = exchange(addr, &get_and_close(path)).await;
+            assert_ne!(status(&reply), "200", "{name} {path}: {reply}");
+            assert!(!reply.contains(THUMBPRINT), "{name} {path}: {reply}");
         }
     }
 }
