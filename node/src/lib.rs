@@ -26,6 +26,8 @@
 //! - [`explain`]: `spdu explain NAME`: fetches and prints why a pool name answers what it does.
 //! - [`check_health`]: `spdu check-health`: a Nagios / Icinga plugin over the signed view.
 //! - [`zone`]: `spdu zone`: fetches and prints the pool zone as a master file.
+//! - [`acme`]: answers ACME http-01 challenges on `acme.listen` (`TOKEN.THUMBPRINT`, no
+//!   shared state) and `spdu acme-thumbprint` (an account key's RFC 7638 thumbprint).
 //! - [`limits`]: raises the open-files limit at start.
 //! - [`text`]: escaping peer-supplied text for the terminal.
 //! - [`systemd`]: readiness, status, reload and watchdog notifications to systemd;
@@ -35,6 +37,7 @@
 //! local-cluster harness and the demo live in the `spdu-cluster` crate, never linked into
 //! `spdu run`.
 
+pub mod acme;
 pub mod check_health;
 pub mod config;
 pub mod control;

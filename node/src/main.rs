@@ -101,6 +101,13 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Print the RFC 7638 thumbprint of an ACME account key, for `[acme] thumbprint`.
+    AcmeThumbprint {
+        /// The account key: JWK JSON (certbot's `accounts/…/private_key.json`) or PEM (PKCS#8,
+        /// PKCS#1, SEC1 or a public key).
+        #[arg(long, value_name = "FILE")]
+        account_key: PathBuf,
+    },
     /// Print the manual page (roff), e.g. `spdu man | man -l -`.
     Man,
     /// Print the completion script for a shell, e.g. `spdu completions bash`.
@@ -167,6 +174,10 @@ fn execute(command: Command) -> anyhow::Result<()> {
             client_runtime()?.block_on(spdu_node::exabgp::run(config.node.control, config.anycast))
         }
         Command::Check { config } => check(&config),
+        Command::AcmeThumbprint { account_key } => {
+            println!("{}", spdu_node::acme::thumbprint::thumbprint_of_file(&account_key)?);
+            Ok(())
+        }
         Command::CheckHealth { .. } => unreachable!("main runs check-health"),
         Command::Man => spdu_node::manual::render(Cli::command(), &mut std::io::stdout().lock()),
         Command::Completions { shell } => {

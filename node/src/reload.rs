@@ -5,8 +5,8 @@
 //! file:line:field, counted as `reloads_total{result="refused"}`) and the node keeps running the
 //! one it has. So is a config that changes what only a restart can change ([`restart_needed`]):
 //! the node's identity (`node.name`, `node.key` path or key, `cluster.id`), the sockets it
-//! bound (`node.gossip`, `node.dns`, `node.control`, `node.control_allow`) and how the DNS
-//! server limits them (`[dns]`).
+//! bound (`node.gossip`, `node.dns`, `node.control`, `node.control_allow`, `acme.listen`, and
+//! adding or removing `[acme]`) and how the DNS server limits them (`[dns]`).
 //!
 //! An accepted config is applied, in this order: membership ([`Membership::reconfigure`]: the
 //! roster, timing, quorum, policies and TTLs, this site's addresses and advertised check: kept
@@ -162,6 +162,8 @@ pub fn restart_needed(old: &Config, new: &Config, key: PublicKey, new_key: Publi
     fixed("node.dns", format!("{:?}", old.node.dns), format!("{:?}", new.node.dns))?;
     fixed("node.control", old.node.control.to_string(), new.node.control.to_string())?;
     fixed("dns", format!("{:?}", old.dns), format!("{:?}", new.dns))?;
+    let acme_listen = |c: &Config| format!("{:?}", c.acme.as_ref().map(|a| &a.listen));
+    fixed("acme.listen", acme_listen(old), acme_listen(new))?;
     let allow = |c: &Config| {
         format!("{:?}", c.node.control_allow.iter().map(ToString::to_string).collect::<Vec<_>>())
     };

@@ -67,6 +67,9 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("node.control: cannot bind {}", config.node.control))?;
 
+    let acme_listen = config.acme.as_ref().map_or(&[][..], |a| &a.listen[..]);
+    let acme_listeners = crate::acme::bind(acme_listen).await?;
+
     tracing::info!(
         gossip = %bound.local_addr(),
         dns = ?dns.local_addrs(),
@@ -91,6 +94,13 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         .with_quorum(config.protocol.quorum);
     // Hooks follow reloads of the config, and subscribe before the producer runs.
     let notify_metrics = crate::notify::NotifyMetrics::default();
+    let acme_metrics = crate::acme::AcmeMetrics::default();
+    if !acme_listeners.is_empty() {
+        tracing::info!(acme = ?acme_listen, "answering ACME http-01 challenges");
+        let acme =
+            crate::acme::serve(acme_listeners, config_rx.clone(), acme_metrics.clone(), shutdown.clone());
+        tasks.spawn(cancel_on_exit(shutdown.clone(), acme));
+    }
     let hooks =
         crate::notify::run(events.subscribe(), config_rx.clone(), notify_metrics.clone(), shutdown.clone());
     tasks.spawn(hooks);
@@ -110,6 +120,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
                     events: events.clone(),
                     notify: notify_metrics,
                     reloads,
+                    acme: acme_metrics,
                 },
             ),
             control::Limits::new(config.node.control_allow.clone()),

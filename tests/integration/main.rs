@@ -4,6 +4,7 @@
 //! run in parallel without port clashes. The network-namespace scenarios (`netns`) need root and
 //! skip loudly without it.
 
+mod acme;
 mod adversarial;
 mod anycast;
 mod bad_config;

@@ -15,7 +15,7 @@ use spdu_cluster::{LocalCluster, POOL_NAME, Ports, http_get};
 use crate::testing::{dig, dig_pool, ips, spdu, start_cluster, wait_until};
 
 /// Sends SIGHUP to site `i`'s process with `kill`.
-fn sighup(cluster: &LocalCluster, i: usize) {
+pub(crate) fn sighup(cluster: &LocalCluster, i: usize) {
     let pid = cluster.pid(i).expect("the site runs");
     let status = Command::new("kill").args(["-HUP", &pid.to_string()]).status().expect("kill runs");
     assert!(status.success(), "kill -HUP {pid}");
@@ -32,7 +32,7 @@ fn without_peer(text: &str, peer: &str) -> String {
 
 /// The value of the counter line starting with `series` (any prefix, e.g. `spdu_`) in site
 /// `i`'s `/metrics`.
-fn counter(cluster: &LocalCluster, i: usize, series: &str) -> u64 {
+pub(crate) fn counter(cluster: &LocalCluster, i: usize, series: &str) -> u64 {
     let text = http_get(&format!("http://{}/metrics", cluster.control_addr(i))).expect("metrics");
     text.lines()
         .find_map(|l| {
@@ -43,7 +43,7 @@ fn counter(cluster: &LocalCluster, i: usize, series: &str) -> u64 {
 }
 
 /// Site `i`'s log (everything so far).
-fn log(cluster: &LocalCluster, i: usize) -> String {
+pub(crate) fn log(cluster: &LocalCluster, i: usize) -> String {
     std::fs::read_to_string(cluster.log_path(i)).unwrap_or_default()
 }
 

@@ -13,6 +13,7 @@
 //! - `notify`: `[[notify]]`, the hooks that receive the node's events.
 //! - `dns`: the `[dns]` section: response rate limiting and DNS cookies.
 //! - `anycast`: the `[anycast]` section: the prefixes `spdu exabgp` announces, and their MED.
+//! - `acme`: the `[acme]` section: ACME http-01 challenge answers.
 //!
 //! Address pins ([`AddressPin`]) and the special-purpose rule are the protocol core's
 //! (`spdu_gossip::proto`): the config builds the roster ([`spdu_gossip::proto::Member`]) the
@@ -32,6 +33,7 @@ use spdu_policy::{PolicyConfig, SiteAttrs};
 use toml::Spanned;
 
 mod anycast;
+mod acme;
 mod dns;
 mod health;
 mod notify;
@@ -42,6 +44,7 @@ mod validate;
 mod zone;
 
 pub use anycast::{AnycastConfig, MAX_PREFIXES, MED, POLL_MS, Prefix};
+pub use acme::{AcmeConfig, THUMBPRINT_LEN, is_thumbprint};
 pub use dns::{DnsConfig, RRL_IPV4_PREFIX, RRL_IPV6_PREFIX, RRL_RATE, RRL_SLIP};
 pub use health::{HealthConfig, SelfCheck};
 pub use notify::{HookTarget, NotifyHook, Secret};
@@ -77,6 +80,8 @@ pub struct Config {
     pub dns: DnsConfig,
     /// `[anycast]`: the prefixes `spdu exabgp` announces and withdraws.
     pub anycast: AnycastConfig,
+    /// `[acme]`: ACME http-01 challenge answers; `None` without the section.
+    pub acme: Option<AcmeConfig>,
 }
 
 /// `[node]`: this site.
@@ -213,6 +218,7 @@ struct RawConfig {
     dns: dns::RawDns,
     #[serde(default)]
     anycast: anycast::RawAnycast,
+    acme: Option<acme::RawAcme>,
 }
 
 #[derive(Default, Deserialize)]
@@ -247,6 +253,7 @@ impl RawConfig {
         let notify = notify::validate(&self.notify, base)?;
         let dns = self.dns.validate()?;
         let anycast = self.anycast.validate(node.attrs.priority)?;
+        let acme = self.acme.as_ref().map(acme::RawAcme::validate).transpose()?;
         Ok(Config {
             path: PathBuf::new(),
             node,
@@ -258,6 +265,7 @@ impl RawConfig {
             notify,
             dns,
             anycast,
+            acme,
         })
     }
 }

@@ -46,6 +46,7 @@ pub(super) fn registry(shared: &Shared, snapshot: Option<&ViewSnapshot>) -> Regi
     let mut registry = Registry::with_prefix(PREFIX);
     shared.dns_metrics.register(&mut registry);
     shared.notify.register(&mut registry);
+    shared.acme.register(&mut registry);
 
     // Constant 1, labelled with who this node is: alert rules join on it to pick this node's
     // own series out of the per-site ones (`and on(instance, site) spdu_node_info`).

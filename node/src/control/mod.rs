@@ -5,7 +5,8 @@
 //!   independently of this node.
 //! - `GET /metrics`: Prometheus text (OpenMetrics if asked for): DNS counters, gossip counters,
 //!   transport counters, per-peer gauges, config reloads (`spdu_reloads_total{result}`),
-//!   notification hooks, all named `spdu_…`. A registry is built per scrape from the live
+//!   notification hooks, ACME challenge requests (`spdu_acme_requests_total{result}`), all
+//!   named `spdu_…`. A registry is built per scrape from the live
 //!   counters.
 //! - `GET /v1/explain/{name}`: why a pool name answers what it does (`Explanation` as JSON);
 //!   the name in any spelling of a configured one ([`PoolNames`]), else 404 with a JSON error.
@@ -90,6 +91,8 @@ struct Shared {
     events: crate::events::EventLog,
     /// The notification hooks' counters (`/metrics`).
     notify: crate::notify::NotifyMetrics,
+    /// The ACME challenge counters (`/metrics`).
+    acme: crate::acme::AcmeMetrics,
 }
 
 impl Shared {
@@ -139,11 +142,13 @@ pub struct Sources {
     pub notify: crate::notify::NotifyMetrics,
     /// The reload counters (`/metrics`).
     pub reloads: crate::reload::Reloads,
+    /// The ACME challenge counters (`/metrics`).
+    pub acme: crate::acme::AcmeMetrics,
 }
 
 /// The HTTP router for the control endpoint.
 pub fn router(membership: Membership, sources: Sources) -> axum::Router {
-    let Sources { dns_metrics, names, zone, events, notify, reloads } = sources;
+    let Sources { dns_metrics, names, zone, events, notify, reloads, acme } = sources;
     axum::Router::new()
         .route("/", get(status::page))
         .route("/index.html", get(status::page))
@@ -165,6 +170,7 @@ pub fn router(membership: Membership, sources: Sources) -> axum::Router {
             zone,
             events,
             notify,
+            acme,
         }))
 }
 
@@ -302,6 +308,7 @@ mod tests {
             events: crate::events::EventLog::new("alpha".into(), "pool.example.test".into()),
             notify: Default::default(),
             reloads: Default::default(),
+            acme: Default::default(),
         };
         let app = router(membership, sources);
         let server = tokio::spawn(serve(listener, app, Limits::new(vec![]), shutdown.clone()));

@@ -42,6 +42,15 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// Time a connection may move no byte.
     pub idle_timeout: Duration,
+    /// What the log calls the listener ("control endpoint").
+    pub label: &'static str,
+    /// The most a request's head may take (hyper's read buffer, at least 8192; `None`: hyper's
+    /// default, about 400 KB); a longer one is answered 431 and the connection closed.
+    pub max_header_bytes: Option<usize>,
+    /// Serve more than one request per connection.
+    pub keep_alive: bool,
+    /// Connections closed unserved (not allowed, or over a cap): counted here.
+    pub refused: Arc<AtomicU64>,
 }
 
 impl Limits {
@@ -53,6 +62,10 @@ impl Limits {
             max_per_source: 16,
             header_timeout: Duration::from_secs(3),
             idle_timeout: Duration::from_secs(5),
+            label: "control endpoint",
+            max_header_bytes: None,
+            keep_alive: true,
+            refused: Arc::default(),
         }
     }
 
@@ -128,7 +141,7 @@ pub async fn serve(
             Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors or the like: retrying at once would spin a core.
-                ACCEPT_FAILED.warn(format_args!("control endpoint: accept failed: {e}; backing off"));
+                ACCEPT_FAILED.warn(format_args!("{}: accept failed: {e}; backing off", limits.label));
                 tokio::select! {
                     () = shutdown.cancelled() => break,
                     () = tokio::time::sleep(Duration::from_millis(100)) => continue,
@@ -136,13 +149,15 @@ pub async fn serve(
             }
         };
         if !limits.allows(peer.ip()) {
-            NOT_ALLOWED.warn(format_args!("control endpoint: refused {peer}: not in node.control_allow"));
+            limits.refused.fetch_add(1, Ordering::Relaxed);
+            NOT_ALLOWED.warn(format_args!("{}: refused {peer}: not in node.control_allow", limits.label));
             continue;
         }
         let slot = match take_slot(&slots, peer.ip(), &limits) {
             Ok(slot) => slot,
             Err(why) => {
-                FULL.warn(format_args!("control endpoint: refused {peer}: {why}"));
+                limits.refused.fetch_add(1, Ordering::Relaxed);
+                FULL.warn(format_args!("{}: refused {peer}: {why}", limits.label));
                 continue;
             }
         };
@@ -164,7 +179,10 @@ async fn connection(
     let activity = Arc::new(AtomicU64::new(0));
     let io = TokioIo::new(Watched { inner: stream, start, activity: activity.clone() });
     let mut builder = hyper::server::conn::http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout).keep_alive(true);
+    builder.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout).keep_alive(limits.keep_alive);
+    if let Some(max) = limits.max_header_bytes {
+        builder.max_buf_size(max.max(8192));
+    }
     let conn = builder.serve_connection(io, TowerToHyperService::new(router));
     tokio::pin!(conn);
     let mut draining = false;
