@@ -315,6 +315,8 @@ fn netns_anycast_3() {
     o.within("respawned", 1, 1);
     o.within("collateral", 0, 0);
     o.within("samples", 1, u64::MAX >> 1);
+}
+
 /// ACME http-01 without shared state: pebble (validating through unbound, which resolves the
 /// pool name through the sites) issues certbot on s1 a certificate for the pool name and s1's
 /// own name, while certbot's own listener is out of reach and spdu answers on every site; the
