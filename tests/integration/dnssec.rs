@@ -409,3 +409,56 @@ fn every_answer_kind_validates_ecdsa() {
 fn every_answer_kind_validates_ed25519() {
     every_answer_kind_validates(207, "15");
 }
+
+/// The real binary under faketime: a node whose wall clock is 3 days behind signs with a window
+/// that starts an hour before its "now" and ends `signature_validity` after it, so a validator
+/// with the right time refuses its (expired) signatures.
+#[test]
+fn signature_window_follows_the_wall_clock() {
+    let block = 208;
+    let (dir, key) = signed_world(block, 1, "13", 1, "").pop().unwrap();
+    let behind = 3 * 86_400;
+    let site = start(block, 0, dir, key.clone(), &["faketime", "-f", "-3d"]);
+    let answer = kdig(site.dns, &["+dnssec", &format!("api.{ZONE}"), "A"]);
+    let sigs = rrsigs(&answer);
+    assert_eq!(sigs.len(), 1, "{answer}");
+    let (_, _, inception, expiration) = sigs[0];
+    let fake_now = now() - behind;
+    assert!((inception - (fake_now - 3_600)).abs() < 120, "inception {inception}, fake now {fake_now}");
+    assert!((expiration - (fake_now + 172_800)).abs() < 120, "expiration {expiration}, fake now {fake_now}");
+    let scratch = tempfile::tempdir().unwrap();
+    let anchor_file = anchors(scratch.path(), &[&key]);
+    let out = delv(site.dns, &anchor_file, &[&format!("api.{ZONE}"), "A"]);
+    assert!(!out.contains("fully validated"), "expired signatures must not validate: {out}");
+}
+
+/// Signatures are refreshed when half of their validity is left: under faketime at 720 times
+/// real speed, a one-hour validity is re-signed every 30 fake minutes (2.5 s), each new window
+/// again an hour back and an hour ahead.
+#[test]
+fn signatures_are_refreshed_before_they_expire() {
+    let block = 209;
+    let (dir, key) = signed_world(block, 1, "15", 1, "signature_validity = 3600").pop().unwrap();
+    let site = start(block, 0, dir, key, &["faketime", "-f", "+0 x720"]);
+    let window = || {
+        let answer = kdig(site.dns, &["+dnssec", ZONE, "SOA"]);
+        rrsigs(&answer).first().map(|(_, _, i, e)| (*i, *e))
+    };
+    let (first, _) = window().expect("a signed SOA");
+    let mut seen = vec![first];
+    crate::testing::wait_until(Duration::from_secs(30), "two refreshes", || {
+        if let Some((inception, expiration)) = window() {
+            assert_eq!(expiration - inception, 7_200, "an hour back, an hour ahead");
+            if *seen.last().unwrap() != inception {
+                seen.push(inception);
+            }
+        }
+        seen.len() >= 3
+    });
+    for pair in seen.windows(2) {
+        // Half the validity (1800 s) between two signings, give or take the 1 s timer (720 s).
+        let step = pair[1] - pair[0];
+        assert!((1_700..=2_700).contains(&step), "refreshed after {step} fake seconds: {seen:?}");
+    }
+    assert!(site.log().contains("DNSSEC signatures refreshed"), "{}", site.log());
+}
