@@ -560,7 +560,10 @@ fn fast_path_is_byte_identical_to_the_slow_path() {
                         let what = format!("{name} {qtype} edns {edns:?} do {dnssec_ok} signed {signed}");
                         let answered = assert_same_as_slow(&r, &message.to_vec().unwrap(), &what);
                         // Signed answers come from the slow path.
-                        assert!(!(answered && signed && dnssec_ok), "{what}: signed answer from the fast path");
+                        assert!(
+                            !(answered && signed && dnssec_ok),
+                            "{what}: signed answer from the fast path"
+                        );
                         fast += usize::from(answered);
                         total += 1;
                     }
@@ -574,7 +577,8 @@ fn fast_path_is_byte_identical_to_the_slow_path() {
 /// A signer with a fresh ECDSA key and one other site's.
 fn signer() -> spdu_dnsfront::dnssec::Signer {
     use spdu_dnsfront::dnssec::{KeyAlgorithm, Signer, ZoneKey};
-    let key = |_| ZoneKey::from_pkcs8(&ZoneKey::generate_pkcs8(KeyAlgorithm::EcdsaP256Sha256).unwrap()).unwrap();
+    let key =
+        |_| ZoneKey::from_pkcs8(&ZoneKey::generate_pkcs8(KeyAlgorithm::EcdsaP256Sha256).unwrap()).unwrap();
     let other: ZoneKey = key(());
     Signer::new(key(()), vec![other.public().clone()], 3600, std::time::Duration::from_secs(172_800))
 }

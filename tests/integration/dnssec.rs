@@ -148,7 +148,9 @@ fn check_refuses_mixed_algorithms_and_missing_keys() {
     let ed25519 = keygen(&peer_dir.path().join("d.key"), "15");
     let dnssec = "[dnssec]\nkey = \"zone.key\"\n";
     let line = |k: &str| format!("dnssec_key = \"{k}\"");
-    let cases: Vec<(&str, Vec<(&str, String)>, &str)> = vec![
+    // (the [dnssec] section, the peers with their dnssec_key line, the expected error)
+    type Case<'a> = (&'a str, Vec<(&'a str, String)>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             dnssec,
             vec![("beta", line(&ecdsa)), ("gamma", line(&ed25519))],
@@ -206,7 +208,13 @@ impl Site {
 /// Keys and configs for `n` sites at 127.0.`block`.1..n (DNS port 15353), each with
 /// `addresses` service addresses at 127.0.`block`.(100 + 20·i + j); `extra` goes into each
 /// `[dnssec]` section. Returns the directories and DNSKEYs; [`start`] runs them.
-fn signed_world(block: u8, n: usize, algorithm: &str, addresses: usize, extra: &str) -> Vec<(tempfile::TempDir, String)> {
+fn signed_world(
+    block: u8,
+    n: usize,
+    algorithm: &str,
+    addresses: usize,
+    extra: &str,
+) -> Vec<(tempfile::TempDir, String)> {
     let sites: Vec<(tempfile::TempDir, String, String)> = (0..n)
         .map(|_| {
             let dir = tempfile::tempdir().unwrap();
@@ -249,7 +257,12 @@ fn start(block: u8, i: usize, dir: tempfile::TempDir, dnskey: String, wrapper: &
     let log = std::fs::File::create(dir.path().join("spdu.log")).unwrap();
     let spdu = crate::testing::spdu().to_str().unwrap().to_owned();
     let mut argv: Vec<String> = wrapper.iter().map(|s| s.to_string()).collect();
-    argv.extend([spdu, "run".into(), "--config".into(), dir.path().join("spdu.toml").to_str().unwrap().into()]);
+    argv.extend([
+        spdu,
+        "run".into(),
+        "--config".into(),
+        dir.path().join("spdu.toml").to_str().unwrap().into(),
+    ]);
     let child = Command::new(&argv[0])
         .args(&argv[1..])
         .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
@@ -310,9 +323,8 @@ fn rrsigs(output: &str) -> Vec<(String, u16, i64, i64)> {
         .filter(|l| !l.starts_with(';'))
         .filter_map(|line| {
             let f: Vec<&str> = line.split_whitespace().collect();
-            (f.get(3) == Some(&"RRSIG")).then(|| {
-                (f[4].to_owned(), f[10].parse().unwrap(), unix_time(f[9]), unix_time(f[8]))
-            })
+            (f.get(3) == Some(&"RRSIG"))
+                .then(|| (f[4].to_owned(), f[10].parse().unwrap(), unix_time(f[9]), unix_time(f[8])))
         })
         .collect()
 }
@@ -371,13 +383,22 @@ fn every_answer_kind_validates(block: u8, algorithm: &str) {
             assert!(answer.contains("status: NOERROR") && answer.contains("flags: do;"), "{answer}");
             let sigs = rrsigs(&answer);
             assert!(!sigs.is_empty(), "{answer}");
-            assert!(sigs.iter().all(|(_, t, _, _)| *t == tag), "site {} signs with its own key {tag}: {answer}", site.dns);
+            assert!(
+                sigs.iter().all(|(_, t, _, _)| *t == tag),
+                "site {} signs with its own key {tag}: {answer}",
+                site.dns
+            );
             let plain = kdig(site.dns, &[&qname, qtype]);
             assert!(!plain.contains("RRSIG") && !plain.contains("NSEC"), "no DO, no DNSSEC records: {plain}");
         }
         // Compact denial: the NSEC at the name itself, NXNAME for a name that does not exist.
         let nx = kdig(site.dns, &["+dnssec", &format!("nope.{ZONE}"), "A"]);
-        assert!(nx.contains(&format!("nope.{ZONE}.")) && nx.contains("NSEC\t\\000.nope.") && nx.contains("RRSIG NSEC TYPE128"), "{nx}");
+        assert!(
+            nx.contains(&format!("nope.{ZONE}."))
+                && nx.contains("NSEC\t\\000.nope.")
+                && nx.contains("RRSIG NSEC TYPE128"),
+            "{nx}"
+        );
         let nodata = kdig(site.dns, &["+dnssec", &format!("api.{ZONE}"), "TXT"]);
         assert!(nodata.contains("NSEC\t\\000.api.") && nodata.contains(" A RRSIG NSEC"), "{nodata}");
         // The weighted pick serves one address per response: each subset is signed as served.
