@@ -251,25 +251,27 @@ fn signed_world(
     sites.into_iter().map(|(dir, _, dnskey)| (dir, dnskey)).collect()
 }
 
-/// Starts a site of [`signed_world`] (with `wrapper` before the binary, e.g. faketime) and
-/// waits until it answers the SOA.
-fn start(block: u8, i: usize, dir: tempfile::TempDir, dnskey: String, wrapper: &[&str]) -> Site {
+/// Starts a site of [`signed_world`] and waits until it answers the SOA. With `faketime`
+/// (libfaketime's `FAKETIME` setting, e.g. `-3d`), libfaketime is preloaded into spdu itself
+/// with only the wall clock faked: the `faketime` program forks, so its pid would not be the
+/// node's, which the Drop guard kills.
+fn start(block: u8, i: usize, dir: tempfile::TempDir, dnskey: String, faketime: Option<&str>) -> Site {
     let log = std::fs::File::create(dir.path().join("spdu.log")).unwrap();
-    let spdu = crate::testing::spdu().to_str().unwrap().to_owned();
-    let mut argv: Vec<String> = wrapper.iter().map(|s| s.to_string()).collect();
-    argv.extend([
-        spdu,
-        "run".into(),
-        "--config".into(),
-        dir.path().join("spdu.toml").to_str().unwrap().into(),
-    ]);
-    let child = Command::new(&argv[0])
-        .args(&argv[1..])
-        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
-        .stdout(std::process::Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap_or_else(|e| panic!("{}: {e} (faketime is the Debian package faketime)", argv[0]));
+    let mut command = Command::new(crate::testing::spdu());
+    command.arg("run").arg("--config").arg(dir.path().join("spdu.toml"));
+    if let Some(setting) = faketime {
+        let libfaketime = std::fs::read_dir("/usr/lib")
+            .unwrap()
+            .filter_map(|d| d.ok())
+            .map(|d| d.path().join("faketime/libfaketime.so.1"))
+            .find(|p| p.exists())
+            .expect("libfaketime is needed for this test (apt-get install faketime)");
+        command
+            .env("LD_PRELOAD", libfaketime)
+            .env("FAKETIME", setting)
+            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+    }
+    let child = command.stdout(std::process::Stdio::null()).stderr(log).spawn().expect("spdu starts");
     let dns: std::net::SocketAddr = format!("127.0.{block}.{}:15353", i + 1).parse().unwrap();
     let site = Site { dir, child, dns, dnskey };
     crate::testing::wait_until(Duration::from_secs(20), "the signed site to answer", || {
@@ -354,7 +356,7 @@ fn every_answer_kind_validates(block: u8, algorithm: &str) {
     let world = signed_world(block, 2, algorithm, 13, "");
     let keys: Vec<String> = world.iter().map(|(_, k)| k.clone()).collect();
     let sites: Vec<Site> =
-        world.into_iter().enumerate().map(|(i, (dir, key))| start(block, i, dir, key, &[])).collect();
+        world.into_iter().enumerate().map(|(i, (dir, key))| start(block, i, dir, key, None)).collect();
     let scratch = tempfile::tempdir().unwrap();
     let anchor_file = anchors(scratch.path(), &keys.iter().map(String::as_str).collect::<Vec<_>>());
     // Both sites up in each other's view: `api` answers with all 26 addresses.
@@ -439,7 +441,7 @@ fn signature_window_follows_the_wall_clock() {
     let block = 208;
     let (dir, key) = signed_world(block, 1, "13", 1, "").pop().unwrap();
     let behind = 3 * 86_400;
-    let site = start(block, 0, dir, key.clone(), &["faketime", "-f", "-3d"]);
+    let site = start(block, 0, dir, key.clone(), Some("-3d"));
     let answer = kdig(site.dns, &["+dnssec", &format!("api.{ZONE}"), "A"]);
     let sigs = rrsigs(&answer);
     assert_eq!(sigs.len(), 1, "{answer}");
@@ -460,7 +462,7 @@ fn signature_window_follows_the_wall_clock() {
 fn signatures_are_refreshed_before_they_expire() {
     let block = 209;
     let (dir, key) = signed_world(block, 1, "15", 1, "signature_validity = 3600").pop().unwrap();
-    let site = start(block, 0, dir, key, &["faketime", "-f", "+0 x720"]);
+    let site = start(block, 0, dir, key, Some("+0 x720"));
     let window = || {
         let answer = kdig(site.dns, &["+dnssec", ZONE, "SOA"]);
         rrsigs(&answer).first().map(|(_, _, i, e)| (*i, *e))
