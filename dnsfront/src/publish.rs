@@ -170,7 +170,6 @@ fn build(
     now: SystemTime,
 ) -> ServedAnswers {
     let snapshot = Snapshot::build(&zone, &answers);
-    let fast = fast::Table::build(&zone, &snapshot);
     let signed = signer.map(|signer| SignedVersion::new(signer, &zone.origin.clone().into(), now));
     if let Some(signed) = &signed {
         // The RRsets every signed answer version serves: signed now, not on the query path.
@@ -185,6 +184,7 @@ fn build(
             }
         }
     }
+    let fast = fast::Table::build(&zone, &snapshot, signed.as_ref());
     metrics.snapshots.inc();
     debug!(serial = answers.serial, names = answers.names.len(), "new pool answers");
     ServedAnswers { answers, zone, snapshot, fast, signed }

@@ -528,6 +528,7 @@ fn fast_path_is_byte_identical_to_the_slow_path() {
         RecordType::Unknown(65280),
     ];
     let mut fast = 0;
+    let mut signed_fast = 0;
     let mut total = 0;
     // Unsigned, then signed (DNSSEC on): each with and without the DO bit.
     for (signed, addrs) in [
@@ -559,11 +560,7 @@ fn fast_path_is_byte_identical_to_the_slow_path() {
                         }
                         let what = format!("{name} {qtype} edns {edns:?} do {dnssec_ok} signed {signed}");
                         let answered = assert_same_as_slow(&r, &message.to_vec().unwrap(), &what);
-                        // Signed answers come from the slow path.
-                        assert!(
-                            !(answered && signed && dnssec_ok),
-                            "{what}: signed answer from the fast path"
-                        );
+                        signed_fast += usize::from(answered && signed && dnssec_ok);
                         fast += usize::from(answered);
                         total += 1;
                     }
@@ -572,6 +569,8 @@ fn fast_path_is_byte_identical_to_the_slow_path() {
         }
     }
     assert!(fast > total / 3, "the fast path answered only {fast} of {total}");
+    // Signed positive answers (A, AAAA, SOA, NS, ANY of existing names) come precomputed too.
+    assert!(signed_fast > 100, "the fast path answered only {signed_fast} signed DO queries");
 }
 
 /// A signer with a fresh ECDSA key and one other site's.
