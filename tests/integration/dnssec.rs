@@ -1,5 +1,7 @@
 //! DNSSEC: zone keys, `spdu ds` and `spdu check`, checked against knot's `keymgr` (which reads
-//! the same PKCS#8 key file and computes the DNSKEY and DS itself).
+//! the same PKCS#8 key file and computes the DNSKEY and DS itself); signed answers from real
+//! sites, checked with `kdig`, validated by `delv` and by a validating `unbound`; the signature
+//! window under libfaketime.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -416,11 +418,83 @@ fn every_answer_kind_validates(block: u8, algorithm: &str) {
         let tcp = kdig(site.dns, &["+dnssec", "+bufsize=512", &format!("api.{ZONE}"), "A"]);
         assert!(tcp.contains("(TCP)") && rrsigs(&tcp).len() == 1, "kdig retries over TCP: {tcp}");
     }
+    // A validating unbound with the DNSKEY RRset as trust anchor, both sites as the zone's
+    // servers: every answer kind comes back authenticated (AD), whichever site it asked.
+    let resolver = Unbound::start(scratch.path(), block, &keys, &sites);
+    for (qname, qtype, rows) in [
+        (format!("api.{ZONE}"), "A", true),
+        (format!("one.{ZONE}"), "A", true),
+        (ZONE.to_owned(), "SOA", true),
+        (ZONE.to_owned(), "NS", true),
+        (ZONE.to_owned(), "DNSKEY", true),
+        (format!("nope.{ZONE}"), "A", false),
+        (format!("api.{ZONE}"), "AAAA", false),
+    ] {
+        let out = kdig(resolver.addr, &["+dnssec", &qname, qtype]);
+        let answered = !out.contains("ANSWER: 0;");
+        assert!(
+            out.contains("status: NOERROR") && out.contains(" ad;") && answered == rows,
+            "unbound {qname} {qtype}: {out}\n{}",
+            resolver.log()
+        );
+    }
+    drop(resolver);
     // A key outside the DNSKEY RRset validates nothing: delv with only a stranger's key fails.
     let stranger = keygen(&scratch.path().join("stranger.key"), algorithm);
     let wrong = anchors(scratch.path(), &[&stranger]);
     let out = delv(sites[0].dns, &wrong, &[&format!("api.{ZONE}"), "A"]);
     assert!(!out.contains("fully validated"), "{out}");
+}
+
+/// A validating unbound (Debian package unbound) on 127.0.`block`.50:15354, trusting the
+/// pool zone's DNSKEYs and asking `sites` for it; killed (by its pid) when dropped.
+struct Unbound {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+    log: std::path::PathBuf,
+}
+
+impl Unbound {
+    fn start(dir: &Path, block: u8, dnskeys: &[String], sites: &[Site]) -> Self {
+        let anchors: String = dnskeys.iter().map(|k| format!("{ZONE}. IN DNSKEY {k}\n")).collect();
+        std::fs::write(dir.join("anchors.txt"), anchors).unwrap();
+        let addr: std::net::SocketAddr = format!("127.0.{block}.50:15354").parse().unwrap();
+        let stubs: String =
+            sites.iter().map(|s| format!("  stub-addr: {}@{}\n", s.dns.ip(), s.dns.port())).collect();
+        let log = dir.join("unbound.log");
+        let d = dir.display();
+        let config = format!(
+            "server:\n  interface: {ip}\n  port: {port}\n  do-daemonize: no\n  use-syslog: no\n               username: \"\"\n  chroot: \"\"\n  directory: \"{d}\"\n  pidfile: \"{d}/unbound.pid\"\n               logfile: \"{log}\"\n  do-not-query-localhost: no\n  local-zone: \"test.\" nodefault\n               trust-anchor-file: \"{d}/anchors.txt\"\n  module-config: \"validator iterator\"\n               val-log-level: 2\n\
+             stub-zone:\n  name: \"{ZONE}\"\n{stubs}remote-control:\n  control-enable: no\n",
+            ip = addr.ip(),
+            port = addr.port(),
+            log = log.display(),
+        );
+        std::fs::write(dir.join("unbound.conf"), config).unwrap();
+        let child = Command::new("unbound")
+            .arg("-c")
+            .arg(dir.join("unbound.conf"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("unbound (Debian package unbound) is installed");
+        let resolver = Self { child, addr, log };
+        crate::testing::wait_until(Duration::from_secs(10), "unbound to answer", || {
+            kdig(resolver.addr, &[ZONE, "SOA"]).contains("status: NOERROR")
+        });
+        resolver
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Unbound {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 #[test]
