@@ -262,12 +262,7 @@ fn start(block: u8, i: usize, dir: tempfile::TempDir, dnskey: String, faketime: 
     let mut command = Command::new(crate::testing::spdu());
     command.arg("run").arg("--config").arg(dir.path().join("spdu.toml"));
     if let Some(setting) = faketime {
-        let libfaketime = std::fs::read_dir("/usr/lib")
-            .unwrap()
-            .filter_map(|d| d.ok())
-            .map(|d| d.path().join("faketime/libfaketime.so.1"))
-            .find(|p| p.exists())
-            .expect("libfaketime is needed for this test (apt-get install faketime)");
+        let libfaketime = crate::testing::libfaketime();
         command
             .env("LD_PRELOAD", libfaketime)
             .env("FAKETIME", setting)
@@ -351,6 +346,21 @@ fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
 }
 
+/// Every answer kind: (query name, type, whether it has records): A of an `all` name and of a
+/// weighted one-address pick, SOA, NS, DNSKEY, a name that does not exist, a type a name lacks.
+fn answer_kinds() -> Vec<(String, &'static str, bool)> {
+    vec![
+        (format!("api.{ZONE}"), "A", true),
+        (format!("one.{ZONE}"), "A", true),
+        (ZONE.to_owned(), "SOA", true),
+        (ZONE.to_owned(), "NS", true),
+        (ZONE.to_owned(), "DNSKEY", true),
+        (format!("nope.{ZONE}"), "A", false),
+        (format!("api.{ZONE}"), "AAAA", false),
+        (ZONE.to_owned(), "A", false),
+    ]
+}
+
 /// Two sites signing with their own keys: every answer kind from each validates with delv
 /// against the DNSKEY RRset (both keys), each site's RRSIGs carry its own key tag, and the
 /// answers kdig sees hold what the design says (DO echoed, compact denial, no RRSIG without DO).
@@ -371,16 +381,8 @@ fn every_answer_kind_validates(block: u8, algorithm: &str) {
     let negative = "; negative response, fully validated";
     for site in &sites {
         let tag = site.dnskey.parse::<spdu_dnsfront::dnssec::SiteKey>().unwrap().key_tag();
-        for (qname, qtype, verdict) in [
-            (format!("api.{ZONE}"), "A", positive),
-            (format!("one.{ZONE}"), "A", positive),
-            (ZONE.to_owned(), "SOA", positive),
-            (ZONE.to_owned(), "NS", positive),
-            (ZONE.to_owned(), "DNSKEY", positive),
-            (format!("nope.{ZONE}"), "A", negative),
-            (format!("api.{ZONE}"), "AAAA", negative),
-            (ZONE.to_owned(), "A", negative),
-        ] {
+        for (qname, qtype, exists) in answer_kinds() {
+            let verdict = if exists { positive } else { negative };
             let out = delv(site.dns, &anchor_file, &[&qname, qtype]);
             assert!(out.contains(verdict), "{} {qname} {qtype}: {out}\n{}", site.dns, site.log());
             let answer = kdig(site.dns, &["+dnssec", "+tcp", &qname, qtype]);
@@ -421,15 +423,7 @@ fn every_answer_kind_validates(block: u8, algorithm: &str) {
     // A validating unbound with the DNSKEY RRset as trust anchor, both sites as the zone's
     // servers: every answer kind comes back authenticated (AD), whichever site it asked.
     let resolver = Unbound::start(scratch.path(), block, &keys, &sites);
-    for (qname, qtype, rows) in [
-        (format!("api.{ZONE}"), "A", true),
-        (format!("one.{ZONE}"), "A", true),
-        (ZONE.to_owned(), "SOA", true),
-        (ZONE.to_owned(), "NS", true),
-        (ZONE.to_owned(), "DNSKEY", true),
-        (format!("nope.{ZONE}"), "A", false),
-        (format!("api.{ZONE}"), "AAAA", false),
-    ] {
+    for (qname, qtype, rows) in answer_kinds() {
         let out = kdig(resolver.addr, &["+dnssec", &qname, qtype]);
         let answered = !out.contains("ANSWER: 0;");
         assert!(
