@@ -164,6 +164,11 @@ pub fn restart_needed(old: &Config, new: &Config, key: PublicKey, new_key: Publi
     fixed("dns", format!("{:?}", old.dns), format!("{:?}", new.dns))?;
     let acme_listen = |c: &Config| format!("{:?}", c.acme.as_ref().map(|a| &a.listen));
     fixed("acme.listen", acme_listen(old), acme_listen(new))?;
+    fixed(
+        "dnssec",
+        crate::config::DnssecConfig::summary(&old.dnssec),
+        crate::config::DnssecConfig::summary(&new.dnssec),
+    )?;
     let allow = |c: &Config| {
         format!("{:?}", c.node.control_allow.iter().map(ToString::to_string).collect::<Vec<_>>())
     };
@@ -274,6 +279,19 @@ gossip = "127.0.0.2:7946"
     fn config(text: &str) -> Config {
         let beta = SecretKey::from_bytes(&[2; 32]).public().to_string();
         Config::parse(Path::new("/etc/spdu/spdu.toml"), &text.replace("BETA", &beta)).unwrap()
+    }
+
+    #[test]
+    fn a_dnssec_change_needs_a_restart() {
+        let key = SecretKey::from_bytes(&[1; 32]).public();
+        let dnskey = format!("257 3 13 {}==", "A".repeat(86));
+        let signed = format!("{BASE}dnssec_key = \"{dnskey}\"\n[dnssec]\nkey = \"zone.key\"\n");
+        let e = restart_needed(&config(BASE), &config(&signed), key, key).unwrap_err().to_string();
+        assert!(e.contains("dnssec: changed from off to key /etc/spdu/zone.key ttl 3600"), "{e}");
+        let longer = signed.replace("zone.key\"\n", "zone.key\"\nsignature_validity = 7200\n");
+        let e = restart_needed(&config(&signed), &config(&longer), key, key).unwrap_err().to_string();
+        assert!(e.contains("validity 7200 s"), "{e}");
+        assert!(restart_needed(&config(&signed), &config(&signed), key, key).is_ok());
     }
 
     #[test]

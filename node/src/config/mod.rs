@@ -14,6 +14,7 @@
 //! - `dns`: the `[dns]` section: response rate limiting and DNS cookies.
 //! - `anycast`: the `[anycast]` section: the prefixes `spdu exabgp` announces, and their MED.
 //! - `acme`: the `[acme]` section: ACME http-01 challenge answers.
+//! - `dnssec`: the `[dnssec]` section and the peers' `dnssec_key`: online DNSSEC signing.
 //!
 //! Address pins ([`AddressPin`]) and the special-purpose rule are the protocol core's
 //! (`spdu_gossip::proto`): the config builds the roster ([`spdu_gossip::proto::Member`]) the
@@ -32,9 +33,10 @@ use spdu_keys::SecretKey;
 use spdu_policy::{PolicyConfig, SiteAttrs};
 use toml::Spanned;
 
-mod anycast;
 mod acme;
+mod anycast;
 mod dns;
+mod dnssec;
 mod health;
 mod notify;
 mod peers;
@@ -43,9 +45,10 @@ mod tests;
 mod validate;
 mod zone;
 
-pub use anycast::{AnycastConfig, MAX_PREFIXES, MED, POLL_MS, Prefix};
 pub use acme::{AcmeConfig, THUMBPRINT_LEN, is_thumbprint};
+pub use anycast::{AnycastConfig, MAX_PREFIXES, MED, POLL_MS, Prefix};
 pub use dns::{DnsConfig, RRL_IPV4_PREFIX, RRL_IPV6_PREFIX, RRL_RATE, RRL_SLIP};
+pub use dnssec::{DNSKEY_TTL, DnssecConfig, SIGNATURE_VALIDITY};
 pub use health::{HealthConfig, SelfCheck};
 pub use notify::{HookTarget, NotifyHook, Secret};
 pub use spdu_gossip::proto::AddressPin;
@@ -82,6 +85,8 @@ pub struct Config {
     pub anycast: AnycastConfig,
     /// `[acme]`: ACME http-01 challenge answers; `None` without the section.
     pub acme: Option<AcmeConfig>,
+    /// `[dnssec]` with the peers' `dnssec_key`: online signing, on when the section is present.
+    pub dnssec: Option<DnssecConfig>,
 }
 
 /// `[node]`: this site.
@@ -219,6 +224,7 @@ struct RawConfig {
     #[serde(default)]
     anycast: anycast::RawAnycast,
     acme: Option<acme::RawAcme>,
+    dnssec: Option<dnssec::RawDnssec>,
 }
 
 #[derive(Default, Deserialize)]
@@ -254,6 +260,9 @@ impl RawConfig {
         let dns = self.dns.validate()?;
         let anycast = self.anycast.validate(node.attrs.priority)?;
         let acme = self.acme.as_ref().map(acme::RawAcme::validate).transpose()?;
+        let peer_keys: Vec<_> =
+            peers.iter().zip(&self.peers).map(|(p, raw)| (p.name.clone(), raw.dnssec_key.as_ref())).collect();
+        let dnssec = dnssec::validate(self.dnssec.as_ref(), &peer_keys, base)?;
         Ok(Config {
             path: PathBuf::new(),
             node,
@@ -266,6 +275,7 @@ impl RawConfig {
             dns,
             anycast,
             acme,
+            dnssec,
         })
     }
 }
