@@ -257,8 +257,8 @@ sign_config() {
     local i=$1 key=$2 omit=$3 j conf=$WORK/s$1/spdu.toml
     awk -v omit="$omit" -v dir="$WORK" '
         { print }
-        /^\[\[peers\]\]/ { peer = "" }
-        /^name = "s[0-9]+"$/ { peer = $3; gsub(/"/, "", peer) }
+        /^\[/ { peer = ""; inpeers = ($0 == "[[peers]]") }
+        inpeers && /^name = "s[0-9]+"$/ { peer = $3; gsub(/"/, "", peer) }
         /^gossip = / && peer != "" && peer != omit {
             f = dir "/" peer "/dnskey"; getline k <f; close(f)
             printf "dnssec_key = \"%s\"\n", k

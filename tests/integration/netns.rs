@@ -282,3 +282,44 @@ fn netns_dns_flood_3() {
     // The flood happened: dnsperf got answers, so the flooded site was loaded.
     o.within("flood_qps", 1, u64::MAX >> 1);
 }
+
+/// The pool behind a knotd-signed parent and a validating unbound that trusts only the parent's
+/// key (`scenarios/dnssec.sh`): every site's answer, NXDOMAIN and NODATA validate (AD) — or, with
+/// a binary that does not sign, are proven insecure — a site loss is followed through the
+/// resolver within detection + TTL with every answer validating, and every broken chain (a bad
+/// trust anchor, a DS no key matches; signed: a key without DS, a DNSKEY missing from a site's
+/// RRset) gives SERVFAIL while the data itself is reachable (with CD).
+#[test]
+fn netns_dnssec_3() {
+    for (tool, package) in [("knotd", "knot"), ("knotc", "knot"), ("kdig", "knot-dnsutils"), ("unbound", "unbound")] {
+        if !has_tool(tool) {
+            assert!(
+                std::env::var_os("SPDU_REQUIRE_TOOLS").is_none(),
+                "{tool} is required (SPDU_REQUIRE_TOOLS is set): apt-get install {package}"
+            );
+            loud(&format!("SKIPPED (needs {tool}: apt-get install {package}): netns scenario dnssec with 3 sites"));
+            return;
+        }
+    }
+    let Some(o) = run("dnssec", 3, &[]) else { return };
+    o.within("parent_ad", 1, 1);
+    o.within("main_ok", 1, 1);
+    o.within("ad_positive", 3, 3);
+    o.within("ad_nxdomain", 3, 3);
+    o.within("ad_nodata", 3, 3);
+    // Detection (about a second; generous bound) plus the pool's TTL of 5 s.
+    o.within("site_loss_ms", 0, DETECT_MAX_MS + 5_000 + 2_000);
+    o.within("loss_bad_answers", 0, 0);
+    let servfail = |key: &str| {
+        assert_eq!(o.summary.get(key).map(String::as_str), Some("SERVFAIL"), "{key}\n{}", o.report());
+    };
+    servfail("negative_bad_anchor");
+    servfail("negative_bogus_ds");
+    if o.ms("signed") == 1 {
+        servfail("negative_no_ds");
+        servfail("negative_missing_dnskey");
+        assert_eq!(o.summary.get("rig_control").map(String::as_str), Some("ok"), "{}", o.report());
+    } else {
+        loud("NOTE: netns dnssec ran unsigned (this spdu has no dnssec-keygen): insecure delegation only");
+    }
+}
