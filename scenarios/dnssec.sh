@@ -375,6 +375,48 @@ broken() {
     fi
 }
 
+# The missing-DNSKEY rig: a resolver whose queries come from $RIG_ADDR gets the pool's DNSKEY
+# RRset from s1 only and everything else from s2 only. A query's type sits right after its name:
+# for "pool.example.test." (19 bytes) at byte 12 + 19 = 31 of the DNS message, 8 + 31 = 39
+# bytes into the UDP datagram (bit 312); DNSKEY is type 48. TCP from the rig is dropped on both.
+rig_rules() {
+    nft_site 1 add rule inet spdu input ip saddr "$RIG_ADDR" tcp dport 53 drop
+    nft_site 1 add rule inet spdu input ip saddr "$RIG_ADDR" udp dport 53 @th,312,16 != 48 drop
+    nft_site 2 add rule inet spdu input ip saddr "$RIG_ADDR" tcp dport 53 drop
+    nft_site 2 add rule inet spdu input ip saddr "$RIG_ADDR" udp dport 53 @th,312,16 48 drop
+}
+rig() {
+    rig_rules
+    fresh_port
+    resolver_up "rig$1" "$port" "$WORK/anchor.main" "$RIG_ADDR" "$(site_addr 1)" "$(site_addr 2)"
+}
+rig_down() {
+    resolver_down "rig$1"
+    nft_flush 1
+    nft_flush 2
+}
+# rig_filter: proves the rules pass and drop what they should, with dig from the rig's address
+# (y: answered, n: dropped) — s1: DNSKEY y, A n; s2: DNSKEY n, A y; from elsewhere: y.
+rig_filter() {
+    local want="y n n y y" got="" q
+    rig_rules
+    for q in "1 $ORIGIN DNSKEY $RIG_ADDR" "1 $QNAME A $RIG_ADDR" "2 $ORIGIN DNSKEY $RIG_ADDR" \
+        "2 $QNAME A $RIG_ADDR" "2 $ORIGIN DNSKEY $RES_ADDR"; do
+        # shellcheck disable=SC2086
+        set -- $q
+        if ip netns exec "$(res_ns)" dig -b "$4" +time=1 +tries=1 @"$(site_addr "$1")" "$2" "$3" >/dev/null 2>&1; then
+            got+="${got:+ }y"
+        else
+            got+="${got:+ }n"
+        fi
+    done
+    nft_flush 1
+    nft_flush 2
+    if [[ $got == "$want" ]]; then event "ok   rig filter (s1 DNSKEY, s1 A, s2 DNSKEY, s2 A, s2 DNSKEY from elsewhere): $got"; echo ok
+    else event "FAIL rig filter: $got (want $want)"; echo FAIL; fi
+}
+
+rig_filter=$(rig_filter)
 neg_missing=skipped neg_no_ds=skipped rig_control=skipped
 if (( SIGNED )); then
     # no_ds: the victim comes back with a fresh key the parent has no DS for.
@@ -391,23 +433,6 @@ if (( SIGNED )); then
     neg_no_ds=$(broken "no_ds (s$victim with a key without DS)" "$port" "$QNAME" A)
     resolver_down no_ds
 
-    # missing_dnskey: the rig resolver (queries from $RIG_ADDR) gets the pool's DNSKEY RRset from
-    # s1 only and everything else from s2 only. The DNSKEY query's type sits at byte 31 of the
-    # DNS message (12 header bytes, 19 for "pool.example.test."): 8 + 31 = 39 bytes into UDP.
-    dnskey_q="@th,312,16 48"
-    rig() {
-        nft_site 1 add rule inet spdu input ip saddr "$RIG_ADDR" tcp dport 53 drop
-        nft_site 1 add rule inet spdu input ip saddr "$RIG_ADDR" udp dport 53 "@th,312,16" != 48 drop
-        nft_site 2 add rule inet spdu input ip saddr "$RIG_ADDR" tcp dport 53 drop
-        nft_site 2 add rule inet spdu input ip saddr "$RIG_ADDR" udp dport 53 $dnskey_q drop
-        fresh_port
-        resolver_up "rig$1" "$port" "$WORK/anchor.main" "$RIG_ADDR" "$(site_addr 1)" "$(site_addr 2)"
-    }
-    rig_down() {
-        resolver_down "rig$1"
-        nft_flush 1
-        nft_flush 2
-    }
     rig control
     got=$(ask "$port" "$QNAME" A)
     if expect "rig control (DNSKEY from s1, answer from s2, nothing missing)" "$got" NOERROR; then
@@ -466,12 +491,13 @@ result=PASS
 if (( SIGNED )); then
     [[ $neg_no_ds == SERVFAIL && $neg_missing == SERVFAIL && $rig_control == ok ]] || result=FAIL
 fi
+[[ $rig_filter == ok ]] || result=FAIL
 (( ${#FAILS[@]} == 0 )) || echo "failed checks: ${FAILS[*]}"
 # ad_* count the sites whose answer validated (AD) in the signed world, or was proven insecure
 # (NOERROR/NXDOMAIN without AD) in the unsigned one.
 summary "signed=$SIGNED converge_ms=$CONVERGE_MS parent_ad=$parent_ok main_ok=$main_ok" \
     "ad_positive=$ad_positive ad_nxdomain=$ad_nxdomain ad_nodata=$ad_nodata steps12_ms=$step2_ms" \
     "site_loss_ms=$site_loss_ms site_loss_bound_ms=$LOSS_BOUND_MS loss_bad_answers=$bad_answers loss_samples=$loss_samples" \
-    "negative_no_ds=$neg_no_ds negative_missing_dnskey=$neg_missing rig_control=$rig_control" \
+    "negative_no_ds=$neg_no_ds negative_missing_dnskey=$neg_missing rig_filter=$rig_filter rig_control=$rig_control" \
     "negative_bad_anchor=$neg_bad_anchor negative_bogus_ds=$neg_bogus_ds result=$result"
 [[ $result == PASS ]]

@@ -315,6 +315,8 @@ fn netns_dnssec_3() {
     };
     servfail("negative_bad_anchor");
     servfail("negative_bogus_ds");
+    // The missing-DNSKEY rig's nftables rules pass and drop exactly what they should.
+    assert_eq!(o.summary.get("rig_filter").map(String::as_str), Some("ok"), "{}", o.report());
     if o.ms("signed") == 1 {
         servfail("negative_no_ds");
         servfail("negative_missing_dnskey");
