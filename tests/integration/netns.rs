@@ -291,13 +291,17 @@ fn netns_dns_flood_3() {
 /// RRset) gives SERVFAIL while the data itself is reachable (with CD).
 #[test]
 fn netns_dnssec_3() {
-    for (tool, package) in [("knotd", "knot"), ("knotc", "knot"), ("kdig", "knot-dnsutils"), ("unbound", "unbound")] {
+    for (tool, package) in
+        [("knotd", "knot"), ("knotc", "knot"), ("kdig", "knot-dnsutils"), ("unbound", "unbound")]
+    {
         if !has_tool(tool) {
             assert!(
                 std::env::var_os("SPDU_REQUIRE_TOOLS").is_none(),
                 "{tool} is required (SPDU_REQUIRE_TOOLS is set): apt-get install {package}"
             );
-            loud(&format!("SKIPPED (needs {tool}: apt-get install {package}): netns scenario dnssec with 3 sites"));
+            loud(&format!(
+                "SKIPPED (needs {tool}: apt-get install {package}): netns scenario dnssec with 3 sites"
+            ));
             return;
         }
     }
