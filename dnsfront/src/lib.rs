@@ -87,6 +87,7 @@
 mod answer;
 mod choose;
 mod cookie;
+pub mod dnssec;
 mod fast;
 mod handler;
 mod limits;

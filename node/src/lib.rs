@@ -17,6 +17,7 @@
 //!   them) and its producer task; `/v1/events` and the notification hooks read it.
 //! - [`notify`]: the `[[notify]]` hooks: per-hook bounded queues and delivery workers (HTTP
 //!   POST, signed, or a command), never blocking the node.
+//! - [`dnssec_keys`]: the site's DNSSEC zone-signing key file (`spdu dnssec-keygen`).
 //! - [`dns_client`]: the one DNS client (the `dns` check; the local-cluster harness).
 //! - [`control`]: the local HTTP control endpoint (`/v1/peers`, `/v1/explain/{name}`, `/metrics`,
 //!   `/healthz`).
@@ -38,6 +39,7 @@ pub mod config;
 pub mod control;
 pub mod dns_client;
 pub mod dns_runtime;
+pub mod dnssec_keys;
 pub mod events;
 pub mod explain;
 pub mod health;

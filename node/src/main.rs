@@ -93,6 +93,24 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Generate this site's DNSSEC zone-signing key (a CSK, mode 0600) and print its DNSKEY.
+    DnssecKeygen {
+        /// Where to write the key; an existing file is never overwritten.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// 13 (ECDSAP256SHA256) or 15 (Ed25519).
+        #[arg(long, default_value_t = 13, value_parser = clap::value_parser!(u8).range(13..=15))]
+        algorithm: u8,
+        /// The pool zone: print the DNSKEY record with it as owner instead of `@`.
+        #[arg(long, value_name = "ZONE")]
+        zone: Option<String>,
+    },
+    /// Print the DS record (SHA-256) of every site's DNSSEC key, for the parent zone.
+    Ds {
+        /// The config file.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
     /// Print the manual page (roff), e.g. `spdu man | man -l -`.
     Man,
     /// Print the completion script for a shell, e.g. `spdu completions bash`.
@@ -155,6 +173,10 @@ fn execute(command: Command) -> anyhow::Result<()> {
             client_runtime()?.block_on(spdu_node::zone::print_zone(control))
         }
         Command::Check { config } => check(&config),
+        Command::DnssecKeygen { out, algorithm, zone } => {
+            spdu_node::dnssec_keys::keygen(&out, algorithm, zone.as_deref())
+        }
+        Command::Ds { config } => spdu_node::dnssec_keys::print_ds(&config),
         Command::CheckHealth { .. } => unreachable!("main runs check-health"),
         Command::Man => spdu_node::manual::render(Cli::command(), &mut std::io::stdout().lock()),
         Command::Completions { shell } => {
@@ -181,6 +203,16 @@ fn check_health(control: Option<SocketAddr>, config: Option<PathBuf>) -> ExitCod
 fn check(path: &Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
     let key = config.load_key()?;
+    if let Some(dnssec) = &config.dnssec {
+        let zone_key = dnssec.load_key(path)?;
+        println!(
+            "{}: dnssec: key tag {} algorithm {}, {} peer keys",
+            path.display(),
+            zone_key.public().key_tag(),
+            zone_key.public().algorithm(),
+            dnssec.peers.len()
+        );
+    }
     let names: Vec<String> =
         config.protocol.policy.rules.iter().map(|rule| format!("{} ({})", rule.name, rule.policy)).collect();
     println!(

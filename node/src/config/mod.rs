@@ -12,6 +12,7 @@
 //! - `health`: the `[health]` section.
 //! - `notify`: `[[notify]]`, the hooks that receive the node's events.
 //! - `dns`: the `[dns]` section: response rate limiting and DNS cookies.
+//! - `dnssec`: the `[dnssec]` section and the peers' `dnssec_key`: online DNSSEC signing.
 //!
 //! Address pins ([`AddressPin`]) and the special-purpose rule are the protocol core's
 //! (`spdu_gossip::proto`): the config builds the roster ([`spdu_gossip::proto::Member`]) the
@@ -31,6 +32,7 @@ use spdu_policy::{PolicyConfig, SiteAttrs};
 use toml::Spanned;
 
 mod dns;
+mod dnssec;
 mod health;
 mod notify;
 mod peers;
@@ -40,6 +42,7 @@ mod validate;
 mod zone;
 
 pub use dns::{DnsConfig, RRL_IPV4_PREFIX, RRL_IPV6_PREFIX, RRL_RATE, RRL_SLIP};
+pub use dnssec::{DNSKEY_TTL, DnssecConfig, SIGNATURE_VALIDITY};
 pub use health::{HealthConfig, SelfCheck};
 pub use notify::{HookTarget, NotifyHook, Secret};
 pub use spdu_gossip::proto::AddressPin;
@@ -72,6 +75,8 @@ pub struct Config {
     pub notify: Vec<NotifyHook>,
     /// `[dns]`: response rate limiting and DNS cookies.
     pub dns: DnsConfig,
+    /// `[dnssec]` with the peers' `dnssec_key`: online signing, on when the section is present.
+    pub dnssec: Option<DnssecConfig>,
 }
 
 /// `[node]`: this site.
@@ -206,6 +211,7 @@ struct RawConfig {
     notify: Vec<Spanned<notify::RawNotify>>,
     #[serde(default)]
     dns: dns::RawDns,
+    dnssec: Option<dnssec::RawDnssec>,
 }
 
 #[derive(Default, Deserialize)]
@@ -239,6 +245,9 @@ impl RawConfig {
         protocol.policy = policy;
         let notify = notify::validate(&self.notify, base)?;
         let dns = self.dns.validate()?;
-        Ok(Config { path: PathBuf::new(), node, zone, peers, cluster, protocol, health, notify, dns })
+        let peer_keys: Vec<_> =
+            peers.iter().zip(&self.peers).map(|(p, raw)| (p.name.clone(), raw.dnssec_key.as_ref())).collect();
+        let dnssec = dnssec::validate(self.dnssec.as_ref(), &peer_keys, base)?;
+        Ok(Config { path: PathBuf::new(), node, zone, peers, cluster, protocol, health, notify, dns, dnssec })
     }
 }

@@ -27,6 +27,8 @@ pub(super) struct RawPeer {
     addresses: Option<Spanned<Vec<Spanned<String>>>>,
     priority: Option<Spanned<u32>>,
     weight: Option<Spanned<u32>>,
+    /// The peer's DNSKEY RDATA; read by the `[dnssec]` section's validation.
+    pub(super) dnssec_key: Option<Spanned<String>>,
 }
 
 /// Checks every `[[peers]]` entry against the others and against `node`; each becomes the
