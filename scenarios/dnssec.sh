@@ -7,10 +7,13 @@
 # key (read from knotd with kdig once knotd has signed the zone): nothing is trusted that does
 # not chain up to it.
 #
-# Signed world (the spdu binary has `dnssec-keygen`): every site gets its own DNSSEC key, every
-# config lists every peer's DNSKEY (`[[peers]] dnssec_key`), and the parent holds one DS per site
-# (`spdu ds`). Unsigned world (a binary without DNSSEC): the delegation is insecure (no DS); the
-# parent still validates, the pool's answers are proven insecure.
+# With a binary that has `dnssec-keygen`, every site gets its own DNSSEC key and every config
+# lists every peer's DNSKEY (`[[peers]] dnssec_key`). Once the sites run, they are asked directly
+# whether they sign: an RRSIG on the pool name's A, an NSEC with its RRSIG on an NXDOMAIN, the
+# DNSKEY RRset with every site's key. Only if all three hold is the world signed: the parent gets
+# one DS per site (`spdu ds`). Otherwise (no keys, or a binary that does not sign all of it yet)
+# the delegation is insecure (no DS): the parent still validates, the pool's answers are proven
+# insecure, and the summary says how far the sites signed (`signing=`).
 #
 # Steps, timed:
 #   1. every site's answer through a resolver that asks that site only (a stub for the pool),
@@ -24,8 +27,10 @@
 #      proves the failure is validation, not reachability):
 #      signed world:   no_ds: the killed site comes back with a new key that has no DS in the
 #                      parent, resolver stubbed to it alone;
-#                      missing_dnskey: s1 restarts with a config that omits s2's dnssec_key; a
-#                      resolver gets the DNSKEY RRset from s1 only and the answer from s2 only
+#                      missing_dnskey: s1 restarts with a config that gives s2's dnssec_key as
+#                      another key (a config without it is refused), so s1's DNSKEY RRset lacks
+#                      s2's key; a resolver gets the DNSKEY RRset from s1 only and the answer from
+#                      s2 only
 #                      (nftables in s1 and s2 drop that resolver's other queries), so the
 #                      answer is signed by a key the RRset lacks. Before s1's restart the same
 #                      rig validates (the control).
@@ -49,8 +54,10 @@ PARENT_ADDR=$NET.53
 RES_ADDR=$NET.54        # the main resolver; the dedicated ones listen on other ports here
 RIG_ADDR=$NET.55        # the missing-dnskey rig's resolver sends its queries from here
 TTL=5                   # the pool's TTL (lib.sh's configs)
-SIGNED=0
-if "$SPDU" dnssec-keygen --help >/dev/null 2>&1; then SIGNED=1; fi
+KEYED=0                 # the sites have DNSSEC keys (the binary has dnssec-keygen)
+SIGNED=0                # ... and sign all the world needs: the parent holds their DS
+SIGNING=none            # how far the sites sign: none, partial or full
+if "$SPDU" dnssec-keygen --help >/dev/null 2>&1; then KEYED=1; fi
 parent_ns() { echo "${PREFIX}parent"; }
 res_ns() { echo "${PREFIX}res"; }
 NEXT_PORT=5301          # the next dedicated resolver's port
@@ -238,35 +245,58 @@ expect() {
 
 # Gives every site a DNSSEC key and every config the peers' DNSKEYs; writes the parent's DS set.
 sites_sign() {
-    local i j
+    local i
     for (( i = 1; i <= SITES; i++ )); do
-        "$SPDU" dnssec-keygen --out "$WORK/s$i/dnssec.key" --zone "$ORIGIN" >"$WORK/s$i/dnskey.out" \
-            || die "spdu dnssec-keygen failed for s$i"
-        awk '$4 == "DNSKEY" { print $5, $6, $7, $8 }' "$WORK/s$i/dnskey.out" | tail -n 1 >"$WORK/s$i/dnskey"
-        grep -q . "$WORK/s$i/dnskey" || die "spdu dnssec-keygen printed no DNSKEY for s$i"
+        dnssec_keygen "$WORK/s$i/dnssec.key"
+        cp "$WORK/s$i/dnssec.key.dnskey" "$WORK/s$i/dnskey"
     done
-    for (( i = 1; i <= SITES; i++ )); do sign_config "$i" "$WORK/s$i/dnssec.key" ""; done
+    for (( i = 1; i <= SITES; i++ )); do sign_config "$i" "$WORK/s$i/dnssec.key"; done
     "$SPDU" ds --config "$WORK/s1/spdu.toml" >"$WORK/ds.out" || die "spdu ds failed"
     awk '$3 == "DS" || $4 == "DS"' "$WORK/ds.out" >"$WORK/ds.txt"
     (( $(wc -l <"$WORK/ds.txt") == SITES )) || die "spdu ds printed $(wc -l <"$WORK/ds.txt") DS records for $SITES sites"
 }
 
-# sign_config SITE KEYFILE OMIT: adds `[dnssec] key` and every peer's dnssec_key to the site's
-# config, leaving out the peer named OMIT (e.g. "s2"; "" for none).
+# sign_config SITE KEYFILE [PEER DNSKEY_FILE]: adds `[dnssec] key` and every peer's dnssec_key
+# to the site's config; PEER's is read from DNSKEY_FILE instead of PEER's own (a wrong key).
 sign_config() {
-    local i=$1 key=$2 omit=$3 j conf=$WORK/s$1/spdu.toml
-    awk -v omit="$omit" -v dir="$WORK" '
+    local i=$1 key=$2 swap=${3:-} swap_file=${4:-} conf=$WORK/s$1/spdu.toml
+    awk -v swap="$swap" -v swap_file="$swap_file" -v dir="$WORK" '
         { print }
         /^\[/ { peer = ""; inpeers = ($0 == "[[peers]]") }
         inpeers && /^name = "s[0-9]+"$/ { peer = $3; gsub(/"/, "", peer) }
-        /^gossip = / && peer != "" && peer != omit {
-            f = dir "/" peer "/dnskey"; getline k <f; close(f)
+        /^gossip = / && peer != "" {
+            f = (peer == swap) ? swap_file : dir "/" peer "/dnskey"; getline k <f; close(f)
             printf "dnssec_key = \"%s\"\n", k
         }' "$conf.plain" >"$conf"
     printf '\n[dnssec]\nkey = "%s"\n' "$key" >>"$conf"
-    j=$( (( ${#omit} )) && echo " (without $omit's dnssec_key)" )
     "$SPDU" check --config "$conf" >"$WORK/s$i/check.log" 2>&1 \
-        || { cat "$WORK/s$i/check.log" >&2; die "spdu check refused s$i's config$j"; }
+        || { cat "$WORK/s$i/check.log" >&2; die "spdu check refused s$i's config${swap:+ (with another key for $swap)}"; }
+}
+
+# dnssec_keygen FILE: a new DNSSEC key in FILE; its DNSKEY RDATA ("257 3 13 <base64>") in FILE.dnskey.
+dnssec_keygen() {
+    "$SPDU" dnssec-keygen --out "$1" --zone "$ORIGIN" >"$1.out" 2>"$1.err" || die "spdu dnssec-keygen failed ($1)"
+    awk '$4 == "DNSKEY" { print $5, $6, $7, $8 }' "$1.out" | tail -n 1 >"$1.dnskey"
+    grep -q . "$1.dnskey" || die "spdu dnssec-keygen printed no DNSKEY ($1)"
+}
+
+# signing_probe: how far the sites sign, asked directly (DO set): "full" when every site puts an
+# RRSIG on the pool name's A, an NSEC and RRSIGs on an NXDOMAIN, and serves a DNSKEY RRset
+# with every site's key; "none" when no site signs anything; "partial" otherwise.
+signing_probe() {
+    local i a nx keys full=0 some=0
+    for (( i = 1; i <= SITES; i++ )); do
+        a=$(ip netns exec "$(client_ns)" dig +dnssec +norec +time=1 +tries=2 @"$(site_addr "$i")" "$QNAME" A 2>/dev/null \
+            | awk '/^[^;]/ && $4 == "RRSIG" && $5 == "A"' | wc -l)
+        nx=$(ip netns exec "$(client_ns)" dig +dnssec +norec +time=1 +tries=2 @"$(site_addr "$i")" "nope.$ORIGIN" A 2>/dev/null \
+            | awk '/^[^;]/ && ($4 == "NSEC" || ($4 == "RRSIG" && $5 == "NSEC"))' | wc -l)
+        keys=$(ip netns exec "$(client_ns)" dig +dnssec +norec +time=1 +tries=2 @"$(site_addr "$i")" "$ORIGIN" DNSKEY 2>/dev/null \
+            | awk '/^[^;]/ && $4 == "DNSKEY"' | wc -l)
+        (( a > 0 && nx >= 2 && keys == SITES )) && full=$(( full + 1 ))
+        (( a > 0 || nx > 0 || keys > 0 )) && some=$(( some + 1 ))
+        event "s$i signs: RRSIG on A: $a, NSEC+RRSIG on NXDOMAIN: $nx, DNSKEYs: $keys"
+    done
+    if (( full == SITES )); then echo full; elif (( some > 0 )); then echo partial; else echo none; fi
 }
 
 # --- the world -------------------------------------------------------------------------------
@@ -279,17 +309,21 @@ scenario_before_nodes() {
     plug "$(res_ns)" r0 "$RES_ADDR"
     ip -n "$(res_ns)" addr add "$RIG_ADDR/24" dev eth0
     for (( i = 1; i <= SITES; i++ )); do cp "$WORK/s$i/spdu.toml" "$WORK/s$i/spdu.toml.plain"; done
-    if (( SIGNED )); then sites_sign; fi
-    parent_up
-    # The main resolver's anchor is the parent's DNSKEY; the bad one is the same key, one bit off.
-    cp "$WORK/anchor.txt" "$WORK/anchor.main"
-    awk '{ k = $NF; c = substr(k, 10, 1); $NF = substr(k, 1, 9) (c == "A" ? "B" : "A") substr(k, 11); print }' \
-        "$WORK/anchor.txt" >"$WORK/anchor.bad"
+    if (( KEYED )); then sites_sign; fi
 }
 
 install_traps
 world_up
-event "world: $( (( SIGNED )) && echo "signed (a DS per site in the parent)" || echo "unsigned spdu: insecure delegation (no DS)")"
+if (( KEYED )); then
+    SIGNING=$(signing_probe)
+    [[ $SIGNING == full ]] && SIGNED=1
+fi
+parent_up
+# The main resolver's anchor is the parent's DNSKEY; the bad one is the same key, one bit off.
+cp "$WORK/anchor.txt" "$WORK/anchor.main"
+awk '{ k = $NF; c = substr(k, 10, 1); $NF = substr(k, 1, 9) (c == "A" ? "B" : "A") substr(k, 11); print }' \
+    "$WORK/anchor.txt" >"$WORK/anchor.bad"
+event "world: $( (( SIGNED )) && echo "signed (a DS per site in the parent)" || echo "insecure delegation (no DS): the sites' signing is '$SIGNING'")"
 resolver_up main 53 "$WORK/anchor.main" "$RES_ADDR"
 
 # The parent itself validates: without this nothing below means anything.
@@ -420,9 +454,8 @@ rig_filter=$(rig_filter)
 neg_missing=skipped neg_no_ds=skipped rig_control=skipped
 if (( SIGNED )); then
     # no_ds: the victim comes back with a fresh key the parent has no DS for.
-    "$SPDU" dnssec-keygen --out "$WORK/s$victim/dnssec.new.key" --zone "$ORIGIN" >/dev/null \
-        || die "spdu dnssec-keygen failed"
-    sign_config "$victim" "$WORK/s$victim/dnssec.new.key" ""
+    dnssec_keygen "$WORK/s$victim/dnssec.new.key"
+    sign_config "$victim" "$WORK/s$victim/dnssec.new.key"
     site_start "$victim"
     fresh_port
     resolver_up no_ds "$port" "$WORK/anchor.main" "$RES_ADDR" "$(site_addr "$victim")"
@@ -442,7 +475,10 @@ if (( SIGNED )); then
     fi
     rig_down control
     site_stop 1
-    sign_config 1 "$WORK/s1/dnssec.key" s2
+    # A config without s2's dnssec_key is refused (every site's key must be listed): s1 gets
+    # another key for s2 instead, so s2's own key is missing from s1's DNSKEY RRset all the same.
+    dnssec_keygen "$WORK/s1/impostor.key"
+    sign_config 1 "$WORK/s1/dnssec.key" s2 "$WORK/s1/impostor.key.dnskey"
     site_start 1
     for (( n = 0; n < 50; n++ )); do
         ip netns exec "$(client_ns)" dig +time=1 +tries=1 @"$(site_addr 1)" "$ORIGIN" DNSKEY >/dev/null 2>&1 && break
@@ -495,7 +531,7 @@ fi
 (( ${#FAILS[@]} == 0 )) || echo "failed checks: ${FAILS[*]}"
 # ad_* count the sites whose answer validated (AD) in the signed world, or was proven insecure
 # (NOERROR/NXDOMAIN without AD) in the unsigned one.
-summary "signed=$SIGNED converge_ms=$CONVERGE_MS parent_ad=$parent_ok main_ok=$main_ok" \
+summary "signed=$SIGNED signing=$SIGNING converge_ms=$CONVERGE_MS parent_ad=$parent_ok main_ok=$main_ok" \
     "ad_positive=$ad_positive ad_nxdomain=$ad_nxdomain ad_nodata=$ad_nodata steps12_ms=$step2_ms" \
     "site_loss_ms=$site_loss_ms site_loss_bound_ms=$LOSS_BOUND_MS loss_bad_answers=$bad_answers loss_samples=$loss_samples" \
     "negative_no_ds=$neg_no_ds negative_missing_dnskey=$neg_missing rig_filter=$rig_filter rig_control=$rig_control" \
