@@ -94,7 +94,7 @@ DNSPERF_EDNS=(-e)
 if (( SIGNED )); then
     "$SPDU_BIN" dnssec-keygen --help >/dev/null 2>&1 \
         || die "--signed: $SPDU_BIN cannot sign (it has no dnssec-keygen command)"
-    "$SPDU_BIN" dnssec-keygen --out "$WORK/alpha.dnssec.key" --algorithm 13 --zone "$ORIGIN" >"$WORK/alpha.dnskey" \
+    "$SPDU_BIN" dnssec-keygen --out "$WORK/alpha.dnssec.key" --algorithm 13 --zone "$ORIGIN" >"$WORK/alpha.dnskey" 2>"$WORK/alpha.dnskey.err" \
         || die "spdu dnssec-keygen failed"
     printf '\n[dnssec]\nkey = "%s"\n' "$WORK/alpha.dnssec.key" >>"$WORK/alpha.toml"
     # knotd signs online with a key of its own (a CSK, the algorithm spdu uses).
