@@ -99,6 +99,8 @@ pub(crate) struct Query<'a> {
     payload: Option<u16>,
     /// Where the content of the query's COOKIE option is in `packet` (start, end), if any.
     cookie: Option<(usize, usize)>,
+    /// The OPT's DO bit (RFC 3225).
+    dnssec_ok: bool,
 }
 
 impl<'a> Query<'a> {
@@ -147,6 +149,7 @@ impl<'a> Query<'a> {
         }
         let rest = &packet[pos + 4..];
         let mut cookie = None;
+        let mut dnssec_ok = false;
 
         let payload = if header[11] == 0 {
             if !rest.is_empty() {
@@ -181,9 +184,10 @@ impl<'a> Query<'a> {
                 options = &options[end..];
                 at += end;
             }
+            dnssec_ok = opt[7] & 0x80 != 0;
             Some(u16::from_be_bytes([opt[3], opt[4]]))
         };
-        Some(Self { packet, name_len, lower, qtype, payload, cookie })
+        Some(Self { packet, name_len, lower, qtype, payload, cookie, dnssec_ok })
     }
 
     /// The content of the query's COOKIE option, if it has one (of a valid length).
@@ -192,6 +196,11 @@ impl<'a> Query<'a> {
     }
 
     /// The query type, as a metrics label.
+    /// Whether the query's OPT has the DO bit: it asks for DNSSEC records.
+    pub(crate) fn dnssec_ok(&self) -> bool {
+        self.dnssec_ok
+    }
+
     pub(crate) fn qtype_label(&self) -> Qtype {
         response::qtype_label(RecordType::from(self.qtype))
     }

@@ -227,6 +227,14 @@ impl PoolHandler {
             _ => Qtype::none,
         };
         let mut plan = response::plan(&current.zone, &current.snapshot, request, &mut Live);
+        if let Some(signed) = &current.signed {
+            let dnssec_ok = request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
+            if let Some(edns) = edns.as_mut() {
+                // RFC 3225 §3: a server that speaks DNSSEC copies the DO bit.
+                edns.set_dnssec_ok(dnssec_ok);
+            }
+            response::sign(&mut plan, &current.zone, &current.snapshot, signed, request, dnssec_ok);
+        }
         let option = response::request_cookie(request).filter(|o| response::valid_cookie_len(o.len()));
         let mut verdict = CookieVerdict::None;
         if let (Some(secrets), Some(option), Some(edns)) = (&self.cookies, option, edns.as_mut())
@@ -300,6 +308,10 @@ impl PoolHandler {
             None => (CookieVerdict::None, None),
         };
         let current = self.answers.current();
+        if current.signed.is_some() && (query.dnssec_ok() || query.qtype_label() == Qtype::other) {
+            // Signed answers and the DNSKEY RRset come from the slow path.
+            return None;
+        }
         let rcode = current.fast.answer(&query, &current.snapshot, issued.as_ref(), out)?;
         Some((rcode, query.qtype_label(), verdict))
     }

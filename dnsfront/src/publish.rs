@@ -10,6 +10,7 @@
 //! answers built for it, on the same sockets, so no query sees one without the other.
 
 use std::sync::{Mutex, PoisonError};
+use std::time::SystemTime;
 use std::{ops::Deref, sync::Arc};
 
 use tokio::sync::watch;
@@ -17,6 +18,7 @@ use tracing::debug;
 
 use crate::{
     answer::{PoolAnswers, Snapshot},
+    dnssec::{SignedVersion, Signer, Window},
     fast, master,
     metrics::DnsMetrics,
     zone::{Zone, ZoneConfig, ZoneError},
@@ -31,6 +33,8 @@ pub struct ServedAnswers {
     pub(crate) snapshot: Snapshot,
     /// The same answers, encoded for the UDP fast path.
     pub(crate) fast: fast::Table,
+    /// With DNSSEC on: the signature window, the DNSKEY RRset and the RRSIG cache.
+    pub(crate) signed: Option<SignedVersion>,
 }
 
 impl Deref for ServedAnswers {
@@ -57,6 +61,8 @@ pub struct AnswerPublisher {
     /// cannot interleave a zone and answers built for another.
     publishing: Arc<Mutex<()>>,
     metrics: DnsMetrics,
+    /// With DNSSEC on, what every version is signed with.
+    signer: Arc<Mutex<Option<Arc<Signer>>>>,
 }
 
 impl std::fmt::Debug for AnswerPublisher {
@@ -70,9 +76,59 @@ impl AnswerPublisher {
     /// counters are `metrics` (clones share them).
     pub fn new(zone: &ZoneConfig, initial: PoolAnswers, metrics: DnsMetrics) -> Result<Self, ZoneError> {
         let zone = Arc::new(Zone::compile(zone)?);
-        let served = Arc::new(build(zone, initial, &metrics));
+        let served = Arc::new(build(zone, initial, &metrics, None, SystemTime::now()));
         let (current, _) = watch::channel(served);
-        Ok(Self { current: Arc::new(current), publishing: Arc::new(Mutex::new(())), metrics })
+        Ok(Self {
+            current: Arc::new(current),
+            publishing: Arc::new(Mutex::new(())),
+            metrics,
+            signer: Arc::new(Mutex::new(None)),
+        })
+    }
+
+    /// Signs every version from now on with `signer` (DNSSEC on), or none (off), starting with
+    /// the current answers, re-signed at once.
+    pub fn set_signer(&self, signer: Option<Signer>) {
+        let _publishing = self.publishing.lock().unwrap_or_else(PoisonError::into_inner);
+        let signer = signer.map(Arc::new);
+        *self.signer.lock().unwrap_or_else(PoisonError::into_inner) = signer.clone();
+        let current = self.current();
+        let answers = current.answers.clone();
+        self.current.send_replace(Arc::new(build(
+            current.zone.clone(),
+            answers,
+            &self.metrics,
+            signer,
+            SystemTime::now(),
+        )));
+    }
+
+    /// With DNSSEC on: re-signs the current answers when less than half of the signature
+    /// validity is left at `now` (the node calls this on a timer); true if it did.
+    pub fn refresh_signatures(&self, now: SystemTime) -> bool {
+        let _publishing = self.publishing.lock().unwrap_or_else(PoisonError::into_inner);
+        let current = self.current();
+        if !current.signed.as_ref().is_some_and(|s| s.needs_refresh(now)) {
+            return false;
+        }
+        let signer = self.signer();
+        self.current.send_replace(Arc::new(build(
+            current.zone.clone(),
+            current.answers.clone(),
+            &self.metrics,
+            signer,
+            now,
+        )));
+        true
+    }
+
+    /// The current version's signature window, with DNSSEC on.
+    pub fn signature_window(&self) -> Option<Window> {
+        self.current().signed.as_ref().map(SignedVersion::window)
+    }
+
+    fn signer(&self) -> Option<Arc<Signer>> {
+        self.signer.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// Builds what is served for `answers` (records and encoded responses), then makes it the
@@ -80,7 +136,13 @@ impl AnswerPublisher {
     pub fn publish(&self, answers: PoolAnswers) {
         let _publishing = self.publishing.lock().unwrap_or_else(PoisonError::into_inner);
         let zone = self.current.borrow().zone.clone();
-        self.current.send_replace(Arc::new(build(zone, answers, &self.metrics)));
+        self.current.send_replace(Arc::new(build(
+            zone,
+            answers,
+            &self.metrics,
+            self.signer(),
+            SystemTime::now(),
+        )));
     }
 
     /// Serves `zone` (a reload's: names, TTL, nameservers, even another origin) from now on,
@@ -90,7 +152,13 @@ impl AnswerPublisher {
     pub fn replace_zone(&self, zone: &ZoneConfig, answers: PoolAnswers) -> Result<(), ZoneError> {
         let zone = Arc::new(Zone::compile(zone)?);
         let _publishing = self.publishing.lock().unwrap_or_else(PoisonError::into_inner);
-        self.current.send_replace(Arc::new(build(zone, answers, &self.metrics)));
+        self.current.send_replace(Arc::new(build(
+            zone,
+            answers,
+            &self.metrics,
+            self.signer(),
+            SystemTime::now(),
+        )));
         Ok(())
     }
 
@@ -118,10 +186,30 @@ impl AnswerPublisher {
     }
 }
 
-fn build(zone: Arc<Zone>, answers: PoolAnswers, metrics: &DnsMetrics) -> ServedAnswers {
+fn build(
+    zone: Arc<Zone>,
+    answers: PoolAnswers,
+    metrics: &DnsMetrics,
+    signer: Option<Arc<Signer>>,
+    now: SystemTime,
+) -> ServedAnswers {
     let snapshot = Snapshot::build(&zone, &answers);
     let fast = fast::Table::build(&zone, &snapshot);
+    let signed = signer.map(|signer| SignedVersion::new(signer, &zone.origin.clone().into(), now));
+    if let Some(signed) = &signed {
+        // The RRsets every signed answer version serves: signed now, not on the query path.
+        signed.rrsig(&[&snapshot.soa]);
+        signed.rrsig(&zone.ns.iter().collect::<Vec<_>>());
+        signed.rrsig(&signed.dnskeys.iter().collect::<Vec<_>>());
+        for pool in &snapshot.pools {
+            for rrset in [&pool.v4, &pool.v6] {
+                if !rrset.records().is_empty() {
+                    signed.rrsig(&rrset.records().iter().collect::<Vec<_>>());
+                }
+            }
+        }
+    }
     metrics.snapshots.inc();
     debug!(serial = answers.serial, names = answers.names.len(), "new pool answers");
-    ServedAnswers { answers, zone, snapshot, fast }
+    ServedAnswers { answers, zone, snapshot, fast, signed }
 }

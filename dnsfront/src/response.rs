@@ -18,7 +18,7 @@ use std::{iter, sync::LazyLock};
 use hickory_proto::{
     op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode},
     rr::{
-        DNSClass, Record, RecordType,
+        DNSClass, Name, Record, RecordType,
         rdata::opt::{EdnsCode, EdnsOption},
     },
     serialize::binary::{BinDecoder, BinEncodable, BinEncoder},
@@ -31,6 +31,7 @@ use hickory_server::{
 use crate::{
     answer::{Chooser, Outcome, RRsetId, Selection, Snapshot, Variants, resolve},
     cookie,
+    dnssec::SignedVersion,
     metrics::{Qtype, Rcode},
     transport::Transport,
     zone::Zone,
@@ -71,6 +72,10 @@ pub(crate) struct Plan<'a> {
     /// Set when the full response did not fit: TC, no records.
     truncated: bool,
     pub(crate) label: Rcode,
+    /// With DNSSEC and DO: the RRSIGs that follow the answer records.
+    answer_sigs: Vec<Record>,
+    /// With DNSSEC and DO: the SOA's RRSIG, the NSEC and its RRSIG after the SOA.
+    authority_sigs: Vec<Record>,
 }
 
 impl<'a> Plan<'a> {
@@ -85,6 +90,8 @@ impl<'a> Plan<'a> {
             soa: None,
             truncated: false,
             label,
+            answer_sigs: Vec::new(),
+            authority_sigs: Vec::new(),
         }
     }
 
@@ -151,6 +158,60 @@ pub(crate) fn plan<'a>(
             },
             Outcome::NoData => Plan::negative(ResponseCode::NoError, &snapshot.soa, Rcode::nodata),
             Outcome::NxDomain => Plan::negative(ResponseCode::NXDomain, &snapshot.soa, Rcode::nxdomain),
+        }
+    }
+}
+
+/// With DNSSEC on (`signed`): the DNSKEY RRset at the apex, and with the query's DO bit the
+/// RRSIGs of every RRset in the response; a negative answer becomes RFC 9824 compact denial:
+/// NOERROR, the SOA and an NSEC at the query name listing the types there (NXNAME when the
+/// name does not exist), each with its RRSIG.
+pub(crate) fn sign<'a>(
+    plan: &mut Plan<'a>,
+    zone: &Zone,
+    snapshot: &Snapshot,
+    signed: &'a SignedVersion,
+    request: &Request,
+    dnssec_ok: bool,
+) {
+    let [query] = request.queries.queries() else { return };
+    let apex = query.name() == &zone.origin;
+    if apex && query.query_type() == RecordType::DNSKEY && plan.label == Rcode::nodata {
+        *plan = Plan::positive(&signed.dnskeys, Selection::all(signed.dnskeys.len()));
+    }
+    if !dnssec_ok {
+        return;
+    }
+    if plan.rcode == ResponseCode::NoError && plan.soa.is_none() && !plan.answers.is_empty() {
+        let (records, selection) = (plan.answers, &plan.selection);
+        let rrset: Vec<&Record> =
+            (0..selection.len()).map(|i| &records[selection.index(i, records.len())]).collect();
+        plan.answer_sigs.extend(signed.rrsig(&rrset));
+    } else if let Some(soa) = plan.soa {
+        let qname: Name = query.name().into();
+        let types: Option<Vec<RecordType>> = match zone.nodes.get(query.name()) {
+            None => None,
+            Some(node) => {
+                let mut types = Vec::new();
+                if let Some(pool) = node.pool {
+                    for (v6, rtype) in [(false, RecordType::A), (true, RecordType::AAAA)] {
+                        if !snapshot.rrset(RRsetId { pool, v6 }).records().is_empty() {
+                            types.push(rtype);
+                        }
+                    }
+                }
+                if node.apex {
+                    types.extend([RecordType::NS, RecordType::SOA, RecordType::DNSKEY]);
+                }
+                Some(types)
+            }
+        };
+        plan.rcode = ResponseCode::NoError;
+        plan.authority_sigs.extend(signed.rrsig(&[soa]));
+        if let Some(nsec) = signed.nsec(&qname, types.as_deref(), soa.ttl) {
+            let sig = signed.rrsig(&[&nsec]);
+            plan.authority_sigs.push(nsec);
+            plan.authority_sigs.extend(sig);
         }
     }
 }
@@ -258,8 +319,11 @@ fn build<'q, 'p>(
         builder.edns(edns);
     }
     let (records, selection) = (plan.answers, &plan.selection);
-    let answers = (0..selection.len()).map(move |i| &records[selection.index(i, records.len())]);
-    builder.build(metadata, answers, iter::empty(), plan.soa, iter::empty())
+    let answers = (0..selection.len())
+        .map(move |i| &records[selection.index(i, records.len())])
+        .chain(plan.answer_sigs.iter());
+    // hickory writes the SOA first, then these.
+    builder.build(metadata, answers, plan.authority_sigs.iter(), plan.soa, iter::empty())
 }
 
 /// Emits `response` into `out` (cleared first) in at most `max` bytes; `Ok(true)` if a record

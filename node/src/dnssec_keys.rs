@@ -142,3 +142,25 @@ pub fn print_ds(config: &Path) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Re-signs the served answers whenever less than half of the signature validity is left
+/// (checked every second against the wall clock, which is what resolvers compare with).
+pub async fn refresh_signatures(
+    pool: spdu_dnsfront::AnswerPublisher,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if pool.refresh_signatures(std::time::SystemTime::now()) {
+                    if let Some(window) = pool.signature_window() {
+                        tracing::info!(inception = window.inception, expiration = window.expiration, "DNSSEC signatures refreshed");
+                    }
+                }
+            }
+            () = shutdown.cancelled() => break,
+        }
+    }
+}

@@ -162,6 +162,11 @@ pub fn restart_needed(old: &Config, new: &Config, key: PublicKey, new_key: Publi
     fixed("node.dns", format!("{:?}", old.node.dns), format!("{:?}", new.node.dns))?;
     fixed("node.control", old.node.control.to_string(), new.node.control.to_string())?;
     fixed("dns", format!("{:?}", old.dns), format!("{:?}", new.dns))?;
+    fixed(
+        "dnssec",
+        crate::config::DnssecConfig::summary(&old.dnssec),
+        crate::config::DnssecConfig::summary(&new.dnssec),
+    )?;
     let allow = |c: &Config| {
         format!("{:?}", c.node.control_allow.iter().map(ToString::to_string).collect::<Vec<_>>())
     };

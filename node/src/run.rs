@@ -27,6 +27,7 @@ use crate::incarnation::next_incarnation;
 pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let config = Config::load(config_path)?;
     let key = config.load_key()?;
+    let signer = config.dnssec.as_ref().map(|dnssec| dnssec.signer(config_path)).transpose()?;
     let public_key = key.public();
     let incarnation = next_incarnation(&config.node.key);
     tracing::info!(
@@ -58,6 +59,8 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let initial = pool_answers(&answers.borrow(), &config.zone.names, &fail_open, initial_serial());
     let dns_metrics = DnsMetrics::default();
     let pool = AnswerPublisher::new(&config.zone, initial, dns_metrics.clone()).context("zone")?;
+    let signing = signer.is_some();
+    pool.set_signer(signer);
     // DNS runs on a runtime of its own: a flood must not delay the membership.
     let dns_runtime = crate::dns_runtime::DnsRuntime::new()?;
     let dns = dns_runtime.bind(&pool, &config.node.dns).await.context("node.dns")?;
@@ -124,6 +127,9 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         incarnation,
         shutdown.clone(),
     ));
+    if signing {
+        tasks.spawn(crate::dnssec_keys::refresh_signatures(pool.clone(), shutdown.clone()));
+    }
     tasks.spawn(publish_answers(answers, pool, config_rx, shutdown.clone()));
     // Every socket is bound and every task spawned: DNS answers from here on.
     crate::systemd::ready(&ready_status);

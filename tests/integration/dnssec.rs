@@ -4,6 +4,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use crate::testing::run_spdu;
 
@@ -178,4 +179,286 @@ fn check_refuses_mixed_algorithms_and_missing_keys() {
     let path = config(dir.path(), dnssec, &[("beta", &line(&ecdsa))]);
     let err = String::from_utf8(run_spdu(&["ds", "--config", path.to_str().unwrap()]).stderr).unwrap();
     assert!(err.contains("UNPROTECTED PRIVATE KEY FILE"), "{err}");
+}
+
+/// One running `spdu run` of a signed world; killed (by its own pid) when dropped.
+struct Site {
+    dir: tempfile::TempDir,
+    child: std::process::Child,
+    dns: std::net::SocketAddr,
+    /// This site's DNSKEY RDATA.
+    dnskey: String,
+}
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Site {
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("spdu.log")).unwrap_or_default()
+    }
+}
+
+/// Keys and configs for `n` sites at 127.0.`block`.1..n (DNS port 15353), each with
+/// `addresses` service addresses at 127.0.`block`.(100 + 20·i + j); `extra` goes into each
+/// `[dnssec]` section. Returns the directories and DNSKEYs; [`start`] runs them.
+fn signed_world(block: u8, n: usize, algorithm: &str, addresses: usize, extra: &str) -> Vec<(tempfile::TempDir, String)> {
+    let sites: Vec<(tempfile::TempDir, String, String)> = (0..n)
+        .map(|_| {
+            let dir = tempfile::tempdir().unwrap();
+            let node = stdout(&run_spdu(&["keygen", "--out", dir.path().join("node.key").to_str().unwrap()]));
+            let dnskey = keygen(&dir.path().join("zone.key"), algorithm);
+            (dir, node.trim().to_owned(), dnskey)
+        })
+        .collect();
+    let ip = |i: usize| format!("127.0.{block}.{}", i + 1);
+    let addrs = |i: usize| -> Vec<String> {
+        (0..addresses).map(|j| format!("\"127.0.{block}.{}\"", 100 + 20 * i + j)).collect()
+    };
+    for (i, (dir, _, _)) in sites.iter().enumerate() {
+        let mut text = format!(
+            "[node]\nname = \"site{i}\"\nkey = \"node.key\"\ngossip = \"{ip}:17946\"\ndns = [\"{ip}:15353\"]\n\
+             control = \"{ip}:17947\"\naddresses = [{addrs}]\n\
+             [timing]\nprobe_interval_ms = 100\nprobe_timeout_ms = 100\nheartbeat_ms = 100\n\
+             [zone]\norigin = \"{ZONE}\"\nnames = [\"api\"]\nttl = 5\nnameservers = [\"ns1.example.test\"]\n\
+             [[zone.record]]\nname = \"one\"\npolicy = \"weighted\"\nmax_answers = 1\n\
+             [dnssec]\nkey = \"zone.key\"\n{extra}\n",
+            ip = ip(i),
+            addrs = addrs(i).join(", ")
+        );
+        for (j, (_, node, dnskey)) in sites.iter().enumerate().filter(|(j, _)| *j != i) {
+            text.push_str(&format!(
+                "[[peers]]\nname = \"site{j}\"\nkey = \"{node}\"\ngossip = \"{}:17946\"\naddresses = [{}]\n\
+                 dnssec_key = \"{dnskey}\"\n",
+                ip(j),
+                addrs(j).join(", ")
+            ));
+        }
+        std::fs::write(dir.path().join("spdu.toml"), text).unwrap();
+    }
+    sites.into_iter().map(|(dir, _, dnskey)| (dir, dnskey)).collect()
+}
+
+/// Starts a site of [`signed_world`] (with `wrapper` before the binary, e.g. faketime) and
+/// waits until it answers the SOA.
+fn start(block: u8, i: usize, dir: tempfile::TempDir, dnskey: String, wrapper: &[&str]) -> Site {
+    let log = std::fs::File::create(dir.path().join("spdu.log")).unwrap();
+    let spdu = crate::testing::spdu().to_str().unwrap().to_owned();
+    let mut argv: Vec<String> = wrapper.iter().map(|s| s.to_string()).collect();
+    argv.extend([spdu, "run".into(), "--config".into(), dir.path().join("spdu.toml").to_str().unwrap().into()]);
+    let child = Command::new(&argv[0])
+        .args(&argv[1..])
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e} (faketime is the Debian package faketime)", argv[0]));
+    let dns: std::net::SocketAddr = format!("127.0.{block}.{}:15353", i + 1).parse().unwrap();
+    let site = Site { dir, child, dns, dnskey };
+    crate::testing::wait_until(Duration::from_secs(20), "the signed site to answer", || {
+        kdig(site.dns, &["+dnssec", ZONE, "SOA"]).contains("status: NOERROR")
+    });
+    site
+}
+
+/// `kdig` (knot-dnsutils), a real DNS client independent of hickory.
+fn kdig(server: std::net::SocketAddr, args: &[&str]) -> String {
+    let out = Command::new("kdig")
+        .arg(format!("@{}", server.ip()))
+        .args(["-p", &server.port().to_string(), "+time=2", "+retry=0"])
+        .args(args)
+        .output()
+        .expect("kdig (Debian package knot-dnsutils) is installed");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `delv` (bind9-dnsutils) validating against `anchors` (the pool zone's DNSKEYs) from the pool
+/// zone down; returns its output.
+fn delv(server: std::net::SocketAddr, anchors: &Path, args: &[&str]) -> String {
+    let out = Command::new("delv")
+        .arg(format!("@{}", server.ip()))
+        .args(["-p", &server.port().to_string(), "-a", anchors.to_str().unwrap(), &format!("+root={ZONE}")])
+        .args(args)
+        .output()
+        .expect("delv (Debian package bind9-dnsutils) is installed");
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// A delv trust-anchor file holding `dnskeys` as static keys of the pool zone.
+fn anchors(dir: &Path, dnskeys: &[&str]) -> std::path::PathBuf {
+    let mut text = String::from("trust-anchors {\n");
+    for key in dnskeys {
+        let mut parts = key.splitn(4, ' ');
+        let (flags, protocol, algorithm, public) =
+            (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap());
+        text.push_str(&format!("  {ZONE}. static-key {flags} {protocol} {algorithm} \"{public}\";\n"));
+    }
+    text.push_str("};\n");
+    let path = dir.join("anchors.conf");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The RRSIG lines of a kdig answer: (type covered, key tag, inception, expiration) in Unix time.
+fn rrsigs(output: &str) -> Vec<(String, u16, i64, i64)> {
+    output
+        .lines()
+        .filter(|l| !l.starts_with(';'))
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            (f.get(3) == Some(&"RRSIG")).then(|| {
+                (f[4].to_owned(), f[10].parse().unwrap(), unix_time(f[9]), unix_time(f[8]))
+            })
+        })
+        .collect()
+}
+
+/// `YYYYMMDDHHmmSS` (RRSIG presentation form, UTC) to Unix time.
+fn unix_time(text: &str) -> i64 {
+    let n = |r: std::ops::Range<usize>| text[r].parse::<i64>().unwrap();
+    let (y, m, d) = (n(0..4), n(4..6), n(6..8));
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    days * 86_400 + n(8..10) * 3_600 + n(10..12) * 60 + n(12..14)
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// Two sites signing with their own keys: every answer kind from each validates with delv
+/// against the DNSKEY RRset (both keys), each site's RRSIGs carry its own key tag, and the
+/// answers kdig sees hold what the design says (DO echoed, compact denial, no RRSIG without DO).
+fn every_answer_kind_validates(block: u8, algorithm: &str) {
+    let world = signed_world(block, 2, algorithm, 13, "");
+    let keys: Vec<String> = world.iter().map(|(_, k)| k.clone()).collect();
+    let sites: Vec<Site> =
+        world.into_iter().enumerate().map(|(i, (dir, key))| start(block, i, dir, key, &[])).collect();
+    let scratch = tempfile::tempdir().unwrap();
+    let anchor_file = anchors(scratch.path(), &keys.iter().map(String::as_str).collect::<Vec<_>>());
+    // Both sites up in each other's view: `api` answers with all 26 addresses.
+    for site in &sites {
+        crate::testing::wait_until(Duration::from_secs(20), "both sites in the answer", || {
+            kdig(site.dns, &["+short", &format!("api.{ZONE}"), "A"]).lines().count() == 26
+        });
+    }
+    let positive = "; fully validated";
+    let negative = "; negative response, fully validated";
+    for site in &sites {
+        let tag = site.dnskey.parse::<spdu_dnsfront::dnssec::SiteKey>().unwrap().key_tag();
+        for (qname, qtype, verdict) in [
+            (format!("api.{ZONE}"), "A", positive),
+            (format!("one.{ZONE}"), "A", positive),
+            (ZONE.to_owned(), "SOA", positive),
+            (ZONE.to_owned(), "NS", positive),
+            (ZONE.to_owned(), "DNSKEY", positive),
+            (format!("nope.{ZONE}"), "A", negative),
+            (format!("api.{ZONE}"), "AAAA", negative),
+            (ZONE.to_owned(), "A", negative),
+        ] {
+            let out = delv(site.dns, &anchor_file, &[&qname, qtype]);
+            assert!(out.contains(verdict), "{} {qname} {qtype}: {out}\n{}", site.dns, site.log());
+            let answer = kdig(site.dns, &["+dnssec", "+tcp", &qname, qtype]);
+            assert!(answer.contains("status: NOERROR") && answer.contains("flags: do;"), "{answer}");
+            let sigs = rrsigs(&answer);
+            assert!(!sigs.is_empty(), "{answer}");
+            assert!(sigs.iter().all(|(_, t, _, _)| *t == tag), "site {} signs with its own key {tag}: {answer}", site.dns);
+            let plain = kdig(site.dns, &[&qname, qtype]);
+            assert!(!plain.contains("RRSIG") && !plain.contains("NSEC"), "no DO, no DNSSEC records: {plain}");
+        }
+        // Compact denial: the NSEC at the name itself, NXNAME for a name that does not exist.
+        let nx = kdig(site.dns, &["+dnssec", &format!("nope.{ZONE}"), "A"]);
+        assert!(nx.contains(&format!("nope.{ZONE}.")) && nx.contains("NSEC\t\\000.nope.") && nx.contains("RRSIG NSEC TYPE128"), "{nx}");
+        let nodata = kdig(site.dns, &["+dnssec", &format!("api.{ZONE}"), "TXT"]);
+        assert!(nodata.contains("NSEC\t\\000.api.") && nodata.contains(" A RRSIG NSEC"), "{nodata}");
+        // The weighted pick serves one address per response: each subset is signed as served.
+        for _ in 0..10 {
+            let out = delv(site.dns, &anchor_file, &[&format!("one.{ZONE}"), "A"]);
+            assert!(out.contains(positive), "{out}");
+        }
+        // The signed answer no longer fits 512 bytes: TC over UDP, then whole over TCP.
+        let udp = kdig(site.dns, &["+dnssec", "+bufsize=512", "+ignore", &format!("api.{ZONE}"), "A"]);
+        assert!(udp.contains(" tc") && !udp.contains("RRSIG"), "{udp}");
+        let unsigned = kdig(site.dns, &["+bufsize=512", "+ignore", &format!("api.{ZONE}"), "A"]);
+        assert!(!unsigned.contains(" tc"), "the unsigned answer fits: {unsigned}");
+        let tcp = kdig(site.dns, &["+dnssec", "+bufsize=512", &format!("api.{ZONE}"), "A"]);
+        assert!(tcp.contains("(TCP)") && rrsigs(&tcp).len() == 1, "kdig retries over TCP: {tcp}");
+    }
+    // A key outside the DNSKEY RRset validates nothing: delv with only a stranger's key fails.
+    let stranger = keygen(&scratch.path().join("stranger.key"), algorithm);
+    let wrong = anchors(scratch.path(), &[&stranger]);
+    let out = delv(sites[0].dns, &wrong, &[&format!("api.{ZONE}"), "A"]);
+    assert!(!out.contains("fully validated"), "{out}");
+}
+
+#[test]
+fn every_answer_kind_validates_ecdsa() {
+    every_answer_kind_validates(206, "13");
+}
+
+#[test]
+fn every_answer_kind_validates_ed25519() {
+    every_answer_kind_validates(207, "15");
+}
+
+/// The real binary under faketime: a node whose wall clock is 3 days behind signs with a window
+/// that starts an hour before its "now" and ends `signature_validity` after it, so a validator
+/// with the right time refuses its (expired) signatures.
+#[test]
+fn signature_window_follows_the_wall_clock() {
+    let block = 208;
+    let (dir, key) = signed_world(block, 1, "13", 1, "").pop().unwrap();
+    let behind = 3 * 86_400;
+    let site = start(block, 0, dir, key.clone(), &["faketime", "-f", "-3d"]);
+    let answer = kdig(site.dns, &["+dnssec", &format!("api.{ZONE}"), "A"]);
+    let sigs = rrsigs(&answer);
+    assert_eq!(sigs.len(), 1, "{answer}");
+    let (_, _, inception, expiration) = sigs[0];
+    let fake_now = now() - behind;
+    assert!((inception - (fake_now - 3_600)).abs() < 120, "inception {inception}, fake now {fake_now}");
+    assert!((expiration - (fake_now + 172_800)).abs() < 120, "expiration {expiration}, fake now {fake_now}");
+    let scratch = tempfile::tempdir().unwrap();
+    let anchor_file = anchors(scratch.path(), &[&key]);
+    let out = delv(site.dns, &anchor_file, &[&format!("api.{ZONE}"), "A"]);
+    assert!(!out.contains("fully validated"), "expired signatures must not validate: {out}");
+}
+
+/// Signatures are refreshed when half of their validity is left: under faketime at 720 times
+/// real speed, a one-hour validity is re-signed every 30 fake minutes (2.5 s), each new window
+/// again an hour back and an hour ahead.
+#[test]
+fn signatures_are_refreshed_before_they_expire() {
+    let block = 209;
+    let (dir, key) = signed_world(block, 1, "15", 1, "signature_validity = 3600").pop().unwrap();
+    let site = start(block, 0, dir, key, &["faketime", "-f", "+0 x720"]);
+    let window = || {
+        let answer = kdig(site.dns, &["+dnssec", ZONE, "SOA"]);
+        rrsigs(&answer).first().map(|(_, _, i, e)| (*i, *e))
+    };
+    let (first, _) = window().expect("a signed SOA");
+    let mut seen = vec![first];
+    crate::testing::wait_until(Duration::from_secs(30), "two refreshes", || {
+        if let Some((inception, expiration)) = window() {
+            assert_eq!(expiration - inception, 7_200, "an hour back, an hour ahead");
+            if *seen.last().unwrap() != inception {
+                seen.push(inception);
+            }
+        }
+        seen.len() >= 3
+    });
+    for pair in seen.windows(2) {
+        // Half the validity (1800 s) between two signings, give or take the 1 s timer (720 s).
+        let step = pair[1] - pair[0];
+        assert!((1_700..=2_700).contains(&step), "refreshed after {step} fake seconds: {seen:?}");
+    }
+    assert!(site.log().contains("DNSSEC signatures refreshed"), "{}", site.log());
 }

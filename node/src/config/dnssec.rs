@@ -134,3 +134,32 @@ impl DnssecConfig {
         Ok(key)
     }
 }
+
+impl DnssecConfig {
+    /// The DNS server's signer: `dnssec.key` (checked as [`Self::load_key`] does) and every
+    /// site's DNSKEY.
+    pub fn signer(&self, config: &Path) -> anyhow::Result<spdu_dnsfront::dnssec::Signer> {
+        let key = self.load_key(config)?;
+        let peers = self.peers.iter().map(|(_, k)| k.clone()).collect();
+        Ok(spdu_dnsfront::dnssec::Signer::new(key, peers, self.ttl, self.signature_validity))
+    }
+}
+
+impl DnssecConfig {
+    /// One line for messages: off, or the key file, TTL, validity and every peer's key.
+    pub fn summary(config: &Option<Self>) -> String {
+        match config {
+            None => "off".to_owned(),
+            Some(c) => {
+                let peers: Vec<String> = c.peers.iter().map(|(name, key)| format!("{name}: {key}")).collect();
+                format!(
+                    "key {} ttl {} validity {} s, peers [{}]",
+                    c.key.display(),
+                    c.ttl,
+                    c.signature_validity.as_secs(),
+                    peers.join(", ")
+                )
+            }
+        }
+    }
+}
