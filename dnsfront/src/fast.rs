@@ -37,6 +37,7 @@ use crate::{
     answer::{Chooser, RRsetId, Snapshot, Variants},
     choose::Live,
     cookie,
+    dnssec::SignedVersion,
     metrics::{Qtype, Rcode},
     response::{self, Encoding, MAX_UDP_PAYLOAD, MIN_UDP_PAYLOAD},
     zone::Zone,
@@ -196,11 +197,6 @@ impl<'a> Query<'a> {
     }
 
     /// The query type, as a metrics label.
-    /// Whether the query's OPT has the DO bit: it asks for DNSSEC records.
-    pub(crate) fn dnssec_ok(&self) -> bool {
-        self.dnssec_ok
-    }
-
     pub(crate) fn qtype_label(&self) -> Qtype {
         response::qtype_label(RecordType::from(self.qtype))
     }
@@ -244,6 +240,9 @@ pub(crate) struct Table {
     origin: Box<[u8]>,
     /// Per name of the zone (wire form, lower case), per [`KINDS`] entry.
     names: HashMap<Box<[u8]>, [Option<Encoded>; KINDS.len()]>,
+    /// With DNSSEC on: the same for DO queries, signed, positive answers only (a negative one
+    /// holds an NSEC at the query name, signed per name by the slow path).
+    signed: HashMap<Box<[u8]>, [Option<Encoded>; KINDS.len()]>,
     /// REFUSED, for names outside the zone (empty tail: fits every name).
     refused: Option<Encoded>,
     /// NXDOMAIN for names in the zone that do not exist, by wire length of the name (the SOA's
@@ -253,27 +252,33 @@ pub(crate) struct Table {
 
 impl Table {
     /// Encodes the responses for `snapshot`.
-    pub(crate) fn build(zone: &Zone, snapshot: &Snapshot) -> Self {
+    pub(crate) fn build(zone: &Zone, snapshot: &Snapshot, signed: Option<&SignedVersion>) -> Self {
         let origin = wire(&Name::from(zone.origin.clone()));
-        let names = zone
-            .nodes
-            .keys()
-            .map(|name| wire(&Name::from(name.clone())))
-            .filter(|name| name.len() <= MAX_NAME)
-            .map(|name| {
-                let by_kind = KINDS.map(|qtype| encode(zone, snapshot, &name, qtype));
-                (name, by_kind)
-            })
-            .collect();
+        let by_name = |signed: Option<&SignedVersion>| {
+            zone.nodes
+                .keys()
+                .map(|name| wire(&Name::from(name.clone())))
+                .filter(|name| name.len() <= MAX_NAME)
+                .map(|name| {
+                    let by_kind = KINDS.map(|qtype| {
+                        encode(zone, snapshot, &name, qtype, signed)
+                            .filter(|e| signed.is_none() || e.label == Rcode::noerror)
+                    });
+                    (name, by_kind)
+                })
+                .collect()
+        };
+        let names = by_name(None);
+        let signed = signed.map_or_else(HashMap::new, |signed| by_name(Some(signed)));
         // The root is outside every zone we may serve (the origin is never the root).
-        let refused = encode(zone, snapshot, &[0], TYPE_TXT).filter(|e| e.label == Rcode::refused);
+        let refused = encode(zone, snapshot, &[0], TYPE_TXT, None).filter(|e| e.label == Rcode::refused);
         let nxdomain = (0..=MAX_NAME)
             .map(|len| {
-                encode(zone, snapshot, &absent_name(&origin, len)?, TYPE_TXT)
+                encode(zone, snapshot, &absent_name(&origin, len)?, TYPE_TXT, None)
                     .filter(|e| e.label == Rcode::nxdomain)
             })
             .collect();
-        Self { origin, names, refused, nxdomain }
+        Self { origin, names, signed, refused, nxdomain }
     }
 
     /// Writes the response to `query` into `out` and returns its metrics label, or `None` when
@@ -290,7 +295,12 @@ impl Table {
         out: &mut Vec<u8>,
     ) -> Option<Rcode> {
         let name = query.name();
-        let encoded = if let Some(by_kind) = self.names.get(name) {
+        // Signed answers only from the signed table; without one, DO queries get the unsigned
+        // answers, as without DNSSEC.
+        let signed = query.dnssec_ok && !self.signed.is_empty();
+        let encoded = if signed {
+            self.signed.get(name)?[kind(query.qtype)].as_ref()?
+        } else if let Some(by_kind) = self.names.get(name) {
             by_kind[kind(query.qtype)].as_ref()?
         } else if self.in_zone(name) {
             self.nxdomain.get(name.len())?.as_ref()?
@@ -331,7 +341,9 @@ impl Table {
         if let Some(payload) = payload {
             let [high, low] = payload.to_be_bytes();
             let [rd_high, rd_low] = (cookie_len as u16).to_be_bytes();
-            out.extend_from_slice(&[0, 0, TYPE_OPT as u8, high, low, 0, 0, 0, 0, rd_high, rd_low]);
+            // The DO bit (RFC 3225 §3) when the answer is signed, as the slow path copies it.
+            let flags = if signed { 0x80 } else { 0 };
+            out.extend_from_slice(&[0, 0, TYPE_OPT as u8, high, low, 0, 0, flags, 0, rd_high, rd_low]);
             if let Some(content) = cookie {
                 let [code_high, code_low] = cookie::OPTION_CODE.to_be_bytes();
                 out.extend_from_slice(&[code_high, code_low, 0, content.len() as u8]);
@@ -404,7 +416,13 @@ impl Chooser for Fixed {
 /// The slow path's response to a query for `name` (wire form) and `qtype`, class IN, no EDNS,
 /// ID 0, no flags, in every variant of its answer; `None` if it could never be sent over UDP
 /// whole, or if its variants are too many to list.
-fn encode(zone: &Zone, snapshot: &Snapshot, name: &[u8], qtype: u16) -> Option<Encoded> {
+fn encode(
+    zone: &Zone,
+    snapshot: &Snapshot,
+    name: &[u8],
+    qtype: u16,
+    signed: Option<&SignedVersion>,
+) -> Option<Encoded> {
     let question_end = HEADER + name.len() + 4;
     let one = |variant: usize| -> Option<(Vec<u8>, Rcode, Option<RRsetId>, Variants)> {
         let mut query = Vec::with_capacity(question_end);
@@ -414,7 +432,10 @@ fn encode(zone: &Zone, snapshot: &Snapshot, name: &[u8], qtype: u16) -> Option<E
         query.extend_from_slice(&CLASS_IN.to_be_bytes());
         let src = SocketAddr::from((Ipv4Addr::LOCALHOST, 53));
         let request = Request::from_bytes(query, src, Protocol::Udp).ok()?;
-        let plan = response::plan(zone, snapshot, &request, &mut Fixed(variant));
+        let mut plan = response::plan(zone, snapshot, &request, &mut Fixed(variant));
+        if let Some(signed) = signed {
+            response::sign(&mut plan, zone, snapshot, signed, &request, true);
+        }
         let mut bytes = Vec::new();
         if response::encode(&request, None, &plan, MAX_UDP_PAYLOAD, &mut bytes) != Encoding::Whole {
             return None;

@@ -308,8 +308,8 @@ impl PoolHandler {
             None => (CookieVerdict::None, None),
         };
         let current = self.answers.current();
-        if current.signed.is_some() && (query.dnssec_ok() || query.qtype_label() == Qtype::other) {
-            // Signed answers and the DNSKEY RRset come from the slow path.
+        if current.signed.is_some() && query.qtype_label() == Qtype::other {
+            // The DNSKEY RRset, and denial for other types, come from the slow path.
             return None;
         }
         let rcode = current.fast.answer(&query, &current.snapshot, issued.as_ref(), out)?;

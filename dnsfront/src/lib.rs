@@ -36,6 +36,9 @@
 //!   responses encoded at publish time (one per rotation start, or per site drawn first).
 //! - `response`: what a response says (rcode, records, EDNS, COOKIE checks) and its encoding,
 //!   with truncation; used by the slow path and to build the fast path's table.
+//! - [`dnssec`]: online DNSSEC signing (RFC 8901 multi-signer): zone keys, the DS, the
+//!   per-version signature window and RRSIG cache, RFC 9824 compact denial; `response` signs
+//!   a plan with it, `fast` keeps the signed positive answers.
 //! - `cookie`: DNS cookies (RFC 7873) with RFC 9018 server cookies: the site's rotating
 //!   secrets, the verdict on a query's COOKIE option, the server cookies issued.
 //! - `choose`: the live per-query choices: rotation counters, weighted draws from a per-thread

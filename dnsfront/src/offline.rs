@@ -74,6 +74,11 @@ impl Responder {
         self.handler.issue_cookie(&client, src).map(|c| c.to_vec())
     }
 
+    /// Signs every answer with `signer` from now on (DNSSEC on), or not (`None`).
+    pub fn set_signer(&self, signer: Option<crate::dnssec::Signer>) {
+        self.answers.set_signer(signer);
+    }
+
     /// Publishes a new answer set, as the node does.
     pub fn publish(&self, answers: PoolAnswers) {
         self.answers.publish(answers);

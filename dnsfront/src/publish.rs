@@ -90,17 +90,9 @@ impl AnswerPublisher {
     /// the current answers, re-signed at once.
     pub fn set_signer(&self, signer: Option<Signer>) {
         let _publishing = self.publishing.lock().unwrap_or_else(PoisonError::into_inner);
-        let signer = signer.map(Arc::new);
-        *self.signer.lock().unwrap_or_else(PoisonError::into_inner) = signer.clone();
+        *self.signer.lock().unwrap_or_else(PoisonError::into_inner) = signer.map(Arc::new);
         let current = self.current();
-        let answers = current.answers.clone();
-        self.current.send_replace(Arc::new(build(
-            current.zone.clone(),
-            answers,
-            &self.metrics,
-            signer,
-            SystemTime::now(),
-        )));
+        self.install(current.zone.clone(), current.answers.clone(), SystemTime::now());
     }
 
     /// With DNSSEC on: re-signs the current answers when less than half of the signature
@@ -111,14 +103,7 @@ impl AnswerPublisher {
         if !current.signed.as_ref().is_some_and(|s| s.needs_refresh(now)) {
             return false;
         }
-        let signer = self.signer();
-        self.current.send_replace(Arc::new(build(
-            current.zone.clone(),
-            current.answers.clone(),
-            &self.metrics,
-            signer,
-            now,
-        )));
+        self.install(current.zone.clone(), current.answers.clone(), now);
         true
     }
 
@@ -127,8 +112,11 @@ impl AnswerPublisher {
         self.current().signed.as_ref().map(SignedVersion::window)
     }
 
-    fn signer(&self) -> Option<Arc<Signer>> {
-        self.signer.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    /// Builds the version for `answers` in `zone`, signed at `now` with DNSSEC on, and makes it
+    /// current. The caller holds `publishing`.
+    fn install(&self, zone: Arc<Zone>, answers: PoolAnswers, now: SystemTime) {
+        let signer = self.signer.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        self.current.send_replace(Arc::new(build(zone, answers, &self.metrics, signer, now)));
     }
 
     /// Builds what is served for `answers` (records and encoded responses), then makes it the
@@ -136,13 +124,7 @@ impl AnswerPublisher {
     pub fn publish(&self, answers: PoolAnswers) {
         let _publishing = self.publishing.lock().unwrap_or_else(PoisonError::into_inner);
         let zone = self.current.borrow().zone.clone();
-        self.current.send_replace(Arc::new(build(
-            zone,
-            answers,
-            &self.metrics,
-            self.signer(),
-            SystemTime::now(),
-        )));
+        self.install(zone, answers, SystemTime::now());
     }
 
     /// Serves `zone` (a reload's: names, TTL, nameservers, even another origin) from now on,
@@ -152,13 +134,7 @@ impl AnswerPublisher {
     pub fn replace_zone(&self, zone: &ZoneConfig, answers: PoolAnswers) -> Result<(), ZoneError> {
         let zone = Arc::new(Zone::compile(zone)?);
         let _publishing = self.publishing.lock().unwrap_or_else(PoisonError::into_inner);
-        self.current.send_replace(Arc::new(build(
-            zone,
-            answers,
-            &self.metrics,
-            self.signer(),
-            SystemTime::now(),
-        )));
+        self.install(zone, answers, SystemTime::now());
         Ok(())
     }
 
@@ -194,7 +170,6 @@ fn build(
     now: SystemTime,
 ) -> ServedAnswers {
     let snapshot = Snapshot::build(&zone, &answers);
-    let fast = fast::Table::build(&zone, &snapshot);
     let signed = signer.map(|signer| SignedVersion::new(signer, &zone.origin.clone().into(), now));
     if let Some(signed) = &signed {
         // The RRsets every signed answer version serves: signed now, not on the query path.
@@ -209,6 +184,7 @@ fn build(
             }
         }
     }
+    let fast = fast::Table::build(&zone, &snapshot, signed.as_ref());
     metrics.snapshots.inc();
     debug!(serial = answers.serial, names = answers.names.len(), "new pool answers");
     ServedAnswers { answers, zone, snapshot, fast, signed }

@@ -70,32 +70,6 @@ fn from_pem(text: &str) -> anyhow::Result<Vec<u8>> {
     Ok(STANDARD.decode(body)?)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn written_keys_load_and_are_private() {
-        let dir = tempfile::tempdir().unwrap();
-        for algorithm in [KeyAlgorithm::EcdsaP256Sha256, KeyAlgorithm::Ed25519] {
-            let path = dir.path().join(format!("zone-{}.key", algorithm.number()));
-            let key = generate_file(&path, algorithm).unwrap();
-            assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
-            assert_eq!(load_file(&path).unwrap().public(), key.public());
-            let e = generate_file(&path, algorithm).unwrap_err().to_string();
-            assert!(e.contains("already exists"), "{e}");
-            fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
-            let e = load_file(&path).unwrap_err().to_string();
-            assert!(e.contains("UNPROTECTED PRIVATE KEY FILE"), "{e}");
-        }
-        let junk = dir.path().join("junk.key");
-        fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&junk).unwrap();
-        fs::write(&junk, "hello").unwrap();
-        let e = format!("{:#}", load_file(&junk).unwrap_err());
-        assert!(e.contains("not a PKCS#8 PEM private key"), "{e}");
-    }
-}
-
 /// `spdu dnssec-keygen`: writes the key and prints its DNSKEY record (owner `zone` or `@`).
 pub fn keygen(out: &Path, algorithm: u8, zone: Option<&str>) -> anyhow::Result<()> {
     let algorithm = KeyAlgorithm::from_number(algorithm)
@@ -154,13 +128,39 @@ pub async fn refresh_signatures(
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                if pool.refresh_signatures(std::time::SystemTime::now()) {
-                    if let Some(window) = pool.signature_window() {
-                        tracing::info!(inception = window.inception, expiration = window.expiration, "DNSSEC signatures refreshed");
-                    }
+                if pool.refresh_signatures(std::time::SystemTime::now())
+                    && let Some(window) = pool.signature_window()
+                {
+                    tracing::info!(inception = window.inception, expiration = window.expiration, "DNSSEC signatures refreshed");
                 }
             }
             () = shutdown.cancelled() => break,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn written_keys_load_and_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        for algorithm in [KeyAlgorithm::EcdsaP256Sha256, KeyAlgorithm::Ed25519] {
+            let path = dir.path().join(format!("zone-{}.key", algorithm.number()));
+            let key = generate_file(&path, algorithm).unwrap();
+            assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+            assert_eq!(load_file(&path).unwrap().public(), key.public());
+            let e = generate_file(&path, algorithm).unwrap_err().to_string();
+            assert!(e.contains("already exists"), "{e}");
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+            let e = load_file(&path).unwrap_err().to_string();
+            assert!(e.contains("UNPROTECTED PRIVATE KEY FILE"), "{e}");
+        }
+        let junk = dir.path().join("junk.key");
+        fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&junk).unwrap();
+        fs::write(&junk, "hello").unwrap();
+        let e = format!("{:#}", load_file(&junk).unwrap_err());
+        assert!(e.contains("not a PKCS#8 PEM private key"), "{e}");
     }
 }

@@ -280,6 +280,19 @@ gossip = "127.0.0.2:7946"
     }
 
     #[test]
+    fn a_dnssec_change_needs_a_restart() {
+        let key = SecretKey::from_bytes(&[1; 32]).public();
+        let dnskey = format!("257 3 13 {}==", "A".repeat(86));
+        let signed = format!("{BASE}dnssec_key = \"{dnskey}\"\n[dnssec]\nkey = \"zone.key\"\n");
+        let e = restart_needed(&config(BASE), &config(&signed), key, key).unwrap_err().to_string();
+        assert!(e.contains("dnssec: changed from off to key /etc/spdu/zone.key ttl 3600"), "{e}");
+        let longer = signed.replace("zone.key\"\n", "zone.key\"\nsignature_validity = 7200\n");
+        let e = restart_needed(&config(&signed), &config(&longer), key, key).unwrap_err().to_string();
+        assert!(e.contains("validity 7200 s"), "{e}");
+        assert!(restart_needed(&config(&signed), &config(&signed), key, key).is_ok());
+    }
+
+    #[test]
     fn identity_and_sockets_need_a_restart_everything_else_reloads() {
         let key = SecretKey::from_bytes(&[1; 32]).public();
         let old = config(BASE);

@@ -1,5 +1,7 @@
 //! DNSSEC: zone keys, `spdu ds` and `spdu check`, checked against knot's `keymgr` (which reads
-//! the same PKCS#8 key file and computes the DNSKEY and DS itself).
+//! the same PKCS#8 key file and computes the DNSKEY and DS itself); signed answers from real
+//! sites, checked with `kdig`, validated by `delv` and by a validating `unbound`; the signature
+//! window under libfaketime.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -148,7 +150,9 @@ fn check_refuses_mixed_algorithms_and_missing_keys() {
     let ed25519 = keygen(&peer_dir.path().join("d.key"), "15");
     let dnssec = "[dnssec]\nkey = \"zone.key\"\n";
     let line = |k: &str| format!("dnssec_key = \"{k}\"");
-    let cases: Vec<(&str, Vec<(&str, String)>, &str)> = vec![
+    // (the [dnssec] section, the peers with their dnssec_key line, the expected error)
+    type Case<'a> = (&'a str, Vec<(&'a str, String)>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             dnssec,
             vec![("beta", line(&ecdsa)), ("gamma", line(&ed25519))],
@@ -174,6 +178,14 @@ fn check_refuses_mixed_algorithms_and_missing_keys() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "case {i} was accepted");
         assert!(err.contains(expected) && err.contains("spdu.toml"), "case {i}: {err}");
+        if !expected.contains("this node's") && !expected.starts_with("dnssec.key") {
+            // Config errors name file:line:column.
+            assert!(
+                err.contains("spdu.toml:")
+                    && err.split("spdu.toml:").nth(1).unwrap().starts_with(char::is_numeric),
+                "case {i}: {err}"
+            );
+        }
     }
     std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o640)).unwrap();
     let path = config(dir.path(), dnssec, &[("beta", &line(&ecdsa))]);
@@ -206,7 +218,13 @@ impl Site {
 /// Keys and configs for `n` sites at 127.0.`block`.1..n (DNS port 15353), each with
 /// `addresses` service addresses at 127.0.`block`.(100 + 20·i + j); `extra` goes into each
 /// `[dnssec]` section. Returns the directories and DNSKEYs; [`start`] runs them.
-fn signed_world(block: u8, n: usize, algorithm: &str, addresses: usize, extra: &str) -> Vec<(tempfile::TempDir, String)> {
+fn signed_world(
+    block: u8,
+    n: usize,
+    algorithm: &str,
+    addresses: usize,
+    extra: &str,
+) -> Vec<(tempfile::TempDir, String)> {
     let sites: Vec<(tempfile::TempDir, String, String)> = (0..n)
         .map(|_| {
             let dir = tempfile::tempdir().unwrap();
@@ -243,20 +261,22 @@ fn signed_world(block: u8, n: usize, algorithm: &str, addresses: usize, extra: &
     sites.into_iter().map(|(dir, _, dnskey)| (dir, dnskey)).collect()
 }
 
-/// Starts a site of [`signed_world`] (with `wrapper` before the binary, e.g. faketime) and
-/// waits until it answers the SOA.
-fn start(block: u8, i: usize, dir: tempfile::TempDir, dnskey: String, wrapper: &[&str]) -> Site {
+/// Starts a site of [`signed_world`] and waits until it answers the SOA. With `faketime`
+/// (libfaketime's `FAKETIME` setting, e.g. `-3d`), libfaketime is preloaded into spdu itself
+/// with only the wall clock faked: the `faketime` program forks, so its pid would not be the
+/// node's, which the Drop guard kills.
+fn start(block: u8, i: usize, dir: tempfile::TempDir, dnskey: String, faketime: Option<&str>) -> Site {
     let log = std::fs::File::create(dir.path().join("spdu.log")).unwrap();
-    let spdu = crate::testing::spdu().to_str().unwrap().to_owned();
-    let mut argv: Vec<String> = wrapper.iter().map(|s| s.to_string()).collect();
-    argv.extend([spdu, "run".into(), "--config".into(), dir.path().join("spdu.toml").to_str().unwrap().into()]);
-    let child = Command::new(&argv[0])
-        .args(&argv[1..])
-        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
-        .stdout(std::process::Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap_or_else(|e| panic!("{}: {e} (faketime is the Debian package faketime)", argv[0]));
+    let mut command = Command::new(crate::testing::spdu());
+    command.arg("run").arg("--config").arg(dir.path().join("spdu.toml"));
+    if let Some(setting) = faketime {
+        let libfaketime = crate::testing::libfaketime();
+        command
+            .env("LD_PRELOAD", libfaketime)
+            .env("FAKETIME", setting)
+            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+    }
+    let child = command.stdout(std::process::Stdio::null()).stderr(log).spawn().expect("spdu starts");
     let dns: std::net::SocketAddr = format!("127.0.{block}.{}:15353", i + 1).parse().unwrap();
     let site = Site { dir, child, dns, dnskey };
     crate::testing::wait_until(Duration::from_secs(20), "the signed site to answer", || {
@@ -310,9 +330,8 @@ fn rrsigs(output: &str) -> Vec<(String, u16, i64, i64)> {
         .filter(|l| !l.starts_with(';'))
         .filter_map(|line| {
             let f: Vec<&str> = line.split_whitespace().collect();
-            (f.get(3) == Some(&"RRSIG")).then(|| {
-                (f[4].to_owned(), f[10].parse().unwrap(), unix_time(f[9]), unix_time(f[8]))
-            })
+            (f.get(3) == Some(&"RRSIG"))
+                .then(|| (f[4].to_owned(), f[10].parse().unwrap(), unix_time(f[9]), unix_time(f[8])))
         })
         .collect()
 }
@@ -335,6 +354,21 @@ fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
 }
 
+/// Every answer kind: (query name, type, whether it has records): A of an `all` name and of a
+/// weighted one-address pick, SOA, NS, DNSKEY, a name that does not exist, a type a name lacks.
+fn answer_kinds() -> Vec<(String, &'static str, bool)> {
+    vec![
+        (format!("api.{ZONE}"), "A", true),
+        (format!("one.{ZONE}"), "A", true),
+        (ZONE.to_owned(), "SOA", true),
+        (ZONE.to_owned(), "NS", true),
+        (ZONE.to_owned(), "DNSKEY", true),
+        (format!("nope.{ZONE}"), "A", false),
+        (format!("api.{ZONE}"), "AAAA", false),
+        (ZONE.to_owned(), "A", false),
+    ]
+}
+
 /// Two sites signing with their own keys: every answer kind from each validates with delv
 /// against the DNSKEY RRset (both keys), each site's RRSIGs carry its own key tag, and the
 /// answers kdig sees hold what the design says (DO echoed, compact denial, no RRSIG without DO).
@@ -342,7 +376,7 @@ fn every_answer_kind_validates(block: u8, algorithm: &str) {
     let world = signed_world(block, 2, algorithm, 13, "");
     let keys: Vec<String> = world.iter().map(|(_, k)| k.clone()).collect();
     let sites: Vec<Site> =
-        world.into_iter().enumerate().map(|(i, (dir, key))| start(block, i, dir, key, &[])).collect();
+        world.into_iter().enumerate().map(|(i, (dir, key))| start(block, i, dir, key, None)).collect();
     let scratch = tempfile::tempdir().unwrap();
     let anchor_file = anchors(scratch.path(), &keys.iter().map(String::as_str).collect::<Vec<_>>());
     // Both sites up in each other's view: `api` answers with all 26 addresses.
@@ -355,29 +389,30 @@ fn every_answer_kind_validates(block: u8, algorithm: &str) {
     let negative = "; negative response, fully validated";
     for site in &sites {
         let tag = site.dnskey.parse::<spdu_dnsfront::dnssec::SiteKey>().unwrap().key_tag();
-        for (qname, qtype, verdict) in [
-            (format!("api.{ZONE}"), "A", positive),
-            (format!("one.{ZONE}"), "A", positive),
-            (ZONE.to_owned(), "SOA", positive),
-            (ZONE.to_owned(), "NS", positive),
-            (ZONE.to_owned(), "DNSKEY", positive),
-            (format!("nope.{ZONE}"), "A", negative),
-            (format!("api.{ZONE}"), "AAAA", negative),
-            (ZONE.to_owned(), "A", negative),
-        ] {
+        for (qname, qtype, exists) in answer_kinds() {
+            let verdict = if exists { positive } else { negative };
             let out = delv(site.dns, &anchor_file, &[&qname, qtype]);
             assert!(out.contains(verdict), "{} {qname} {qtype}: {out}\n{}", site.dns, site.log());
             let answer = kdig(site.dns, &["+dnssec", "+tcp", &qname, qtype]);
             assert!(answer.contains("status: NOERROR") && answer.contains("flags: do;"), "{answer}");
             let sigs = rrsigs(&answer);
             assert!(!sigs.is_empty(), "{answer}");
-            assert!(sigs.iter().all(|(_, t, _, _)| *t == tag), "site {} signs with its own key {tag}: {answer}", site.dns);
+            assert!(
+                sigs.iter().all(|(_, t, _, _)| *t == tag),
+                "site {} signs with its own key {tag}: {answer}",
+                site.dns
+            );
             let plain = kdig(site.dns, &[&qname, qtype]);
             assert!(!plain.contains("RRSIG") && !plain.contains("NSEC"), "no DO, no DNSSEC records: {plain}");
         }
         // Compact denial: the NSEC at the name itself, NXNAME for a name that does not exist.
         let nx = kdig(site.dns, &["+dnssec", &format!("nope.{ZONE}"), "A"]);
-        assert!(nx.contains(&format!("nope.{ZONE}.")) && nx.contains("NSEC\t\\000.nope.") && nx.contains("RRSIG NSEC TYPE128"), "{nx}");
+        assert!(
+            nx.contains(&format!("nope.{ZONE}."))
+                && nx.contains("NSEC\t\\000.nope.")
+                && nx.contains("RRSIG NSEC TYPE128"),
+            "{nx}"
+        );
         let nodata = kdig(site.dns, &["+dnssec", &format!("api.{ZONE}"), "TXT"]);
         assert!(nodata.contains("NSEC\t\\000.api.") && nodata.contains(" A RRSIG NSEC"), "{nodata}");
         // The weighted pick serves one address per response: each subset is signed as served.
@@ -393,11 +428,75 @@ fn every_answer_kind_validates(block: u8, algorithm: &str) {
         let tcp = kdig(site.dns, &["+dnssec", "+bufsize=512", &format!("api.{ZONE}"), "A"]);
         assert!(tcp.contains("(TCP)") && rrsigs(&tcp).len() == 1, "kdig retries over TCP: {tcp}");
     }
+    // A validating unbound with the DNSKEY RRset as trust anchor, both sites as the zone's
+    // servers: every answer kind comes back authenticated (AD), whichever site it asked.
+    let resolver = Unbound::start(scratch.path(), block, &keys, &sites);
+    for (qname, qtype, rows) in answer_kinds() {
+        let out = kdig(resolver.addr, &["+dnssec", &qname, qtype]);
+        let answered = !out.contains("ANSWER: 0;");
+        assert!(
+            out.contains("status: NOERROR") && out.contains(" ad;") && answered == rows,
+            "unbound {qname} {qtype}: {out}\n{}",
+            resolver.log()
+        );
+    }
+    drop(resolver);
     // A key outside the DNSKEY RRset validates nothing: delv with only a stranger's key fails.
     let stranger = keygen(&scratch.path().join("stranger.key"), algorithm);
     let wrong = anchors(scratch.path(), &[&stranger]);
     let out = delv(sites[0].dns, &wrong, &[&format!("api.{ZONE}"), "A"]);
     assert!(!out.contains("fully validated"), "{out}");
+}
+
+/// A validating unbound (Debian package unbound) on 127.0.`block`.50:15354, trusting the
+/// pool zone's DNSKEYs and asking `sites` for it; killed (by its pid) when dropped.
+struct Unbound {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+    log: std::path::PathBuf,
+}
+
+impl Unbound {
+    fn start(dir: &Path, block: u8, dnskeys: &[String], sites: &[Site]) -> Self {
+        let anchors: String = dnskeys.iter().map(|k| format!("{ZONE}. IN DNSKEY {k}\n")).collect();
+        std::fs::write(dir.join("anchors.txt"), anchors).unwrap();
+        let addr: std::net::SocketAddr = format!("127.0.{block}.50:15354").parse().unwrap();
+        let stubs: String =
+            sites.iter().map(|s| format!("  stub-addr: {}@{}\n", s.dns.ip(), s.dns.port())).collect();
+        let log = dir.join("unbound.log");
+        let d = dir.display();
+        let config = format!(
+            "server:\n  interface: {ip}\n  port: {port}\n  do-daemonize: no\n  use-syslog: no\n               username: \"\"\n  chroot: \"\"\n  directory: \"{d}\"\n  pidfile: \"{d}/unbound.pid\"\n               logfile: \"{log}\"\n  do-not-query-localhost: no\n  local-zone: \"test.\" nodefault\n               trust-anchor-file: \"{d}/anchors.txt\"\n  module-config: \"validator iterator\"\n               val-log-level: 2\n\
+             stub-zone:\n  name: \"{ZONE}\"\n{stubs}remote-control:\n  control-enable: no\n",
+            ip = addr.ip(),
+            port = addr.port(),
+            log = log.display(),
+        );
+        std::fs::write(dir.join("unbound.conf"), config).unwrap();
+        let child = Command::new("unbound")
+            .arg("-c")
+            .arg(dir.join("unbound.conf"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("unbound (Debian package unbound) is installed");
+        let resolver = Self { child, addr, log };
+        crate::testing::wait_until(Duration::from_secs(10), "unbound to answer", || {
+            kdig(resolver.addr, &[ZONE, "SOA"]).contains("status: NOERROR")
+        });
+        resolver
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Unbound {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 #[test]
@@ -418,7 +517,7 @@ fn signature_window_follows_the_wall_clock() {
     let block = 208;
     let (dir, key) = signed_world(block, 1, "13", 1, "").pop().unwrap();
     let behind = 3 * 86_400;
-    let site = start(block, 0, dir, key.clone(), &["faketime", "-f", "-3d"]);
+    let site = start(block, 0, dir, key.clone(), Some("-3d"));
     let answer = kdig(site.dns, &["+dnssec", &format!("api.{ZONE}"), "A"]);
     let sigs = rrsigs(&answer);
     assert_eq!(sigs.len(), 1, "{answer}");
@@ -439,7 +538,7 @@ fn signature_window_follows_the_wall_clock() {
 fn signatures_are_refreshed_before_they_expire() {
     let block = 209;
     let (dir, key) = signed_world(block, 1, "15", 1, "signature_validity = 3600").pop().unwrap();
-    let site = start(block, 0, dir, key, &["faketime", "-f", "+0 x720"]);
+    let site = start(block, 0, dir, key, Some("+0 x720"));
     let window = || {
         let answer = kdig(site.dns, &["+dnssec", ZONE, "SOA"]);
         rrsigs(&answer).first().map(|(_, _, i, e)| (*i, *e))

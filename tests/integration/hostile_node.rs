@@ -486,12 +486,7 @@ fn observation_seen(cluster: &LocalCluster, by: usize, name: &str) -> Option<(u6
 async fn a_site_restored_with_its_clock_behind_is_a_full_member_within_seconds() {
     // libfaketime preloaded into spdu itself, as `faketime -f -1d` does (the `faketime` program
     // forks, so its pid is not the node's, which the harness must be able to kill).
-    let libfaketime = std::fs::read_dir("/usr/lib")
-        .unwrap()
-        .filter_map(|d| d.ok())
-        .map(|d| d.path().join("faketime/libfaketime.so.1"))
-        .find(|p| p.exists())
-        .expect("libfaketime is needed for this test (apt-get install faketime)");
+    let libfaketime = crate::testing::libfaketime();
     let mut cluster =
         LocalCluster::create(spdu(), 3, Ipv4Addr::new(127, 0, 87, 11), spdu_cluster::Ports::default(), "")
             .unwrap();

@@ -96,3 +96,17 @@ pub fn http_service(addr: SocketAddr, delay: Duration) -> JoinHandle<()> {
         }
     })
 }
+
+/// libfaketime's library, to preload into `spdu` itself (the `faketime` program forks, so its
+/// pid would not be the node's).
+///
+/// # Panics
+/// If the faketime package is not installed.
+pub fn libfaketime() -> std::path::PathBuf {
+    std::fs::read_dir("/usr/lib")
+        .unwrap()
+        .filter_map(|d| d.ok())
+        .map(|d| d.path().join("faketime/libfaketime.so.1"))
+        .find(|p| p.exists())
+        .expect("libfaketime is needed for this test (apt-get install faketime)")
+}

@@ -72,10 +72,14 @@ pub(super) fn validate(
     let mut peers: Vec<(String, SiteKey)> = Vec::with_capacity(peer_keys.len());
     for (i, (name, field)) in peer_keys.iter().enumerate() {
         let Some(field) = field else {
-            return Err(FieldError::field(format!(
-                "peers[{i}].dnssec_key: missing for peer {name:?}; with [dnssec] every site's DNSKEY \
+            // The peer has no field to point at: point at the section that asks for it.
+            return Err(FieldError::at(
+                &raw.key,
+                format!(
+                    "peers[{i}].dnssec_key: missing for peer {name:?}; with [dnssec] every site's DNSKEY \
                  must be listed (the DNSKEY RRset holds all sites' keys)"
-            )));
+                ),
+            ));
         };
         let site: SiteKey = field
             .get_ref()

@@ -19,6 +19,8 @@
 //! slot is given back (asserted inside `connection_table_run`). Through the batch code, the
 //! replies come in the datagrams' order, one for each datagram the single-query path answers
 //! and whose source can be replied to, each to that source, each passing the UDP checks above.
+//! Structured queries also go to the same zone signed (DNSSEC on): with DO, answers carry
+//! RRSIGs and negative answers compact denial (`check_signed`); without DO, no DNSSEC records.
 #![no_main]
 
 use std::net::IpAddr;
@@ -55,6 +57,61 @@ fn responder() -> &'static Responder {
         answers.names[1] = NameAnswers { ttl: 30, sites, pick: Pick::Weighted { max: 2 } };
         Responder::new(&zone, answers).expect("valid zone")
     })
+}
+
+/// The same zone and answers, signed (DNSSEC on, ECDSA, two sites' DNSKEYs).
+fn signed_responder() -> &'static Responder {
+    static R: OnceLock<Responder> = OnceLock::new();
+    R.get_or_init(|| {
+        use spdu_dnsfront::dnssec::{KeyAlgorithm, Signer, ZoneKey};
+        let key = || ZoneKey::from_pkcs8(&ZoneKey::generate_pkcs8(KeyAlgorithm::EcdsaP256Sha256).unwrap()).unwrap();
+        let zone = ZoneConfig {
+            origin: "pool.example.test".into(),
+            names: vec!["api".into(), "www.deep".into()],
+            ttl: 5,
+            nameservers: vec!["alpha.example.test".into(), "beta.example.test".into()],
+        };
+        let addrs: Vec<IpAddr> = (1..=40).map(|i| IpAddr::from([192, 0, 2, i])).collect();
+        let r = Responder::new(&zone, PoolAnswers::same_for_all(7, 2, 5, addrs)).expect("valid zone");
+        let other = key().public().clone();
+        r.set_signer(Some(Signer::new(key(), vec![other], 3600, std::time::Duration::from_secs(172_800))));
+        r
+    })
+}
+
+/// DO queries to the signed zone (RFC 3225, RFC 9824): the DO bit comes back; a whole NOERROR
+/// answer has an RRSIG for its records; a negative answer is NOERROR (compact denial, never
+/// NXDOMAIN) with the SOA, an NSEC and their RRSIGs; without DO there are no DNSSEC records.
+fn check_signed(s: &Structured, query: &[u8]) {
+    let r = signed_responder();
+    check_response(query, &r.answer(query, s.udp).unwrap_or_default(), s.udp);
+    let Some(response) = r.answer(query, s.udp) else { return };
+    let response = decode_whole(&response);
+    let Some((_, 0, dnssec_ok)) = s.edns else { return };
+    if s.questions.len() != 1 || response.metadata.truncation || s.opcode % 16 != 0 {
+        return;
+    }
+    let dnssec_types = |records: &[hickory_proto::rr::Record]| {
+        records.iter().filter(|r| matches!(r.record_type(), RecordType::RRSIG | RecordType::NSEC)).count()
+    };
+    let rcode = response.metadata.response_code;
+    if !dnssec_ok {
+        assert_eq!(dnssec_types(&response.answers) + dnssec_types(&response.authorities), 0, "DNSSEC without DO");
+        return;
+    }
+    if !matches!(rcode, ResponseCode::NoError | ResponseCode::NXDomain) {
+        return;
+    }
+    assert!(response.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok), "DO not echoed");
+    assert_ne!(rcode, ResponseCode::NXDomain, "NXDOMAIN instead of compact denial");
+    if !response.answers.is_empty() {
+        assert!(dnssec_types(&response.answers) >= 1, "answer without RRSIG");
+    } else {
+        let types: Vec<RecordType> = response.authorities.iter().map(|r| r.record_type()).collect();
+        for needed in [RecordType::SOA, RecordType::NSEC, RecordType::RRSIG] {
+            assert!(types.contains(&needed), "negative answer without {needed}: {types:?}");
+        }
+    }
 }
 
 #[derive(Arbitrary, Debug)]
@@ -274,6 +331,7 @@ fuzz_target!(|data: &[u8]| {
                 if query.len() >= 12 {
                     check(&query, s.udp);
                     check_cookies(&s, &query);
+                    check_signed(&s, &query);
                     let bad_cookie = s.edns.is_some_and(|(_, version, _)| version == 0)
                         && cookie_of(&s).is_some_and(|c| c.len() != 8 && !(16..=40).contains(&c.len()));
                     if bad_cookie && let Some(response) = responder().answer(&query, s.udp) {
