@@ -77,7 +77,8 @@ EOF
         printf 's%d    300 IN A   %s\n' "$i" "$(site_addr "$i")"
         printf 'pool  300 IN NS  s%d.%s.\n' "$i" "$PARENT"
     done
-    if (( SIGNED )); then cat "$WORK/ds.txt"; fi
+    # The DS set as `spdu ds` printed it, included as README's parent example does.
+    if (( SIGNED )); then printf '$INCLUDE %s\n' "$WORK/ds.txt"; fi
 }
 
 parent_up() {
