@@ -29,12 +29,18 @@
 # --sources N without --rrl spreads the load the same way with rate limiting off; --clients
 # applies to the one-source run only.
 #
+# --signed compares signed answers: spdu with a `[dnssec]` key (made with `spdu dnssec-keygen`,
+# ECDSAP256SHA256) signing each answer as it goes out, against knotd signing the same zone online
+# (mod-onlinesign, ECDSAP256SHA256 too, keys made by knotd). Every dnsperf query has the DO bit
+# set (dnsperf -D), so every answer carries its RRSIGs (denials their NSEC records); before the
+# runs the script checks that both servers sign every kind of answer in the mix.
+#
 # usage: bench/dns-throughput.sh [--runs N] [--duration S] [--clients C] [--outstanding Q]
-#                                [--policy P] [--rrl] [--sources N]
+#                                [--policy P] [--rrl] [--sources N] [--signed]
 # env:   SPDU=path/to/spdu (default: cargo build --release), BENCH_KEEP=1 keeps the work dir.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-RUNS=5 DURATION=10 CLIENTS=10 OUTSTANDING=100 POLICY= RRL=0 SOURCES= CLIENTS_SET=0
+RUNS=5 DURATION=10 CLIENTS=10 OUTSTANDING=100 POLICY= RRL=0 SOURCES= CLIENTS_SET=0 SIGNED=0
 SERVER_CPU=${SERVER_CPU:-1} CLIENT_CPU=${CLIENT_CPU:-0}
 while (( $# > 0 )); do
     case $1 in
@@ -45,6 +51,7 @@ while (( $# > 0 )); do
         --policy) POLICY=$2; shift 2 ;;
         --rrl) RRL=1; shift ;;
         --sources) SOURCES=$2; shift 2 ;;
+        --signed) SIGNED=1; shift ;;
         -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 0 ;;
         *) die "unknown option $1" ;;
     esac
@@ -82,6 +89,20 @@ fi
 # runs at its defaults, and the load is spread over enough prefixes to stay under the rate.
 (( RRL )) || printf '\n[dns]\nrrl_rate = 0\n' >>"$WORK/alpha.toml"
 knot_setup "$WORK/knot" "$KNOT_IP" "$PORT"
+# dnsperf's EDNS flags: -e (EDNS) always, -D (DNSSEC OK, implies EDNS) for signed answers.
+DNSPERF_EDNS=(-e)
+if (( SIGNED )); then
+    "$SPDU_BIN" dnssec-keygen --help >/dev/null 2>&1 \
+        || die "--signed: $SPDU_BIN cannot sign (it has no dnssec-keygen command)"
+    "$SPDU_BIN" dnssec-keygen --out "$WORK/alpha.dnssec.key" --algorithm 13 --zone "$ORIGIN" >"$WORK/alpha.dnskey" 2>"$WORK/alpha.dnskey.err" \
+        || die "spdu dnssec-keygen failed"
+    printf '\n[dnssec]\nkey = "%s"\n' "$WORK/alpha.dnssec.key" >>"$WORK/alpha.toml"
+    # knotd signs online with a key of its own (a CSK, the algorithm spdu uses).
+    sed -i 's/^zone:$/policy:\n  - id: bench\n    algorithm: ecdsap256sha256\n    single-type-signing: on\nmod-onlinesign:\n  - id: bench\n    policy: bench\nzone:/' \
+        "$WORK/knot/knot.conf"
+    printf '    module: mod-onlinesign/bench\n' >>"$WORK/knot/knot.conf"
+    DNSPERF_EDNS=(-D)
+fi
 
 # --- query mix ---
 : >"$WORK/queries.txt"
@@ -106,7 +127,24 @@ wait_answer() {
 }
 wait_answer "$SPDU_IP" spdu
 wait_answer "$KNOT_IP" knot
-while read -r qname qtype; do
+# signed_kinds IP: the queries of the mix whose answer carries an RRSIG (answer or authority).
+signed_kinds() {
+    local qname qtype n=0
+    while read -r qname qtype; do
+        kdig +dnssec +noall +answer +authority +nocookie @"$1" -p "$PORT" "$qname" "$qtype" | awk '$4 == "RRSIG"' \
+            | grep -q . && n=$(( n + 1 ))
+    done < <(sort -u "$WORK/queries.txt")
+    echo "$n"
+}
+if (( SIGNED )); then
+    kinds=$(sort -u "$WORK/queries.txt" | wc -l)
+    for s in "spdu $SPDU_IP" "knot $KNOT_IP"; do
+        got=$(signed_kinds "${s#* }")
+        (( got == kinds )) || die "--signed: ${s% *} signs $got of the $kinds kinds of query in the mix"
+    done
+    say "both servers sign all $kinds kinds of query in the mix (RRSIG with DO set)"
+fi
+while (( ! SIGNED )) && read -r qname qtype; do
     a=$(kdig +edns +noall +answer +authority +nocookie @"$SPDU_IP" -p "$PORT" "$qname" "$qtype" | sort)
     b=$(kdig +edns +noall +answer +authority +nocookie @"$KNOT_IP" -p "$PORT" "$qname" "$qtype" | sort)
     a=$(awk '$4 == "SOA" { $7 = "SERIAL" } 1' <<<"$a"); b=$(awk '$4 == "SOA" { $7 = "SERIAL" } 1' <<<"$b")
@@ -119,7 +157,7 @@ run_one() {
     out="$WORK/dnsperf.$name.$RANDOM.txt"
     cpu0=$(cpu_seconds "$pid")
     # -l bounds the run in time; timeout bounds it even if dnsperf hangs.
-    timeout $(( DURATION + 30 )) taskset -c "$CLIENT_CPU" dnsperf -e -s "$ip" -p "$PORT" \
+    timeout $(( DURATION + 30 )) taskset -c "$CLIENT_CPU" dnsperf "${DNSPERF_EDNS[@]}" -s "$ip" -p "$PORT" \
         -d "$WORK/queries.txt" -l "$DURATION" -c "$CLIENTS" -q "$OUTSTANDING" -t 2 >"$out" 2>&1 ||
         die "dnsperf failed against $name: $(tail -3 "$out")"
     cpu1=$(cpu_seconds "$pid")
@@ -148,7 +186,7 @@ run_spread() {
         q=$(( OUTSTANDING / SOURCES + (i < OUTSTANDING % SOURCES ? 1 : 0) ))
         (( q >= 1 )) || q=1
         # -l bounds each run in time; timeout bounds it even if dnsperf hangs.
-        timeout $(( DURATION + 30 )) taskset -c "$CLIENT_CPU" dnsperf -e -a "$(source_ip "$i")" \
+        timeout $(( DURATION + 30 )) taskset -c "$CLIENT_CPU" dnsperf "${DNSPERF_EDNS[@]}" -a "$(source_ip "$i")" \
             -s "$ip" -p "$PORT" -d "$WORK/queries.txt" -l "$DURATION" -c 1 -q "$q" -t 2 \
             >"$dir/$i.txt" 2>&1 &
         pids+=("$!"); track "$!"
@@ -178,7 +216,8 @@ run_spread() {
     LINE=${LINE% *}
 }
 
-say "policy of api: ${POLICY:-names entry (all)}"
+say "policy of api: ${POLICY:-names entry (all)}; answers $( (( SIGNED )) && echo "signed (DO set; spdu [dnssec] vs knotd mod-onlinesign, ECDSAP256SHA256)" || echo unsigned)"
+say "load average before the runs: $(cut -d' ' -f1-3 /proc/loadavg)"
 if (( SPREAD )); then
     q_each=$(( OUTSTANDING / SOURCES )); (( q_each >= 1 )) || q_each=1
     (( OUTSTANDING % SOURCES == 0 || OUTSTANDING < SOURCES )) || q_each="$q_each-$(( q_each + 1 ))"
@@ -212,6 +251,7 @@ for fig in qps lat_ms loss_% cpu_us/query; do
     col=$(( col + 1 ))
 done
 echo "server RSS after the runs: spdu $(rss_kib "$SPDU_PID") KiB, knot $(rss_kib "$KNOT_PID") KiB"
+echo "load average after the runs: $(cut -d' ' -f1-3 /proc/loadavg) (others' work on this machine shows here)"
 if (( SPREAD )); then
     echo "highest QPS of one source against spdu: $SOURCE_QPS_MAX (answers are 80 % of the mix, NXDOMAIN 20 %)"
 fi

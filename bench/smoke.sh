@@ -15,6 +15,13 @@ step() { say "== $* ($(( $(date +%s) - started )) s)"; }
 step "dns-throughput (1 run of 1 s)"
 "$BENCH_DIR/dns-throughput.sh" --runs 1 --duration 1
 
+step "dns-throughput --signed (1 run of 1 s)"
+if "$SPDU" dnssec-keygen --help >/dev/null 2>&1; then
+    "$BENCH_DIR/dns-throughput.sh" --signed --runs 1 --duration 1
+else
+    say "SKIPPED: $SPDU does not sign (no dnssec-keygen command)"
+fi
+
 step "failover (1 run)"
 if [[ $(id -u) == 0 ]]; then
     "$BENCH_DIR/failover.sh" --runs 1 --hold 3

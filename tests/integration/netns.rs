@@ -342,3 +342,54 @@ fn netns_acme_3() {
     // pebble without its sleep issues in a few seconds; a minute is a generous bound.
     o.within("issue_ms", 0, 60_000);
 }
+
+/// The pool behind a knotd-signed parent and a validating unbound that trusts only the parent's
+/// key (`scenarios/dnssec.sh`): every site's answer, NXDOMAIN (compact denial) and NODATA
+/// validate (AD), a site loss is followed through the resolver within detection + TTL with every
+/// answer validating, and every broken chain (a bad trust anchor, a DS no key matches, a key
+/// without DS, a DNSKEY missing from a site's RRset) gives SERVFAIL while the data itself is
+/// reachable (with CD).
+#[test]
+fn netns_dnssec_3() {
+    for (tool, package) in [
+        ("knotd", "knot"),
+        ("knotc", "knot"),
+        ("kdig", "knot-dnsutils"),
+        ("unbound", "unbound"),
+        ("unbound-control", "unbound"),
+    ] {
+        if !has_tool(tool) {
+            assert!(
+                std::env::var_os("SPDU_REQUIRE_TOOLS").is_none(),
+                "{tool} is required (SPDU_REQUIRE_TOOLS is set): apt-get install {package}"
+            );
+            loud(&format!(
+                "SKIPPED (needs {tool}: apt-get install {package}): netns scenario dnssec with 3 sites"
+            ));
+            return;
+        }
+    }
+    let Some(o) = run("dnssec", 3, &[]) else { return };
+    o.within("parent_ad", 1, 1);
+    o.within("main_ok", 1, 1);
+    o.within("ad_positive", 3, 3);
+    o.within("ad_nxdomain", 3, 3);
+    o.within("ad_nodata", 3, 3);
+    // Detection (about a second; generous bound) plus the pool's TTL of 5 s.
+    o.within("site_loss_ms", 0, DETECT_MAX_MS + 5_000 + 2_000);
+    o.within("loss_bad_answers", 0, 0);
+    let servfail = |key: &str| {
+        assert_eq!(o.summary.get(key).map(String::as_str), Some("SERVFAIL"), "{key}\n{}", o.report());
+    };
+    servfail("negative_bad_anchor");
+    servfail("negative_bogus_ds");
+    // This binary signs: the world must have been the signed one (the script falls back to an
+    // insecure delegation only for a binary that does not sign every kind of answer).
+    assert_eq!(o.summary.get("signing").map(String::as_str), Some("full"), "{}", o.report());
+    o.within("signed", 1, 1);
+    servfail("negative_no_ds");
+    servfail("negative_missing_dnskey");
+    // The missing-DNSKEY rig validates while nothing is missing, and its key set was valid.
+    assert_eq!(o.summary.get("rig_control").map(String::as_str), Some("ok"), "{}", o.report());
+    assert_eq!(o.summary.get("rig_keys").map(String::as_str), Some("NOERROR_ad"), "{}", o.report());
+}
