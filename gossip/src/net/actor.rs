@@ -14,7 +14,8 @@
 //! - one dial task per roster peer, each under its own child of the shutdown token (cancelled
 //!   when a reload removes or re-addresses the peer); connections are held only for pinned keys.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -32,7 +33,7 @@ use super::Reconfiguration;
 use super::conn::{self, Event, Inbox, Outbox};
 use super::endpoint::{self, Admission, Dialled};
 use super::metrics::NetMetrics;
-use crate::proto::{AnswerSet, InEvent, Message, OutEvent, ProbeTarget, Reconfigured, State};
+use crate::proto::{AnswerSet, InEvent, Member, Message, OutEvent, ProbeTarget, Reconfigured, State};
 use crate::snapshot::{Explanation, ViewSnapshot};
 
 /// Most connections one peer may hold at once (its dialled one, ours, and reconnects in
@@ -95,6 +96,8 @@ pub(super) struct Actor {
     /// Each roster peer's dial task: where it dials, and the token that stops it.
     pub(super) dials: BTreeMap<PublicKey, (Dialled, CancellationToken)>,
     pub(super) connections: BTreeMap<PublicKey, Vec<Outbox>>,
+    /// The remote address of each peer's newest incoming connection, as last told to the core.
+    pub(super) reported: BTreeMap<PublicKey, SocketAddr>,
     pub(super) outputs: Outputs,
     pub(super) metrics: Arc<NetMetrics>,
     pub(super) pulse: Arc<Pulse>,
@@ -162,9 +165,43 @@ impl Actor {
         let now = Self::now();
         if self.state.poll_timeout().is_some_and(|at| at <= now) {
             self.count_udp();
+            self.report_remote_addresses();
             self.state.handle_timeout(now);
             self.apply();
         }
+    }
+
+    /// Tells the core where each peer's newest incoming connection comes from, if that changed
+    /// (QUIC migrates a connection whose client moved to another address).
+    fn report_remote_addresses(&mut self) {
+        let now = Self::now();
+        for (peer, outboxes) in &self.connections {
+            let Some(newest) = outboxes.iter().rev().find(|o| o.incoming && o.conn.close_reason().is_none())
+            else {
+                continue;
+            };
+            let addr = newest.conn.remote_address();
+            if self.reported.insert(*peer, addr) != Some(addr) {
+                debug!(peer = %peer.fingerprint(), remote = %addr, "peer seen at a new address");
+                self.state.handle(now, InEvent::RemoteAddress { peer: *peer, addr });
+            }
+        }
+        self.apply();
+    }
+
+    /// Where to dial `peer`: its configured gossip address, or for a dynamic peer the address
+    /// its newest verified observation signs (none yet: not dialled).
+    fn dial_target(&self, peer: &Member) -> Option<Dialled> {
+        let addr = peer.gossip.or_else(|| self.state.observation(&peer.key)?.observed)?;
+        Some(Dialled { name: peer.name.clone(), key: peer.key, addr })
+    }
+
+    /// The handshake slots kept for peers go to their configured gossip IPs and to the IPs
+    /// dynamic peers signed.
+    fn refresh_admission(&self) {
+        let ips: Vec<IpAddr> =
+            self.state.members().filter_map(|m| self.dial_target(m)).map(|d| d.addr.ip()).collect();
+        self.admission.set_peer_ips(ips);
     }
 
     /// Publishes what QUIC sent on all connections, held and closed.
@@ -221,11 +258,11 @@ impl Actor {
     /// core takes the new roster and settings.
     fn reconfigure(&mut self, r: Reconfiguration) -> Reconfigured {
         self.pinned.replace(r.peers.iter().map(|p| p.key));
-        self.admission.set_peer_ips(r.peers.iter().map(|p| p.gossip.ip()));
-        let wanted: BTreeMap<PublicKey, Dialled> = (r.peers.iter())
-            .map(|p| (p.key, Dialled { name: p.name.clone(), key: p.key, addr: p.gossip }))
+        let roster: BTreeSet<PublicKey> = r.peers.iter().map(|p| p.key).collect();
+        let gone: BTreeSet<PublicKey> = (self.dials.keys().chain(self.connections.keys()))
+            .filter(|k| !roster.contains(*k))
+            .copied()
             .collect();
-        let gone: Vec<PublicKey> = self.dials.keys().filter(|k| !wanted.contains_key(*k)).copied().collect();
         for key in gone {
             if let Some((peer, token)) = self.dials.remove(&key) {
                 info!(peer = %peer.name, key = %key.fingerprint(), "removed from the roster: disconnecting");
@@ -235,12 +272,22 @@ impl Actor {
                 outbox.conn.close(3u32.into(), b"removed from the roster");
                 self.forget(&outbox.conn);
             }
+            self.reported.remove(&key);
         }
-        for (key, peer) in wanted {
-            let current = self.dials.get(&key).map(|(d, _)| d.addr);
-            if current != Some(peer.addr) {
-                info!(peer = %peer.name, addr = %peer.addr, "dialling (roster changed)");
-                self.dial(peer);
+        for member in &r.peers {
+            let current = self.dials.get(&member.key).map(|(d, _)| d.addr);
+            match self.dial_target(member) {
+                Some(peer) if current != Some(peer.addr) => {
+                    info!(peer = %peer.name, addr = %peer.addr, "dialling (roster changed)");
+                    self.dial(peer);
+                }
+                Some(_) => {}
+                // Became dynamic with no signed address yet: wait for its connections.
+                None => {
+                    if let Some((_, token)) = self.dials.remove(&member.key) {
+                        token.cancel();
+                    }
+                }
             }
         }
         let summary = self.state.reconfigure(
@@ -251,13 +298,15 @@ impl Actor {
             r.service_check,
             r.self_check,
         );
+        self.state.set_observed_address(Self::now(), r.observed_address);
+        self.refresh_admission();
         self.apply();
         summary
     }
 
     fn on_event(&mut self, event: Event) {
         match event {
-            Event::Connected(peer, conn) => self.on_connected(peer, conn),
+            Event::Connected(peer, conn, incoming) => self.on_connected(peer, conn, incoming),
             Event::Closed(peer, id) => {
                 self.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
                 if let Some(outboxes) = self.connections.get_mut(&peer)
@@ -274,7 +323,7 @@ impl Actor {
         }
     }
 
-    fn on_connected(&mut self, peer: PublicKey, conn: quinn::Connection) {
+    fn on_connected(&mut self, peer: PublicKey, conn: quinn::Connection, incoming: bool) {
         if !self.pinned.contains(&peer) {
             // Its handshake finished just before a reload removed it.
             conn.close(3u32.into(), b"removed from the roster");
@@ -286,6 +335,7 @@ impl Actor {
             &self.tasks,
             peer,
             conn,
+            incoming,
             self.inbox.clone(),
             self.metrics.clone(),
             self.shutdown.clone(),
@@ -303,6 +353,9 @@ impl Actor {
         }
         for gone in closed.iter().chain(&oldest) {
             self.forget(&gone.conn);
+        }
+        if incoming {
+            self.report_remote_addresses();
         }
     }
 
@@ -323,6 +376,16 @@ impl Actor {
                         "a peer held a newer observation of this node: rose to a new incarnation"
                     );
                     self.outputs.incarnation.send_replace(incarnation);
+                }
+                OutEvent::PeerAddressChanged { peer, addr } => {
+                    let member = self.state.members().find(|m| m.key == peer);
+                    if let Some(name) = member.map(|m| m.name.clone())
+                        && self.dials.get(&peer).is_none_or(|(d, _)| d.addr != addr)
+                    {
+                        info!(peer = %name, %addr, "dynamic peer signed a new address: dialling it there");
+                        self.dial(Dialled { name, key: peer, addr });
+                        self.refresh_admission();
+                    }
                 }
             }
         }

@@ -43,8 +43,8 @@ pub const STREAM_READERS: usize = 4;
 /// What connections tell the actor.
 #[derive(Debug)]
 pub(super) enum Event {
-    /// A handshake with a roster peer finished.
-    Connected(PublicKey, quinn::Connection),
+    /// A handshake with a roster peer finished; `true`: the peer opened it (we accepted it).
+    Connected(PublicKey, quinn::Connection, bool),
     /// The connection with this stable id closed.
     Closed(PublicKey, usize),
     /// A message from an authenticated peer, and when it arrived.
@@ -64,6 +64,8 @@ pub(super) struct Inbox {
 #[derive(Debug)]
 pub(super) struct Outbox {
     pub(super) conn: quinn::Connection,
+    /// The peer opened it: its remote address is where the peer's packets come from.
+    pub(super) incoming: bool,
     queue: Arc<SendQueue>,
     metrics: Arc<NetMetrics>,
 }
@@ -102,6 +104,7 @@ pub(super) fn start(
     tasks: &TaskTracker,
     peer: PublicKey,
     conn: quinn::Connection,
+    incoming: bool,
     events: Inbox,
     metrics: Arc<NetMetrics>,
     shutdown: CancellationToken,
@@ -111,7 +114,7 @@ pub(super) fn start(
     tasks.spawn(reader.clone().datagrams(shutdown.clone()));
     tasks.spawn(reader.streams(shutdown.clone()));
     tasks.spawn(write(conn.clone(), queue.clone(), metrics.clone(), shutdown));
-    Outbox { conn, queue, metrics }
+    Outbox { conn, incoming, queue, metrics }
 }
 
 #[derive(Clone)]

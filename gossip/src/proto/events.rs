@@ -2,7 +2,7 @@
 //! ([`InEvent`]), outputs ([`OutEvent`]) and what they carry, the node's identity ([`NodeInfo`]),
 //! counters ([`Stats`]).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -32,6 +32,14 @@ pub enum InEvent {
         /// What the probe found.
         result: CheckResult,
     },
+    /// A connection `peer` opened to this node comes from `addr` (when accepted, and whenever
+    /// QUIC reports that it migrated): the peer is told ([`Message::Observed`]).
+    RemoteAddress {
+        /// The peer.
+        peer: PublicKey,
+        /// Where its connection comes from.
+        addr: SocketAddr,
+    },
 }
 
 /// An output of the protocol.
@@ -51,6 +59,14 @@ pub enum OutEvent {
     /// This node rose to a new incarnation (a peer held a newer observation of it than it had:
     /// it restarted with a lower one). The node stores it so that the next start goes higher.
     IncarnationChanged(u64),
+    /// A dynamic peer (its [`super::Member::gossip`] is `None`) signed a new address its own
+    /// peers see it at: dial it there.
+    PeerAddressChanged {
+        /// The peer.
+        peer: PublicKey,
+        /// Where to dial it.
+        addr: SocketAddr,
+    },
 }
 
 /// A peer's advertised service check and the one address it is run against: the peer's first
@@ -186,4 +202,7 @@ pub struct NodeInfo {
     pub addresses: Vec<IpAddr>,
     /// The check of its service it advertises to peers, if any.
     pub service_check: Option<ServiceCheck>,
+    /// Its service address is the IP its peers see its connections come from, once a quorum of
+    /// them agree (`[node] addresses = "observed"`); `addresses` is then ignored.
+    pub observed_address: bool,
 }

@@ -18,6 +18,8 @@
 //! - `publisher`: this node's own observation, version, health and beats;
 //! - `limits`: the bounds on the work one peer can cause (request rates, verification budget);
 //! - `answer`: the answer rule and the cached answer set;
+//! - `sightings`: where peers see this node's connections come from, and the address adopted
+//!   from a quorum of their reports (`[node] addresses = "observed"`, dynamic peers);
 //! - `policies`: each name's failover policy over the qualifying sites (`spdu-policy`'s
 //!   selectors, fed this node's view and latencies);
 //! - `events`: inputs, outputs, identity and counters;
@@ -36,6 +38,7 @@ mod observation;
 mod policies;
 mod publisher;
 mod roster;
+mod sightings;
 mod state;
 mod view;
 
@@ -59,6 +62,7 @@ pub use roster::{
 pub use spdu_policy::{Pick, Policy, PolicyConfig, PolicyDigest, Rule, SiteAttrs};
 #[cfg(test)]
 pub(crate) use state::Timer;
+pub use sightings::needed as observed_quorum;
 pub use state::{Reconfigured, State};
 
 /// Protocol timing and quorum. Defaults detect a lost peer in under a second and ride out heavy

@@ -20,7 +20,7 @@
 //!   the answer or the targets really changed.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -32,6 +32,7 @@ use super::limits::{Limited, Limits};
 use super::liveness::Liveness;
 use super::policies::{Policies, SiteView};
 use super::publisher::{Publisher, Reports};
+use super::sightings::{self, Sightings};
 use super::view::{RELAY_AFTER, View};
 use super::{
     AnswerSet, Bitmap, CheckResult, Config, InEvent, LinkStatus, Member, Message, NodeInfo, Observation,
@@ -70,6 +71,7 @@ pub struct State {
     liveness: Liveness,
     view: View,
     limits: Limits,
+    sightings: Sightings,
     answer: AnswerCache,
     policies: Policies,
     /// A selection input other than the qualifying sites changed (a latency).
@@ -111,6 +113,7 @@ impl State {
             liveness: Liveness::new(full.len(), me, now, first_nonce),
             view: View::new(full.len()),
             limits: Limits::new(full.len()),
+            sightings: Sightings::new(full.len()),
             answer: AnswerCache::default(),
             policies: Policies::new(&config.policy),
             policy_dirty: false,
@@ -142,6 +145,7 @@ impl State {
                 self.latency_changed();
             }
             InEvent::ServiceProbe { peer, result } => self.on_service_probe(now, peer, result),
+            InEvent::RemoteAddress { peer, addr } => self.on_remote_address(peer, addr),
         }
         self.finish(now);
     }
@@ -361,6 +365,7 @@ impl State {
         let periodic = matches!(message, Message::Alive(_) | Message::Ping { .. } | Message::Pong { .. });
         if self.liveness.heard(i, now, periodic, &self.config) {
             self.request_publish(now);
+            self.readopt(now);
         }
         match message {
             Message::Alive(tag) => self.on_alive(now, i, tag),
@@ -372,7 +377,44 @@ impl State {
             Message::Want(observers) => self.on_want(now, i, observers),
             Message::Summary(hash) => self.on_summary(now, i, hash),
             Message::Superseded { incarnation, seq } => self.on_superseded(now, incarnation, seq),
+            Message::Observed(addr) => {
+                let gap = self.config.probe_interval / 2;
+                if self.limits.allow(i, Limited::Observed, now, gap) && self.sightings.report(i, addr) {
+                    self.readopt(now);
+                }
+            }
         }
+    }
+
+    /// A peer's connection to us comes from `addr`: tell it at once if that is news.
+    fn on_remote_address(&mut self, peer: PublicKey, addr: SocketAddr) {
+        let Some(i) = self.roster.index(&peer).filter(|i| *i != self.me) else { return };
+        if self.sightings.saw(i, addr) {
+            self.send(i, Message::Observed(addr));
+        }
+    }
+
+    /// Adopts the address a quorum of reachable peers see this node at, if it changed
+    /// (`proto::sightings`), and re-signs the observation with it.
+    fn readopt(&mut self, now: Instant) {
+        let liveness = &self.liveness;
+        if self.sightings.adopt(|i| liveness.is_reachable(i), self.roster.len() - 1) {
+            self.publisher.set_observed(self.sightings.adopted());
+            self.request_publish(now);
+        }
+    }
+
+    /// The address this node's peers agreed they see it at, once they did.
+    pub fn observed_address(&self) -> Option<SocketAddr> {
+        self.sightings.adopted()
+    }
+
+    /// Whether this node's service address is the observed one (a reload may switch it).
+    pub fn set_observed_address(&mut self, now: Instant, observed_address: bool) {
+        if self.publisher.set_observed_address(observed_address) {
+            self.request_publish(now);
+        }
+        self.finish(now);
     }
 
     fn on_tick(&mut self, now: Instant) {
@@ -385,6 +427,7 @@ impl State {
         }
         if flipped {
             self.request_publish(now);
+            self.readopt(now);
         }
         // Our own observation is always current; then the others' that went stale stop counting.
         let refreshed = self.view.refresh(self.me, now, &self.roster);
@@ -480,6 +523,11 @@ impl State {
             }
             self.view.set_beat(self.me, beat);
         }
+        // Where we see each peer from: datagrams get lost, so it is told again every heartbeat.
+        let seen: Vec<(usize, SocketAddr)> = self.sightings.seen().collect();
+        for (peer, addr) in seen {
+            self.send(peer, Message::Observed(addr));
+        }
         // Anti-entropy: one random peer learns a hash of what we hold; if its own differs, it
         // answers with its digest, and the two push each other what the other lacks.
         if self.roster.len() > 1 {
@@ -524,6 +572,11 @@ impl State {
 
     /// Puts a verified observation newer than the one held into the view.
     fn store(&mut self, i: usize, now: Instant, signed: SignedObservation, obs: Observation, beat: u64) {
+        let dynamic = self.members[i].as_ref().is_some_and(|m| m.gossip.is_none());
+        let before = self.view.get(i).and_then(|e| e.obs.observed);
+        if let Some(addr) = obs.observed.filter(|a| dynamic && Some(*a) != before && sightings::is_usable(*a)) {
+            self.out.push_back(OutEvent::PeerAddressChanged { peer: self.roster.key(i), addr });
+        }
         let stored = self.view.store(i, now, signed, obs, beat, &self.roster);
         if stored.addresses {
             self.answer.addresses_changed();
