@@ -12,6 +12,7 @@
 //! - `health`: the `[health]` section.
 //! - `notify`: `[[notify]]`, the hooks that receive the node's events.
 //! - `dns`: the `[dns]` section: response rate limiting and DNS cookies.
+//! - `dynamic`: sites on dynamic addresses (`node.addresses = "observed"`, `gossip = "dynamic"`).
 //!
 //! Address pins ([`AddressPin`]) and the special-purpose rule are the protocol core's
 //! (`spdu_gossip::proto`): the config builds the roster ([`spdu_gossip::proto::Member`]) the
@@ -31,6 +32,7 @@ use spdu_policy::{PolicyConfig, SiteAttrs};
 use toml::Spanned;
 
 mod dns;
+mod dynamic;
 mod health;
 mod notify;
 mod peers;
@@ -90,8 +92,11 @@ pub struct NodeConfig {
     /// `node.control_allow`: the networks that may connect to the control endpoint; empty when
     /// it is on loopback and the field is not set (then only loopback sources are served).
     pub control_allow: Vec<AddressPin>,
-    /// `node.addresses`: this site's service addresses.
+    /// `node.addresses`: this site's service addresses (empty with `"observed"`).
     pub addresses: Vec<IpAddr>,
+    /// `node.addresses = "observed"`: the service address is the IP this node's peers see it at,
+    /// once a quorum of them agree (`config::dynamic`).
+    pub observed_address: bool,
     /// `node.priority` and `node.weight`: this site's place in the failover policies.
     pub attrs: SiteAttrs,
 }

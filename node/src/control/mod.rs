@@ -269,6 +269,7 @@ mod tests {
             peers: vec![],
             protocol,
             service_check: None,
+            observed_address: false,
         })
         .unwrap();
         let membership = bound.membership();

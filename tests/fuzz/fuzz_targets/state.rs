@@ -266,6 +266,10 @@ impl Harness {
                     assert_eq!(incarnation, self.state.incarnation());
                     self.incarnation = incarnation;
                 }
+                OutEvent::PeerAddressChanged { peer, addr } => {
+                    assert!(roster_has(&peer) && peer != self.me, "address of a non-member");
+                    assert!(addr.port() != 0 && !is_special_purpose(addr.ip()), "unusable address {addr}");
+                }
             }
         }
         assert!(
