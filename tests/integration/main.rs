@@ -9,6 +9,7 @@ mod bad_config;
 mod cli;
 mod cluster;
 mod cookies;
+mod dynamic_address;
 mod health;
 mod hostile_dns;
 mod hostile_gossip;

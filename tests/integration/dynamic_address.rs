@@ -1,0 +1,108 @@
+//! A site on a dynamic address, with real nodes on loopback (block 127.0.204–205.x): gamma
+//! takes its service address from what its peers see (`addresses = "observed"`), and alpha and
+//! beta list it with `gossip = "dynamic"`: nobody configures where gamma is. Gamma gossips from
+//! 127.0.205.x while its DNS stays on 127.0.204.13, so the answered address can only have come
+//! from the peers' reports.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use spdu_cluster::{LocalCluster, Ports};
+
+use crate::testing::{dig_pool, spdu, wait_until};
+
+const CONVERGE: Duration = Duration::from_secs(20);
+const GAMMA: usize = 2;
+
+fn ip(third: u8, last: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, third, last))
+}
+
+/// Alpha and beta (static, 127.0.204.11 and .12) and gamma, gossiping from `gamma_gossip`.
+fn cluster(gamma_gossip: IpAddr) -> LocalCluster {
+    let ports = Ports::default();
+    let cluster = LocalCluster::create(spdu(), 3, Ipv4Addr::new(127, 0, 204, 11), ports, "").unwrap();
+    let listed = format!("gossip = \"{}:{}\"", cluster.ip(GAMMA), ports.gossip);
+    for i in 0..GAMMA {
+        cluster
+            .edit_config(i, |text| {
+                assert!(text.contains(&listed), "{text}");
+                text.replace(&listed, "gossip = \"dynamic\"\naddresses = [\"127.0.205.0/24\"]")
+            })
+            .unwrap();
+    }
+    move_gamma(&cluster, gamma_gossip);
+    cluster
+}
+
+/// Gamma's config: its gossip socket at `to`, its service address observed.
+fn move_gamma(cluster: &LocalCluster, to: IpAddr) {
+    let port = Ports::default().gossip;
+    cluster
+        .edit_config(GAMMA, |text| {
+            let node_end = text.find("[zone]").unwrap();
+            let (node, rest) = text.split_at(node_end);
+            let node: String = node
+                .lines()
+                .map(|l| match l {
+                    l if l.starts_with("gossip = ") => format!("gossip = \"{to}:{port}\""),
+                    l if l.starts_with("addresses = ") => "addresses = \"observed\"".to_owned(),
+                    l => l.to_owned(),
+                })
+                .map(|l| l + "\n")
+                .collect();
+            node + rest
+        })
+        .unwrap();
+}
+
+fn expected(cluster: &LocalCluster, gamma: IpAddr) -> Vec<IpAddr> {
+    let mut all = vec![cluster.ip(0), cluster.ip(1), gamma];
+    all.sort();
+    all
+}
+
+fn all_answer(cluster: &LocalCluster, want: &[IpAddr]) -> bool {
+    (0..3).all(|i| dig_pool(cluster.dns_addr(i)) == want)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_is_answered_at_the_address_its_peers_see_and_follows_it_when_it_moves() {
+    let first = ip(205, 13);
+    let mut cluster = cluster(first);
+    for i in 0..3 {
+        cluster.start_site(i).unwrap();
+    }
+    cluster.wait_ready(CONVERGE).await.unwrap();
+
+    // Nobody configured 127.0.205.13: alpha and beta accepted gamma's connections from it,
+    // reported it, and gamma signed it once both agreed.
+    let want = expected(&cluster, first);
+    let took = wait_until(CONVERGE, "every site to answer gamma at its observed address", || {
+        all_answer(&cluster, &want)
+    });
+    eprintln!("observed address in every answer after {took:?}");
+    let view = spdu_cluster::fetch_view(cluster.control_addr(0)).unwrap();
+    let signed = format!("\"observed\":\"{first}:{}\"", Ports::default().gossip);
+    assert!(view.replace([' ', '\n'], "").contains(&signed), "alpha holds gamma's signed address: {view}");
+    // Alpha dialled gamma there once gamma signed it (its connection is not only gamma's).
+    let log = std::fs::read_to_string(cluster.log_path(0)).unwrap();
+    assert!(log.contains("dynamic peer signed a new address: dialling it there"), "{log}");
+
+    // The home server restarts on another address: the new one replaces the old everywhere.
+    cluster.stop(GAMMA).unwrap();
+    let moved = ip(205, 14);
+    move_gamma(&cluster, moved);
+    cluster.start_site(GAMMA).unwrap();
+    cluster.wait_site_ready(GAMMA, CONVERGE).await.unwrap();
+    let want = expected(&cluster, moved);
+    let took = wait_until(CONVERGE, "every site to answer gamma at its new address", || {
+        all_answer(&cluster, &want)
+    });
+    eprintln!("new address in every answer {took:?} after gamma was ready");
+    for i in 0..3 {
+        assert!(!dig_pool(cluster.dns_addr(i)).contains(&first), "the old address left site {i}'s answer");
+    }
+    // Nothing but the observed address ever carried it: gamma's DNS is still where it was.
+    assert_eq!(cluster.dns_addr(GAMMA), SocketAddr::new(ip(204, 13), Ports::default().dns));
+}
