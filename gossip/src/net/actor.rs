@@ -4,8 +4,11 @@
 //! Invariants:
 //! - each message is handled with the `Instant` it arrived at (stamped by the reader), never the
 //!   time the actor got round to it;
-//! - messages go out on the newest open connection to a peer (a restarted peer is reached at
-//!   once); at most [`MAX_CONNECTIONS_PER_PEER`] are kept per peer, the oldest closed beyond;
+//! - messages go out on the open connection to a peer on which something (a datagram, a QUIC
+//!   keep-alive) arrived most recently, the newest among equals: a restarted peer is reached at
+//!   once, and when a peer's address changes, the connection it migrated takes over from the
+//!   one dialled at its old address within a keep-alive interval; at most
+//!   [`MAX_CONNECTIONS_PER_PEER`] are kept per peer, the oldest closed beyond;
 //! - what the node needs (answers, probe targets, incarnation, liveness of this loop) is pushed
 //!   on watch channels and atomics, so readers never wait on the actor;
 //! - the core's timers are one `Instant` ([`State::poll_timeout`]), no queue of our own;
@@ -204,10 +207,13 @@ impl Actor {
         self.admission.set_peer_ips(ips);
     }
 
-    /// Publishes what QUIC sent on all connections, held and closed.
+    /// Publishes what QUIC sent on all connections, held and closed, and notes which ones
+    /// received anything since the last look.
     fn count_udp(&mut self) {
+        let now = Instant::now();
         let (mut datagrams, mut bytes) = self.closed_udp;
-        for outbox in self.connections.values().flatten() {
+        for outbox in self.connections.values_mut().flatten() {
+            outbox.look(now);
             let tx = outbox.conn.stats().udp_tx;
             datagrams += tx.datagrams;
             bytes += tx.bytes;
@@ -392,9 +398,9 @@ impl Actor {
     }
 
     fn send(&mut self, to: PublicKey, message: &Message) {
-        let Some(outbox) =
-            self.connections.get(&to).and_then(|o| o.iter().rev().find(|o| o.conn.close_reason().is_none()))
-        else {
+        let open = self.connections.get(&to).into_iter().flatten().filter(|o| o.conn.close_reason().is_none());
+        // `max_by_key` keeps the last of equals: the newest.
+        let Some(outbox) = open.max_by_key(|o| o.heard_at) else {
             return;
         };
         let frame = Bytes::from(message.encode());
