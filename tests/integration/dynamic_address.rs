@@ -8,6 +8,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use spdu_cluster::{LocalCluster, Ports};
+use spdu_gossip::proto::Message;
+use spdu_keys::{SecretKey, tls};
 
 use crate::testing::{dig_pool, spdu, wait_until};
 
@@ -18,10 +20,11 @@ fn ip(third: u8, last: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, third, last))
 }
 
-/// Alpha and beta (static, 127.0.204.11 and .12) and gamma, gossiping from `gamma_gossip`.
-fn cluster(gamma_gossip: IpAddr) -> LocalCluster {
+/// Alpha and beta (static, 127.0.204.`first` and the next) and gamma, gossiping from
+/// `gamma_gossip`.
+fn cluster(first: u8, gamma_gossip: IpAddr) -> LocalCluster {
     let ports = Ports::default();
-    let cluster = LocalCluster::create(spdu(), 3, Ipv4Addr::new(127, 0, 204, 11), ports, "").unwrap();
+    let cluster = LocalCluster::create(spdu(), 3, Ipv4Addr::new(127, 0, 204, first), ports, "").unwrap();
     let listed = format!("gossip = \"{}:{}\"", cluster.ip(GAMMA), ports.gossip);
     for i in 0..GAMMA {
         cluster
@@ -69,7 +72,7 @@ fn all_answer(cluster: &LocalCluster, want: &[IpAddr]) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_site_is_answered_at_the_address_its_peers_see_and_follows_it_when_it_moves() {
     let first = ip(205, 13);
-    let mut cluster = cluster(first);
+    let mut cluster = cluster(11, first);
     for i in 0..3 {
         cluster.start_site(i).unwrap();
     }
@@ -105,4 +108,77 @@ async fn a_site_is_answered_at_the_address_its_peers_see_and_follows_it_when_it_
     }
     // Nothing but the observed address ever carried it: gamma's DNS is still where it was.
     assert_eq!(cluster.dns_addr(GAMMA), SocketAddr::new(ip(204, 13), Ports::default().dns));
+}
+
+fn key_of(cluster: &LocalCluster, i: usize) -> SecretKey {
+    SecretKey::load_file(&cluster.dir().join(format!("{}.key", cluster.name(i)))).expect("site key")
+}
+
+/// Gamma's view as `spdu peers --json` prints it, from site `i`.
+fn view(cluster: &LocalCluster, i: usize) -> serde_json::Value {
+    serde_json::from_str(&spdu_cluster::fetch_view(cluster.control_addr(i)).unwrap()).unwrap()
+}
+
+fn node_in<'a>(view: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    view["nodes"].as_array().unwrap().iter().find(|n| n["name"] == name).unwrap()
+}
+
+/// The test process plays beta (with beta's key; the real beta never starts) against gamma:
+/// alive every 100 ms, so gamma counts it, and saying it sees gamma at a fake address. Alpha
+/// reports the truth. One peer against one: gamma adopts nothing, and the fake address is in no
+/// answer. When the liar reports the truth too, gamma adopts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_lying_peer_cannot_change_another_sites_address() {
+    let real = SocketAddr::new(ip(205, 23), Ports::default().gossip);
+    let fake = SocketAddr::new(ip(205, 99), Ports::default().gossip);
+    let (alpha, beta) = (0, 1);
+    let mut cluster = cluster(21, real.ip());
+    cluster.start_site(alpha).unwrap();
+    cluster.start_site(GAMMA).unwrap();
+    cluster.wait_ready(CONVERGE).await.unwrap();
+
+    let pinned = tls::PinnedKeys::new([key_of(&cluster, GAMMA).public()]);
+    let config = tls::client_config(&key_of(&cluster, beta), pinned).unwrap();
+    let mut endpoint = quinn::Endpoint::client(SocketAddr::new(ip(204, 99), 0)).unwrap();
+    endpoint.set_default_client_config(config);
+    let conn = endpoint.connect(real, "spdu").unwrap().await.expect("gamma accepts beta's key");
+    let says = std::sync::Arc::new(std::sync::Mutex::new(fake));
+    let liar = {
+        let (conn, says) = (conn.clone(), says.clone());
+        tokio::spawn(async move {
+            for n in 0u32.. {
+                let _ = conn.send_datagram(Message::Alive(0).encode().into());
+                if n % 2 == 0 {
+                    let at = *says.lock().unwrap();
+                    let _ = conn.send_datagram(Message::Observed(at).encode().into());
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+
+    // The liar counts (gamma sees it reachable), for a few seconds of lying.
+    wait_until(CONVERGE, "gamma to see the liar reachable", || {
+        node_in(&view(&cluster, GAMMA), "beta")["probe"]["reachable"] == true
+    });
+    let lying = std::time::Instant::now();
+    while lying.elapsed() < Duration::from_secs(3) {
+        let gamma = view(&cluster, GAMMA);
+        let observed = &node_in(&gamma, "gamma")["observation"]["observation"]["observed"];
+        assert!(observed.is_null(), "gamma adopted {observed} on one report of two");
+        for i in [alpha, GAMMA] {
+            assert!(!dig_pool(cluster.dns_addr(i)).contains(&fake.ip()), "site {i} answers the fake address");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Two honest reports of two: adopted, and answered by alpha.
+    *says.lock().unwrap() = real;
+    wait_until(CONVERGE, "alpha to answer gamma at its real address", || {
+        dig_pool(cluster.dns_addr(alpha)).contains(&real.ip())
+    });
+    let gamma = view(&cluster, GAMMA);
+    let observed = &node_in(&gamma, "gamma")["observation"]["observation"]["observed"];
+    assert_eq!(observed.as_str(), Some(real.to_string().as_str()));
+    liar.abort();
 }
