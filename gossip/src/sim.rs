@@ -655,7 +655,9 @@ impl Sim {
 
     /// Rewrites a falsifier's own observations in a push and re-signs them with its key.
     fn falsify(&self, i: NodeId, message: Message) -> Message {
-        if let (Some(fake), Message::Observed(_)) = (self.nodes[i].lie.as_ref().and_then(|l| l.observed), &message) {
+        if let (Some(fake), Message::Observed(_)) =
+            (self.nodes[i].lie.as_ref().and_then(|l| l.observed), &message)
+        {
             return Message::Observed(fake);
         }
         let (Some(lie), Message::Push(list)) = (&self.nodes[i].lie, &message) else { return message };

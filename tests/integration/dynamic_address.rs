@@ -99,9 +99,8 @@ async fn a_site_is_answered_at_the_address_its_peers_see_and_follows_it_when_it_
     cluster.start_site(GAMMA).unwrap();
     cluster.wait_site_ready(GAMMA, CONVERGE).await.unwrap();
     let want = expected(&cluster, moved);
-    let took = wait_until(CONVERGE, "every site to answer gamma at its new address", || {
-        all_answer(&cluster, &want)
-    });
+    let took =
+        wait_until(CONVERGE, "every site to answer gamma at its new address", || all_answer(&cluster, &want));
     eprintln!("new address in every answer {took:?} after gamma was ready");
     for i in 0..3 {
         assert!(!dig_pool(cluster.dns_addr(i)).contains(&first), "the old address left site {i}'s answer");

@@ -398,7 +398,8 @@ impl Actor {
     }
 
     fn send(&mut self, to: PublicKey, message: &Message) {
-        let open = self.connections.get(&to).into_iter().flatten().filter(|o| o.conn.close_reason().is_none());
+        let open =
+            self.connections.get(&to).into_iter().flatten().filter(|o| o.conn.close_reason().is_none());
         // `max_by_key` keeps the last of equals: the newest.
         let Some(outbox) = open.max_by_key(|o| o.heard_at) else {
             return;

@@ -59,10 +59,10 @@ pub use observation::{
 pub use roster::{
     AddressPin, Bitmap, MAX_SERVICE_ADDRESSES, Member, PinError, Roster, RosterId, is_special_purpose,
 };
+pub use sightings::needed as observed_quorum;
 pub use spdu_policy::{Pick, Policy, PolicyConfig, PolicyDigest, Rule, SiteAttrs};
 #[cfg(test)]
 pub(crate) use state::Timer;
-pub use sightings::needed as observed_quorum;
 pub use state::{Reconfigured, State};
 
 /// Protocol timing and quorum. Defaults detect a lost peer in under a second and ride out heavy

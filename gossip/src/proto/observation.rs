@@ -334,7 +334,11 @@ mod tests {
         let body = &signed.body;
         let at = full.len() - 1;
         for len in at + 1..body.len() {
-            assert_eq!(resign(body[..len].to_vec()).verify(CLUSTER, roster), Err(Rejection::Malformed), "{len}");
+            assert_eq!(
+                resign(body[..len].to_vec()).verify(CLUSTER, roster),
+                Err(Rejection::Malformed),
+                "{len}"
+            );
         }
         let longer = resign([&body[..], &[0]].concat());
         assert_eq!(longer.verify(CLUSTER, roster), Err(Rejection::Malformed));

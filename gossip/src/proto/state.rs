@@ -574,7 +574,8 @@ impl State {
     fn store(&mut self, i: usize, now: Instant, signed: SignedObservation, obs: Observation, beat: u64) {
         let dynamic = self.members[i].as_ref().is_some_and(|m| m.gossip.is_none());
         let before = self.view.get(i).and_then(|e| e.obs.observed);
-        if let Some(addr) = obs.observed.filter(|a| dynamic && Some(*a) != before && sightings::is_usable(*a)) {
+        if let Some(addr) = obs.observed.filter(|a| dynamic && Some(*a) != before && sightings::is_usable(*a))
+        {
             self.out.push_back(OutEvent::PeerAddressChanged { peer: self.roster.key(i), addr });
         }
         let stored = self.view.store(i, now, signed, obs, beat, &self.roster);

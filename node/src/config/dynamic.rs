@@ -140,7 +140,8 @@ mod tests {
         // Its own check has no configured address to connect to unless told.
         let e = error(&format!("{}\n[health]\ncheck = \"tcp\"\nport = 80\n", observed()));
         assert!(e.contains("health.address: needed with node.addresses = \"observed\""), "{e}");
-        let with_address = format!("{}\n[health]\ncheck = \"tcp\"\nport = 80\naddress = \"127.0.0.1:80\"\n", observed());
+        let with_address =
+            format!("{}\n[health]\ncheck = \"tcp\"\nport = 80\naddress = \"127.0.0.1:80\"\n", observed());
         assert!(parse(&with_address).is_ok());
     }
 
