@@ -667,6 +667,8 @@ impl State {
     }
 }
 
+#[cfg(test)]
+mod dynamic_tests;
 mod exchange;
 #[cfg(test)]
 mod hostile_tests;
