@@ -62,7 +62,7 @@ pub enum Message {
     },
     /// The sender sees the receiver's connection come from this address (sent when a connection
     /// from the receiver is accepted, when QUIC reports that it migrated, and once per
-    /// heartbeat). A node adopts an address only when a quorum of its peers report the same IP.
+    /// heartbeat until the receiver signs that address). A node adopts an address only when a quorum of its peers report the same IP.
     /// (Last variant: older variants keep their encodings.)
     Observed(SocketAddr),
 }

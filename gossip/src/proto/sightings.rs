@@ -101,7 +101,8 @@ impl Sightings {
         changed
     }
 
-    /// Where we see each peer from, by position (told again every heartbeat: datagrams get lost).
+    /// Where we see each peer from, by position (told again every heartbeat until the peer signs
+    /// it: datagrams get lost).
     pub(super) fn seen(&self) -> impl Iterator<Item = (usize, SocketAddr)> + '_ {
         self.seen.iter().enumerate().filter_map(|(i, a)| Some((i, (*a)?)))
     }

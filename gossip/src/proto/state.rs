@@ -523,8 +523,12 @@ impl State {
             }
             self.view.set_beat(self.me, beat);
         }
-        // Where we see each peer from: datagrams get lost, so it is told again every heartbeat.
-        let seen: Vec<(usize, SocketAddr)> = self.sightings.seen().collect();
+        // Where we see each peer from: datagrams get lost, so it is told again every heartbeat
+        // until the peer signs that address (once it does, idle traffic is as before).
+        let view = &self.view;
+        let seen: Vec<(usize, SocketAddr)> = (self.sightings.seen())
+            .filter(|(i, addr)| view.get(*i).is_none_or(|e| e.obs.observed != Some(*addr)))
+            .collect();
         for (peer, addr) in seen {
             self.send(peer, Message::Observed(addr));
         }

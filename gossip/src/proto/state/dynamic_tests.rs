@@ -56,6 +56,12 @@ fn a_peers_connection_address_is_told_at_once_and_every_heartbeat() {
     let beat = state.fire(now + Duration::from_secs(1), Timer::Heartbeat);
     assert!(sends(&beat, 2).contains(&&Message::Observed(seen)), "and again every heartbeat");
     assert!(!sends(&beat, 1).iter().any(|m| matches!(m, Message::Observed(_))), "not seen: not told");
+    // Until the peer signs that address: then the heartbeats say nothing more.
+    let mut obs = observation(2, 3, true, &[(0, true)]);
+    obs.observed = Some(seen);
+    push(&mut state, now, 2, vec![obs.sign(&secret_key(2))]);
+    let beat = state.fire(now + Duration::from_secs(2), Timer::Heartbeat);
+    assert!(!sends(&beat, 2).iter().any(|m| matches!(m, Message::Observed(_))), "signed: not told again");
 }
 
 #[test]
