@@ -181,3 +181,57 @@ async fn a_single_lying_peer_cannot_change_another_sites_address() {
     assert_eq!(observed.as_str(), Some(real.to_string().as_str()));
     liar.abort();
 }
+
+/// Whether site `i`'s `/metrics` counted `n` successful reloads.
+fn reloaded(cluster: &LocalCluster, i: usize, n: u64) -> bool {
+    let text = spdu_cluster::http_get(&format!("http://{}/metrics", cluster.control_addr(i))).unwrap();
+    text.lines().any(|l| l == format!("spdu_reloads_total{{result=\"ok\"}} {n}"))
+}
+
+fn sighup(cluster: &LocalCluster, i: usize) {
+    let pid = cluster.pid(i).unwrap().to_string();
+    assert!(std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+}
+
+/// Reloads switch a running site to `addresses = "observed"` and a running peer to
+/// `gossip = "dynamic"`: the answers follow, nobody leaves them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_switches_to_observed_and_dynamic() {
+    let ports = Ports::default();
+    let mut cluster = LocalCluster::create(spdu(), 3, Ipv4Addr::new(127, 0, 204, 31), ports, "").unwrap();
+    let gamma_gossip = format!("gossip = \"{}:{}\"", cluster.ip(GAMMA), ports.gossip);
+    // Gamma is answered at a configured 127.0.204.34 at first, inside the peers' pins.
+    for i in 0..GAMMA {
+        let pinned = format!("{gamma_gossip}\naddresses = [\"127.0.204.0/24\"]");
+        cluster.edit_config(i, |text| text.replace(&gamma_gossip, &pinned)).unwrap();
+    }
+    let listed = format!("addresses = [\"{}\"]", cluster.ip(GAMMA));
+    cluster.edit_config(GAMMA, |text| text.replace(&listed, "addresses = [\"127.0.204.34\"]")).unwrap();
+    for i in 0..3 {
+        cluster.start_site(i).unwrap();
+    }
+    cluster.wait_ready(CONVERGE).await.unwrap();
+    let configured = expected(&cluster, ip(204, 34));
+    wait_until(CONVERGE, "gamma answered at its configured address", || all_answer(&cluster, &configured));
+
+    // Gamma switches to the address its peers see (its gossip source, 127.0.204.33).
+    cluster
+        .edit_config(GAMMA, |text| text.replace("addresses = [\"127.0.204.34\"]", "addresses = \"observed\""))
+        .unwrap();
+    sighup(&cluster, GAMMA);
+    wait_until(CONVERGE, "gamma's reload", || reloaded(&cluster, GAMMA, 1));
+    let seen = expected(&cluster, cluster.ip(GAMMA));
+    wait_until(CONVERGE, "gamma answered at its observed address", || all_answer(&cluster, &seen));
+
+    // Alpha stops listing where gamma is: it keeps it, dialled at the address gamma signed.
+    cluster.edit_config(0, |text| text.replace(&gamma_gossip, "gossip = \"dynamic\"")).unwrap();
+    sighup(&cluster, 0);
+    wait_until(CONVERGE, "alpha's reload", || reloaded(&cluster, 0, 1));
+    let steady = std::time::Instant::now();
+    while steady.elapsed() < Duration::from_secs(2) {
+        assert!(all_answer(&cluster, &seen), "a site left an answer after alpha's reload");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let alpha = view(&cluster, 0);
+    assert_eq!(node_in(&alpha, "gamma")["probe"]["reachable"], true);
+}
