@@ -160,6 +160,9 @@ pub struct Stats {
     pub summaries_dropped: u64,
     /// Digests dropped: their sender already got an answer within the last half heartbeat.
     pub digests_dropped: u64,
+    /// [`Message::Observed`] reports dropped: their sender had one taken within the last half
+    /// probe interval.
+    pub observed_dropped: u64,
 }
 
 impl Stats {

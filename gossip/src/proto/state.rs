@@ -379,7 +379,9 @@ impl State {
             Message::Superseded { incarnation, seq } => self.on_superseded(now, incarnation, seq),
             Message::Observed(addr) => {
                 let gap = self.config.probe_interval / 2;
-                if self.limits.allow(i, Limited::Observed, now, gap) && self.sightings.report(i, addr) {
+                if !self.limits.allow(i, Limited::Observed, now, gap) {
+                    self.stats.observed_dropped += 1;
+                } else if self.sightings.report(i, addr) {
                     self.readopt(now);
                 }
             }

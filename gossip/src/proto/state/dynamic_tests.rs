@@ -73,6 +73,7 @@ fn reports_are_budgeted_per_sender_and_adopted_by_quorum_then_signed() {
     observed(&mut state, now + Duration::from_millis(1), 1, b);
     observed(&mut state, now, 2, b);
     assert_eq!(state.observed_address(), None, "one report each: no quorum");
+    assert_eq!(state.stats().observed_dropped, 1);
     now += Duration::from_millis(60);
     let out = observed(&mut state, now, 1, b);
     assert_eq!(state.observed_address(), Some(b));
