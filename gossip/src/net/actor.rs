@@ -99,7 +99,7 @@ pub(super) struct Actor {
     /// Each roster peer's dial task: where it dials, and the token that stops it.
     pub(super) dials: BTreeMap<PublicKey, (Dialled, CancellationToken)>,
     pub(super) connections: BTreeMap<PublicKey, Vec<Outbox>>,
-    /// The remote address of each peer's newest incoming connection, as last told to the core.
+    /// The remote address of each peer's newest incoming connection, as last reported to the core.
     pub(super) reported: BTreeMap<PublicKey, SocketAddr>,
     pub(super) outputs: Outputs,
     pub(super) metrics: Arc<NetMetrics>,
@@ -361,6 +361,9 @@ impl Actor {
             self.forget(&gone.conn);
         }
         if incoming {
+            // A new connection is reported even from the same address: a restarted peer has
+            // forgotten what it was told.
+            self.reported.remove(&peer);
             self.report_remote_addresses();
         }
     }

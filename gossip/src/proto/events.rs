@@ -32,8 +32,9 @@ pub enum InEvent {
         /// What the probe found.
         result: CheckResult,
     },
-    /// A connection `peer` opened to this node comes from `addr` (when accepted, and whenever
-    /// QUIC reports that it migrated): the peer is told ([`Message::Observed`]).
+    /// A connection `peer` opened to this node comes from `addr` (reported when one is
+    /// accepted, and whenever QUIC reports that the newest one migrated): the peer is told at
+    /// once ([`Message::Observed`]), and again every heartbeat until it signs that address.
     RemoteAddress {
         /// The peer.
         peer: PublicKey,

@@ -93,12 +93,9 @@ impl Sightings {
         true
     }
 
-    /// We see the connection of the peer at `i` come from `addr`; returns whether that changed
-    /// (then the peer is told at once).
-    pub(super) fn saw(&mut self, i: usize, addr: SocketAddr) -> bool {
-        let changed = self.seen[i] != Some(addr);
+    /// We see the connection of the peer at `i` come from `addr`.
+    pub(super) fn saw(&mut self, i: usize, addr: SocketAddr) {
         self.seen[i] = Some(addr);
-        changed
     }
 
     /// Where we see each peer from, by position (told again every heartbeat until the peer signs

@@ -388,12 +388,12 @@ impl State {
         }
     }
 
-    /// A peer's connection to us comes from `addr`: tell it at once if that is news.
+    /// A peer's connection to us comes from `addr` (a new connection, or one that migrated):
+    /// tell it at once (a restarted peer has forgotten what it was told).
     fn on_remote_address(&mut self, peer: PublicKey, addr: SocketAddr) {
         let Some(i) = self.roster.index(&peer).filter(|i| *i != self.me) else { return };
-        if self.sightings.saw(i, addr) {
-            self.send(i, Message::Observed(addr));
-        }
+        self.sightings.saw(i, addr);
+        self.send(i, Message::Observed(addr));
     }
 
     /// Adopts the address a quorum of reachable peers see this node at, if it changed

@@ -51,8 +51,9 @@ fn a_peers_connection_address_is_told_at_once_and_every_heartbeat() {
     let seen = at("198.18.0.3:7946");
     let out = state.step(now, InEvent::RemoteAddress { peer: public_key(2), addr: seen });
     assert_eq!(sends(&out, 2), [&Message::Observed(seen)]);
+    // A new connection from the same address (a restarted peer): told again at once.
     let again = state.step(now, InEvent::RemoteAddress { peer: public_key(2), addr: seen });
-    assert!(sends(&again, 2).is_empty(), "told once per change");
+    assert_eq!(sends(&again, 2), [&Message::Observed(seen)]);
     let beat = state.fire(now + Duration::from_secs(1), Timer::Heartbeat);
     assert!(sends(&beat, 2).contains(&&Message::Observed(seen)), "and again every heartbeat");
     assert!(!sends(&beat, 1).iter().any(|m| matches!(m, Message::Observed(_))), "not seen: not told");
