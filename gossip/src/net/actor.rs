@@ -7,7 +7,8 @@
 //! - messages go out on the open connection to a peer on which something (a datagram, a QUIC
 //!   keep-alive) arrived most recently, the newest among equals: a restarted peer is reached at
 //!   once, and when a peer's address changes, the connection it migrated takes over from the
-//!   one dialled at its old address within a keep-alive interval; at most
+//!   one dialled at its old address; while nothing was heard on any for [`PATH_SILENT`],
+//!   datagrams go on all of them, so a moved node's liveness reaches its peers at once; at most
 //!   [`MAX_CONNECTIONS_PER_PEER`] are kept per peer, the oldest closed beyond;
 //! - what the node needs (answers, probe targets, incarnation, liveness of this loop) is pushed
 //!   on watch channels and atomics, so readers never wait on the actor;
@@ -42,6 +43,10 @@ use crate::snapshot::{Explanation, ViewSnapshot};
 /// Most connections one peer may hold at once (its dialled one, ours, and reconnects in
 /// between); the oldest beyond that is closed, so a misbehaving member cannot pile them up.
 pub const MAX_CONNECTIONS_PER_PEER: usize = 4;
+/// Time without anything received on a peer's best connection after which datagrams to it go
+/// on all its connections (a working one hears something at every probe interval, or at least
+/// every QUIC keep-alive).
+pub const PATH_SILENT: Duration = Duration::from_millis(300);
 /// Longest the loop sleeps without work.
 pub const PULSE: Duration = Duration::from_secs(1);
 /// Most urgent events handled in one go before timers or after a stream frame.
@@ -401,15 +406,26 @@ impl Actor {
     }
 
     fn send(&mut self, to: PublicKey, message: &Message) {
-        let open =
-            self.connections.get(&to).into_iter().flatten().filter(|o| o.conn.close_reason().is_none());
+        let open: Vec<&Outbox> = (self.connections.get(&to).into_iter().flatten())
+            .filter(|o| o.conn.close_reason().is_none())
+            .collect();
         // `max_by_key` keeps the last of equals: the newest.
-        let Some(outbox) = open.max_by_key(|o| o.heard_at) else {
+        let Some(outbox) = open.iter().copied().max_by_key(|o| o.heard_at) else {
             return;
         };
         let frame = Bytes::from(message.encode());
         self.metrics.frames_sent.fetch_add(1, Ordering::Relaxed);
         self.metrics.bytes_sent.fetch_add(frame.len() as u64, Ordering::Relaxed);
+        // Nothing heard lately on any: the path may have moved (the peer's address or ours
+        // changed). Datagrams go on every connection, so the one that still works carries them
+        // and, sent from our new address, makes the peer's QUIC migrate it.
+        let datagram = |o: &Outbox| o.conn.max_datagram_size().is_some_and(|max| frame.len() <= max);
+        if outbox.heard_at.elapsed() >= PATH_SILENT && open.len() > 1 && datagram(outbox) {
+            for o in &open {
+                o.send(frame.clone(), false);
+            }
+            return;
+        }
         // A full digest states everything the sender holds: a newer one makes a waiting one moot.
         let supersedes = matches!(message, Message::Digest { .. });
         outbox.send(frame, supersedes);
