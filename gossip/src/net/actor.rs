@@ -197,10 +197,9 @@ impl Actor {
         self.apply();
     }
 
-    /// Where to dial `peer`: its configured gossip address, or for a dynamic peer the address
-    /// its newest verified observation signs (none yet: not dialled).
+    /// Where to dial `peer` ([`State::dial_address`]; none yet: not dialled).
     fn dial_target(&self, peer: &Member) -> Option<Dialled> {
-        let addr = peer.gossip.or_else(|| self.state.observation(&peer.key)?.observed)?;
+        let addr = peer.gossip.or_else(|| self.state.dial_address(&peer.key))?;
         Some(Dialled { name: peer.name.clone(), key: peer.key, addr })
     }
 

@@ -406,6 +406,22 @@ impl State {
         }
     }
 
+    /// Where to dial `peer`: its configured gossip address, or for a dynamic peer the address
+    /// its newest observation signs, if usable and inside its pins (none: not dialled yet).
+    pub fn dial_address(&self, peer: &PublicKey) -> Option<SocketAddr> {
+        let i = self.roster.index(peer)?;
+        let member = self.members[i].as_ref()?;
+        member.gossip.or_else(|| self.signed_dial_address(i, &self.view.get(i)?.obs))
+    }
+
+    /// The address `obs` (of the dynamic member at `i`) signs, if usable and inside the member's
+    /// pins: a member cannot aim its peers' dialling outside the prefixes its operator pinned.
+    fn signed_dial_address(&self, i: usize, obs: &Observation) -> Option<SocketAddr> {
+        let member = self.members[i].as_ref().filter(|m| m.gossip.is_none())?;
+        obs.observed
+            .filter(|a| sightings::is_usable(*a) && member.addresses.iter().any(|p| p.contains(a.ip())))
+    }
+
     /// The address this node's peers agreed they see it at, once they did.
     pub fn observed_address(&self) -> Option<SocketAddr> {
         self.sightings.adopted()
@@ -578,10 +594,8 @@ impl State {
 
     /// Puts a verified observation newer than the one held into the view.
     fn store(&mut self, i: usize, now: Instant, signed: SignedObservation, obs: Observation, beat: u64) {
-        let dynamic = self.members[i].as_ref().is_some_and(|m| m.gossip.is_none());
-        let before = self.view.get(i).and_then(|e| e.obs.observed);
-        if let Some(addr) = obs.observed.filter(|a| dynamic && Some(*a) != before && sightings::is_usable(*a))
-        {
+        let before = self.view.get(i).and_then(|e| self.signed_dial_address(i, &e.obs));
+        if let Some(addr) = self.signed_dial_address(i, &obs).filter(|a| Some(*a) != before) {
             self.out.push_back(OutEvent::PeerAddressChanged { peer: self.roster.key(i), addr });
         }
         let stored = self.view.store(i, now, signed, obs, beat, &self.roster);

@@ -21,6 +21,7 @@ fn with_dynamic_peer(observed_address: bool) -> (State, Instant, Config) {
     let mut now = Instant::now();
     let mut members = roster(3);
     members[2].gossip = None;
+    members[2].addresses = vec!["198.18.0.0/15".parse().unwrap()];
     let info = crate::proto::NodeInfo { observed_address, ..node_info(0, 1) };
     let mut state = State::new(info, members, config.clone(), 0, now);
     for peer in [1, 2] {
@@ -104,4 +105,10 @@ fn a_dynamic_peers_signed_address_is_dialled_a_fixed_peers_is_not() {
     assert!(dials(&out).is_empty(), "an unusable address is not dialled");
     let out = push(&mut state, now, 1, vec![signed(1, 1, Some(at("198.18.0.9:7946")))]);
     assert!(dials(&out).is_empty(), "a fixed peer is dialled where its operator said");
+    assert_eq!(state.dial_address(&public_key(1)), roster(3)[1].gossip);
+    // Outside its pins: never dialled there, whatever it signs.
+    let outside = at("203.0.113.7:7946");
+    let out = push(&mut state, now, 2, vec![signed(2, 4, Some(outside))]);
+    assert!(dials(&out).is_empty(), "outside its pins");
+    assert_eq!(state.dial_address(&public_key(2)), None);
 }
