@@ -484,6 +484,11 @@ impl State {
         self.latency_changed();
         // Publish whenever the report would differ from the published one: a flip, but also a
         // peer that started advertising a check since (its service is down until proven).
+        self.publish_if_report_differs(now, i);
+    }
+
+    /// Publishes if this node's report on the peer at `i` would differ from the published one.
+    fn publish_if_report_differs(&mut self, now: Instant, i: usize) {
         let (reachable, service_ok) =
             self.liveness.reports_reachable(i, self.advertises(i), &self.config.health);
         let published = self.view.get(self.me).and_then(|e| e.obs.report_at(&self.roster, i));
@@ -604,6 +609,11 @@ impl State {
         }
         self.targets_dirty |= stored.addresses || stored.check;
         self.dirty = true;
+        // A peer that stopped (or started) advertising a check: the report on it changes now,
+        // not at a probe result that may never come (its probing stops with its check).
+        if stored.check && i != self.me {
+            self.publish_if_report_differs(now, i);
+        }
     }
 
     /// A service-check latency may have changed: `fastest` rules select again.
