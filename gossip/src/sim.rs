@@ -315,6 +315,26 @@ impl Sim {
         }
     }
 
+    /// Every other running node now sees node `i`'s connections come from `addr` (as its QUIC
+    /// driver would report a new or migrated connection) and tells it so.
+    pub fn see_at(&mut self, i: NodeId, addr: std::net::SocketAddr) {
+        let now = self.base + self.now;
+        let peer = self.nodes[i].public;
+        for j in (0..self.nodes.len()).filter(|j| *j != i) {
+            let Some(state) = self.nodes[j].state.as_mut() else { continue };
+            state.handle(now, InEvent::RemoteAddress { peer, addr });
+            self.process(j);
+        }
+    }
+
+    /// Node `i`'s service address becomes the one its peers see it at (`addresses = "observed"`).
+    pub fn use_observed_address(&mut self, i: NodeId) {
+        let now = self.base + self.now;
+        let Some(state) = self.nodes[i].state.as_mut() else { return };
+        state.set_observed_address(now, true);
+        self.process(i);
+    }
+
     /// Reloads node `i` with the roster of the nodes `roster` (it keeps running; see
     /// [`State::reconfigure`]). Messages between nodes that are not in each other's rosters
     /// are still delivered, and refused by the cores. No-op on a crashed node.
@@ -585,7 +605,7 @@ impl Sim {
                     let message = self.falsify(i, message);
                     self.send(i, to, &message);
                 }
-                OutEvent::ProbeTargetsChanged(_) => {}
+                OutEvent::ProbeTargetsChanged(_) | OutEvent::PeerAddressChanged { .. } => {}
                 OutEvent::IncarnationChanged(incarnation) => {
                     self.nodes[i].incarnation = incarnation;
                     self.mix(&[Trace::Incarnation as u64, i as u64, incarnation]);
@@ -635,6 +655,11 @@ impl Sim {
 
     /// Rewrites a falsifier's own observations in a push and re-signs them with its key.
     fn falsify(&self, i: NodeId, message: Message) -> Message {
+        if let (Some(fake), Message::Observed(_)) =
+            (self.nodes[i].lie.as_ref().and_then(|l| l.observed), &message)
+        {
+            return Message::Observed(fake);
+        }
         let (Some(lie), Message::Push(list)) = (&self.nodes[i].lie, &message) else { return message };
         let node = &self.nodes[i];
         let list = list

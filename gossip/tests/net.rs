@@ -21,7 +21,7 @@ fn service_addr(i: u8) -> IpAddr {
 /// Node `j`'s roster entry, gossiping at `gossip`, its service address pinned.
 fn member(j: u8, gossip: SocketAddr) -> proto::Member {
     let addresses = vec![proto::AddressPin::host(service_addr(j))];
-    proto::Member { name: format!("n{j}"), key: key(j).public(), gossip, addresses }
+    proto::Member { name: format!("n{j}"), key: key(j).public(), gossip: Some(gossip), addresses }
 }
 
 /// Binds nodes `0..n` on 127.0.0.1 port 0, each trusting `roster` (indexes).
@@ -51,6 +51,7 @@ fn bind_nodes_with(n: u8, roster: &[u8], check: impl Fn(u8) -> Option<proto::Ser
                 peers,
                 protocol: proto::Config::default(),
                 service_check: check(i),
+                observed_address: false,
             })
             .unwrap()
         })
@@ -69,6 +70,7 @@ fn bind_outsider(i: u8, nodes: &[Bound]) -> Bound {
         peers: nodes.iter().zip(0u8..).map(|(n, j)| member(j, n.local_addr())).collect(),
         protocol: proto::Config::default(),
         service_check: None,
+        observed_address: false,
     })
     .unwrap()
 }
@@ -188,6 +190,7 @@ fn reload_to(i: u8, roster: &[u8], addrs: &[SocketAddr]) -> Reconfiguration {
         addresses: vec![service_addr(i)],
         service_check: None,
         self_check: false,
+        observed_address: false,
     }
 }
 

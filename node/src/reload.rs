@@ -133,6 +133,7 @@ pub async fn reload(
         addresses: new.node.addresses.clone(),
         service_check: new.health.advertise.clone(),
         self_check: new.health.check.is_some(),
+        observed_address: new.node.observed_address,
     };
     let Some(roster) = membership.reconfigure(reconfiguration).await else {
         bail!("membership has stopped");
@@ -199,7 +200,10 @@ fn describe(old: &Config, new: &Config, roster: &Reconfigured) -> String {
             strip(old) != strip(new)
         }),
         ("health", old.health != new.health),
-        ("node.addresses", old.node.addresses != new.node.addresses),
+        ("node.addresses", {
+            let addresses = |c: &Config| (c.node.addresses.clone(), c.node.observed_address);
+            addresses(old) != addresses(new)
+        }),
     ] {
         if changed {
             parts.push(format!("{section} changed"));

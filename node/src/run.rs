@@ -49,6 +49,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         peers: config.peers.clone(),
         protocol: config.protocol.clone(),
         service_check: config.health.advertise.clone(),
+        observed_address: config.node.observed_address,
     };
     let bound = Membership::bind(settings).context("node.gossip")?;
     let membership = bound.membership();

@@ -243,6 +243,7 @@ mod tests {
             peers: vec![],
             protocol: proto::Config::default(),
             service_check: None,
+            observed_address: false,
         };
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();

@@ -12,6 +12,7 @@ mod cli;
 mod cluster;
 mod cookies;
 mod dnssec;
+mod dynamic_address;
 mod health;
 mod hostile_dns;
 mod hostile_gossip;

@@ -393,3 +393,16 @@ fn netns_dnssec_3() {
     assert_eq!(o.summary.get("rig_control").map(String::as_str), Some("ok"), "{}", o.report());
     assert_eq!(o.summary.get("rig_keys").map(String::as_str), Some("NOERROR_ad"), "{}", o.report());
 }
+
+/// A site on a dynamic address (`addresses = "observed"`, listed as `gossip = "dynamic"`) whose
+/// address is changed with `ip addr` while the cluster runs: the new address replaces the old in
+/// every site's answer, and the static sites never leave any answer.
+#[test]
+fn netns_dynamic_address_3() {
+    let Some(o) = run("dynamic-address", 3, &[]) else { return };
+    // The script's own PASS bound is 5 s; this restates it.
+    o.within("address_change_to_answer_ms", 0, 5_000);
+    o.within("wrong_before", 0, 0);
+    o.within("old_after", 0, 0);
+    o.within("lost_static", 0, 0);
+}

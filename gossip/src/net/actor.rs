@@ -4,8 +4,12 @@
 //! Invariants:
 //! - each message is handled with the `Instant` it arrived at (stamped by the reader), never the
 //!   time the actor got round to it;
-//! - messages go out on the newest open connection to a peer (a restarted peer is reached at
-//!   once); at most [`MAX_CONNECTIONS_PER_PEER`] are kept per peer, the oldest closed beyond;
+//! - messages go out on the open connection to a peer on which something (a datagram, a QUIC
+//!   keep-alive) arrived most recently, the newest among equals: a restarted peer is reached at
+//!   once, and when a peer's address changes, the connection it migrated takes over from the
+//!   one dialled at its old address; while nothing was heard on any for [`PATH_SILENT`],
+//!   datagrams go on all of them, so a moved node's liveness reaches its peers at once; at most
+//!   [`MAX_CONNECTIONS_PER_PEER`] are kept per peer, the oldest closed beyond;
 //! - what the node needs (answers, probe targets, incarnation, liveness of this loop) is pushed
 //!   on watch channels and atomics, so readers never wait on the actor;
 //! - the core's timers are one `Instant` ([`State::poll_timeout`]), no queue of our own;
@@ -14,7 +18,8 @@
 //! - one dial task per roster peer, each under its own child of the shutdown token (cancelled
 //!   when a reload removes or re-addresses the peer); connections are held only for pinned keys.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -32,12 +37,16 @@ use super::Reconfiguration;
 use super::conn::{self, Event, Inbox, Outbox};
 use super::endpoint::{self, Admission, Dialled};
 use super::metrics::NetMetrics;
-use crate::proto::{AnswerSet, InEvent, Message, OutEvent, ProbeTarget, Reconfigured, State};
+use crate::proto::{AnswerSet, InEvent, Member, Message, OutEvent, ProbeTarget, Reconfigured, State};
 use crate::snapshot::{Explanation, ViewSnapshot};
 
 /// Most connections one peer may hold at once (its dialled one, ours, and reconnects in
 /// between); the oldest beyond that is closed, so a misbehaving member cannot pile them up.
 pub const MAX_CONNECTIONS_PER_PEER: usize = 4;
+/// Time without anything received on a peer's best connection after which datagrams to it go
+/// on all its connections (a working one hears something at every probe interval, or at least
+/// every QUIC keep-alive).
+pub const PATH_SILENT: Duration = Duration::from_millis(300);
 /// Longest the loop sleeps without work.
 pub const PULSE: Duration = Duration::from_secs(1);
 /// Most urgent events handled in one go before timers or after a stream frame.
@@ -95,6 +104,8 @@ pub(super) struct Actor {
     /// Each roster peer's dial task: where it dials, and the token that stops it.
     pub(super) dials: BTreeMap<PublicKey, (Dialled, CancellationToken)>,
     pub(super) connections: BTreeMap<PublicKey, Vec<Outbox>>,
+    /// The remote address of each peer's newest incoming connection, as last reported to the core.
+    pub(super) reported: BTreeMap<PublicKey, SocketAddr>,
     pub(super) outputs: Outputs,
     pub(super) metrics: Arc<NetMetrics>,
     pub(super) pulse: Arc<Pulse>,
@@ -162,15 +173,51 @@ impl Actor {
         let now = Self::now();
         if self.state.poll_timeout().is_some_and(|at| at <= now) {
             self.count_udp();
+            self.report_remote_addresses();
             self.state.handle_timeout(now);
             self.apply();
         }
     }
 
-    /// Publishes what QUIC sent on all connections, held and closed.
+    /// Tells the core where each peer's newest incoming connection comes from, if that changed
+    /// (QUIC migrates a connection whose client moved to another address).
+    fn report_remote_addresses(&mut self) {
+        let now = Self::now();
+        for (peer, outboxes) in &self.connections {
+            let Some(newest) = outboxes.iter().rev().find(|o| o.incoming && o.conn.close_reason().is_none())
+            else {
+                continue;
+            };
+            let addr = newest.conn.remote_address();
+            if self.reported.insert(*peer, addr) != Some(addr) {
+                debug!(peer = %peer.fingerprint(), remote = %addr, "peer seen at a new address");
+                self.state.handle(now, InEvent::RemoteAddress { peer: *peer, addr });
+            }
+        }
+        self.apply();
+    }
+
+    /// Where to dial `peer` ([`State::dial_address`]; none yet: not dialled).
+    fn dial_target(&self, peer: &Member) -> Option<Dialled> {
+        let addr = peer.gossip.or_else(|| self.state.dial_address(&peer.key))?;
+        Some(Dialled { name: peer.name.clone(), key: peer.key, addr })
+    }
+
+    /// The handshake slots kept for peers go to their configured gossip IPs and to the IPs
+    /// dynamic peers signed.
+    fn refresh_admission(&self) {
+        let ips: Vec<IpAddr> =
+            self.state.members().filter_map(|m| self.dial_target(m)).map(|d| d.addr.ip()).collect();
+        self.admission.set_peer_ips(ips);
+    }
+
+    /// Publishes what QUIC sent on all connections, held and closed, and notes which ones
+    /// received anything since the last look.
     fn count_udp(&mut self) {
+        let now = Instant::now();
         let (mut datagrams, mut bytes) = self.closed_udp;
-        for outbox in self.connections.values().flatten() {
+        for outbox in self.connections.values_mut().flatten() {
+            outbox.look(now);
             let tx = outbox.conn.stats().udp_tx;
             datagrams += tx.datagrams;
             bytes += tx.bytes;
@@ -221,11 +268,11 @@ impl Actor {
     /// core takes the new roster and settings.
     fn reconfigure(&mut self, r: Reconfiguration) -> Reconfigured {
         self.pinned.replace(r.peers.iter().map(|p| p.key));
-        self.admission.set_peer_ips(r.peers.iter().map(|p| p.gossip.ip()));
-        let wanted: BTreeMap<PublicKey, Dialled> = (r.peers.iter())
-            .map(|p| (p.key, Dialled { name: p.name.clone(), key: p.key, addr: p.gossip }))
+        let roster: BTreeSet<PublicKey> = r.peers.iter().map(|p| p.key).collect();
+        let gone: BTreeSet<PublicKey> = (self.dials.keys().chain(self.connections.keys()))
+            .filter(|k| !roster.contains(*k))
+            .copied()
             .collect();
-        let gone: Vec<PublicKey> = self.dials.keys().filter(|k| !wanted.contains_key(*k)).copied().collect();
         for key in gone {
             if let Some((peer, token)) = self.dials.remove(&key) {
                 info!(peer = %peer.name, key = %key.fingerprint(), "removed from the roster: disconnecting");
@@ -235,12 +282,22 @@ impl Actor {
                 outbox.conn.close(3u32.into(), b"removed from the roster");
                 self.forget(&outbox.conn);
             }
+            self.reported.remove(&key);
         }
-        for (key, peer) in wanted {
-            let current = self.dials.get(&key).map(|(d, _)| d.addr);
-            if current != Some(peer.addr) {
-                info!(peer = %peer.name, addr = %peer.addr, "dialling (roster changed)");
-                self.dial(peer);
+        for member in &r.peers {
+            let current = self.dials.get(&member.key).map(|(d, _)| d.addr);
+            match self.dial_target(member) {
+                Some(peer) if current != Some(peer.addr) => {
+                    info!(peer = %peer.name, addr = %peer.addr, "dialling (roster changed)");
+                    self.dial(peer);
+                }
+                Some(_) => {}
+                // Became dynamic with no signed address yet: wait for its connections.
+                None => {
+                    if let Some((_, token)) = self.dials.remove(&member.key) {
+                        token.cancel();
+                    }
+                }
             }
         }
         let summary = self.state.reconfigure(
@@ -251,13 +308,15 @@ impl Actor {
             r.service_check,
             r.self_check,
         );
+        self.state.set_observed_address(Self::now(), r.observed_address);
+        self.refresh_admission();
         self.apply();
         summary
     }
 
     fn on_event(&mut self, event: Event) {
         match event {
-            Event::Connected(peer, conn) => self.on_connected(peer, conn),
+            Event::Connected(peer, conn, incoming) => self.on_connected(peer, conn, incoming),
             Event::Closed(peer, id) => {
                 self.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
                 if let Some(outboxes) = self.connections.get_mut(&peer)
@@ -274,7 +333,7 @@ impl Actor {
         }
     }
 
-    fn on_connected(&mut self, peer: PublicKey, conn: quinn::Connection) {
+    fn on_connected(&mut self, peer: PublicKey, conn: quinn::Connection, incoming: bool) {
         if !self.pinned.contains(&peer) {
             // Its handshake finished just before a reload removed it.
             conn.close(3u32.into(), b"removed from the roster");
@@ -286,6 +345,7 @@ impl Actor {
             &self.tasks,
             peer,
             conn,
+            incoming,
             self.inbox.clone(),
             self.metrics.clone(),
             self.shutdown.clone(),
@@ -303,6 +363,12 @@ impl Actor {
         }
         for gone in closed.iter().chain(&oldest) {
             self.forget(&gone.conn);
+        }
+        if incoming {
+            // A new connection is reported even from the same address: a restarted peer has
+            // forgotten what it was told.
+            self.reported.remove(&peer);
+            self.report_remote_addresses();
         }
     }
 
@@ -324,19 +390,41 @@ impl Actor {
                     );
                     self.outputs.incarnation.send_replace(incarnation);
                 }
+                OutEvent::PeerAddressChanged { peer, addr } => {
+                    let member = self.state.members().find(|m| m.key == peer);
+                    if let Some(name) = member.map(|m| m.name.clone())
+                        && self.dials.get(&peer).is_none_or(|(d, _)| d.addr != addr)
+                    {
+                        info!(peer = %name, %addr, "dynamic peer signed a new address: dialling it there");
+                        self.dial(Dialled { name, key: peer, addr });
+                        self.refresh_admission();
+                    }
+                }
             }
         }
     }
 
     fn send(&mut self, to: PublicKey, message: &Message) {
-        let Some(outbox) =
-            self.connections.get(&to).and_then(|o| o.iter().rev().find(|o| o.conn.close_reason().is_none()))
-        else {
+        let open: Vec<&Outbox> = (self.connections.get(&to).into_iter().flatten())
+            .filter(|o| o.conn.close_reason().is_none())
+            .collect();
+        // `max_by_key` keeps the last of equals: the newest.
+        let Some(outbox) = open.iter().copied().max_by_key(|o| o.heard_at) else {
             return;
         };
         let frame = Bytes::from(message.encode());
         self.metrics.frames_sent.fetch_add(1, Ordering::Relaxed);
         self.metrics.bytes_sent.fetch_add(frame.len() as u64, Ordering::Relaxed);
+        // Nothing heard lately on any: the path may have moved (the peer's address or ours
+        // changed). Datagrams go on every connection, so the one that still works carries them
+        // and, sent from our new address, makes the peer's QUIC migrate it.
+        let datagram = |o: &Outbox| o.conn.max_datagram_size().is_some_and(|max| frame.len() <= max);
+        if outbox.heard_at.elapsed() >= PATH_SILENT && open.len() > 1 && datagram(outbox) {
+            for o in &open {
+                o.send(frame.clone(), false);
+            }
+            return;
+        }
         // A full digest states everything the sender holds: a newer one makes a waiting one moot.
         let supersedes = matches!(message, Message::Digest { .. });
         outbox.send(frame, supersedes);

@@ -43,8 +43,8 @@ pub const STREAM_READERS: usize = 4;
 /// What connections tell the actor.
 #[derive(Debug)]
 pub(super) enum Event {
-    /// A handshake with a roster peer finished.
-    Connected(PublicKey, quinn::Connection),
+    /// A handshake with a roster peer finished; `true`: the peer opened it (we accepted it).
+    Connected(PublicKey, quinn::Connection, bool),
     /// The connection with this stable id closed.
     Closed(PublicKey, usize),
     /// A message from an authenticated peer, and when it arrived.
@@ -64,6 +64,12 @@ pub(super) struct Inbox {
 #[derive(Debug)]
 pub(super) struct Outbox {
     pub(super) conn: quinn::Connection,
+    /// The peer opened it: its remote address is where the peer's packets come from.
+    pub(super) incoming: bool,
+    /// UDP datagrams QUIC had received on it when last looked at, and when that count last grew
+    /// (or the connection opened): a path that stopped working stops growing it.
+    rx_seen: u64,
+    pub(super) heard_at: Instant,
     queue: Arc<SendQueue>,
     metrics: Arc<NetMetrics>,
 }
@@ -75,6 +81,15 @@ struct SendQueue {
 }
 
 impl Outbox {
+    /// Notes whether anything arrived on the connection since the last look (at `now`).
+    pub(super) fn look(&mut self, now: Instant) {
+        let rx = self.conn.stats().udp_rx.datagrams;
+        if rx != self.rx_seen {
+            self.rx_seen = rx;
+            self.heard_at = now;
+        }
+    }
+
     /// Sends `frame` as a datagram if it fits, else queues it for the writer. `supersedes`: it
     /// replaces a frame of its kind still waiting (see [`FrameQueue::push`]).
     pub(super) fn send(&self, frame: Bytes, supersedes: bool) {
@@ -102,6 +117,7 @@ pub(super) fn start(
     tasks: &TaskTracker,
     peer: PublicKey,
     conn: quinn::Connection,
+    incoming: bool,
     events: Inbox,
     metrics: Arc<NetMetrics>,
     shutdown: CancellationToken,
@@ -111,7 +127,7 @@ pub(super) fn start(
     tasks.spawn(reader.clone().datagrams(shutdown.clone()));
     tasks.spawn(reader.streams(shutdown.clone()));
     tasks.spawn(write(conn.clone(), queue.clone(), metrics.clone(), shutdown));
-    Outbox { conn, queue, metrics }
+    Outbox { conn, incoming, rx_seen: 0, heard_at: Instant::now(), queue, metrics }
 }
 
 #[derive(Clone)]

@@ -5,7 +5,8 @@
 //! the roster:
 //! - at most [`MAX_HANDSHAKES`] handshakes are in progress at once, each for at most
 //!   [`HANDSHAKE_TIMEOUT`]; the last [`RESERVED_FOR_PEERS`] slots are only for sources at a
-//!   roster peer's gossip IP;
+//!   roster peer's gossip IP (a dynamic peer's: the IP its latest verified observation signs,
+//!   once it signed one; until then it is admitted as any source is);
 //! - at most [`MAX_HANDSHAKES_PER_SOURCE`] in progress per source IP, except for a validated
 //!   roster peer address (spoofed Initials from a peer's address cannot lock the peer out);
 //! - once more than a quarter of the slots are in use, or its source is at its limit, a source
@@ -105,7 +106,7 @@ pub(super) async fn dial(
         };
         match result {
             Ok(conn) => {
-                if events.send(Event::Connected(peer.key, conn.clone())).await.is_err() {
+                if events.send(Event::Connected(peer.key, conn.clone(), false)).await.is_err() {
                     return;
                 }
                 let began = Instant::now();
@@ -182,7 +183,7 @@ pub(super) async fn accept(
             };
             drop(slot);
             if let Some(key) = tls::peer_key(&conn) {
-                let _ = events.send(Event::Connected(key, conn)).await;
+                let _ = events.send(Event::Connected(key, conn, true)).await;
             }
         });
     }

@@ -11,7 +11,12 @@
 //! - `metrics`: the transport counters.
 //!
 //! Every node dials every roster peer and accepts connections from them; the TLS handshake pins
-//! both sides to roster keys ([`spdu_keys::tls`]). A reload ([`Membership::reconfigure`])
+//! both sides to roster keys ([`spdu_keys::tls`]). A dynamic peer (no configured gossip
+//! address) is dialled at the address its latest verified observation signs, once it signs
+//! one, and redialled when that changes; its connections are accepted from any address. The
+//! remote address of every connection a peer opened is reported to the core on connect and
+//! whenever QUIC reports it migrated (checked at every core timer), so the peer hears where it
+//! is seen from. A reload ([`Membership::reconfigure`])
 //! replaces the roster in one step of the actor: the pinned keys and admission's peer addresses
 //! first, then the removed peers' dial tasks are cancelled and their connections closed, the
 //! added (or re-addressed) peers dialled, and the core reconfigured; kept peers' connections
@@ -79,6 +84,8 @@ pub struct Settings {
     pub protocol: proto::Config,
     /// The check of this site's service that peers may run, advertised in its observations.
     pub service_check: Option<ServiceCheck>,
+    /// This site's service address is the IP its peers see it at (`addresses` is ignored).
+    pub observed_address: bool,
 }
 
 /// What a reload may change in a running node (see [`Membership::reconfigure`]); the key,
@@ -96,6 +103,8 @@ pub struct Reconfiguration {
     /// Whether this node still runs a check of its own service (without one, the verdict of
     /// the old check is dropped: healthy).
     pub self_check: bool,
+    /// This site's service address is the IP its peers see it at (`addresses` is ignored).
+    pub observed_address: bool,
 }
 
 /// Errors starting the driver.
@@ -158,10 +167,9 @@ impl Membership {
         let now = Instant::now().into_std();
         let seed = u64::from_le_bytes(settings.key.public().as_bytes()[..8].try_into().expect("8 bytes"))
             ^ settings.incarnation;
-        let dialled = settings
-            .peers
-            .iter()
-            .map(|p| endpoint::Dialled { name: p.name.clone(), key: p.key, addr: p.gossip })
+        // A dynamic peer is dialled once its observation signs an address (the actor's job).
+        let dialled = (settings.peers.iter())
+            .filter_map(|p| Some(endpoint::Dialled { name: p.name.clone(), key: p.key, addr: p.gossip? }))
             .collect();
         let roster = settings.peers;
         let info = NodeInfo {
@@ -171,6 +179,7 @@ impl Membership {
             incarnation: settings.incarnation,
             addresses: settings.addresses,
             service_check: settings.service_check,
+            observed_address: settings.observed_address,
         };
         let state = State::new(info, roster, settings.protocol, seed, now);
         let (answers_tx, answers) = watch::channel(state.answer().clone());
@@ -299,6 +308,7 @@ impl Bound {
             admission,
             dials: BTreeMap::new(),
             connections: BTreeMap::new(),
+            reported: BTreeMap::new(),
             outputs,
             metrics: membership.metrics.clone(),
             pulse: membership.pulse.clone(),

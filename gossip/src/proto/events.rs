@@ -2,7 +2,7 @@
 //! ([`InEvent`]), outputs ([`OutEvent`]) and what they carry, the node's identity ([`NodeInfo`]),
 //! counters ([`Stats`]).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -32,6 +32,15 @@ pub enum InEvent {
         /// What the probe found.
         result: CheckResult,
     },
+    /// A connection `peer` opened to this node comes from `addr` (reported when one is
+    /// accepted, and whenever QUIC reports that the newest one migrated): the peer is told at
+    /// once ([`Message::Observed`]), and again every heartbeat until it signs that address.
+    RemoteAddress {
+        /// The peer.
+        peer: PublicKey,
+        /// Where its connection comes from.
+        addr: SocketAddr,
+    },
 }
 
 /// An output of the protocol.
@@ -51,6 +60,14 @@ pub enum OutEvent {
     /// This node rose to a new incarnation (a peer held a newer observation of it than it had:
     /// it restarted with a lower one). The node stores it so that the next start goes higher.
     IncarnationChanged(u64),
+    /// A dynamic peer (its [`super::Member::gossip`] is `None`) signed a new address its own
+    /// peers see it at: dial it there.
+    PeerAddressChanged {
+        /// The peer.
+        peer: PublicKey,
+        /// Where to dial it.
+        addr: SocketAddr,
+    },
 }
 
 /// A peer's advertised service check and the one address it is run against: the peer's first
@@ -144,6 +161,9 @@ pub struct Stats {
     pub summaries_dropped: u64,
     /// Digests dropped: their sender already got an answer within the last half heartbeat.
     pub digests_dropped: u64,
+    /// [`Message::Observed`] reports dropped: their sender had one taken within the last half
+    /// probe interval.
+    pub observed_dropped: u64,
 }
 
 impl Stats {
@@ -186,4 +206,7 @@ pub struct NodeInfo {
     pub addresses: Vec<IpAddr>,
     /// The check of its service it advertises to peers, if any.
     pub service_check: Option<ServiceCheck>,
+    /// Its service address is the IP its peers see its connections come from, once a quorum of
+    /// them agree (`[node] addresses = "observed"`); `addresses` is then ignored.
+    pub observed_address: bool,
 }

@@ -12,7 +12,8 @@
 //!   [`VERIFY_ROSTERS_PER_SEC`] roster sizes per second (burst [`VERIFY_BURST_ROSTERS`] roster
 //!   sizes): beyond it, claims are dropped unverified and counted;
 //! - this node tells a peer [`super::Message::Superseded`] at most once per heartbeat, and asks
-//!   it for the observation its Alive names at most once per few probe intervals.
+//!   it for the observation its Alive names at most once per few probe intervals;
+//! - a peer's [`super::Message::Observed`] is taken at most once per half probe interval.
 //!
 //! Nothing here changes the view; a refusal only drops (and the caller counts) the request.
 
@@ -38,6 +39,9 @@ pub(super) enum Limited {
     Superseded = 3,
     /// Our [`super::Message::Want`] for the observation a peer's Alive names.
     Ask = 4,
+    /// A [`super::Message::Observed`] the peer sent us, taken at most once per half probe
+    /// interval (an honest peer sends one per heartbeat and one per migration).
+    Observed = 5,
 }
 
 #[derive(Debug)]
@@ -47,7 +51,7 @@ struct Peer {
     /// When its Wants were last answered.
     wants_answered_at: Option<Instant>,
     /// When each [`Limited`] kind last went to it.
-    replied_at: [Option<Instant>; 5],
+    replied_at: [Option<Instant>; 6],
     /// Signature checks it may still cost, and when that was computed.
     verify_tokens: f64,
     verify_at: Option<Instant>,
@@ -59,7 +63,7 @@ impl Peer {
         Self {
             owed: Bitmap::new(len),
             wants_answered_at: None,
-            replied_at: [None; 5],
+            replied_at: [None; 6],
             verify_tokens: VERIFY_BURST_ROSTERS * len as f64,
             verify_at: None,
         }

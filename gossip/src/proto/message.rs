@@ -3,6 +3,8 @@
 //! Invariants: decoding is bounded by [`MAX_FRAME_BYTES`] and never panics on arbitrary input;
 //! anything that does not decode is dropped and counted by the caller.
 
+use std::net::SocketAddr;
+
 use serde::{Deserialize, Serialize};
 use spdu_keys::PublicKey;
 
@@ -51,13 +53,18 @@ pub enum Message {
     Summary(u64),
     /// The sender holds an observation of the receiver at this version, newer than the one the
     /// receiver just sent or named: the receiver restarted with a lower incarnation, and rises
-    /// above it. (Last variant: older variants keep their encodings.)
+    /// above it.
     Superseded {
         /// The incarnation the sender holds for the receiver.
         incarnation: u64,
         /// The seq the sender holds for the receiver.
         seq: u64,
     },
+    /// The sender sees the receiver's connection come from this address (sent when a connection
+    /// from the receiver is accepted, when QUIC reports that it migrated, and once per
+    /// heartbeat until the receiver signs that address). A node adopts an address only when a quorum of its peers report the same IP.
+    /// (Last variant: older variants keep their encodings.)
+    Observed(SocketAddr),
 }
 
 /// Why a frame was refused.
@@ -118,5 +125,20 @@ mod tests {
         assert_eq!(Message::Alive(200).encode().len(), 2);
         assert_eq!(Message::Summary(u64::MAX).encode().len(), 11);
         assert!(Message::Ping { nonce: 70_000 }.encode().len() <= 4);
+        let observed = Message::Observed("198.18.0.3:7946".parse().unwrap());
+        assert!(observed.encode().len() <= 9);
+    }
+
+    #[test]
+    fn observed_is_appended_after_every_older_kind() {
+        // Older kinds keep their tags: Superseded is 8, Observed the new 9.
+        assert_eq!(Message::Superseded { incarnation: 1, seq: 1 }.encode()[0], 8);
+        let msg = Message::Observed("[2001:db8::1]:7946".parse().unwrap());
+        let frame = msg.encode();
+        assert_eq!(frame[0], 9);
+        assert_eq!(Message::decode(&frame).unwrap(), msg);
+        for len in 0..frame.len() {
+            assert!(Message::decode(&frame[..len]).is_err(), "{len} bytes");
+        }
     }
 }

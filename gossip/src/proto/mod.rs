@@ -19,6 +19,8 @@
 //! - `limits`: the bounds on the work one peer can cause (request rates, verification budget);
 //! - `answer`: the answer rule and the cached answer set;
 //! - `anycast`: whether this site announces its anycast prefixes (same votes, fails closed);
+//! - `sightings`: where peers see this node's connections come from, and the address adopted
+//!   from a quorum of their reports (`[node] addresses = "observed"`, dynamic peers);
 //! - `policies`: each name's failover policy over the qualifying sites (`spdu-policy`'s
 //!   selectors, fed this node's view and latencies);
 //! - `events`: inputs, outputs, identity and counters;
@@ -38,6 +40,7 @@ mod observation;
 mod policies;
 mod publisher;
 mod roster;
+mod sightings;
 mod state;
 mod view;
 
@@ -59,6 +62,7 @@ pub use observation::{
 pub use roster::{
     AddressPin, Bitmap, MAX_SERVICE_ADDRESSES, Member, PinError, Roster, RosterId, is_special_purpose,
 };
+pub use sightings::needed as observed_quorum;
 pub use spdu_policy::{Pick, Policy, PolicyConfig, PolicyDigest, Rule, SiteAttrs};
 #[cfg(test)]
 pub(crate) use state::Timer;

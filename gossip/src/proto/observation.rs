@@ -6,7 +6,7 @@
 //! bytes; the cluster id is also inside the body so that a wrong-cluster observation is told apart
 //! from a forged one. Decoding is bounded by [`MAX_OBSERVATION_BYTES`].
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 use spdu_keys::{PublicKey, SecretKey, Signature};
@@ -53,22 +53,34 @@ pub struct Observation {
     /// [`decode_body`]); older versions ignore it (postcard leaves trailing bytes unread).
     #[serde(default)]
     pub policy: PolicyDigest,
+    /// The address the observer's peers see its connections come from, once a quorum of them
+    /// reported the same IP (see `proto::sightings`): where a peer that lists it with
+    /// `gossip = "dynamic"` dials it. Appended after the policy digest, with the same rule: a
+    /// body that ends exactly before it reads as `None`.
+    #[serde(default)]
+    pub observed: Option<SocketAddr>,
 }
 
-/// Decodes a signed body: the current layout, or one that ends exactly where the policy digest
-/// would start (an older version's), read with the all-zero digest. Anything else (a body cut
-/// inside the digest, trailing bytes after it) is malformed.
+/// Decodes a signed body: the current layout, or one that ends exactly where an appended field
+/// would start (an older version's), read with the defaults of the fields it lacks: without
+/// `observed` (`None`), or without the policy digest as well (all zero). Anything else (a body
+/// cut inside an appended field, trailing bytes after the last) is malformed.
 fn decode_body(body: &[u8]) -> Option<Observation> {
     if let Ok((obs, [])) = postcard::take_from_bytes::<Observation>(body) {
         return Some(obs);
     }
-    let mut padded = Vec::with_capacity(body.len() + 16);
-    padded.extend_from_slice(body);
-    padded.extend_from_slice(&[0; 16]);
-    match postcard::take_from_bytes::<Observation>(&padded) {
-        Ok((obs, [])) => Some(obs),
-        _ => None,
+    // The encodings of the defaults: `None` is one zero byte, the digest sixteen.
+    for missing in [1, 16 + 1] {
+        let mut padded = Vec::with_capacity(body.len() + missing);
+        padded.extend_from_slice(body);
+        padded.resize(body.len() + missing, 0);
+        if let Ok((obs, [])) = postcard::take_from_bytes::<Observation>(&padded)
+            && obs.observed.is_none()
+        {
+            return Some(obs);
+        }
     }
+    None
 }
 
 /// One observer's verdict on one peer, read from its bitmaps (see [`Observation::report`]).
@@ -282,8 +294,9 @@ mod tests {
         obs.policy = PolicyDigest([7; 16]);
         let signed = obs.sign(&secret_key(0));
         assert_eq!(signed.verify(CLUSTER, roster).unwrap().policy, PolicyDigest([7; 16]));
-        // A body as older versions sign it ends before the digest: it reads as unknown.
-        let legacy_body = signed.body[..signed.body.len() - 16].to_vec();
+        // A body as older versions sign it ends before the digest (and `observed`, one byte
+        // here): it reads as unknown.
+        let legacy_body = signed.body[..signed.body.len() - 17].to_vec();
         let legacy = SignedObservation {
             signature: secret_key(0).sign(OBSERVATION_CONTEXT, CLUSTER, &legacy_body),
             body: legacy_body,
@@ -292,13 +305,43 @@ mod tests {
         assert!(read.policy.is_unknown());
         assert_eq!(read, Observation { policy: PolicyDigest::default(), ..obs.clone() });
         // A body cut inside the digest, or with bytes after it, is malformed.
-        for body in [signed.body[..signed.body.len() - 1].to_vec(), [&signed.body[..], &[0]].concat()] {
+        for body in [signed.body[..signed.body.len() - 2].to_vec(), [&signed.body[..], &[0]].concat()] {
             let tampered = SignedObservation {
                 signature: secret_key(0).sign(OBSERVATION_CONTEXT, CLUSTER, &body),
                 body,
             };
             assert_eq!(tampered.verify(CLUSTER, roster), Err(Rejection::Malformed));
         }
+    }
+
+    #[test]
+    fn observed_address_is_signed_and_absent_from_older_bodies() {
+        let mut obs = observation(0, 3, true, &[(1, true)]);
+        obs.policy = PolicyDigest([7; 16]);
+        obs.observed = Some("198.18.0.3:7946".parse().unwrap());
+        let signed = obs.sign(&secret_key(0));
+        assert_eq!(signed.verify(CLUSTER, roster).unwrap(), obs);
+        let resign = |body: Vec<u8>| SignedObservation {
+            signature: secret_key(0).sign(OBSERVATION_CONTEXT, CLUSTER, &body),
+            body,
+        };
+        // Signed by the version before `observed`: ends after the digest, reads as none.
+        let without = Observation { observed: None, ..obs.clone() };
+        let full = postcard::to_stdvec(&without).unwrap();
+        let previous = resign(full[..full.len() - 1].to_vec());
+        assert_eq!(previous.verify(CLUSTER, roster).unwrap(), without);
+        // Cut anywhere inside the address, or with a byte after it: malformed, never misread.
+        let body = &signed.body;
+        let at = full.len() - 1;
+        for len in at + 1..body.len() {
+            assert_eq!(
+                resign(body[..len].to_vec()).verify(CLUSTER, roster),
+                Err(Rejection::Malformed),
+                "{len}"
+            );
+        }
+        let longer = resign([&body[..], &[0]].concat());
+        assert_eq!(longer.verify(CLUSTER, roster), Err(Rejection::Malformed));
     }
 
     fn signed() -> (Observation, SignedObservation) {
@@ -372,7 +415,8 @@ mod tests {
         let mut big = signed.body.clone();
         big.resize(MAX_OBSERVATION_BYTES + 1, 0);
         assert_eq!(with_body(big).verify(CLUSTER, roster), Err(Rejection::Malformed));
-        for len in [1, signed.body.len() / 2, signed.body.len() - 1] {
+        // (Cut by one byte, it is a valid body that ends before `observed`: see below.)
+        for len in [1, signed.body.len() / 2, signed.body.len() - 2] {
             let truncated = with_body(signed.body[..len].to_vec());
             assert_eq!(truncated.verify(CLUSTER, roster), Err(Rejection::Malformed), "{len} bytes");
         }

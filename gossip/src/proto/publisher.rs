@@ -11,7 +11,7 @@
 //! - own health has one source: the verdict on this node's own check results (healthy until a
 //!   check says otherwise); an unknown result changes nothing.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use spdu_keys::{PublicKey, SecretKey};
@@ -32,6 +32,10 @@ pub(super) struct Publisher {
     seq: u64,
     beat: u64,
     addresses: Vec<IpAddr>,
+    /// Service address = the IP of `observed` (`addresses` is then unused).
+    observed_address: bool,
+    /// The address peers see this node at, adopted by quorum (`proto::sightings`).
+    observed: Option<SocketAddr>,
     service_check: Option<ServiceCheck>,
     /// The digest of this node's failover policies, signed with every observation.
     policy: PolicyDigest,
@@ -61,6 +65,8 @@ impl Publisher {
             seq: 0,
             beat: 0,
             addresses: info.addresses,
+            observed_address: info.observed_address,
+            observed: None,
             service_check: info.service_check,
             policy,
             own: None,
@@ -84,6 +90,24 @@ impl Publisher {
         self.policy = policy;
         if !self_check {
             self.own = None;
+        }
+    }
+
+    /// Whether the service address is the observed one; returns whether that changed.
+    pub(super) fn set_observed_address(&mut self, observed_address: bool) -> bool {
+        std::mem::replace(&mut self.observed_address, observed_address) != observed_address
+    }
+
+    /// Peers agreed on where they see this node (signed from the next observation on).
+    pub(super) fn set_observed(&mut self, observed: Option<SocketAddr>) {
+        self.observed = observed;
+    }
+
+    /// The service addresses the next observation carries.
+    fn service_addresses(&self) -> Vec<IpAddr> {
+        match self.observed_address {
+            true => self.observed.map(|a| a.ip()).into_iter().collect(),
+            false => self.addresses.clone(),
         }
     }
 
@@ -161,13 +185,14 @@ impl Publisher {
             incarnation: self.incarnation,
             seq: self.seq,
             healthy: self.healthy(),
-            addresses: self.addresses.clone(),
+            addresses: self.service_addresses(),
             service_check: self.service_check.clone(),
             roster: roster.id(),
             reachable: reports.reachable,
             service_probed: reports.service_probed,
             service_ok: reports.service_ok,
             policy: self.policy,
+            observed: self.observed,
         };
         (obs.sign(&self.key), obs)
     }

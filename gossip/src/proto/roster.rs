@@ -30,8 +30,10 @@ pub struct Member {
     pub name: String,
     /// Its key.
     pub key: PublicKey,
-    /// Its gossip (QUIC) address.
-    pub gossip: SocketAddr,
+    /// Its gossip (QUIC) address; `None` for a dynamic peer (`gossip = "dynamic"`): it is not
+    /// dialled until its observation carries the address its own peers see it at
+    /// ([`super::Observation::observed`]), and its connections are accepted from any address.
+    pub gossip: Option<SocketAddr>,
     /// The service addresses (or prefixes) it may claim.
     pub addresses: Vec<AddressPin>,
 }

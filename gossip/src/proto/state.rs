@@ -20,7 +20,7 @@
 //!   the answer or the targets really changed.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -32,6 +32,7 @@ use super::limits::{Limited, Limits};
 use super::liveness::Liveness;
 use super::policies::{Policies, SiteView};
 use super::publisher::{Publisher, Reports};
+use super::sightings::{self, Sightings};
 use super::view::{RELAY_AFTER, View};
 use super::{
     AnswerSet, Bitmap, CheckResult, Config, InEvent, LinkStatus, Member, Message, NodeInfo, Observation,
@@ -70,6 +71,7 @@ pub struct State {
     liveness: Liveness,
     view: View,
     limits: Limits,
+    sightings: Sightings,
     answer: AnswerCache,
     policies: Policies,
     /// A selection input other than the qualifying sites changed (a latency).
@@ -111,6 +113,7 @@ impl State {
             liveness: Liveness::new(full.len(), me, now, first_nonce),
             view: View::new(full.len()),
             limits: Limits::new(full.len()),
+            sightings: Sightings::new(full.len()),
             answer: AnswerCache::default(),
             policies: Policies::new(&config.policy),
             policy_dirty: false,
@@ -142,6 +145,7 @@ impl State {
                 self.latency_changed();
             }
             InEvent::ServiceProbe { peer, result } => self.on_service_probe(now, peer, result),
+            InEvent::RemoteAddress { peer, addr } => self.on_remote_address(peer, addr),
         }
         self.finish(now);
     }
@@ -368,6 +372,7 @@ impl State {
         let periodic = matches!(message, Message::Alive(_) | Message::Ping { .. } | Message::Pong { .. });
         if self.liveness.heard(i, now, periodic, &self.config) {
             self.request_publish(now);
+            self.readopt(now);
         }
         match message {
             Message::Alive(tag) => self.on_alive(now, i, tag),
@@ -379,7 +384,62 @@ impl State {
             Message::Want(observers) => self.on_want(now, i, observers),
             Message::Summary(hash) => self.on_summary(now, i, hash),
             Message::Superseded { incarnation, seq } => self.on_superseded(now, incarnation, seq),
+            Message::Observed(addr) => {
+                let gap = self.config.probe_interval / 2;
+                if !self.limits.allow(i, Limited::Observed, now, gap) {
+                    self.stats.observed_dropped += 1;
+                } else if self.sightings.report(i, addr) {
+                    self.readopt(now);
+                }
+            }
         }
+    }
+
+    /// A peer's connection to us comes from `addr` (a new connection, or one that migrated):
+    /// tell it at once (a restarted peer has forgotten what it was told).
+    fn on_remote_address(&mut self, peer: PublicKey, addr: SocketAddr) {
+        let Some(i) = self.roster.index(&peer).filter(|i| *i != self.me) else { return };
+        self.sightings.saw(i, addr);
+        self.send(i, Message::Observed(addr));
+    }
+
+    /// Adopts the address a quorum of reachable peers see this node at, if it changed
+    /// (`proto::sightings`), and re-signs the observation with it.
+    fn readopt(&mut self, now: Instant) {
+        let liveness = &self.liveness;
+        if self.sightings.adopt(|i| liveness.is_reachable(i), self.roster.len() - 1) {
+            self.publisher.set_observed(self.sightings.adopted());
+            self.request_publish(now);
+        }
+    }
+
+    /// Where to dial `peer`: its configured gossip address, or for a dynamic peer the address
+    /// its newest observation signs, if usable and inside its pins (none: not dialled yet).
+    pub fn dial_address(&self, peer: &PublicKey) -> Option<SocketAddr> {
+        let i = self.roster.index(peer)?;
+        let member = self.members[i].as_ref()?;
+        member.gossip.or_else(|| self.signed_dial_address(i, &self.view.get(i)?.obs))
+    }
+
+    /// The address `obs` (of the dynamic member at `i`) signs, if usable and inside the member's
+    /// pins: a member cannot aim its peers' dialling outside the prefixes its operator pinned.
+    fn signed_dial_address(&self, i: usize, obs: &Observation) -> Option<SocketAddr> {
+        let member = self.members[i].as_ref().filter(|m| m.gossip.is_none())?;
+        obs.observed
+            .filter(|a| sightings::is_usable(*a) && member.addresses.iter().any(|p| p.contains(a.ip())))
+    }
+
+    /// The address this node's peers agreed they see it at, once they did.
+    pub fn observed_address(&self) -> Option<SocketAddr> {
+        self.sightings.adopted()
+    }
+
+    /// Whether this node's service address is the observed one (a reload may switch it).
+    pub fn set_observed_address(&mut self, now: Instant, observed_address: bool) {
+        if self.publisher.set_observed_address(observed_address) {
+            self.request_publish(now);
+        }
+        self.finish(now);
     }
 
     fn on_tick(&mut self, now: Instant) {
@@ -392,6 +452,7 @@ impl State {
         }
         if flipped {
             self.request_publish(now);
+            self.readopt(now);
         }
         // Our own observation is always current; then the others' that went stale stop counting.
         let refreshed = self.view.refresh(self.me, now, &self.roster);
@@ -430,6 +491,11 @@ impl State {
         self.latency_changed();
         // Publish whenever the report would differ from the published one: a flip, but also a
         // peer that started advertising a check since (its service is down until proven).
+        self.publish_if_report_differs(now, i);
+    }
+
+    /// Publishes if this node's report on the peer at `i` would differ from the published one.
+    fn publish_if_report_differs(&mut self, now: Instant, i: usize) {
         let (reachable, service_ok) =
             self.liveness.reports_reachable(i, self.advertises(i), &self.config.health);
         let published = self.view.get(self.me).and_then(|e| e.obs.report_at(&self.roster, i));
@@ -487,6 +553,15 @@ impl State {
             }
             self.view.set_beat(self.me, beat);
         }
+        // Where we see each peer from: datagrams get lost, so it is told again every heartbeat
+        // until the peer signs that address (once it does, idle traffic is as before).
+        let view = &self.view;
+        let seen: Vec<(usize, SocketAddr)> = (self.sightings.seen())
+            .filter(|(i, addr)| view.get(*i).is_none_or(|e| e.obs.observed != Some(*addr)))
+            .collect();
+        for (peer, addr) in seen {
+            self.send(peer, Message::Observed(addr));
+        }
         // Anti-entropy: one random peer learns a hash of what we hold; if its own differs, it
         // answers with its digest, and the two push each other what the other lacks.
         if self.roster.len() > 1 {
@@ -531,12 +606,21 @@ impl State {
 
     /// Puts a verified observation newer than the one held into the view.
     fn store(&mut self, i: usize, now: Instant, signed: SignedObservation, obs: Observation, beat: u64) {
+        let before = self.view.get(i).and_then(|e| self.signed_dial_address(i, &e.obs));
+        if let Some(addr) = self.signed_dial_address(i, &obs).filter(|a| Some(*a) != before) {
+            self.out.push_back(OutEvent::PeerAddressChanged { peer: self.roster.key(i), addr });
+        }
         let stored = self.view.store(i, now, signed, obs, beat, &self.roster);
         if stored.addresses {
             self.answer.addresses_changed();
         }
         self.targets_dirty |= stored.addresses || stored.check;
         self.dirty = true;
+        // A peer that stopped (or started) advertising a check: the report on it changes now,
+        // not at a probe result that may never come (its probing stops with its check).
+        if stored.check && i != self.me {
+            self.publish_if_report_differs(now, i);
+        }
     }
 
     /// A service-check latency may have changed: `fastest` rules select again.
@@ -620,6 +704,8 @@ impl State {
     }
 }
 
+#[cfg(test)]
+mod dynamic_tests;
 mod exchange;
 #[cfg(test)]
 mod hostile_tests;

@@ -94,4 +94,7 @@ pub struct Lie {
     pub reachable: Vec<NodeId>,
     /// Claimed unreachable whatever its probing says.
     pub unreachable: Vec<NodeId>,
+    /// Every [`crate::proto::Message::Observed`] it sends names this address instead of where
+    /// it really sees the receiver.
+    pub observed: Option<std::net::SocketAddr>,
 }

@@ -37,7 +37,7 @@ pub fn member(i: usize) -> Member {
     Member {
         name: name(i),
         key: public_key(i),
-        gossip: SocketAddr::new(address(i), 7946),
+        gossip: Some(SocketAddr::new(address(i), 7946)),
         addresses: vec![AddressPin::host(address(i))],
     }
 }
@@ -56,6 +56,7 @@ pub fn node_info(i: usize, incarnation: u64) -> NodeInfo {
         incarnation,
         addresses: vec![address(i)],
         service_check: None,
+        observed_address: false,
     }
 }
 
@@ -86,5 +87,6 @@ pub fn observation(i: usize, n: usize, healthy: bool, reports: &[(usize, bool)])
         service_probed: Bitmap::new(n),
         service_ok: Bitmap::new(n),
         policy: Default::default(),
+        observed: None,
     }
 }

@@ -459,3 +459,75 @@ fn a_member_removed_and_added_by_reloads_while_the_others_keep_answering() {
         assert_eq!(unexpected_removals(&sim, start, |r| r.dropped == x), vec![], "no gap for the others");
     }
 }
+
+/// Node `n - 1` takes its service address from what its peers see; node 0 lies about it.
+fn observed_address_run(n: usize, liar: Option<std::net::SocketAddr>) -> Sim {
+    let mut sim = Sim::new(n, with_seed(90 + n as u64));
+    if let Some(fake) = liar {
+        sim.set_lie(0, Lie { observed: Some(fake), ..Lie::default() });
+    }
+    converge(&mut sim, secs(5));
+    sim.use_observed_address(n - 1);
+    sim
+}
+
+/// The service addresses node `at` holds in `of`'s newest observation (signed by `of`).
+fn served_addresses(sim: &Sim, at: NodeId, of: NodeId) -> Vec<std::net::IpAddr> {
+    let state = sim.state(at).expect("running");
+    state.observation(&sim.key(of)).map(|o| o.addresses.clone()).unwrap_or_default()
+}
+
+#[test]
+fn an_address_seen_by_a_quorum_is_adopted_and_served_everywhere() {
+    let n = 5;
+    let dynamic = n - 1;
+    let first: std::net::SocketAddr = "198.18.0.5:7946".parse().unwrap();
+    let moved: std::net::SocketAddr = "198.18.1.5:7946".parse().unwrap();
+    let mut sim = observed_address_run(n, None);
+    sim.see_at(dynamic, first);
+    sim.run_for(secs(2));
+    assert_eq!(sim.state(dynamic).unwrap().observed_address(), Some(first));
+    for i in 0..n {
+        assert_eq!(served_addresses(&sim, i, dynamic), vec![first.ip()], "at node {i}");
+    }
+    // It moves: the new address is in every answer within a heartbeat or two, the old in none.
+    sim.see_at(dynamic, moved);
+    // (Checked every 100 ms: at the peers only the signed addresses change, not the answer.)
+    let moved_at = sim.now();
+    let mut done = None;
+    for _ in 0..50 {
+        if (0..n).all(|i| served_addresses(&sim, i, dynamic) == vec![moved.ip()]) {
+            done = Some(sim.now() - moved_at);
+            break;
+        }
+        sim.run_for(Duration::from_millis(100));
+    }
+    assert!(
+        done.is_some_and(|took| took <= secs(3)),
+        "the moved address reached every answer: adopted {:?}, held {:?}",
+        sim.state(dynamic).unwrap().observed_address(),
+        (0..n).map(|i| served_addresses(&sim, i, dynamic)).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_single_lying_peer_cannot_change_another_sites_address() {
+    let fake: std::net::SocketAddr = "198.18.9.9:7946".parse().unwrap();
+    for n in [3, 5] {
+        let dynamic = n - 1;
+        let real: std::net::SocketAddr = "198.18.0.5:7946".parse().unwrap();
+        let mut sim = observed_address_run(n, Some(fake));
+        sim.see_at(dynamic, real);
+        sim.run_for(secs(5));
+        let state = sim.state(dynamic).unwrap();
+        if n == 3 {
+            // One honest peer and one liar: no quorum for either address.
+            assert_eq!(state.observed_address(), None, "n = {n}");
+        } else {
+            assert_eq!(state.observed_address(), Some(real), "n = {n}");
+        }
+        for i in 0..n {
+            assert!(!served_addresses(&sim, i, dynamic).contains(&fake.ip()), "n = {n}, node {i}");
+        }
+    }
+}

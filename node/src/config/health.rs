@@ -266,7 +266,16 @@ impl RawHealth {
                 let port = check.port();
                 let address = match &self.address {
                     Some(a) => socket_addr("health.address", a)?,
-                    None => SocketAddr::new(node.addresses[0], port),
+                    None => match node.addresses.first() {
+                        Some(ip) => SocketAddr::new(*ip, port),
+                        None => {
+                            return Err(FieldError::at(
+                                kind,
+                                "health.address: needed with node.addresses = \"observed\" (no \
+                                 configured address to check the service at)",
+                            ));
+                        }
+                    },
                 };
                 Some(SelfCheck::Service { check, address })
             }

@@ -15,6 +15,7 @@
 //! - `anycast`: the `[anycast]` section: the prefixes `spdu exabgp` announces, and their MED.
 //! - `acme`: the `[acme]` section: ACME http-01 challenge answers.
 //! - `dnssec`: the `[dnssec]` section and the peers' `dnssec_key`: online DNSSEC signing.
+//! - `dynamic`: sites on dynamic addresses (`node.addresses = "observed"`, `gossip = "dynamic"`).
 //!
 //! Address pins ([`AddressPin`]) and the special-purpose rule are the protocol core's
 //! (`spdu_gossip::proto`): the config builds the roster ([`spdu_gossip::proto::Member`]) the
@@ -37,6 +38,7 @@ mod acme;
 mod anycast;
 mod dns;
 mod dnssec;
+mod dynamic;
 mod health;
 mod notify;
 mod peers;
@@ -105,8 +107,11 @@ pub struct NodeConfig {
     /// `node.control_allow`: the networks that may connect to the control endpoint; empty when
     /// it is on loopback and the field is not set (then only loopback sources are served).
     pub control_allow: Vec<AddressPin>,
-    /// `node.addresses`: this site's service addresses.
+    /// `node.addresses`: this site's service addresses (empty with `"observed"`).
     pub addresses: Vec<IpAddr>,
+    /// `node.addresses = "observed"`: the service address is the IP this node's peers see it at,
+    /// once a quorum of them agree (`config::dynamic`).
+    pub observed_address: bool,
     /// `node.priority` and `node.weight`: this site's place in the failover policies.
     pub attrs: SiteAttrs,
 }

@@ -4,7 +4,9 @@
 //! gossip address and none is at this node's own (it would dial itself forever) or at a
 //! special-purpose address; every peer has 1 to [`MAX_SERVICE_ADDRESSES`] address pins, none
 //! special-purpose. Without `addresses`, a peer's pin is the IP of its gossip address: a peer
-//! can then only ever be answered at that address, whatever its observations claim.
+//! can then only ever be answered at that address, whatever its observations claim. A dynamic
+//! peer (`gossip = "dynamic"`, see `config::dynamic`) has no gossip address and must list its
+//! pins; it alone may pin the whole address space.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -60,6 +62,17 @@ pub(super) fn validate(raw: &[RawPeer], node: &NodeConfig) -> Checked<Vec<(Membe
                 format!("peers[{i}].key: the same key as peers[{first}].key"),
             ));
         }
+        let dynamic = super::dynamic::is_dynamic(&raw.gossip);
+        if dynamic {
+            super::dynamic::require_pins(&format!("peers[{i}]"), &raw.gossip, &raw.addresses)?;
+            let addresses = match &raw.addresses {
+                Some(list) => pins(&format!("peers[{i}].addresses"), list, true)?,
+                None => unreachable!("required above"),
+            };
+            let attrs = site_attrs(&format!("peers[{i}]"), &raw.priority, &raw.weight)?;
+            peers.push((Member { name: peer_name, key, gossip: None, addresses }, attrs));
+            continue;
+        }
         let gossip = remote_addr(&format!("peers[{i}].gossip"), &raw.gossip)?;
         let own = gossip == node.gossip
             || (node.gossip.ip().is_unspecified()
@@ -84,15 +97,17 @@ pub(super) fn validate(raw: &[RawPeer], node: &NodeConfig) -> Checked<Vec<(Membe
         }
         let addresses = match &raw.addresses {
             None => vec![AddressPin::host(gossip.ip())],
-            Some(list) => pins(&format!("peers[{i}].addresses"), list)?,
+            Some(list) => pins(&format!("peers[{i}].addresses"), list, false)?,
         };
         let attrs = site_attrs(&format!("peers[{i}]"), &raw.priority, &raw.weight)?;
-        peers.push((Member { name: peer_name, key, gossip, addresses }, attrs));
+        peers.push((Member { name: peer_name, key, gossip: Some(gossip), addresses }, attrs));
     }
     Ok(peers)
 }
 
-fn pins(field: &str, list: &Spanned<Vec<Spanned<String>>>) -> Checked<Vec<AddressPin>> {
+/// `dynamic`: the peer's address is not known in advance, so the whole address space may be
+/// pinned (`0.0.0.0/0`, `::/0`).
+fn pins(field: &str, list: &Spanned<Vec<Spanned<String>>>, dynamic: bool) -> Checked<Vec<AddressPin>> {
     if list.get_ref().is_empty() {
         return Err(FieldError::at(
             list,
@@ -109,7 +124,7 @@ fn pins(field: &str, list: &Spanned<Vec<Spanned<String>>>) -> Checked<Vec<Addres
     for (j, value) in list.get_ref().iter().enumerate() {
         let at = format!("{field}[{j}]");
         let p = pin(&at, value)?;
-        if is_special_purpose(p.addr()) {
+        if is_special_purpose(p.addr()) && !(dynamic && super::dynamic::is_everything(&p)) {
             return Err(FieldError::at(
                 value,
                 format!(

@@ -40,7 +40,7 @@ pub(super) struct RawNode {
     dns: Spanned<Vec<Spanned<String>>>,
     control: Spanned<String>,
     control_allow: Option<Spanned<Vec<Spanned<String>>>>,
-    addresses: Spanned<Vec<Spanned<String>>>,
+    addresses: Spanned<super::dynamic::RawAddresses>,
     priority: Option<Spanned<u32>>,
     weight: Option<Spanned<u32>>,
 }
@@ -219,19 +219,20 @@ pub(super) fn site_attrs(
 }
 
 /// Service addresses: at least one, at most [`MAX_SERVICE_ADDRESSES`], each once, none special.
-fn service_ips(field: &str, list: &Spanned<Vec<Spanned<String>>>) -> Checked<Vec<IpAddr>> {
-    if list.get_ref().is_empty() {
-        return Err(FieldError::at(list, format!("{field}: needs at least one service address")));
+/// Errors about the whole list point at `at`.
+fn service_ips<T>(field: &str, at: &Spanned<T>, list: &[Spanned<String>]) -> Checked<Vec<IpAddr>> {
+    if list.is_empty() {
+        return Err(FieldError::at(at, format!("{field}: needs at least one service address")));
     }
-    if list.get_ref().len() > MAX_SERVICE_ADDRESSES {
+    if list.len() > MAX_SERVICE_ADDRESSES {
         return Err(FieldError::at(
-            list,
-            format!("{field}: {} addresses, at most {MAX_SERVICE_ADDRESSES}", list.get_ref().len()),
+            at,
+            format!("{field}: {} addresses, at most {MAX_SERVICE_ADDRESSES}", list.len()),
         ));
     }
     let mut seen = BTreeSet::new();
     let mut addresses = Vec::new();
-    for (i, a) in list.get_ref().iter().enumerate() {
+    for (i, a) in list.iter().enumerate() {
         let ip = service_ip(&format!("{field}[{i}]"), a)?;
         if !seen.insert(ip) {
             return Err(FieldError::at(a, format!("{field}[{i}]: {ip} is listed twice")));
@@ -276,9 +277,21 @@ impl RawNode {
                 .map(|(i, n)| pin(&format!("node.control_allow[{i}]"), n))
                 .collect::<Checked<Vec<_>>>()?,
         };
-        let addresses = service_ips("node.addresses", &self.addresses)?;
+        let (addresses, observed_address) = super::dynamic::node_addresses(&self.addresses, |list| {
+            service_ips("node.addresses", &self.addresses, list)
+        })?;
         let attrs = site_attrs("node", &self.priority, &self.weight)?;
-        Ok(NodeConfig { name: node_name, key, gossip, dns, control, control_allow, addresses, attrs })
+        Ok(NodeConfig {
+            name: node_name,
+            key,
+            gossip,
+            dns,
+            control,
+            control_allow,
+            addresses,
+            observed_address,
+            attrs,
+        })
     }
 }
 

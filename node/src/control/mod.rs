@@ -287,6 +287,7 @@ mod tests {
             peers: vec![],
             protocol,
             service_check: None,
+            observed_address: false,
         })
         .unwrap();
         let membership = bound.membership();

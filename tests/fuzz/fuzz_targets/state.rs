@@ -13,7 +13,7 @@
 #![no_main]
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use arbitrary::Arbitrary;
@@ -102,6 +102,18 @@ enum Op {
         from: u8,
         spec: ObsSpec,
         copies: u16,
+    },
+    /// A peer says it sees our connections come from 198.18.0.`ip`:`port` (0 is unusable).
+    Observed {
+        from: u8,
+        ip: u8,
+        port: u16,
+    },
+    /// The driver reports where a peer's connection comes from.
+    RemoteAddress {
+        peer: u8,
+        ip: u8,
+        port: u16,
     },
     /// A peer says it holds our observation at this version (near the top of the range when
     /// `huge`).
@@ -266,6 +278,10 @@ impl Harness {
                     assert_eq!(incarnation, self.state.incarnation());
                     self.incarnation = incarnation;
                 }
+                OutEvent::PeerAddressChanged { peer, addr } => {
+                    assert!(roster_has(&peer) && peer != self.me, "address of a non-member");
+                    assert!(addr.port() != 0 && !is_special_purpose(addr.ip()), "unusable address {addr}");
+                }
             }
         }
         assert!(
@@ -328,6 +344,8 @@ impl Harness {
             assert_eq!(Some(&obs), state.observation(k));
             if *k == self.me {
                 assert_eq!(obs.incarnation, state.incarnation(), "own observation replaced");
+                let usable = |a: SocketAddr| a.port() != 0 && !is_special_purpose(a.ip());
+                assert!(obs.observed.is_none_or(usable), "signed an unusable observed address");
             }
             let last = self.versions.entry(*k).or_insert(obs.version());
             assert!(obs.version() >= *last, "view went back in version for node {i}");
@@ -479,6 +497,13 @@ impl Harness {
                 let after = self.state.stats();
                 let checked = |s: &spdu_gossip::proto::Stats| s.accepted + s.bad_signature + s.self_conflict;
                 assert!(checked(after) - checked(&before) <= 1, "one observer's claims verified more than once");
+            }
+            Op::Observed { from, ip, port } => {
+                self.message(from, Message::Observed(SocketAddr::from(([198, 18, 0, ip], port))));
+            }
+            Op::RemoteAddress { peer, ip, port } => {
+                let addr = SocketAddr::from(([198, 18, 0, ip], port));
+                self.handle(InEvent::RemoteAddress { peer: key(peer), addr });
             }
             Op::Superseded { from, incarnation, seq, huge } => {
                 let base = if huge { u64::MAX / 2 - 1 } else { 0 };

@@ -74,6 +74,7 @@ impl State {
         self.liveness.remap(&from, me, now);
         self.view.remap(&from, &full, now, config.stale_after);
         self.limits.remap(&from);
+        self.sightings.remap(&from);
         self.policies.reconfigure(&config.policy);
         self.answer.addresses_changed();
 

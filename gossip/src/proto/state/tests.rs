@@ -538,3 +538,30 @@ fn stale_observers_stop_counting_with_time_alone() {
     assert!(changed);
     assert_eq!(a.answer().members, vec![public_key(0)]);
 }
+
+/// A peer whose service fails its probes stops advertising a check: it is reported reachable
+/// again at once, without waiting for a probe result that will never come (its probing stops).
+#[test]
+fn a_peer_that_stops_advertising_its_check_is_reported_reachable_at_once() {
+    let config = Config::default();
+    let mut now = Instant::now();
+    let (mut a, _) = node(0, 2, 1, config.clone(), now);
+    bring_up(&mut a, 1, &mut now, &config);
+    let mut checked = observation(1, 2, true, &[(0, true)]);
+    checked.service_check = Some(crate::proto::ServiceCheck::Tcp { port: 80 });
+    push(&mut a, now, 1, vec![checked.sign(&secret_key(1))]);
+    for _ in 0..config.health.down_after.max(1) + 1 {
+        now += Duration::from_millis(200);
+        a.step(now, InEvent::ServiceProbe { peer: public_key(1), result: CheckResult::fail("refused") });
+    }
+    now += config.probe_interval;
+    a.fire(now, Timer::Publish);
+    let report = |a: &State| a.observation(&public_key(0)).unwrap().report(a.roster(), &public_key(1));
+    assert_eq!(report(&a).map(|r| r.reachable), Some(false), "its service fails");
+    let mut unchecked = observation(1, 2, true, &[(0, true)]);
+    unchecked.seq = 2;
+    push(&mut a, now, 1, vec![unchecked.sign(&secret_key(1))]);
+    now += config.probe_interval;
+    a.fire(now, Timer::Publish);
+    assert_eq!(report(&a).map(|r| (r.reachable, r.service_ok)), Some((true, None)));
+}
