@@ -120,7 +120,7 @@ impl PoolHandler {
             && transport == Transport::Udp
             && let Some((rcode, qtype, verdict)) = self.fast_response(packet, src, out)
         {
-            return self.send(src, transport, (rcode, qtype, Encoding::Whole), verdict, out);
+            return self.send(src, transport, (rcode, qtype, Encoding::Whole), verdict, None, out);
         }
         out.clear();
         let Ok(header) = Header::read(&mut BinDecoder::new(packet)) else {
@@ -139,26 +139,28 @@ impl PoolHandler {
                 let header = Header { metadata, counts: HeaderCounts::default() };
                 // Not counted in `queries` (see `DnsMetrics`), but limited like any error.
                 return header.emit(&mut BinEncoder::new(out)).is_ok()
-                    && self.within_rate(src, transport, Rcode::formerr, CookieVerdict::None, out);
+                    && self.within_rate(src, transport, Rcode::formerr, CookieVerdict::None, None, out);
             }
         };
         if request.metadata.message_type == MessageType::Response {
             // Never answer a response: that would make us a reflector.
             return false;
         }
-        let (made, verdict) = self.answer_request(&request, transport, out);
-        self.send(src, transport, made, verdict, out)
+        let (made, verdict, decided) = self.answer_request(&request, transport, out);
+        self.send(src, transport, made, verdict, decided, out)
     }
 
     /// Whether the response in `out` (`made`: its planned code, the query's type, how it was
     /// encoded) goes out (rate limiting may drop it, or truncate it in place, unless the query's
-    /// cookie `verdict` is a valid server cookie); counts it as sent, or as limited.
+    /// cookie `verdict` is a valid server cookie; `decided`: the limiting action if it was taken
+    /// before the response was signed); counts it as sent, or as limited.
     fn send(
         &self,
         src: SocketAddr,
         transport: Transport,
         made: (Rcode, Qtype, Encoding),
         verdict: CookieVerdict,
+        decided: Option<Action>,
         out: &mut Vec<u8>,
     ) -> bool {
         let (rcode, qtype, encoding) = made;
@@ -166,15 +168,16 @@ impl PoolHandler {
             Encoding::Failed => Rcode::servfail,
             Encoding::Whole | Encoding::Truncated => rcode,
         };
-        if !self.within_rate(src, transport, sent, verdict, out) {
+        if !self.within_rate(src, transport, sent, verdict, decided, out) {
             return false;
         }
         self.count(rcode, qtype, transport, encoding);
         true
     }
 
-    /// Applies response rate limiting to the response in `out`, carrying `rcode`, to `src`:
-    /// false if it is dropped; true if it goes out, whole or (slipped) truncated in place.
+    /// Applies response rate limiting to the response in `out`, carrying `rcode`, to `src` (or
+    /// the action `decided` already): false if it is dropped; true if it goes out, whole or
+    /// (slipped) truncated in place.
     /// TCP responses are never limited: the handshake proved the source address; nor are
     /// responses to a query with a valid server cookie (RFC 7873 §5.2.3: a cookie this site
     /// issued to that address proves it, as a spoofed source cannot have one).
@@ -184,17 +187,20 @@ impl PoolHandler {
         transport: Transport,
         rcode: Rcode,
         verdict: CookieVerdict,
+        decided: Option<Action>,
         out: &mut Vec<u8>,
     ) -> bool {
-        let limited = transport == Transport::Udp && verdict != CookieVerdict::Valid;
-        let Some(rrl) = self.rrl.as_ref().filter(|_| limited) else {
-            return true;
-        };
         let kind = Kind::of(rcode);
-        let (action, evicted) = rrl.decide(src.ip(), kind, Instant::now());
-        if evicted {
-            self.metrics().rrl_evictions.inc();
-        }
+        let action = match decided {
+            Some(action) => action,
+            None => {
+                let limited = transport == Transport::Udp && verdict != CookieVerdict::Valid;
+                let Some(rrl) = self.rrl.as_ref().filter(|_| limited) else {
+                    return true;
+                };
+                self.decide(rrl, src, kind)
+            }
+        };
         match action {
             Action::Send => true,
             Action::Slip if rrl::truncate_to_slip(out) => {
@@ -208,18 +214,32 @@ impl PoolHandler {
         }
     }
 
-    /// Plans and encodes the response to a decoded query; returns what to count it as and the
-    /// verdict on its cookie.
+    /// Takes one response of `kind` to `src` through the rate limiter.
+    fn decide(&self, rrl: &Rrl, src: SocketAddr, kind: Kind) -> Action {
+        let (action, evicted) = rrl.decide(src.ip(), kind, Instant::now());
+        if evicted {
+            self.metrics().rrl_evictions.inc();
+        }
+        action
+    }
+
+    /// Plans and encodes the response to a decoded query; returns what to count it as, the
+    /// verdict on its cookie, and the rate-limiting action when it was taken here already.
     ///
     /// Cookies (RFC 7873 §5.2): a well-formed client cookie gets a fresh server cookie in the
     /// response's OPT; a bad server cookie over UDP gets BADCOOKIE instead of the answer (unless
     /// the query is in error already), over TCP the answer.
+    ///
+    /// Signing: with DNSSEC on, a DO query over UDP is rate limited *before* its answer is
+    /// signed (a denial is signed per query name), so a flood of random names over the rate
+    /// costs no signatures for the responses that are dropped or slipped (a slipped response is
+    /// a bare TC header and question, with nothing to sign).
     fn answer_request(
         &self,
         request: &Request,
         transport: Transport,
         out: &mut Vec<u8>,
-    ) -> ((Rcode, Qtype, Encoding), CookieVerdict) {
+    ) -> ((Rcode, Qtype, Encoding), CookieVerdict, Option<Action>) {
         let current = self.answers.current();
         let mut edns = response::response_edns(request);
         let qtype = match request.queries.queries() {
@@ -227,14 +247,6 @@ impl PoolHandler {
             _ => Qtype::none,
         };
         let mut plan = response::plan(&current.zone, &current.snapshot, request, &mut Live);
-        if let Some(signed) = &current.signed {
-            let dnssec_ok = request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
-            if let Some(edns) = edns.as_mut() {
-                // RFC 3225 §3: a server that speaks DNSSEC copies the DO bit.
-                edns.set_dnssec_ok(dnssec_ok);
-            }
-            response::sign(&mut plan, &current.zone, &current.snapshot, signed, request, dnssec_ok);
-        }
         let option = response::request_cookie(request).filter(|o| response::valid_cookie_len(o.len()));
         let mut verdict = CookieVerdict::None;
         if let (Some(secrets), Some(option), Some(edns)) = (&self.cookies, option, edns.as_mut())
@@ -249,9 +261,30 @@ impl PoolHandler {
                 response::add_cookie(edns, &secrets.issue(client, src.ip()));
             }
         }
+        let mut decided = None;
+        if let Some(signed) = &current.signed {
+            let mut dnssec_ok = request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
+            if let Some(edns) = edns.as_mut() {
+                // RFC 3225 §3: a server that speaks DNSSEC copies the DO bit.
+                edns.set_dnssec_ok(dnssec_ok);
+            }
+            if dnssec_ok
+                && transport == Transport::Udp
+                && verdict != CookieVerdict::Valid
+                && let Some(rrl) = &self.rrl
+            {
+                let action = self.decide(rrl, request.src(), Kind::of(plan.label));
+                // Limited: nothing is signed (a slipped response keeps no records anyway).
+                dnssec_ok &= action == Action::Send;
+                decided = Some(action);
+            }
+            if plan.label != Rcode::badcookie {
+                response::sign(&mut plan, &current.zone, &current.snapshot, signed, request, dnssec_ok);
+            }
+        }
         let limit = response::size_limit(transport, edns.as_ref());
         let encoding = response::encode(request, edns.as_ref(), &plan, limit, out);
-        ((plan.label, qtype, encoding), verdict)
+        ((plan.label, qtype, encoding), verdict, decided)
     }
 
     /// Counts one response: under the planned code, unless encoding failed and a SERVFAIL went

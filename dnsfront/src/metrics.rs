@@ -152,6 +152,7 @@ pub struct DnsMetrics {
     pub(crate) tcp_connections: Gauge,
     pub(crate) rrl_limited: Family<LimitedLabels, Counter>,
     pub(crate) rrl_evictions: Counter,
+    pub(crate) dnssec_signatures: Counter,
 }
 
 impl DnsMetrics {
@@ -205,6 +206,11 @@ impl DnsMetrics {
             "rrl_table_evictions",
             "Rate-limit buckets still limiting a prefix that were given to a new one (the table is full)",
             self.rrl_evictions.clone(),
+        );
+        registry.register(
+            "dnssec_signatures",
+            "DNSSEC signatures made (RRsets of a new answer version, cache misses, denials), not served from a cache",
+            self.dnssec_signatures.clone(),
         );
     }
 }

@@ -170,7 +170,10 @@ fn build(
     now: SystemTime,
 ) -> ServedAnswers {
     let snapshot = Snapshot::build(&zone, &answers);
-    let signed = signer.map(|signer| SignedVersion::new(signer, &zone.origin.clone().into(), now));
+    let signed = signer.map(|signer| {
+        SignedVersion::new(signer, &zone.origin.clone().into(), now)
+            .counting(metrics.dnssec_signatures.clone())
+    });
     if let Some(signed) = &signed {
         // The RRsets every signed answer version serves: signed now, not on the query path.
         signed.rrsig(&[&snapshot.soa]);

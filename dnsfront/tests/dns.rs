@@ -17,7 +17,7 @@ use spdu_dnsfront::{
     SiteAddrs, ZoneConfig,
     offline::{self, Responder},
 };
-use testing::{TestServer, addrs, answer_ips, query, soa_of, tcp, udp, udp_raw, zone};
+use testing::{TestServer, addrs, answer_ips, query, signer, soa_of, tcp, udp, udp_raw, zone};
 use tokio_util::sync::CancellationToken;
 
 const API: &str = "api.pool.example.test.";
@@ -571,15 +571,6 @@ fn fast_path_is_byte_identical_to_the_slow_path() {
     assert!(fast > total / 3, "the fast path answered only {fast} of {total}");
     // Signed positive answers (A, AAAA, SOA, NS, ANY of existing names) come precomputed too.
     assert!(signed_fast > 100, "the fast path answered only {signed_fast} signed DO queries");
-}
-
-/// A signer with a fresh ECDSA key and one other site's.
-fn signer() -> spdu_dnsfront::dnssec::Signer {
-    use spdu_dnsfront::dnssec::{KeyAlgorithm, Signer, ZoneKey};
-    let key =
-        |_| ZoneKey::from_pkcs8(&ZoneKey::generate_pkcs8(KeyAlgorithm::EcdsaP256Sha256).unwrap()).unwrap();
-    let other: ZoneKey = key(());
-    Signer::new(key(()), vec![other.public().clone()], 3600, std::time::Duration::from_secs(172_800))
 }
 
 /// `api` and `www.deep` answer with `addrs` in sites of `per_site` addresses (weights 100, 50,

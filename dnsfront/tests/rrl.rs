@@ -247,3 +247,60 @@ async fn a_valid_server_cookie_exempts_a_query_from_the_rate() {
     assert_eq!(dropped, u64::from(300 - limited), "{text}");
     server.stop().await;
 }
+
+/// A DO query for a random name under the pool zone (a denial, signed per name).
+fn random_name_do_query(n: u32) -> Vec<u8> {
+    let mut message = query(&format!("r{n:08x}.pool.example.test."), RecordType::A);
+    message.metadata.id = n as u16;
+    let mut edns = hickory_proto::op::Edns::new();
+    edns.set_max_payload(1232);
+    edns.set_dnssec_ok(true);
+    message.set_edns(edns);
+    message.to_vec().unwrap()
+}
+
+/// The attack: with DNSSEC on, a flood of DO queries for random names (each denial signed for
+/// its own name) from one /24 over the rate. The rate is decided before signing, so only the
+/// responses that go out cost a signature: 600 queries at a rate of 20 a second with every
+/// limited response dropped make about as many signatures as answers sent (the answer
+/// version's own RRsets aside), not one per query.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limited_do_queries_cost_no_signatures() {
+    let rrl = RrlConfig { rate: 20, slip: 0, ..RrlConfig::default() };
+    let pool = addrs(&["192.0.2.1", "192.0.2.2", "192.0.2.3"]);
+    let server = TestServer::start_with(zone(&["api"]), 1, pool, |s| s.with_rrl(rrl)).await;
+    server.set_signer(Some(testing::signer()));
+    let signatures = |text: &str| metric(text, "dns_dnssec_signatures_total ");
+    let before = signatures(&server.metrics_text());
+    let addr = server.addr;
+    let answered = tokio::task::spawn_blocking(move || {
+        let socket = UdpSocket::bind("127.0.3.1:0").unwrap();
+        socket.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        let mut buf = [0u8; 4096];
+        let mut answered = 0u64;
+        for window in 0..30u32 {
+            for n in 0..20 {
+                socket.send_to(&random_name_do_query(window * 20 + n), addr).unwrap();
+            }
+            while let Ok(len) = socket.recv(&mut buf) {
+                let response = Message::from_vec(&buf[..len]).expect("a response parses");
+                assert!(
+                    response.authorities.iter().any(|r| r.record_type() == RecordType::RRSIG),
+                    "an answered denial is signed"
+                );
+                answered += 1;
+            }
+        }
+        answered
+    })
+    .await
+    .unwrap();
+    let text = server.metrics_text();
+    let made = signatures(&text) - before;
+    let dropped = metric(&text, r#"dns_rrl_limited_responses_total{kind="nxdomain",action="dropped"} "#);
+    assert!(answered > 0 && dropped > 0, "answered {answered}, dropped {dropped}\n{text}");
+    assert_eq!(answered + dropped, 600, "every query answered or dropped\n{text}");
+    // Each answered denial: the NSEC's and the SOA's signatures at most (the SOA's is cached).
+    assert!(made <= 2 * answered, "{made} signatures for {answered} answers ({dropped} dropped)\n{text}");
+    server.stop().await;
+}

@@ -21,6 +21,7 @@ use hickory_proto::dnssec::rdata::{DNSSECRData, NSEC, RRSIG, SigInput};
 use hickory_proto::dnssec::{Algorithm, TBS};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType, SerialNumber};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
+use prometheus_client::metrics::counter::Counter;
 
 use super::key::{SiteKey, ZoneKey};
 
@@ -81,6 +82,8 @@ pub(crate) struct SignedVersion {
     made_at: u64,
     pub(crate) dnskeys: Vec<Record>,
     cache: Mutex<HashMap<Vec<u8>, Record>>,
+    /// Counts every signature made (cache misses, denials): `dns_dnssec_signatures_total`.
+    signatures: Counter,
 }
 
 impl std::fmt::Debug for SignedVersion {
@@ -115,7 +118,20 @@ impl SignedVersion {
                 )
             })
             .collect();
-        Self { signer, apex, window, made_at: now_s, dnskeys, cache: Mutex::new(HashMap::new()) }
+        Self {
+            signer,
+            apex,
+            window,
+            made_at: now_s,
+            dnskeys,
+            cache: Mutex::new(HashMap::new()),
+            signatures: Counter::default(),
+        }
+    }
+
+    /// Counts the signatures this version makes in `signatures` (shared with the DNS metrics).
+    pub(crate) fn counting(self, signatures: Counter) -> Self {
+        Self { signatures, ..self }
     }
 
     /// The signature window.
@@ -166,6 +182,7 @@ impl SignedVersion {
         };
         let tbs = TBS::from_input(&first.name, DNSClass::IN, &input, records.iter().copied()).ok()?;
         let signature = self.signer.key.signing().sign(&tbs).ok()?;
+        self.signatures.inc();
         let rrsig = RRSIG::from_sig(input, signature);
         Some(Record::from_rdata(first.name.clone(), first.ttl, RData::DNSSEC(DNSSECRData::RRSIG(rrsig))))
     }

@@ -113,6 +113,11 @@ impl TestServer {
         self.answers.publish(answers);
     }
 
+    /// Turns DNSSEC signing on (`Some`) or off for every version from now on.
+    pub fn set_signer(&self, signer: Option<spdu_dnsfront::dnssec::Signer>) {
+        self.answers.set_signer(signer);
+    }
+
     /// Serves a new zone (a reload), with `answers` for its names.
     pub fn replace_zone(&self, zone: &ZoneConfig, answers: PoolAnswers) -> Result<(), ZoneError> {
         self.answers.replace_zone(zone, answers)
@@ -298,4 +303,13 @@ impl UdpClient {
             }
         }
     }
+}
+
+/// A DNSSEC signer with a fresh ECDSA key and one other site's.
+pub fn signer() -> spdu_dnsfront::dnssec::Signer {
+    use spdu_dnsfront::dnssec::{KeyAlgorithm, Signer, ZoneKey};
+    let key =
+        |_| ZoneKey::from_pkcs8(&ZoneKey::generate_pkcs8(KeyAlgorithm::EcdsaP256Sha256).unwrap()).unwrap();
+    let other: ZoneKey = key(());
+    Signer::new(key(()), vec![other.public().clone()], 3600, std::time::Duration::from_secs(172_800))
 }
