@@ -96,6 +96,25 @@ fn has_tool(tool: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// Whether every `(tool, Debian package)` a scenario needs is on `PATH`. Without one it says so
+/// loudly and the test skips, unless `SPDU_REQUIRE_TOOLS` is set (CI installs them all): then the
+/// test fails, naming the package.
+fn has_required_tools(name: &str, sites: u32, tools: &[(&str, &str)]) -> bool {
+    for &(tool, package) in tools {
+        if !has_tool(tool) {
+            assert!(
+                std::env::var_os("SPDU_REQUIRE_TOOLS").is_none(),
+                "{tool} is required (SPDU_REQUIRE_TOOLS is set): apt-get install {package}"
+            );
+            loud(&format!(
+                "SKIPPED (needs {tool}: apt-get install {package}): netns scenario {name} with {sites} sites"
+            ));
+            return false;
+        }
+    }
+    true
+}
+
 /// Runs `scenarios/<name>.sh --sites <sites> --spdu <binary> <extra...>`, or returns `None`
 /// (after saying so loudly) when this machine cannot.
 fn run(name: &str, sites: u32, extra: &[&str]) -> Option<Outcome> {
@@ -290,19 +309,9 @@ fn netns_dns_flood_3() {
 /// BIRD are required (not skipped) under `SPDU_REQUIRE_TOOLS`, as CI installs them.
 #[test]
 fn netns_anycast_3() {
-    for (tool, package) in
-        [("exabgp", "exabgp"), ("bird", "bird2"), ("birdc", "bird2"), ("python3", "python3")]
-    {
-        if !has_tool(tool) {
-            assert!(
-                std::env::var_os("SPDU_REQUIRE_TOOLS").is_none(),
-                "{tool} is required (SPDU_REQUIRE_TOOLS is set): apt-get install {package}"
-            );
-            loud(&format!(
-                "SKIPPED (needs {tool}, apt-get install {package}): netns scenario anycast with 3 sites"
-            ));
-            return;
-        }
+    let tools = [("exabgp", "exabgp"), ("bird", "bird2"), ("birdc", "bird2"), ("python3", "python3")];
+    if !has_required_tools("anycast", 3, &tools) {
+        return;
     }
     let Some(o) = run("anycast", 3, &[]) else { return };
     // The script's own PASS bounds; these restate them.
@@ -323,15 +332,15 @@ fn netns_anycast_3() {
 /// thumbprint reaches every site by SIGHUP; some validation lands on a site other than s1.
 #[test]
 fn netns_acme_3() {
-    for tool in ["pebble", "certbot", "unbound", "openssl", "curl"] {
-        if !has_tool(tool) {
-            assert!(
-                std::env::var_os("SPDU_REQUIRE_TOOLS").is_none(),
-                "{tool} is required (SPDU_REQUIRE_TOOLS is set): apt-get install pebble certbot unbound openssl curl"
-            );
-            loud(&format!("SKIPPED (needs {tool}): netns scenario acme with 3 sites"));
-            return;
-        }
+    let tools = [
+        ("pebble", "pebble"),
+        ("certbot", "certbot"),
+        ("unbound", "unbound"),
+        ("openssl", "openssl"),
+        ("curl", "curl"),
+    ];
+    if !has_required_tools("acme", 3, &tools) {
+        return;
     }
     let Some(o) = run("acme", 3, &[]) else { return };
     o.within("issued", 1, 1);
@@ -351,23 +360,15 @@ fn netns_acme_3() {
 /// reachable (with CD).
 #[test]
 fn netns_dnssec_3() {
-    for (tool, package) in [
+    let tools = [
         ("knotd", "knot"),
         ("knotc", "knot"),
         ("kdig", "knot-dnsutils"),
         ("unbound", "unbound"),
         ("unbound-control", "unbound"),
-    ] {
-        if !has_tool(tool) {
-            assert!(
-                std::env::var_os("SPDU_REQUIRE_TOOLS").is_none(),
-                "{tool} is required (SPDU_REQUIRE_TOOLS is set): apt-get install {package}"
-            );
-            loud(&format!(
-                "SKIPPED (needs {tool}: apt-get install {package}): netns scenario dnssec with 3 sites"
-            ));
-            return;
-        }
+    ];
+    if !has_required_tools("dnssec", 3, &tools) {
+        return;
     }
     let Some(o) = run("dnssec", 3, &[]) else { return };
     o.within("parent_ad", 1, 1);
